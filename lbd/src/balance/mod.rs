@@ -1,0 +1,1 @@
+//! Member selection (being written).
