@@ -1,4 +1,20 @@
 //! lbd: an L4 (TCP) load balancer.
+//!
+//! * [`config`]: the config file, its validation and the typed model.
+//! * [`balance`]: member selection (round robin, least connections, Maglev).
+//! * [`runtime`]: the seam to the I/O runtime (io_uring or epoll).
+//! * [`proxy`]: one proxied connection, accept to close.
+//! * [`worker`]: a data-plane thread and its accept loops.
+//! * [`snapshot`], [`state`], [`sockets`]: what workers share.
+//! * [`server`]: start, reload and drain; [`demo`]: the built-in demo.
 
 pub mod balance;
 pub mod config;
+pub mod demo;
+pub mod proxy;
+pub mod runtime;
+pub mod server;
+pub mod snapshot;
+pub mod sockets;
+pub mod state;
+pub mod worker;

@@ -104,3 +104,85 @@ pub struct MemberSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
+
+// ------------------------------------------------- typed config → file model
+
+use std::time::Duration;
+
+use super::model::{Config, Global, Listener, Member, Pool};
+use super::validate::{algorithm_name, proxy_protocol_name};
+
+/// Renders a typed config back into the file model, every setting written
+/// out explicitly (defaults included), so that for any `cfg` returned by
+/// [`super::validate`], `validate(&ConfigFile::from(&cfg)) == Ok(cfg)`.
+/// lb-agent uses this to write configs.
+impl From<&Config> for ConfigFile {
+    fn from(config: &Config) -> Self {
+        ConfigFile {
+            global: Some(GlobalSection::from(&config.global)),
+            listeners: config.listeners.iter().map(ListenerSection::from).collect(),
+            pools: config.pools.iter().map(PoolSection::from).collect(),
+        }
+    }
+}
+
+impl From<&Global> for GlobalSection {
+    fn from(global: &Global) -> Self {
+        GlobalSection {
+            drain_timeout: Some(duration_text(global.drain_timeout)),
+        }
+    }
+}
+
+impl From<&Listener> for ListenerSection {
+    fn from(listener: &Listener) -> Self {
+        ListenerSection {
+            name: Some(listener.name.clone()),
+            bind: Some(listener.bind.to_string()),
+            pool: Some(listener.pool.clone()),
+            connection_limit: Some(i64::from(listener.connection_limit)),
+            allowed_cidrs: listener
+                .allowed_cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            client_idle: Some(duration_text(listener.client_idle)),
+            member_connect: Some(duration_text(listener.member_connect)),
+            member_idle: Some(duration_text(listener.member_idle)),
+            proxy_protocol: listener
+                .proxy_protocol
+                .map(|version| proxy_protocol_name(version).to_owned()),
+        }
+    }
+}
+
+impl From<&Pool> for PoolSection {
+    fn from(pool: &Pool) -> Self {
+        PoolSection {
+            name: Some(pool.name.clone()),
+            algorithm: Some(algorithm_name(pool.algorithm).to_owned()),
+            retries: Some(i64::from(pool.retries)),
+            members: pool.members.iter().map(MemberSection::from).collect(),
+        }
+    }
+}
+
+impl From<&Member> for MemberSection {
+    fn from(member: &Member) -> Self {
+        MemberSection {
+            address: Some(member.address.to_string()),
+            port: Some(i64::from(member.port)),
+            weight: Some(i64::from(member.weight)),
+            backup: Some(member.backup),
+            enabled: Some(member.enabled),
+            id: member.id.clone(),
+            name: member.name.clone(),
+        }
+    }
+}
+
+/// A duration as `humantime` writes it (`"1m 30s"`), which it parses back
+/// exactly.
+fn duration_text(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
+}

@@ -1,9 +1,36 @@
-//! Checks a [`ConfigFile`] and builds the typed [`Config`]. (Being written.)
+//! Checks a [`ConfigFile`] and builds the typed [`Config`].
+//!
+//! [`validate`] never stops at the first problem: it walks the whole file
+//! (`[global]`, then every `[[listener]]`, then every `[[pool]]` with its
+//! members) and returns every [`ConfigError`] in that order. Each error names
+//! where it is (`listener "web"`, `pool "api": member 2`, `global`) and why,
+//! quoting the offending field and value:
+//!
+//! ```text
+//! pool "api": member 2: port 70000 out of range (1-65535)
+//! ```
+//!
+//! Sections are named by their `name` when it is present, valid and unique,
+//! otherwise by their 1-based position (`listener #2`). Members and list
+//! entries (`allowed_cidrs[1]`) are numbered from 1 as well.
 
-use super::file::ConfigFile;
-use super::model::Config;
+use std::collections::{HashMap, HashSet};
+use std::fmt::Display;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::time::Duration;
 
-/// One problem in a config: where (`pool "api": member 2: port`) and why.
+use ipnet::IpNet;
+
+use super::file::{ConfigFile, GlobalSection, ListenerSection, MemberSection, PoolSection};
+use super::model::{
+    Algorithm, Config, Global, Listener, Member, Pool, ProxyProtocol, DEFAULT_CLIENT_IDLE,
+    DEFAULT_CONNECTION_LIMIT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MEMBER_CONNECT, DEFAULT_MEMBER_IDLE,
+    DEFAULT_RETRIES, DEFAULT_WEIGHT, MAX_WEIGHT,
+};
+
+/// One problem in a config: where (`pool "api": member 2`) and why
+/// (`port 70000 out of range (1-65535)`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub path: String,
@@ -16,9 +43,1409 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
-pub fn validate(_file: &ConfigFile) -> Result<Config, Vec<ConfigError>> {
-    Err(vec![ConfigError {
-        path: String::new(),
-        reason: "validation not written yet".into(),
-    }])
+/// Largest accepted `connection_limit`.
+pub const MAX_CONNECTION_LIMIT: u32 = 10_000_000;
+/// Largest accepted pool `retries`.
+pub const MAX_RETRIES: u32 = 100;
+
+/// Every [`Algorithm`], in the order error messages list them.
+const ALGORITHMS: [Algorithm; 3] = [
+    Algorithm::RoundRobin,
+    Algorithm::LeastConnections,
+    Algorithm::SourceIp,
+];
+
+/// Every [`ProxyProtocol`] version.
+const PROXY_PROTOCOLS: [ProxyProtocol; 2] = [ProxyProtocol::V1, ProxyProtocol::V2];
+
+/// The file spelling of an algorithm (`"round_robin"`).
+pub(super) const fn algorithm_name(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::RoundRobin => "round_robin",
+        Algorithm::LeastConnections => "least_connections",
+        Algorithm::SourceIp => "source_ip",
+    }
+}
+
+/// The file spelling of a PROXY protocol version (`"v2"`).
+pub(super) const fn proxy_protocol_name(version: ProxyProtocol) -> &'static str {
+    match version {
+        ProxyProtocol::V1 => "v1",
+        ProxyProtocol::V2 => "v2",
+    }
+}
+
+/// Checks `file` and builds the typed [`Config`], or returns every problem
+/// found, in file order.
+pub fn validate(file: &ConfigFile) -> Result<Config, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+
+    let global = validate_global(file.global.as_ref(), &mut errors);
+
+    // Listeners may only refer to pools that are in the file. Any spelling
+    // counts here: a pool with a bad name already gets its own error.
+    let pool_names: HashSet<&str> = file
+        .pools
+        .iter()
+        .filter_map(|p| p.name.as_deref())
+        .collect();
+    let listeners = validate_listeners(&file.listeners, &pool_names, &mut errors);
+    let pools = validate_pools(&file.pools, &mut errors);
+
+    if errors.is_empty() {
+        Ok(Config {
+            global,
+            listeners,
+            pools,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Collects errors for one place in the config (`listener "web"`).
+struct Scope<'a> {
+    path: String,
+    errors: &'a mut Vec<ConfigError>,
+}
+
+impl<'a> Scope<'a> {
+    fn new(path: impl Into<String>, errors: &'a mut Vec<ConfigError>) -> Self {
+        Scope {
+            path: path.into(),
+            errors,
+        }
+    }
+
+    /// Records a problem at this scope's path.
+    fn error(&mut self, reason: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: self.path.clone(),
+            reason: reason.into(),
+        });
+    }
+
+    /// A nested scope: `pool "api"` → `pool "api": member 2`.
+    fn child(&mut self, suffix: impl Display) -> Scope<'_> {
+        Scope {
+            path: format!("{}: {suffix}", self.path),
+            errors: self.errors,
+        }
+    }
+
+    /// Unwraps a required field, reporting `{field} is required` when absent.
+    fn required<'v, T: ?Sized>(&mut self, field: &str, value: Option<&'v T>) -> Option<&'v T> {
+        if value.is_none() {
+            self.error(format!("{field} is required"));
+        }
+        value
+    }
+}
+
+// ---------------------------------------------------------------- [global]
+
+/// Checks `[global]`; an absent section means all defaults.
+fn validate_global(section: Option<&GlobalSection>, errors: &mut Vec<ConfigError>) -> Global {
+    let mut scope = Scope::new("global", errors);
+    let drain_timeout = section.and_then(|g| g.drain_timeout.as_deref());
+    Global {
+        drain_timeout: duration_field(
+            &mut scope,
+            "drain_timeout",
+            drain_timeout,
+            DEFAULT_DRAIN_TIMEOUT,
+        )
+        .unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+    }
+}
+
+// ----------------------------------------------------------------- names
+
+/// What the name of a `[[listener]]` or `[[pool]]` turned out to be.
+enum NameStatus {
+    /// Present, well-formed and the first of its spelling.
+    Good(String),
+    /// Absent, empty, badly formed or a duplicate; the reason says which.
+    Bad(String),
+}
+
+/// The names of one kind of section (`listener`, `pool`), checked together
+/// because uniqueness and labels depend on the other sections.
+struct Names {
+    statuses: Vec<NameStatus>,
+    /// How each section is called in error paths: `listener "web"` or
+    /// `listener #2`.
+    labels: Vec<String>,
+}
+
+impl Names {
+    /// Checks every name of sections of `kind`, in file order.
+    fn check<'a>(kind: &str, names: impl Iterator<Item = Option<&'a str>>) -> Self {
+        let mut first_use: HashMap<&str, usize> = HashMap::new();
+        let mut statuses = Vec::new();
+        let mut labels = Vec::new();
+        for (index, name) in names.enumerate() {
+            let position = index + 1;
+            let status = match name {
+                None => NameStatus::Bad("name is required".to_owned()),
+                Some(name) => match name_problem(name) {
+                    Some(problem) => NameStatus::Bad(problem),
+                    None => match first_use.get(name) {
+                        Some(first) => NameStatus::Bad(format!(
+                            "name {name:?} is already used by {kind} #{first}"
+                        )),
+                        None => {
+                            first_use.insert(name, position);
+                            NameStatus::Good(name.to_owned())
+                        }
+                    },
+                },
+            };
+            labels.push(match &status {
+                NameStatus::Good(name) => format!("{kind} {name:?}"),
+                NameStatus::Bad(_) => format!("{kind} #{position}"),
+            });
+            statuses.push(status);
+        }
+        Names { statuses, labels }
+    }
+
+    /// The checked name of section `index`, reporting its problem if any.
+    fn take(&self, index: usize, scope: &mut Scope) -> Option<String> {
+        match self.statuses.get(index)? {
+            NameStatus::Good(name) => Some(name.clone()),
+            NameStatus::Bad(reason) => {
+                scope.error(reason.clone());
+                None
+            }
+        }
+    }
+
+    /// The error-path label of section `index`.
+    fn label(&self, index: usize) -> &str {
+        self.labels.get(index).map_or("", String::as_str)
+    }
+}
+
+/// Whether `c` may appear in a name (names become metric labels).
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')
+}
+
+/// Why `name` is not acceptable as a listener or pool name, if it is not.
+fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("name is empty".to_owned());
+    }
+    name.chars().find(|&c| !is_name_char(c)).map(|c| {
+        format!(
+            "name {name:?} contains {c:?}; only ASCII letters, digits, '_', '.', ':' and '-' \
+             are allowed"
+        )
+    })
+}
+
+// -------------------------------------------------------------- listeners
+
+/// Checks every `[[listener]]`; returns those that are fully valid.
+fn validate_listeners(
+    sections: &[ListenerSection],
+    pool_names: &HashSet<&str>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Listener> {
+    let names = Names::check("listener", sections.iter().map(|l| l.name.as_deref()));
+    // Valid binds of earlier listeners, with their index, for conflict checks.
+    let mut binds: Vec<(SocketAddr, usize)> = Vec::new();
+    let mut listeners = Vec::new();
+    for (index, section) in sections.iter().enumerate() {
+        let mut scope = Scope::new(names.label(index), errors);
+        let name = names.take(index, &mut scope);
+        let bind = bind_field(&mut scope, section.bind.as_deref());
+        if let Some(bind) = bind {
+            if let Some(reason) = bind_conflict(bind, &binds, &names) {
+                scope.error(reason);
+            }
+            binds.push((bind, index));
+        }
+        if let Some(listener) = validate_listener(&mut scope, section, name, bind, pool_names) {
+            listeners.push(listener);
+        }
+    }
+    listeners
+}
+
+/// Checks the fields of a listener after `name` and `bind` (checked by the
+/// caller, which needs them for uniqueness) and builds it if all are valid.
+fn validate_listener(
+    scope: &mut Scope,
+    section: &ListenerSection,
+    name: Option<String>,
+    bind: Option<SocketAddr>,
+    pool_names: &HashSet<&str>,
+) -> Option<Listener> {
+    let pool = pool_reference(scope, section.pool.as_deref(), pool_names);
+    let connection_limit = connection_limit_field(scope, section.connection_limit);
+    let allowed_cidrs = cidrs_field(scope, &section.allowed_cidrs);
+    let client_idle = duration_field(
+        scope,
+        "client_idle",
+        section.client_idle.as_deref(),
+        DEFAULT_CLIENT_IDLE,
+    );
+    let member_connect = duration_field(
+        scope,
+        "member_connect",
+        section.member_connect.as_deref(),
+        DEFAULT_MEMBER_CONNECT,
+    );
+    let member_idle = duration_field(
+        scope,
+        "member_idle",
+        section.member_idle.as_deref(),
+        DEFAULT_MEMBER_IDLE,
+    );
+    let proxy_protocol = proxy_protocol_field(scope, section.proxy_protocol.as_deref());
+    Some(Listener {
+        name: name?,
+        bind: bind?,
+        pool: pool?,
+        connection_limit: connection_limit?,
+        allowed_cidrs: allowed_cidrs?,
+        client_idle: client_idle?,
+        member_connect: member_connect?,
+        member_idle: member_idle?,
+        proxy_protocol: proxy_protocol?,
+    })
+}
+
+/// `bind`: required `addr:port` with a non-zero port.
+fn bind_field(scope: &mut Scope, value: Option<&str>) -> Option<SocketAddr> {
+    let text = scope.required("bind", value)?;
+    let Ok(addr) = text.parse::<SocketAddr>() else {
+        scope.error(format!(
+            "bind {text:?} is not an address:port (e.g. \"0.0.0.0:8080\", \"[::]:8080\")"
+        ));
+        return None;
+    };
+    if addr.port() == 0 {
+        scope.error(format!("bind {addr}: port 0 is not allowed"));
+        return None;
+    }
+    Some(addr)
+}
+
+/// Whether binding `bind` clashes with an earlier listener's bind: the same
+/// address and port, or the same port and IP family where one address is the
+/// wildcard. IPv4 and IPv6 never clash (IPv6 sockets are v6only).
+fn bind_conflict(
+    bind: SocketAddr,
+    earlier: &[(SocketAddr, usize)],
+    names: &Names,
+) -> Option<String> {
+    earlier.iter().find_map(|&(other, index)| {
+        let owner = names.label(index);
+        if other == bind {
+            Some(format!("bind {bind} is already used by {owner}"))
+        } else if binds_overlap(bind, other) {
+            Some(format!(
+                "bind {bind} overlaps {other} of {owner} (same port, and a wildcard address \
+                 takes the port on every address)"
+            ))
+        } else {
+            None
+        }
+    })
+}
+
+/// Two different binds overlap when they share family and port and one of
+/// them is the unspecified (wildcard) address.
+fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.is_ipv4() == b.is_ipv4()
+        && a.port() == b.port()
+        && (a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// `pool`: required, and must name a `[[pool]]` of the file.
+fn pool_reference(
+    scope: &mut Scope,
+    value: Option<&str>,
+    pool_names: &HashSet<&str>,
+) -> Option<String> {
+    let name = scope.required("pool", value)?;
+    if pool_names.contains(name) {
+        Some(name.to_owned())
+    } else {
+        scope.error(format!("pool {name:?} does not exist"));
+        None
+    }
+}
+
+/// `connection_limit`: 1..=10 000 000, default [`DEFAULT_CONNECTION_LIMIT`].
+fn connection_limit_field(scope: &mut Scope, value: Option<i64>) -> Option<u32> {
+    let Some(limit) = value else {
+        return Some(DEFAULT_CONNECTION_LIMIT);
+    };
+    match u32::try_from(limit) {
+        Ok(limit @ 1..=MAX_CONNECTION_LIMIT) => Some(limit),
+        _ if limit == -1 => {
+            scope.error(format!(
+                "connection_limit -1 (unlimited) is not supported: use a number; leave it out \
+                 for the default {DEFAULT_CONNECTION_LIMIT}"
+            ));
+            None
+        }
+        _ => {
+            scope.error(format!(
+                "connection_limit {limit} out of range (1-{MAX_CONNECTION_LIMIT}); leave it out \
+                 for the default {DEFAULT_CONNECTION_LIMIT}"
+            ));
+            None
+        }
+    }
+}
+
+/// `allowed_cidrs`: every entry a CIDR or a bare IP address.
+fn cidrs_field(scope: &mut Scope, values: &[String]) -> Option<Vec<IpNet>> {
+    let nets: Vec<Option<IpNet>> = values
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let net = parse_cidr(text);
+            if net.is_none() {
+                scope.error(format!(
+                    "allowed_cidrs[{}]: {text:?} is not a CIDR",
+                    index + 1
+                ));
+            }
+            net
+        })
+        .collect();
+    nets.into_iter().collect()
+}
+
+/// Parses `10.0.0.0/8` or `2001:db8::/32`; a bare address is a /32 or /128,
+/// and host bits (`10.0.0.1/24`) are cleared.
+fn parse_cidr(text: &str) -> Option<IpNet> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Some(net.trunc());
+    }
+    text.parse::<IpAddr>().ok().map(IpNet::from)
+}
+
+/// `proxy_protocol`: absent, `"v1"` or `"v2"`.
+fn proxy_protocol_field(scope: &mut Scope, value: Option<&str>) -> Option<Option<ProxyProtocol>> {
+    let Some(text) = value else {
+        return Some(None);
+    };
+    match lookup(&PROXY_PROTOCOLS, proxy_protocol_name, text) {
+        Some(version) => Some(Some(version)),
+        None => {
+            scope.error(format!(
+                "proxy_protocol {text:?} is not valid (expected {}; leave it out for none)",
+                expected_list(&PROXY_PROTOCOLS, proxy_protocol_name)
+            ));
+            None
+        }
+    }
+}
+
+// ------------------------------------------------------------------ pools
+
+/// Checks every `[[pool]]`; returns those that are fully valid.
+fn validate_pools(sections: &[PoolSection], errors: &mut Vec<ConfigError>) -> Vec<Pool> {
+    let names = Names::check("pool", sections.iter().map(|p| p.name.as_deref()));
+    let mut pools = Vec::new();
+    for (index, section) in sections.iter().enumerate() {
+        let mut scope = Scope::new(names.label(index), errors);
+        let name = names.take(index, &mut scope);
+        let algorithm = algorithm_field(&mut scope, section.algorithm.as_deref());
+        let retries = int_field(
+            &mut scope,
+            "retries",
+            section.retries,
+            0..=MAX_RETRIES,
+            DEFAULT_RETRIES,
+        );
+        let members = validate_members(&mut scope, &section.members);
+        if let (Some(name), Some(algorithm), Some(retries), Some(members)) =
+            (name, algorithm, retries, members)
+        {
+            pools.push(Pool {
+                name,
+                algorithm,
+                retries,
+                members,
+            });
+        }
+    }
+    pools
+}
+
+/// `algorithm`: one of [`ALGORITHMS`], default round robin.
+fn algorithm_field(scope: &mut Scope, value: Option<&str>) -> Option<Algorithm> {
+    let Some(text) = value else {
+        return Some(Algorithm::default());
+    };
+    let algorithm = lookup(&ALGORITHMS, algorithm_name, text);
+    if algorithm.is_none() {
+        scope.error(format!(
+            "algorithm {text:?} is not valid (expected {})",
+            expected_list(&ALGORITHMS, algorithm_name)
+        ));
+    }
+    algorithm
+}
+
+/// Checks the members of one pool (`pool_scope` is the pool's scope); `None`
+/// if any member is invalid.
+fn validate_members(pool_scope: &mut Scope, sections: &[MemberSection]) -> Option<Vec<Member>> {
+    // Valid address:port of earlier members, with their 1-based number.
+    let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+    let members: Vec<Option<Member>> = sections
+        .iter()
+        .enumerate()
+        .map(|(index, section)| {
+            let number = index + 1;
+            let mut scope = pool_scope.child(format_args!("member {number}"));
+            validate_member(&mut scope, section, number, &mut seen)
+        })
+        .collect();
+    members.into_iter().collect()
+}
+
+/// Checks one `[[pool.member]]`, numbered `number` (1-based); `seen` holds
+/// the address:port of earlier members of the pool, to reject duplicates.
+fn validate_member(
+    scope: &mut Scope,
+    section: &MemberSection,
+    number: usize,
+    seen: &mut HashMap<SocketAddr, usize>,
+) -> Option<Member> {
+    let address = member_address(scope, section.address.as_deref());
+    let port = member_port(scope, section.port);
+    let unique = match (address, port) {
+        (Some(address), Some(port)) => {
+            unique_member_addr(scope, SocketAddr::new(address, port), number, seen)
+        }
+        _ => false,
+    };
+    let weight = int_field(
+        scope,
+        "weight",
+        section.weight,
+        0..=MAX_WEIGHT,
+        DEFAULT_WEIGHT,
+    );
+    if !unique {
+        return None;
+    }
+    Some(Member {
+        address: address?,
+        port: port?,
+        weight: weight?,
+        backup: section.backup.unwrap_or(false),
+        enabled: section.enabled.unwrap_or(true),
+        id: section.id.clone(),
+        name: section.name.clone(),
+    })
+}
+
+/// Records `addr` as used by member `number`, or reports that an earlier
+/// member of the pool already uses it. Returns whether it was unique.
+fn unique_member_addr(
+    scope: &mut Scope,
+    addr: SocketAddr,
+    number: usize,
+    seen: &mut HashMap<SocketAddr, usize>,
+) -> bool {
+    match seen.get(&addr) {
+        Some(first) => {
+            scope.error(format!("address {addr} is already used by member {first}"));
+            false
+        }
+        None => {
+            seen.insert(addr, number);
+            true
+        }
+    }
+}
+
+/// `address`: a required IP address.
+fn member_address(scope: &mut Scope, value: Option<&str>) -> Option<IpAddr> {
+    let text = scope.required("address", value)?;
+    let address = text.parse::<IpAddr>().ok();
+    if address.is_none() {
+        scope.error(format!(
+            "address {text:?} is not an IP address (hostnames are not resolved)"
+        ));
+    }
+    address
+}
+
+/// `port`: required, 1..=65535.
+fn member_port(scope: &mut Scope, value: Option<i64>) -> Option<u16> {
+    let port = *scope.required("port", value.as_ref())?;
+    int_in_range(scope, "port", port, 1..=u16::MAX)
+}
+
+// ---------------------------------------------------------- field helpers
+
+/// An optional integer field that must lie in `range`; `default` when absent.
+fn int_field<T>(
+    scope: &mut Scope,
+    field: &str,
+    value: Option<i64>,
+    range: RangeInclusive<T>,
+    default: T,
+) -> Option<T>
+where
+    T: TryFrom<i64> + PartialOrd + Display,
+{
+    match value {
+        Some(value) => int_in_range(scope, field, value, range),
+        None => Some(default),
+    }
+}
+
+/// Converts `value` if it lies in `range`, else reports
+/// `{field} {value} out of range ({start}-{end})`.
+fn int_in_range<T>(
+    scope: &mut Scope,
+    field: &str,
+    value: i64,
+    range: RangeInclusive<T>,
+) -> Option<T>
+where
+    T: TryFrom<i64> + PartialOrd + Display,
+{
+    match T::try_from(value) {
+        Ok(converted) if range.contains(&converted) => Some(converted),
+        _ => {
+            scope.error(format!(
+                "{field} {value} out of range ({}-{})",
+                range.start(),
+                range.end()
+            ));
+            None
+        }
+    }
+}
+
+/// An optional duration field (`"30s"`, `"500ms"`, `"2m"`) that must be
+/// greater than zero; `default` when absent.
+fn duration_field(
+    scope: &mut Scope,
+    field: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Option<Duration> {
+    let Some(text) = value else {
+        return Some(default);
+    };
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => {
+            scope.error(format!("{field} {text:?} must be greater than zero"));
+            None
+        }
+        Ok(duration) => Some(duration),
+        Err(err) => {
+            scope.error(format!(
+                "{field} {text:?} is not a duration (e.g. \"30s\", \"500ms\", \"2m\"): {err}"
+            ));
+            None
+        }
+    }
+}
+
+/// Finds the value of `all` whose spelling (`name`) is exactly `text`.
+fn lookup<T: Copy>(all: &[T], name: fn(T) -> &'static str, text: &str) -> Option<T> {
+    all.iter().copied().find(|&value| name(value) == text)
+}
+
+/// `"a", "b" or "c"`: the spellings of `all`, for error messages.
+fn expected_list<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> String {
+    let quoted: Vec<String> = all
+        .iter()
+        .map(|&value| format!("{:?}", name(value)))
+        .collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        Some((last, _)) => last.clone(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+    use crate::config::{from_toml_str, LoadError};
+
+    /// Parses TOML into the file model; the test TOML is always well-formed.
+    fn parse(text: &str) -> ConfigFile {
+        toml::from_str(text).expect("test TOML parses")
+    }
+
+    /// Validates TOML that must be valid.
+    fn valid(text: &str) -> Config {
+        match validate(&parse(text)) {
+            Ok(config) => config,
+            Err(errors) => panic!("expected a valid config, got {}", lines(&errors).join("\n")),
+        }
+    }
+
+    /// Validates TOML that must be invalid; returns the printed errors.
+    fn invalid(text: &str) -> Vec<String> {
+        match validate(&parse(text)) {
+            Ok(config) => panic!("expected errors, got {config:?}"),
+            Err(errors) => lines(&errors),
+        }
+    }
+
+    fn lines(errors: &[ConfigError]) -> Vec<String> {
+        errors.iter().map(ToString::to_string).collect()
+    }
+
+    /// A pool `p` with one member, for listeners to point at.
+    const POOL_P: &str = r#"
+[[pool]]
+name = "p"
+[[pool.member]]
+address = "10.0.0.1"
+port = 80
+"#;
+
+    /// A listener `name` on `bind` for pool `p`, followed by [`POOL_P`].
+    fn listeners(binds: &[(&str, &str)]) -> String {
+        let mut text = String::new();
+        for (name, bind) in binds {
+            text.push_str(&format!(
+                "[[listener]]\nname = \"{name}\"\nbind = \"{bind}\"\npool = \"p\"\n"
+            ));
+        }
+        text + POOL_P
+    }
+
+    /// A valid listener with one extra `line` of settings.
+    fn listener_with(line: &str) -> String {
+        format!("[[listener]]\nname = \"l\"\nbind = \"0.0.0.0:80\"\npool = \"p\"\n{line}\n{POOL_P}")
+    }
+
+    /// A pool `api` with one extra `line` of settings and the given members
+    /// (each a TOML body for `[[pool.member]]`).
+    fn pool_with(line: &str, members: &[&str]) -> String {
+        let mut text = format!("[[pool]]\nname = \"api\"\n{line}\n");
+        for member in members {
+            text.push_str(&format!("[[pool.member]]\n{member}\n"));
+        }
+        text
+    }
+
+    const FULL: &str = r#"
+[global]
+drain_timeout = "2m"
+
+[[listener]]
+name = "web"
+bind = "0.0.0.0:8080"
+pool = "nodes"
+connection_limit = 1000
+allowed_cidrs = ["10.0.0.0/8", "192.168.1.7", "2001:db8::/32"]
+client_idle = "50s"
+member_connect = "500ms"
+member_idle = "1m 30s"
+proxy_protocol = "v2"
+
+[[listener]]
+name = "8c0b3e1a-5f2d-4c1e-9a7b-0d6f4e2a1b3c"
+bind = "[::1]:6443"
+pool = "api"
+
+[[pool]]
+name = "nodes"
+algorithm = "least_connections"
+retries = 0
+[[pool.member]]
+address = "10.0.0.10"
+port = 31320
+weight = 2
+id = "m-1"
+name = "node-1"
+[[pool.member]]
+address = "fd00::11"
+port = 31320
+weight = 0
+backup = true
+enabled = false
+
+[[pool]]
+name = "api"
+
+[[pool]]
+name = "unused"
+algorithm = "source_ip"
+"#;
+
+    #[test]
+    fn full_config_values_and_defaults() {
+        let config = valid(FULL);
+        assert_eq!(config.global.drain_timeout, Duration::from_secs(120));
+
+        let web = &config.listeners[0];
+        assert_eq!(web.name, "web");
+        assert_eq!(web.bind, "0.0.0.0:8080".parse().expect("addr"));
+        assert_eq!(web.pool, "nodes");
+        assert_eq!(web.connection_limit, 1000);
+        assert_eq!(
+            web.allowed_cidrs,
+            vec![
+                "10.0.0.0/8".parse::<IpNet>().expect("net"),
+                "192.168.1.7/32".parse().expect("net"),
+                "2001:db8::/32".parse().expect("net"),
+            ]
+        );
+        assert_eq!(web.client_idle, Duration::from_secs(50));
+        assert_eq!(web.member_connect, Duration::from_millis(500));
+        assert_eq!(web.member_idle, Duration::from_secs(90));
+        assert_eq!(web.proxy_protocol, Some(ProxyProtocol::V2));
+
+        let uuid = &config.listeners[1];
+        assert_eq!(uuid.name, "8c0b3e1a-5f2d-4c1e-9a7b-0d6f4e2a1b3c");
+        assert_eq!(
+            uuid.bind,
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 6443)
+        );
+        assert_eq!(uuid.connection_limit, DEFAULT_CONNECTION_LIMIT);
+        assert!(uuid.allowed_cidrs.is_empty());
+        assert_eq!(uuid.client_idle, DEFAULT_CLIENT_IDLE);
+        assert_eq!(uuid.member_connect, DEFAULT_MEMBER_CONNECT);
+        assert_eq!(uuid.member_idle, DEFAULT_MEMBER_IDLE);
+        assert_eq!(uuid.proxy_protocol, None);
+
+        let nodes = config.pool("nodes").expect("pool nodes");
+        assert_eq!(nodes.algorithm, Algorithm::LeastConnections);
+        assert_eq!(nodes.retries, 0);
+        assert_eq!(
+            nodes.members,
+            vec![
+                Member {
+                    address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10)),
+                    port: 31320,
+                    weight: 2,
+                    backup: false,
+                    enabled: true,
+                    id: Some("m-1".into()),
+                    name: Some("node-1".into()),
+                },
+                Member {
+                    address: "fd00::11".parse().expect("ip"),
+                    port: 31320,
+                    weight: 0,
+                    backup: true,
+                    enabled: false,
+                    id: None,
+                    name: None,
+                },
+            ]
+        );
+
+        let api = config.pool("api").expect("pool api");
+        assert_eq!(api.algorithm, Algorithm::RoundRobin);
+        assert_eq!(api.retries, DEFAULT_RETRIES);
+        assert!(api.members.is_empty());
+        assert_eq!(
+            config.pool("unused").map(|p| p.algorithm),
+            Some(Algorithm::SourceIp)
+        );
+    }
+
+    #[test]
+    fn empty_file_is_valid_with_default_global() {
+        let config = valid("");
+        assert_eq!(config.global.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+        assert!(config.listeners.is_empty() && config.pools.is_empty());
+    }
+
+    #[test]
+    fn member_port_out_of_range_exact_message() {
+        let text = pool_with(
+            "",
+            &[
+                "address = \"10.0.0.1\"\nport = 80",
+                "address = \"10.0.0.2\"\nport = 70000",
+            ],
+        );
+        assert_eq!(
+            invalid(&text),
+            ["pool \"api\": member 2: port 70000 out of range (1-65535)"]
+        );
+        let errors = validate(&parse(&text)).expect_err("invalid");
+        assert_eq!(
+            errors,
+            [ConfigError {
+                path: "pool \"api\": member 2".into(),
+                reason: "port 70000 out of range (1-65535)".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn several_mistakes_all_reported_in_file_order() {
+        let text = r#"
+[global]
+drain_timeout = "0s"
+
+[[listener]]
+name = "web"
+bind = "0.0.0.0:80"
+pool = "nope"
+connection_limit = -1
+allowed_cidrs = ["10.0.0.0/8", "10.0.0.0/33"]
+client_idle = "soon"
+proxy_protocol = "v3"
+
+[[listener]]
+bind = "0.0.0.0:80"
+pool = "api"
+
+[[pool]]
+name = "api"
+algorithm = "random"
+retries = 101
+[[pool.member]]
+address = "node1.example.com"
+port = 0
+weight = 257
+[[pool.member]]
+address = "10.0.0.1"
+port = 80
+[[pool.member]]
+address = "10.0.0.1"
+port = 80
+"#;
+        let errors = invalid(text);
+        // Every message is exact except client_idle's, which ends with
+        // humantime's explanation; it is compared up to that point.
+        let expected = [
+            "global: drain_timeout \"0s\" must be greater than zero",
+            "listener \"web\": pool \"nope\" does not exist",
+            "listener \"web\": connection_limit -1 (unlimited) is not supported: use a number; \
+             leave it out for the default 50000",
+            "listener \"web\": allowed_cidrs[2]: \"10.0.0.0/33\" is not a CIDR",
+            "listener \"web\": client_idle \"soon\" is not a duration (e.g. \"30s\", \"500ms\", \
+             \"2m\"): ",
+            "listener \"web\": proxy_protocol \"v3\" is not valid (expected \"v1\" or \"v2\"; \
+             leave it out for none)",
+            "listener #2: name is required",
+            "listener #2: bind 0.0.0.0:80 is already used by listener \"web\"",
+            "pool \"api\": algorithm \"random\" is not valid (expected \"round_robin\", \
+             \"least_connections\" or \"source_ip\")",
+            "pool \"api\": retries 101 out of range (0-100)",
+            "pool \"api\": member 1: address \"node1.example.com\" is not an IP address \
+             (hostnames are not resolved)",
+            "pool \"api\": member 1: port 0 out of range (1-65535)",
+            "pool \"api\": member 1: weight 257 out of range (0-256)",
+            "pool \"api\": member 3: address 10.0.0.1:80 is already used by member 2",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (error, want) in errors.iter().zip(expected) {
+            if want.ends_with(": ") {
+                assert!(
+                    error.starts_with(want),
+                    "{error:?} should start with {want:?}"
+                );
+            } else {
+                assert_eq!(error, want);
+            }
+        }
+    }
+
+    #[test]
+    fn missing_required_fields() {
+        let text = "[[listener]]\n[[pool]]\n[[pool.member]]\n";
+        assert_eq!(
+            invalid(text),
+            [
+                "listener #1: name is required",
+                "listener #1: bind is required",
+                "listener #1: pool is required",
+                "pool #1: name is required",
+                "pool #1: member 1: address is required",
+                "pool #1: member 1: port is required",
+            ]
+        );
+    }
+
+    #[test]
+    fn listener_name_rules() {
+        let text = listeners(&[
+            ("", "0.0.0.0:1"),
+            ("a b", "0.0.0.0:2"),
+            ("x", "0.0.0.0:3"),
+            ("x", "0.0.0.0:4"),
+        ]);
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener #1: name is empty",
+                "listener #2: name \"a b\" contains ' '; only ASCII letters, digits, '_', '.', \
+                 ':' and '-' are allowed",
+                "listener #4: name \"x\" is already used by listener #3",
+            ]
+        );
+        let ok = valid(&listeners(&[("Az09_.:-", "0.0.0.0:1")]));
+        assert_eq!(ok.listeners[0].name, "Az09_.:-");
+    }
+
+    #[test]
+    fn pool_name_rules() {
+        let text = "[[pool]]\nname = \"api\"\n[[pool]]\nname = \"api\"\n[[pool]]\nname = \"é\"\n";
+        assert_eq!(
+            invalid(text),
+            [
+                "pool #2: name \"api\" is already used by pool #1",
+                "pool #3: name \"é\" contains 'é'; only ASCII letters, digits, '_', '.', ':' and \
+                 '-' are allowed",
+            ]
+        );
+    }
+
+    #[test]
+    fn listener_and_pool_may_share_a_name() {
+        let config = valid("[[listener]]\nname = \"p\"\nbind = \"0.0.0.0:80\"\npool = \"p\"\n[[pool]]\nname = \"p\"\n");
+        assert_eq!(config.listeners[0].pool, "p");
+    }
+
+    #[test]
+    fn bind_must_be_socket_address_with_nonzero_port() {
+        let text = listeners(&[("a", "localhost:80"), ("b", "10.0.0.1"), ("c", "0.0.0.0:0")]);
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener \"a\": bind \"localhost:80\" is not an address:port (e.g. \
+                 \"0.0.0.0:8080\", \"[::]:8080\")",
+                "listener \"b\": bind \"10.0.0.1\" is not an address:port (e.g. \
+                 \"0.0.0.0:8080\", \"[::]:8080\")",
+                "listener \"c\": bind 0.0.0.0:0: port 0 is not allowed",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_bind() {
+        let text = listeners(&[("a", "127.0.0.1:80"), ("b", "127.0.0.1:80")]);
+        assert_eq!(
+            invalid(&text),
+            ["listener \"b\": bind 127.0.0.1:80 is already used by listener \"a\""]
+        );
+    }
+
+    #[test]
+    fn duplicate_bind_names_unnamed_listener_by_position() {
+        let text = format!(
+            "[[listener]]\nbind = \"[::1]:80\"\npool = \"p\"\n{}",
+            listeners(&[("b", "[::1]:80")])
+        );
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener #1: name is required",
+                "listener \"b\": bind [::1]:80 is already used by listener #1",
+            ]
+        );
+    }
+
+    #[test]
+    fn wildcard_overlap_ipv4() {
+        let text = listeners(&[("a", "0.0.0.0:80"), ("b", "10.0.0.1:80")]);
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener \"b\": bind 10.0.0.1:80 overlaps 0.0.0.0:80 of listener \"a\" (same \
+              port, and a wildcard address takes the port on every address)"
+            ]
+        );
+    }
+
+    #[test]
+    fn wildcard_overlap_ipv6_specific_first() {
+        let text = listeners(&[("a", "[::1]:80"), ("b", "[::]:80")]);
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener \"b\": bind [::]:80 overlaps [::1]:80 of listener \"a\" (same port, and \
+              a wildcard address takes the port on every address)"
+            ]
+        );
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_wildcards_do_not_conflict() {
+        let config = valid(&listeners(&[
+            ("v4", "0.0.0.0:80"),
+            ("v6", "[::]:80"),
+            ("v4-other-port", "10.0.0.1:81"),
+            ("v6-specific", "[fd00::1]:81"),
+        ]));
+        assert_eq!(config.listeners.len(), 4);
+    }
+
+    #[test]
+    fn unknown_pool() {
+        let text = listeners(&[("a", "0.0.0.0:80")]).replace("pool = \"p\"\n", "pool = \"nope\"\n");
+        assert_eq!(
+            invalid(&text),
+            ["listener \"a\": pool \"nope\" does not exist"]
+        );
+    }
+
+    #[test]
+    fn reference_to_badly_named_pool_reports_only_the_pool() {
+        let text = "[[listener]]\nname = \"l\"\nbind = \"0.0.0.0:80\"\npool = \"a b\"\n\
+                    [[pool]]\nname = \"a b\"\n";
+        let errors = invalid(text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("pool #1: name \"a b\""), "{errors:?}");
+    }
+
+    #[test]
+    fn connection_limit_rules() {
+        assert_eq!(
+            invalid(&listener_with("connection_limit = -1")),
+            [
+                "listener \"l\": connection_limit -1 (unlimited) is not supported: use a number; \
+              leave it out for the default 50000"
+            ]
+        );
+        for bad in [0, 10_000_001, i64::MIN, i64::MAX] {
+            assert_eq!(
+                invalid(&listener_with(&format!("connection_limit = {bad}"))),
+                [format!(
+                    "listener \"l\": connection_limit {bad} out of range (1-10000000); leave it \
+                     out for the default 50000"
+                )]
+            );
+        }
+        for good in [1, 10_000_000] {
+            let config = valid(&listener_with(&format!("connection_limit = {good}")));
+            assert_eq!(i64::from(config.listeners[0].connection_limit), good);
+        }
+    }
+
+    #[test]
+    fn bad_cidr() {
+        let text =
+            listener_with(r#"allowed_cidrs = ["10.0.0.0/8", "10.0.0.0/33", "nope", "::/129"]"#);
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener \"l\": allowed_cidrs[2]: \"10.0.0.0/33\" is not a CIDR",
+                "listener \"l\": allowed_cidrs[3]: \"nope\" is not a CIDR",
+                "listener \"l\": allowed_cidrs[4]: \"::/129\" is not a CIDR",
+            ]
+        );
+    }
+
+    #[test]
+    fn cidr_host_bits_are_truncated() {
+        let config = valid(&listener_with(
+            r#"allowed_cidrs = ["10.0.0.1/24", "2001:db8::1/64"]"#,
+        ));
+        assert_eq!(
+            config.listeners[0].allowed_cidrs,
+            vec![
+                "10.0.0.0/24".parse::<IpNet>().expect("net"),
+                "2001:db8::/64".parse().expect("net"),
+            ]
+        );
+    }
+
+    #[test]
+    fn bare_ip_cidr_is_a_host_route() {
+        let config = valid(&listener_with(
+            r#"allowed_cidrs = ["192.0.2.7", "2001:db8::7"]"#,
+        ));
+        assert_eq!(
+            config.listeners[0].allowed_cidrs,
+            vec![
+                "192.0.2.7/32".parse::<IpNet>().expect("net"),
+                "2001:db8::7/128".parse().expect("net"),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_duration() {
+        for field in ["client_idle", "member_connect", "member_idle"] {
+            let errors = invalid(&listener_with(&format!("{field} = \"5 parsecs\"")));
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            let want = format!(
+                "listener \"l\": {field} \"5 parsecs\" is not a duration (e.g. \"30s\", \
+                 \"500ms\", \"2m\"): "
+            );
+            assert!(errors[0].starts_with(&want), "{errors:?}");
+        }
+        let errors = invalid("[global]\ndrain_timeout = \"30\"\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("global: drain_timeout \"30\" is not a duration"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn zero_duration() {
+        for zero in ["0", "0s", "0ms"] {
+            assert_eq!(
+                invalid(&listener_with(&format!("member_connect = \"{zero}\""))),
+                [format!(
+                    "listener \"l\": member_connect \"{zero}\" must be greater than zero"
+                )]
+            );
+        }
+        assert_eq!(
+            invalid("[global]\ndrain_timeout = \"0s\"\n"),
+            ["global: drain_timeout \"0s\" must be greater than zero"]
+        );
+    }
+
+    #[test]
+    fn durations_accept_humantime_forms() {
+        let text = listener_with(
+            "client_idle = \"1h 2m 3s\"\nmember_connect = \"1.5s\"\nmember_idle = \"250ms\"",
+        );
+        let listener = &valid(&text).listeners[0];
+        assert_eq!(listener.client_idle, Duration::from_secs(3723));
+        assert_eq!(listener.member_connect, Duration::from_millis(1500));
+        assert_eq!(listener.member_idle, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn proxy_protocol_values() {
+        assert_eq!(
+            invalid(&listener_with("proxy_protocol = \"V2\"")),
+            [
+                "listener \"l\": proxy_protocol \"V2\" is not valid (expected \"v1\" or \"v2\"; \
+              leave it out for none)"
+            ]
+        );
+        let v1 = valid(&listener_with("proxy_protocol = \"v1\""));
+        assert_eq!(v1.listeners[0].proxy_protocol, Some(ProxyProtocol::V1));
+    }
+
+    #[test]
+    fn bad_algorithm() {
+        assert_eq!(
+            invalid(&pool_with("algorithm = \"roundrobin\"", &[])),
+            [
+                "pool \"api\": algorithm \"roundrobin\" is not valid (expected \"round_robin\", \
+              \"least_connections\" or \"source_ip\")"
+            ]
+        );
+    }
+
+    #[test]
+    fn retries_range() {
+        assert_eq!(
+            invalid(&pool_with("retries = -1", &[])),
+            ["pool \"api\": retries -1 out of range (0-100)"]
+        );
+        assert_eq!(
+            valid(&pool_with("retries = 100", &[])).pools[0].retries,
+            100
+        );
+    }
+
+    #[test]
+    fn weight_257_is_rejected() {
+        let text = pool_with("", &["address = \"10.0.0.1\"\nport = 80\nweight = 257"]);
+        assert_eq!(
+            invalid(&text),
+            ["pool \"api\": member 1: weight 257 out of range (0-256)"]
+        );
+        let text = pool_with("", &["address = \"10.0.0.1\"\nport = 80\nweight = -1"]);
+        assert_eq!(
+            invalid(&text),
+            ["pool \"api\": member 1: weight -1 out of range (0-256)"]
+        );
+    }
+
+    #[test]
+    fn weight_0_and_256_are_accepted() {
+        let text = pool_with(
+            "",
+            &[
+                "address = \"10.0.0.1\"\nport = 80\nweight = 0",
+                "address = \"10.0.0.2\"\nport = 80\nweight = 256",
+                "address = \"10.0.0.3\"\nport = 80",
+            ],
+        );
+        let weights: Vec<u32> = valid(&text).pools[0]
+            .members
+            .iter()
+            .map(|m| m.weight)
+            .collect();
+        assert_eq!(weights, [0, MAX_WEIGHT, DEFAULT_WEIGHT]);
+    }
+
+    #[test]
+    fn duplicate_member() {
+        let text = pool_with(
+            "",
+            &[
+                "address = \"fd00::1\"\nport = 80",
+                "address = \"fd00::1\"\nport = 81",
+                "address = \"fd00:0::1\"\nport = 80\nweight = 999",
+            ],
+        );
+        assert_eq!(
+            invalid(&text),
+            [
+                "pool \"api\": member 3: address [fd00::1]:80 is already used by member 1",
+                "pool \"api\": member 3: weight 999 out of range (0-256)",
+            ]
+        );
+    }
+
+    #[test]
+    fn same_member_in_two_pools_is_fine() {
+        let text = format!("{POOL_P}{}", POOL_P.replace("\"p\"", "\"q\""));
+        assert_eq!(valid(&text).pools.len(), 2);
+    }
+
+    #[test]
+    fn hostname_address() {
+        let text = pool_with("", &["address = \"db.internal\"\nport = 5432"]);
+        assert_eq!(
+            invalid(&text),
+            [
+                "pool \"api\": member 1: address \"db.internal\" is not an IP address (hostnames \
+              are not resolved)"
+            ]
+        );
+    }
+
+    #[test]
+    fn hostile_values_do_not_panic() {
+        let text = r#"
+[global]
+drain_timeout = "99999999999999999999999999s"
+[[listener]]
+name = "\u0000\n"
+bind = "[::1%99999999999]:65536"
+pool = ""
+connection_limit = -9223372036854775808
+allowed_cidrs = ["", "/", "1.2.3.4/", "::/-1"]
+client_idle = "-1s"
+member_connect = "1ns"
+member_idle = "18446744073709551615s 999999999ns"
+[[pool]]
+name = ""
+retries = 9223372036854775807
+[[pool.member]]
+address = ""
+port = -9223372036854775808
+weight = 9223372036854775807
+"#;
+        let errors = invalid(text);
+        assert_eq!(errors.len(), 14, "{errors:#?}");
+        assert!(errors.iter().any(|e| e == "listener #1: name \"\\0\\n\" contains '\\0'; only ASCII letters, digits, '_', '.', ':' and '-' are allowed"), "{errors:#?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_at_parse_time() {
+        for text in [
+            "colour = \"blue\"\n",
+            "[global]\ndrain = \"1s\"\n",
+            "[[listener]]\nname = \"a\"\nport = 80\n",
+            "[[pool]]\nname = \"a\"\nlb_algorithm = \"ROUND_ROBIN\"\n",
+            "[[pool]]\nname = \"a\"\n[[pool.member]]\naddress = \"10.0.0.1\"\nprotocol_port = 80\n",
+        ] {
+            match from_toml_str(text, "test.toml") {
+                Err(LoadError::Syntax { origin, message }) => {
+                    assert_eq!(origin, "test.toml");
+                    assert!(message.contains("unknown field"), "{message}");
+                }
+                other => panic!("{text:?}: expected a syntax error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn from_toml_str_reports_invalid_values_with_origin() {
+        let text = pool_with("", &["address = \"10.0.0.1\"\nport = 70000"]);
+        let err = from_toml_str(&text, "lbd.toml").expect_err("invalid");
+        assert!(matches!(err, LoadError::Invalid { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "lbd.toml: pool \"api\": member 1: port 70000 out of range (1-65535)"
+        );
+    }
+
+    #[test]
+    fn round_trip_full_config() {
+        let config = valid(FULL);
+        let file = ConfigFile::from(&config);
+        assert_eq!(validate(&file), Ok(config.clone()));
+        // Also through TOML text, as lb-agent writes it.
+        let text = toml::to_string(&file).expect("serializes");
+        assert_eq!(from_toml_str(&text, "rendered").ok(), Some(config));
+    }
+
+    #[test]
+    fn round_trip_odd_durations_and_every_enum_value() {
+        let mut config = valid(&format!(
+            "{}\n[[pool]]\nname = \"q\"\n[[pool]]\nname = \"r\"\n",
+            listener_with("proxy_protocol = \"v1\"")
+        ));
+        let listener = config.listeners[0].clone();
+        for (i, (duration, proxy)) in [
+            (Duration::new(1, 1), None),
+            (
+                Duration::new(31_557_600 * 3 + 2_630_016 + 86_399, 999_999_999),
+                Some(ProxyProtocol::V2),
+            ),
+            (Duration::from_nanos(1), Some(ProxyProtocol::V1)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            config.listeners.push(Listener {
+                name: format!("extra-{i}"),
+                bind: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                client_idle: duration,
+                member_connect: duration,
+                member_idle: duration,
+                proxy_protocol: proxy,
+                ..listener.clone()
+            });
+        }
+        assert_eq!(config.pools.len(), ALGORITHMS.len());
+        for (pool, algorithm) in config.pools.iter_mut().zip(ALGORITHMS) {
+            pool.algorithm = algorithm;
+        }
+        config.global.drain_timeout = Duration::from_millis(1234);
+        assert_eq!(validate(&ConfigFile::from(&config)), Ok(config));
+    }
+
+    #[test]
+    fn spellings_round_trip() {
+        for algorithm in ALGORITHMS {
+            assert_eq!(
+                lookup(&ALGORITHMS, algorithm_name, algorithm_name(algorithm)),
+                Some(algorithm)
+            );
+        }
+        for version in PROXY_PROTOCOLS {
+            assert_eq!(
+                lookup(
+                    &PROXY_PROTOCOLS,
+                    proxy_protocol_name,
+                    proxy_protocol_name(version)
+                ),
+                Some(version)
+            );
+        }
+    }
 }

@@ -1,0 +1,159 @@
+//! Copies bytes both ways between a client and a member until both sides are
+//! done, propagating half-close and enforcing idle timeouts.
+//!
+//! Each direction reads into one buffer and writes it out before reading
+//! again (back-pressure: a slow reader slows the writer down, memory stays at
+//! two buffers per connection). When one side sends EOF, the other side's
+//! write half is shut down and the opposite direction keeps flowing, so a
+//! client's `shutdown(SHUT_WR)` reaches the member and the reply still comes
+//! back. An error on either side ends both.
+//!
+//! Reads are never cancelled while the connection lives (an io_uring read
+//! cannot be taken back without losing its data); the idle watchdog runs
+//! beside the copy instead, and when it fires the caller aborts both sockets.
+
+use std::cell::Cell;
+use std::io;
+use std::net::Shutdown;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use crate::runtime::Stream;
+use crate::sockets::with_socket;
+use crate::state::add;
+
+/// Where the copied bytes are counted (per-worker counters).
+pub struct ByteCounters<'a> {
+    /// Client to member.
+    pub client_to_member: [&'a AtomicU64; 2],
+    /// Member to client.
+    pub member_to_client: [&'a AtomicU64; 2],
+}
+
+/// How a proxied connection ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Both sides sent EOF.
+    Done,
+    /// One side failed (reset, broken pipe).
+    Error(io::Error),
+    /// No activity on the client side for `client_idle`.
+    ClientIdle,
+    /// No activity on the member side for `member_idle`.
+    MemberIdle,
+}
+
+/// Last time something was read from or written to each side.
+struct Activity {
+    client: Cell<Instant>,
+    member: Cell<Instant>,
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Client,
+    Member,
+}
+
+impl Activity {
+    fn touch(&self, side: Side) {
+        match side {
+            Side::Client => self.client.set(Instant::now()),
+            Side::Member => self.member.set(Instant::now()),
+        }
+    }
+}
+
+/// Copies until both directions are finished, an error, or an idle timeout.
+pub async fn copy_both_ways<S: Stream>(
+    client: &S,
+    member: &S,
+    bufs: [Vec<u8>; 2],
+    client_idle: Duration,
+    member_idle: Duration,
+    counters: ByteCounters<'_>,
+) -> (Outcome, [Option<Vec<u8>>; 2]) {
+    let now = Instant::now();
+    let activity = Activity {
+        client: Cell::new(now),
+        member: Cell::new(now),
+    };
+    let [b0, b1] = bufs;
+    let up = pump(client, member, Side::Client, Side::Member, b0, &activity, counters.client_to_member);
+    let down = pump(member, client, Side::Member, Side::Client, b1, &activity, counters.member_to_client);
+    let watchdog = idle_watchdog(&activity, client_idle, member_idle);
+    tokio::select! {
+        biased;
+        result = async { tokio::join!(up, down) } => match result {
+            (Ok(a), Ok(b)) => (Outcome::Done, [Some(a), Some(b)]),
+            (Err(e), _) | (_, Err(e)) => (Outcome::Error(e), [None, None]),
+        },
+        idle = watchdog => (idle, [None, None]),
+    }
+}
+
+/// One direction: read from `from`, write to `to`, until EOF or error.
+/// Returns the buffer on success so the caller can reuse it.
+async fn pump<S: Stream>(
+    from: &S,
+    to: &S,
+    from_side: Side,
+    to_side: Side,
+    mut buf: Vec<u8>,
+    activity: &Activity,
+    counters: [&AtomicU64; 2],
+) -> io::Result<Vec<u8>> {
+    loop {
+        let (res, b) = from.read(buf).await;
+        buf = b;
+        let n = match res {
+            Ok(0) => {
+                // Half-close: pass the EOF on. The peer may already be gone
+                // (ENOTCONN); the other direction will notice on its own.
+                let _ = with_socket(to, |s| s.shutdown(Shutdown::Write));
+                return Ok(buf);
+            }
+            Ok(n) => n,
+            Err(e) => {
+                // Wake the other direction's pending read too.
+                abort(from);
+                abort(to);
+                return Err(e);
+            }
+        };
+        activity.touch(from_side);
+        let (res, b) = to.write_all(buf).await;
+        buf = b;
+        if let Err(e) = res {
+            abort(from);
+            abort(to);
+            return Err(e);
+        }
+        activity.touch(to_side);
+        add(counters[0], n as u64);
+        add(counters[1], n as u64);
+    }
+}
+
+/// Resolves when one side has been idle for its timeout.
+async fn idle_watchdog(activity: &Activity, client_idle: Duration, member_idle: Duration) -> Outcome {
+    loop {
+        let client_deadline = activity.client.get() + client_idle;
+        let member_deadline = activity.member.get() + member_idle;
+        let now = Instant::now();
+        if now >= client_deadline {
+            return Outcome::ClientIdle;
+        }
+        if now >= member_deadline {
+            return Outcome::MemberIdle;
+        }
+        tokio::time::sleep_until(client_deadline.min(member_deadline).into()).await;
+    }
+}
+
+/// Shuts a socket down both ways so that any read or write still in flight
+/// on it completes now (required before dropping an io_uring socket: its
+/// fd is only closed once no operation holds it).
+pub fn abort(s: &impl Stream) {
+    let _ = with_socket(s, |s| s.shutdown(Shutdown::Both));
+}

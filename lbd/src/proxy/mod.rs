@@ -1,0 +1,234 @@
+//! One proxied connection, from accept to close:
+//! `allowed_cidrs` -> `connection_limit` -> pick a member -> connect (with
+//! retries on other members) -> optional PROXY header -> copy both ways.
+//!
+//! Written against [`crate::runtime`]'s traits, so it runs unchanged on
+//! io_uring and epoll.
+
+pub mod buffers;
+pub mod copy;
+pub mod header;
+
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use crate::balance::MemberStatus;
+use crate::runtime::{Runtime, Stream};
+use crate::snapshot::{ListenerRt, MemberRt, PoolRt};
+use crate::sockets::with_socket;
+use crate::state::{inc, now_ms, ListenerState, MemberState, Slot};
+use crate::worker::{LocalView, Worker};
+
+use copy::{abort, copy_both_ways, ByteCounters, Outcome};
+
+/// Turns an IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, as accepted on a
+/// dual-stack socket) into plain IPv4, so CIDR checks, hashing and PROXY
+/// headers see one form.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+/// Handles one accepted client connection on `bind` until it is closed.
+pub async fn handle<R: Runtime>(worker: Rc<Worker<R>>, bind: SocketAddr, client: R::Stream, peer: SocketAddr) {
+    let _counted = Slot::enter(&worker.counters);
+    let peer = canonical(peer);
+    let Some(conn) = establish(&worker, bind, &client, peer).await else {
+        reject(client);
+        return;
+    };
+    relay(&worker, client, peer, conn).await;
+}
+
+/// A connection whose member is connected: what the copy phase needs. It
+/// holds `Arc`s to the listener and member state, not the whole snapshot,
+/// so a long-lived connection does not pin old configs in memory.
+struct Established<R: Runtime> {
+    member: R::Stream,
+    member_label: String,
+    listener_slot: Slot<ListenerState>,
+    member_slot: Slot<MemberState>,
+    client_idle: Duration,
+    member_idle: Duration,
+}
+
+async fn establish<R: Runtime>(
+    worker: &Worker<R>,
+    bind: SocketAddr,
+    client: &R::Stream,
+    peer: SocketAddr,
+) -> Option<Established<R>> {
+    let view = worker.view();
+    // Gone in a reload that raced this accept: close it.
+    let listener = view.snap.listener_at(bind)?;
+    let counters = listener.state.counters.get(worker.id);
+    inc(&counters.accepted);
+
+    if !listener.allows(peer.ip()) {
+        inc(&counters.denied_cidr);
+        debug!(listener = %listener.cfg.name, client = %peer, "refused: not in allowed_cidrs");
+        return None;
+    }
+    let Some(listener_slot) = listener.state.try_acquire(listener.cfg.connection_limit) else {
+        inc(&counters.limit_hits);
+        debug!(listener = %listener.cfg.name, client = %peer, "refused: connection_limit reached");
+        return None;
+    };
+    let _ = with_socket(client, |s| s.set_nodelay(true));
+
+    let pool = &view.snap.pools[listener.pool];
+    let Some((index, member)) = connect_member::<R>(worker, &view, listener, pool, peer.ip()).await else {
+        inc(&counters.no_member);
+        if listener.state.warn_limiter.allow(now_ms()) {
+            warn!(
+                listener = %listener.cfg.name,
+                pool = %pool.name,
+                "no usable member: closing new connections (logged at most every 10s)"
+            );
+        }
+        return None;
+    };
+    let m = &pool.members[index];
+    inc(&m.state.counters.get(worker.id).connections);
+
+    if let Some(version) = listener.cfg.proxy_protocol {
+        let local = local_addr(client, listener.cfg.bind);
+        let mut header = worker.bufs.take();
+        header::encode(version, peer, local, &mut header);
+        let (res, header) = member.write_all(header).await;
+        worker.bufs.give(header);
+        if let Err(e) = res {
+            debug!(member = %m.label, "writing the PROXY header failed: {e}");
+            abort(&member);
+            return None;
+        }
+    }
+
+    Some(Established {
+        member_label: m.label.clone(),
+        member_slot: Slot::enter(&m.state),
+        member,
+        listener_slot,
+        client_idle: listener.cfg.client_idle,
+        member_idle: listener.cfg.member_idle,
+    })
+}
+
+/// Picks members and connects, trying another member after each failure up
+/// to the pool's `retries`. Failures feed the member's passive back-off.
+async fn connect_member<R: Runtime>(
+    worker: &Worker<R>,
+    view: &LocalView,
+    listener: &ListenerRt,
+    pool: &PoolRt,
+    client_ip: IpAddr,
+) -> Option<(usize, R::Stream)> {
+    // Allocates only if a connect fails.
+    let mut tried: Vec<usize> = Vec::new();
+    for attempt in 0..=pool.retries {
+        let index = view.pick(listener.pool, client_ip, &pool.members, &tried)?;
+        let m = &pool.members[index];
+        match R::connect(m.addr, listener.cfg.member_connect).await {
+            Ok(stream) => {
+                let _ = with_socket(&stream, |s| s.set_nodelay(true));
+                let ended = m.state.connect_succeeded();
+                if ended > 0 {
+                    info!(member = %m.label, "member reachable again after {ended} failed connect(s)");
+                }
+                return Some((index, stream));
+            }
+            Err(e) => {
+                let c = m.state.counters.get(worker.id);
+                inc(&c.connect_errors);
+                let failures = m.state.connect_failed(now_ms());
+                if failures == 1 {
+                    warn!(member = %m.label, "connect failed: {e}; avoiding it for new connections until a connect succeeds");
+                } else {
+                    debug!(member = %m.label, failures, "connect failed: {e}");
+                }
+                if attempt < pool.retries {
+                    inc(&c.retried_away);
+                }
+                tried.push(index);
+            }
+        }
+    }
+    None
+}
+
+/// Members a new connection may go to right now.
+pub struct Candidates<'a> {
+    pub members: &'a [MemberRt],
+    pub tried: &'a [usize],
+    pub now_ms: u64,
+    pub ignore_passive: bool,
+}
+
+impl MemberStatus for Candidates<'_> {
+    #[inline]
+    fn usable(&self, i: usize) -> bool {
+        let m = &self.members[i];
+        m.cfg.enabled
+            && !self.tried.contains(&i)
+            && m.state.takes_new_connections(self.now_ms, self.ignore_passive)
+    }
+
+    #[inline]
+    fn active_connections(&self, i: usize) -> u64 {
+        self.members[i]
+            .state
+            .active
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+async fn relay<R: Runtime>(worker: &Worker<R>, client: R::Stream, peer: SocketAddr, conn: Established<R>) {
+    let lc = conn.listener_slot.state().counters.get(worker.id);
+    let mc = conn.member_slot.state().counters.get(worker.id);
+    let counters = ByteCounters {
+        client_to_member: [&lc.bytes_in, &mc.bytes_in],
+        member_to_client: [&lc.bytes_out, &mc.bytes_out],
+    };
+    let bufs = [worker.bufs.take(), worker.bufs.take()];
+    let (outcome, bufs) =
+        copy_both_ways(&client, &conn.member, bufs, conn.client_idle, conn.member_idle, counters).await;
+    match outcome {
+        Outcome::Done => {}
+        Outcome::Error(e) => debug!(client = %peer, member = %conn.member_label, "connection ended: {e}"),
+        Outcome::ClientIdle => debug!(client = %peer, member = %conn.member_label, "client_idle timeout"),
+        Outcome::MemberIdle => debug!(client = %peer, member = %conn.member_label, "member_idle timeout"),
+    }
+    // Some outcomes leave reads in flight; make them finish before close.
+    abort(&client);
+    abort(&conn.member);
+    for b in bufs.into_iter().flatten() {
+        worker.bufs.give(b);
+    }
+}
+
+/// The address the client connected to: the bind address, or for a
+/// wildcard bind the socket's own local address.
+fn local_addr(client: &impl Stream, bind: SocketAddr) -> SocketAddr {
+    if !bind.ip().is_unspecified() {
+        return bind;
+    }
+    with_socket(client, |s| s.local_addr())
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(bind)
+}
+
+/// Closes a refused client at once with a reset (no lingering FIN_WAIT
+/// state on our side for connections we never served).
+fn reject(client: impl Stream) {
+    let _ = with_socket(&client, |s| s.set_linger(Some(Duration::ZERO)));
+    drop(client);
+}

@@ -1,0 +1,71 @@
+//! The epoll runtime: a current-thread tokio runtime with a `LocalSet`, used
+//! where io_uring is unavailable (or asked for with `--runtime epoll`).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{Runtime, Stream};
+
+pub struct Epoll;
+
+impl Stream for TcpStream {
+    async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        buf.clear();
+        loop {
+            if let Err(e) = self.readable().await {
+                return (Err(e), buf);
+            }
+            match self.try_read_buf(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return (result, buf),
+            }
+        }
+    }
+
+    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let mut written = 0;
+        while written < buf.len() {
+            if let Err(e) = self.writable().await {
+                return (Err(e), buf);
+            }
+            match self.try_write(&buf[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+}
+
+impl Runtime for Epoll {
+    type Stream = TcpStream;
+    type Listener = TcpListener;
+
+    const NAME: &'static str = "epoll";
+
+    fn block_on<F: Future>(fut: F) -> io::Result<F::Output> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let local = tokio::task::LocalSet::new();
+        Ok(local.block_on(&rt, fut))
+    }
+
+    fn listener(socket: std::net::TcpListener) -> io::Result<Self::Listener> {
+        socket.set_nonblocking(true)?;
+        TcpListener::from_std(socket)
+    }
+
+    async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
+        listener.accept().await
+    }
+
+    async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self::Stream> {
+        super::connect_with_timeout(addr, timeout).await
+    }
+}

@@ -1,0 +1,119 @@
+//! The seam between lbd and the async runtime that does its socket I/O.
+//!
+//! Everything above this module (balancing, config, proxying, reload) is
+//! written against the two small traits here and never names tokio-uring or
+//! tokio's reactor directly. Both implementations are thread-per-core: a
+//! single-threaded runtime per worker, tasks spawned with
+//! `tokio::task::spawn_local`, so futures need not be `Send`.
+//!
+//! * [`uring::Uring`]: tokio-uring (io_uring completions, owned buffers).
+//! * [`epoll::Epoll`]: a current-thread tokio runtime (epoll readiness).
+//!
+//! I/O uses owned buffers (`Vec<u8>` in, `Vec<u8>` back), the shape io_uring
+//! needs; the epoll side adapts to it at no cost.
+
+pub mod epoll;
+pub mod uring;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+/// A connected TCP socket. `read` fills `buf` from index 0 (its length on
+/// return is the byte count); `write_all` writes all of `buf`.
+#[allow(async_fn_in_trait)] // thread-per-core: futures are deliberately !Send
+pub trait Stream: AsRawFd + 'static {
+    async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
+    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
+}
+
+/// One worker's I/O runtime.
+#[allow(async_fn_in_trait)]
+pub trait Runtime: 'static {
+    type Stream: Stream;
+    type Listener: 'static;
+
+    /// What logs and stats call this runtime.
+    const NAME: &'static str;
+
+    /// Builds the runtime on the current thread and runs `fut` to completion.
+    fn block_on<F: Future>(fut: F) -> io::Result<F::Output>;
+
+    /// Takes over a bound, listening std socket.
+    fn listener(socket: std::net::TcpListener) -> io::Result<Self::Listener>;
+
+    async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)>;
+
+    /// Connects to `addr`, giving up after `timeout` (the socket is closed
+    /// then; nothing lingers in flight).
+    async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self::Stream>;
+}
+
+/// Which runtime the operator asked for (`--runtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeChoice {
+    /// io_uring when the kernel allows it, else epoll.
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+/// The runtime actually in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    IoUring,
+    Epoll,
+}
+
+impl RuntimeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::IoUring => uring::Uring::NAME,
+            RuntimeKind::Epoll => epoll::Epoll::NAME,
+        }
+    }
+}
+
+/// Decides the runtime, probing io_uring once (by building a ring the size
+/// workers use). `auto` falls back to epoll with one log line; an explicit
+/// `io-uring` that cannot work is an error.
+pub fn resolve(choice: RuntimeChoice) -> anyhow::Result<RuntimeKind> {
+    match choice {
+        RuntimeChoice::Epoll => Ok(RuntimeKind::Epoll),
+        RuntimeChoice::IoUring => match uring::probe() {
+            Ok(()) => Ok(RuntimeKind::IoUring),
+            Err(e) => Err(anyhow::anyhow!(
+                "--runtime io-uring: io_uring cannot be set up here: {e} \
+                 (use --runtime auto or epoll)"
+            )),
+        },
+        RuntimeChoice::Auto => match uring::probe() {
+            Ok(()) => Ok(RuntimeKind::IoUring),
+            Err(e) => {
+                tracing::warn!(
+                    "io_uring unavailable ({e}); falling back to the epoll runtime"
+                );
+                Ok(RuntimeKind::Epoll)
+            }
+        },
+    }
+}
+
+/// A connect with a deadline, on tokio's reactor. Both runtimes use it:
+/// tokio-uring cannot cancel an in-flight connect, so a timed-out io_uring
+/// connect would keep its socket open until the kernel gives up (minutes for
+/// a black-holed member). Dropping this future closes the socket at once.
+pub(crate) async fn connect_with_timeout(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> io::Result<tokio::net::TcpStream> {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("timeout after {}", humantime::format_duration(timeout)),
+        )),
+    }
+}

@@ -1,0 +1,201 @@
+//! The control side of the data plane: starts workers, publishes config
+//! snapshots (start and reload), and drains on shutdown. Nothing here runs
+//! on the per-connection path.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::runtime::{epoll::Epoll, uring::Uring, RuntimeKind};
+use crate::snapshot::{BindError, Snapshot};
+use crate::state::WorkerCounters;
+use crate::worker;
+
+/// What workers and the control thread share.
+pub struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    changed: watch::Sender<u64>,
+    /// One per worker, indexed by worker id.
+    pub workers: Vec<Arc<WorkerCounters>>,
+    pub runtime: RuntimeKind,
+}
+
+impl Shared {
+    /// The current snapshot (an `Arc` of it).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Cheap access for the per-connection path.
+    pub fn load_snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// Notified with the generation of every published snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Client connections open right now, all workers and listeners.
+    pub fn active_connections(&self) -> u64 {
+        self.workers.iter().map(|w| w.active.load(Relaxed)).sum()
+    }
+}
+
+/// Why a reload was refused. The running config stays in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("lbd is shutting down")]
+    ShuttingDown,
+}
+
+/// What a reload changed, for the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub generation: u64,
+    pub listeners_added: usize,
+    pub listeners_removed: usize,
+    pub members_added: usize,
+    pub members_removed: usize,
+}
+
+struct ControlState {
+    generation: u64,
+    draining: bool,
+}
+
+/// A running data plane.
+pub struct Server {
+    shared: Arc<Shared>,
+    control: Mutex<ControlState>,
+}
+
+impl Server {
+    /// Binds every listener, starts `workers` worker threads on `runtime`
+    /// and returns once all of them run.
+    pub fn start(config: Config, workers: usize, runtime: RuntimeKind) -> anyhow::Result<Server> {
+        let workers = workers.max(1);
+        let built = Snapshot::build(config, None, workers, 1)?;
+        let (changed, _) = watch::channel(1);
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(built.snapshot),
+            changed,
+            workers: (0..workers).map(|_| Arc::new(WorkerCounters::default())).collect(),
+            runtime,
+        });
+
+        let (ready_tx, ready_rx) = mpsc::channel();
+        for id in 0..workers {
+            let shared = Arc::clone(&shared);
+            let ready = ready_tx.clone();
+            thread::Builder::new()
+                .name(format!("lbd-worker-{id}"))
+                .spawn(move || match runtime {
+                    RuntimeKind::IoUring => worker::run::<Uring>(id, shared, ready),
+                    RuntimeKind::Epoll => worker::run::<Epoll>(id, shared, ready),
+                })
+                .context("cannot spawn a worker thread")?;
+        }
+        drop(ready_tx);
+        for _ in 0..workers {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => anyhow::bail!(e),
+                Err(_) => anyhow::bail!("a worker thread exited while starting"),
+            }
+        }
+        Ok(Server {
+            shared,
+            control: Mutex::new(ControlState {
+                generation: 1,
+                draining: false,
+            }),
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Swaps in a validated config: new listeners start accepting, listeners
+    /// with an unchanged `bind` keep their sockets, removed ones stop
+    /// accepting; established connections are untouched. On error nothing
+    /// changes. This is what SIGHUP and the admin API call.
+    pub fn reload(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
+        let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        if control.draining {
+            return Err(ReloadError::ShuttingDown);
+        }
+        let old = self.shared.snapshot();
+        let generation = control.generation + 1;
+        let built = Snapshot::build(config, Some(&old), self.shared.workers.len(), generation)?;
+        let summary = summarize(&old, &built.snapshot);
+        self.shared.snapshot.store(Arc::new(built.snapshot));
+        control.generation = generation;
+        self.shared.changed.send_replace(generation);
+        for sockets in built.retired {
+            sockets.close();
+        }
+        Ok(summary)
+    }
+
+    /// Stops accepting on every listener (connections in progress go on).
+    pub fn stop_accepting(&self) {
+        let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        control.draining = true;
+        for l in &self.shared.snapshot().listeners {
+            l.sockets.close();
+        }
+    }
+
+    /// Stops accepting and waits until every connection has finished or
+    /// `timeout` passed. Returns how many connections were still open.
+    pub async fn drain(&self, timeout: Duration) -> u64 {
+        self.stop_accepting();
+        let deadline = Instant::now() + timeout;
+        let open = self.shared.active_connections();
+        if open > 0 {
+            info!(
+                "draining {open} connection(s), waiting up to {}",
+                humantime::format_duration(timeout)
+            );
+        }
+        loop {
+            let open = self.shared.active_connections();
+            if open == 0 {
+                return 0;
+            }
+            if Instant::now() >= deadline {
+                warn!("drain timeout: closing {open} connection(s) still open");
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn summarize(old: &Snapshot, new: &Snapshot) -> ReloadSummary {
+    let members = |s: &Snapshot| -> Vec<(String, std::net::SocketAddr)> {
+        s.pools
+            .iter()
+            .flat_map(|p| p.members.iter().map(move |m| (p.name.clone(), m.addr)))
+            .collect()
+    };
+    let (old_m, new_m) = (members(old), members(new));
+    ReloadSummary {
+        generation: new.generation,
+        listeners_added: new.listeners.iter().filter(|l| old.listener_at(l.cfg.bind).is_none()).count(),
+        listeners_removed: old.listeners.iter().filter(|l| new.listener_at(l.cfg.bind).is_none()).count(),
+        members_added: new_m.iter().filter(|m| !old_m.contains(m)).count(),
+        members_removed: old_m.iter().filter(|m| !new_m.contains(m)).count(),
+    }
+}

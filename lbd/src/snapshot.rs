@@ -1,0 +1,190 @@
+//! A snapshot: everything the data path needs for one config generation,
+//! built by the control thread and published to workers through `arc-swap`.
+//!
+//! Building a snapshot from a new config and the previous snapshot carries
+//! over what must survive a reload: listening sockets whose `bind` did not
+//! change (so no connection is ever refused during a reload), listener state
+//! by listener name and member state by pool name and address (counters,
+//! active connections, health). Cost depends on the config size only, never
+//! on the number of established connections.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use crate::balance::{PlanMember, PoolPlan};
+use crate::config::{self, Config};
+use crate::sockets::ListenerSockets;
+use crate::state::{ListenerState, MemberState};
+
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Arc<Config>,
+    pub listeners: Vec<ListenerRt>,
+    by_bind: HashMap<SocketAddr, usize>,
+    pub pools: Vec<PoolRt>,
+}
+
+pub struct ListenerRt {
+    pub cfg: config::Listener,
+    /// Index into [`Snapshot::pools`].
+    pub pool: usize,
+    pub state: Arc<ListenerState>,
+    pub sockets: Arc<ListenerSockets>,
+}
+
+pub struct PoolRt {
+    pub name: String,
+    pub retries: u32,
+    pub plan: Arc<PoolPlan>,
+    pub members: Vec<MemberRt>,
+}
+
+pub struct MemberRt {
+    pub cfg: config::Member,
+    pub addr: SocketAddr,
+    /// `pool/address:port`, for logs.
+    pub label: String,
+    pub state: Arc<MemberState>,
+}
+
+/// A new snapshot plus the sockets of the previous one it no longer uses;
+/// the caller closes those once the new snapshot is published.
+pub struct Built {
+    pub snapshot: Snapshot,
+    pub retired: Vec<Arc<ListenerSockets>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("listener {listener:?}: cannot listen on {bind}: {source}")]
+pub struct BindError {
+    pub listener: String,
+    pub bind: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl Snapshot {
+    /// Builds the snapshot for `config`, reusing what `prev` has. Opens
+    /// sockets for new binds; on a bind error nothing of `prev` is touched.
+    pub fn build(
+        config: Config,
+        prev: Option<&Snapshot>,
+        workers: usize,
+        generation: u64,
+    ) -> Result<Built, BindError> {
+        let pools: Vec<PoolRt> = config
+            .pools
+            .iter()
+            .map(|p| build_pool(p, prev, workers))
+            .collect();
+
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        let mut by_bind = HashMap::new();
+        for l in &config.listeners {
+            let sockets = match prev.and_then(|p| p.listener_at(l.bind)) {
+                Some(old) if !old.sockets.is_closed() => Arc::clone(&old.sockets),
+                _ => Arc::new(ListenerSockets::open(l.bind, workers).map_err(|source| {
+                    BindError {
+                        listener: l.name.clone(),
+                        bind: l.bind,
+                        source,
+                    }
+                })?),
+            };
+            let state = prev
+                .and_then(|p| p.listeners.iter().find(|o| o.cfg.name == l.name))
+                .map(|o| Arc::clone(&o.state))
+                .unwrap_or_else(|| Arc::new(ListenerState::new(workers)));
+            let pool = config
+                .pools
+                .iter()
+                .position(|p| p.name == l.pool)
+                .expect("validated config: listener pools exist");
+            by_bind.insert(l.bind, listeners.len());
+            listeners.push(ListenerRt {
+                cfg: l.clone(),
+                pool,
+                state,
+                sockets,
+            });
+        }
+
+        let retired = prev
+            .map(|p| {
+                p.listeners
+                    .iter()
+                    .filter(|o| !by_bind.contains_key(&o.cfg.bind))
+                    .map(|o| Arc::clone(&o.sockets))
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        Ok(Built {
+            snapshot: Snapshot {
+                generation,
+                config: Arc::new(config),
+                listeners,
+                by_bind,
+                pools,
+            },
+            retired,
+        })
+    }
+
+    /// The listener bound to `bind`.
+    #[inline]
+    pub fn listener_at(&self, bind: SocketAddr) -> Option<&ListenerRt> {
+        self.by_bind.get(&bind).map(|&i| &self.listeners[i])
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&PoolRt> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+}
+
+fn build_pool(p: &config::Pool, prev: Option<&Snapshot>, workers: usize) -> PoolRt {
+    let old_pool = prev.and_then(|s| s.pool(&p.name));
+    let members: Vec<MemberRt> = p
+        .members
+        .iter()
+        .map(|m| {
+            let addr = m.socket_addr();
+            let state = old_pool
+                .and_then(|op| op.members.iter().find(|om| om.addr == addr))
+                .map(|om| Arc::clone(&om.state))
+                .unwrap_or_else(|| Arc::new(MemberState::new(workers)));
+            MemberRt {
+                cfg: m.clone(),
+                addr,
+                label: format!("{}/{}", p.name, addr),
+                state,
+            }
+        })
+        .collect();
+    let plan = PoolPlan::new(
+        p.algorithm,
+        members
+            .iter()
+            .map(|m| PlanMember {
+                key: m.addr.to_string(),
+                weight: m.cfg.weight,
+                backup: m.cfg.backup,
+            })
+            .collect(),
+    );
+    PoolRt {
+        name: p.name.clone(),
+        retries: p.retries,
+        plan: Arc::new(plan),
+        members,
+    }
+}
+
+impl ListenerRt {
+    /// Whether `allowed_cidrs` lets `ip` in (empty list: everyone).
+    #[inline]
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.cfg.allowed_cidrs.is_empty() || self.cfg.allowed_cidrs.iter().any(|n| n.contains(&ip))
+    }
+}

@@ -1,0 +1,348 @@
+//! Runtime state that outlives a single config snapshot: per-listener and
+//! per-member counters and live member status.
+//!
+//! Everything here is shared between worker threads without locks. Counters
+//! are per worker ([`PerWorker`]): each worker only ever writes its own
+//! cache-line-padded slot, and readers (stats, metrics, drain) sum the slots.
+//! A reload carries these objects over for listeners and members that still
+//! exist, so counters and active-connection counts do not reset.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Pads `T` to its own cache lines so two workers never write the same line.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+pub struct Padded<T>(pub T);
+
+/// One `T` per worker thread, each on its own cache lines.
+#[derive(Debug)]
+pub struct PerWorker<T> {
+    slots: Box<[Padded<T>]>,
+}
+
+impl<T: Default> PerWorker<T> {
+    pub fn new(workers: usize) -> Self {
+        let slots = (0..workers.max(1)).map(|_| Padded::default()).collect();
+        PerWorker { slots }
+    }
+}
+
+impl<T> PerWorker<T> {
+    /// The slot of worker `id`.
+    pub fn get(&self, id: usize) -> &T {
+        &self.slots[id % self.slots.len()].0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().map(|p| &p.0)
+    }
+
+    /// Sums one field over all workers.
+    pub fn sum(&self, field: impl Fn(&T) -> &AtomicU64) -> u64 {
+        self.iter().map(|t| field(t).load(Relaxed)).sum()
+    }
+}
+
+/// Adds one to a counter that only this worker writes.
+#[inline]
+pub fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Relaxed);
+}
+
+/// Adds `n` to a counter that only this worker writes.
+#[inline]
+pub fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Relaxed);
+}
+
+/// Per-worker counters of one listener.
+#[derive(Debug, Default)]
+pub struct ListenerCounters {
+    /// Connections accepted (before any check).
+    pub accepted: AtomicU64,
+    /// Refused by `allowed_cidrs`.
+    pub denied_cidr: AtomicU64,
+    /// Refused because `connection_limit` was reached.
+    pub limit_hits: AtomicU64,
+    /// Closed because no member could be connected.
+    pub no_member: AtomicU64,
+    /// Bytes from clients to members.
+    pub bytes_in: AtomicU64,
+    /// Bytes from members to clients.
+    pub bytes_out: AtomicU64,
+}
+
+/// A listener's state across reloads (keyed by listener name).
+#[derive(Debug)]
+pub struct ListenerState {
+    /// Established client connections right now (all workers).
+    pub active: AtomicU64,
+    pub counters: PerWorker<ListenerCounters>,
+    /// Keeps "no usable member" warnings to one per 10 s.
+    pub warn_limiter: LogLimiter,
+}
+
+impl ListenerState {
+    pub fn new(workers: usize) -> Self {
+        ListenerState {
+            active: AtomicU64::new(0),
+            counters: PerWorker::new(workers),
+            warn_limiter: LogLimiter::new(10_000),
+        }
+    }
+
+    /// Takes one of `limit` connection slots, or `None` if all are taken.
+    /// The slot is given back when the returned guard is dropped.
+    pub fn try_acquire(self: &Arc<Self>, limit: u32) -> Option<Slot<ListenerState>> {
+        let prev = self.active.fetch_add(1, Relaxed);
+        if prev >= u64::from(limit) {
+            self.active.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(Slot(Arc::clone(self)))
+    }
+}
+
+/// Something with an active-connections gauge.
+pub trait Gauge {
+    fn gauge(&self) -> &AtomicU64;
+}
+
+impl Gauge for ListenerState {
+    fn gauge(&self) -> &AtomicU64 {
+        &self.active
+    }
+}
+
+impl Gauge for MemberState {
+    fn gauge(&self) -> &AtomicU64 {
+        &self.active
+    }
+}
+
+impl Gauge for WorkerCounters {
+    fn gauge(&self) -> &AtomicU64 {
+        &self.active
+    }
+}
+
+/// One active connection counted in `T`'s gauge; uncounted on drop. Owns an
+/// `Arc` so a connection does not keep a whole config snapshot alive.
+#[derive(Debug)]
+pub struct Slot<T: Gauge>(Arc<T>);
+
+impl<T: Gauge> Slot<T> {
+    pub fn enter(of: &Arc<T>) -> Slot<T> {
+        of.gauge().fetch_add(1, Relaxed);
+        Slot(Arc::clone(of))
+    }
+
+    pub fn state(&self) -> &Arc<T> {
+        &self.0
+    }
+}
+
+impl<T: Gauge> Drop for Slot<T> {
+    fn drop(&mut self) {
+        self.0.gauge().fetch_sub(1, Relaxed);
+    }
+}
+
+/// Per-worker counters of one member.
+#[derive(Debug, Default)]
+pub struct MemberCounters {
+    /// Connections established to this member.
+    pub connections: AtomicU64,
+    /// Failed connect attempts (refused, unreachable, timed out).
+    pub connect_errors: AtomicU64,
+    /// Connections that were sent to another member after failing here.
+    pub retried_away: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+/// Health of a member as decided by health checks (issue: active health
+/// checks). Until a checker drives it, every member is [`Health::Up`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    Up = 0,
+    Down = 1,
+}
+
+/// After a failed connect a member is skipped for this long, doubling with
+/// each further consecutive failure up to [`PASSIVE_BACKOFF_MAX`]. The next
+/// real connection after that is the probe; one success clears it.
+pub const PASSIVE_BACKOFF_BASE: Duration = Duration::from_secs(1);
+pub const PASSIVE_BACKOFF_MAX: Duration = Duration::from_secs(16);
+
+/// A member's live state across reloads (keyed by pool name and address).
+#[derive(Debug)]
+pub struct MemberState {
+    /// Established connections right now (all workers); least_connections
+    /// reads it.
+    pub active: AtomicU64,
+    health: AtomicU8,
+    consecutive_failures: AtomicU32,
+    /// `now_ms()` before which new connections avoid this member.
+    skip_until_ms: AtomicU64,
+    pub counters: PerWorker<MemberCounters>,
+}
+
+impl MemberState {
+    pub fn new(workers: usize) -> Self {
+        MemberState {
+            active: AtomicU64::new(0),
+            health: AtomicU8::new(Health::Up as u8),
+            consecutive_failures: AtomicU32::new(0),
+            skip_until_ms: AtomicU64::new(0),
+            counters: PerWorker::new(workers),
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        match self.health.load(Relaxed) {
+            0 => Health::Up,
+            _ => Health::Down,
+        }
+    }
+
+    pub fn set_health(&self, h: Health) {
+        self.health.store(h as u8, Relaxed);
+    }
+
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Relaxed)
+    }
+
+    /// Whether new connections may go here. `ignore_passive` looks past the
+    /// back-off after failed connects (used when every member is backing off:
+    /// trying one is better than refusing the client).
+    #[inline]
+    pub fn takes_new_connections(&self, now_ms: u64, ignore_passive: bool) -> bool {
+        self.health() == Health::Up
+            && (ignore_passive || now_ms >= self.skip_until_ms.load(Relaxed))
+    }
+
+    /// Records a successful connect. Returns how many failures in a row it
+    /// ends (0 when the member was fine already), so the caller can log a
+    /// recovery once.
+    #[inline]
+    pub fn connect_succeeded(&self) -> u32 {
+        // Read first: on the common path there is nothing to reset and no
+        // shared cache line gets written.
+        if self.consecutive_failures.load(Relaxed) == 0 {
+            return 0;
+        }
+        self.skip_until_ms.store(0, Relaxed);
+        self.consecutive_failures.swap(0, Relaxed)
+    }
+
+    /// Records a failed connect and starts (or extends) the back-off.
+    /// Returns the number of failures in a row, including this one.
+    pub fn connect_failed(&self, now_ms: u64) -> u32 {
+        let n = self.consecutive_failures.fetch_add(1, Relaxed).saturating_add(1);
+        let shift = (n - 1).min(8);
+        let backoff = (PASSIVE_BACKOFF_BASE * (1u32 << shift)).min(PASSIVE_BACKOFF_MAX);
+        self.skip_until_ms
+            .store(now_ms + backoff.as_millis() as u64, Relaxed);
+        n
+    }
+}
+
+/// Per-worker counters that are not tied to a listener.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    /// Client connections this worker is handling right now.
+    pub active: AtomicU64,
+}
+
+/// Lets a repeated log line through at most once per period.
+#[derive(Debug)]
+pub struct LogLimiter {
+    period_ms: u64,
+    /// `now_ms() + 1` of the last line let through (0: never).
+    last: AtomicU64,
+}
+
+impl LogLimiter {
+    pub fn new(period_ms: u64) -> Self {
+        LogLimiter {
+            period_ms,
+            last: AtomicU64::new(0),
+        }
+    }
+
+    pub fn allow(&self, now_ms: u64) -> bool {
+        let last = self.last.load(Relaxed);
+        if last != 0 && now_ms + 1 < last + self.period_ms {
+            return false;
+        }
+        self.last
+            .compare_exchange(last, now_ms + 1, Relaxed, Relaxed)
+            .is_ok()
+    }
+}
+
+/// Milliseconds on a monotonic clock that starts with the process.
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_slots_respect_the_limit_and_come_back() {
+        let l = Arc::new(ListenerState::new(2));
+        let a = l.try_acquire(2).expect("first slot");
+        let _b = l.try_acquire(2).expect("second slot");
+        assert!(l.try_acquire(2).is_none(), "third must be refused");
+        assert_eq!(l.active.load(Relaxed), 2);
+        drop(a);
+        assert!(l.try_acquire(2).is_some());
+    }
+
+    #[test]
+    fn failed_connects_back_off_and_one_success_clears_it() {
+        let m = MemberState::new(1);
+        assert!(m.takes_new_connections(0, false));
+        assert_eq!(m.connect_failed(1000), 1);
+        assert!(!m.takes_new_connections(1500, false));
+        assert!(m.takes_new_connections(1500, true), "ignore_passive looks past it");
+        assert!(m.takes_new_connections(2000, false), "1 s back-off is over");
+        assert_eq!(m.connect_failed(2000), 2);
+        assert!(!m.takes_new_connections(3999, false), "second failure: 2 s");
+        assert_eq!(m.connect_succeeded(), 2);
+        assert!(m.takes_new_connections(2001, false));
+        assert_eq!(m.connect_succeeded(), 0);
+    }
+
+    #[test]
+    fn down_members_take_nothing_even_when_ignoring_passive_state() {
+        let m = MemberState::new(1);
+        m.set_health(Health::Down);
+        assert!(!m.takes_new_connections(0, true));
+    }
+
+    #[test]
+    fn log_limiter_lets_one_line_through_per_period() {
+        let l = LogLimiter::new(10_000);
+        assert!(l.allow(0));
+        assert!(!l.allow(5_000));
+        assert!(l.allow(10_000));
+        assert!(!l.allow(19_999));
+    }
+
+    #[test]
+    fn per_worker_counters_sum() {
+        let c: PerWorker<ListenerCounters> = PerWorker::new(3);
+        inc(&c.get(0).accepted);
+        add(&c.get(2).accepted, 5);
+        assert_eq!(c.sum(|c| &c.accepted), 6);
+    }
+}
