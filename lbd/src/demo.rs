@@ -39,7 +39,8 @@ fn answer(index: usize, addr: SocketAddr, conn: TcpStream) -> io::Result<()> {
     // Read the request head (up to the blank line), whatever it is.
     loop {
         line.clear();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" || line.len() > 8192 {
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" || line.len() > 8192
+        {
             break;
         }
     }

@@ -157,7 +157,11 @@ fn reload(server: &Server, source: &Source) {
         Ok(cfg) => match server.reload(cfg) {
             Ok(s) => info!(
                 "reloaded: generation {}, listeners +{} -{}, members +{} -{}",
-                s.generation, s.listeners_added, s.listeners_removed, s.members_added, s.members_removed
+                s.generation,
+                s.listeners_added,
+                s.listeners_removed,
+                s.members_added,
+                s.members_removed
             ),
             Err(e) => error!("reload rejected, the running config stays: {e}"),
         },

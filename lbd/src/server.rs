@@ -89,7 +89,9 @@ impl Server {
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(built.snapshot),
             changed,
-            workers: (0..workers).map(|_| Arc::new(WorkerCounters::default())).collect(),
+            workers: (0..workers)
+                .map(|_| Arc::new(WorkerCounters::default()))
+                .collect(),
             runtime,
         });
 
@@ -193,8 +195,16 @@ fn summarize(old: &Snapshot, new: &Snapshot) -> ReloadSummary {
     let (old_m, new_m) = (members(old), members(new));
     ReloadSummary {
         generation: new.generation,
-        listeners_added: new.listeners.iter().filter(|l| old.listener_at(l.cfg.bind).is_none()).count(),
-        listeners_removed: old.listeners.iter().filter(|l| new.listener_at(l.cfg.bind).is_none()).count(),
+        listeners_added: new
+            .listeners
+            .iter()
+            .filter(|l| old.listener_at(l.cfg.bind).is_none())
+            .count(),
+        listeners_removed: old
+            .listeners
+            .iter()
+            .filter(|l| new.listener_at(l.cfg.bind).is_none())
+            .count(),
         members_added: new_m.iter().filter(|m| !old_m.contains(m)).count(),
         members_removed: old_m.iter().filter(|m| !new_m.contains(m)).count(),
     }

@@ -243,7 +243,10 @@ impl MemberState {
     /// Records a failed connect and starts (or extends) the back-off.
     /// Returns the number of failures in a row, including this one.
     pub fn connect_failed(&self, now_ms: u64) -> u32 {
-        let n = self.consecutive_failures.fetch_add(1, Relaxed).saturating_add(1);
+        let n = self
+            .consecutive_failures
+            .fetch_add(1, Relaxed)
+            .saturating_add(1);
         let shift = (n - 1).min(8);
         let backoff = (PASSIVE_BACKOFF_BASE * (1u32 << shift)).min(PASSIVE_BACKOFF_MAX);
         self.skip_until_ms
@@ -313,7 +316,10 @@ mod tests {
         assert!(m.takes_new_connections(0, false));
         assert_eq!(m.connect_failed(1000), 1);
         assert!(!m.takes_new_connections(1500, false));
-        assert!(m.takes_new_connections(1500, true), "ignore_passive looks past it");
+        assert!(
+            m.takes_new_connections(1500, true),
+            "ignore_passive looks past it"
+        );
         assert!(m.takes_new_connections(2000, false), "1 s back-off is over");
         assert_eq!(m.connect_failed(2000), 2);
         assert!(!m.takes_new_connections(3999, false), "second failure: 2 s");

@@ -60,7 +60,13 @@ impl LocalView {
     /// Picks a member of pool `pool` for `client_ip`, skipping `tried`.
     /// Members backing off after failed connects are used only if nothing
     /// else is available.
-    pub fn pick(&self, pool: usize, client_ip: IpAddr, members: &[MemberRt], tried: &[usize]) -> Option<usize> {
+    pub fn pick(
+        &self,
+        pool: usize,
+        client_ip: IpAddr,
+        members: &[MemberRt],
+        tried: &[usize],
+    ) -> Option<usize> {
         let mut balancers = self.balancers.borrow_mut();
         let balancer = &mut balancers[pool];
         let mut status = Candidates {
@@ -106,16 +112,21 @@ impl<R: Runtime> Worker<R> {
         let mut serving: HashMap<SocketAddr, Arc<ListenerSockets>> = HashMap::new();
         loop {
             let snap = self.shared.snapshot();
-            serving.retain(|bind, sockets| snap.listener_at(*bind).is_some() && !sockets.is_closed());
+            serving
+                .retain(|bind, sockets| snap.listener_at(*bind).is_some() && !sockets.is_closed());
             for l in &snap.listeners {
-                let known = serving.get(&l.cfg.bind).is_some_and(|s| Arc::ptr_eq(s, &l.sockets));
+                let known = serving
+                    .get(&l.cfg.bind)
+                    .is_some_and(|s| Arc::ptr_eq(s, &l.sockets));
                 if known || l.sockets.is_closed() {
                     continue;
                 }
                 match l.sockets.for_worker(self.id).and_then(R::listener) {
                     Ok(listener) => {
                         serving.insert(l.cfg.bind, Arc::clone(&l.sockets));
-                        tokio::task::spawn_local(Rc::clone(&self).accept_loop(listener, Arc::clone(&l.sockets)));
+                        tokio::task::spawn_local(
+                            Rc::clone(&self).accept_loop(listener, Arc::clone(&l.sockets)),
+                        );
                     }
                     Err(e) => error!(worker = self.id, bind = %l.cfg.bind, "cannot accept: {e}"),
                 }
@@ -168,6 +179,9 @@ pub fn run<R: Runtime>(id: usize, shared: Arc<Shared>, ready: mpsc::Sender<Resul
         worker.follow_config().await;
     });
     if let Err(e) = result {
-        let _ = ready.send(Err(format!("worker {id}: cannot start the {} runtime: {e}", R::NAME)));
+        let _ = ready.send(Err(format!(
+            "worker {id}: cannot start the {} runtime: {e}",
+            R::NAME
+        )));
     }
 }

@@ -79,8 +79,24 @@ pub async fn copy_both_ways<S: Stream>(
         member: Cell::new(now),
     };
     let [b0, b1] = bufs;
-    let up = pump(client, member, Side::Client, Side::Member, b0, &activity, counters.client_to_member);
-    let down = pump(member, client, Side::Member, Side::Client, b1, &activity, counters.member_to_client);
+    let up = pump(
+        client,
+        member,
+        Side::Client,
+        Side::Member,
+        b0,
+        &activity,
+        counters.client_to_member,
+    );
+    let down = pump(
+        member,
+        client,
+        Side::Member,
+        Side::Client,
+        b1,
+        &activity,
+        counters.member_to_client,
+    );
     let watchdog = idle_watchdog(&activity, client_idle, member_idle);
     tokio::select! {
         biased;
@@ -136,7 +152,11 @@ async fn pump<S: Stream>(
 }
 
 /// Resolves when one side has been idle for its timeout.
-async fn idle_watchdog(activity: &Activity, client_idle: Duration, member_idle: Duration) -> Outcome {
+async fn idle_watchdog(
+    activity: &Activity,
+    client_idle: Duration,
+    member_idle: Duration,
+) -> Outcome {
     loop {
         let client_deadline = activity.client.get() + client_idle;
         let member_deadline = activity.member.get() + member_idle;

@@ -100,7 +100,11 @@ mod tests {
     #[test]
     fn v1_mapped_addresses_become_ipv4() {
         assert_eq!(
-            enc(ProxyProtocol::V1, "[::ffff:10.1.2.3]:5000", "[::ffff:10.0.0.1]:80"),
+            enc(
+                ProxyProtocol::V1,
+                "[::ffff:10.1.2.3]:5000",
+                "[::ffff:10.0.0.1]:80"
+            ),
             b"PROXY TCP4 10.1.2.3 10.0.0.1 5000 80\r\n"
         );
     }
@@ -119,7 +123,9 @@ mod tests {
     fn v2_ipv4_layout() {
         let h = enc(ProxyProtocol::V2, "10.0.0.1:4000", "10.0.0.2:80");
         let mut want = V2_SIGNATURE.to_vec();
-        want.extend_from_slice(&[0x21, 0x11, 0, 12, 10, 0, 0, 1, 10, 0, 0, 2, 0x0f, 0xa0, 0, 80]);
+        want.extend_from_slice(&[
+            0x21, 0x11, 0, 12, 10, 0, 0, 1, 10, 0, 0, 2, 0x0f, 0xa0, 0, 80,
+        ]);
         assert_eq!(h, want);
     }
 

@@ -38,7 +38,12 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
 }
 
 /// Handles one accepted client connection on `bind` until it is closed.
-pub async fn handle<R: Runtime>(worker: Rc<Worker<R>>, bind: SocketAddr, client: R::Stream, peer: SocketAddr) {
+pub async fn handle<R: Runtime>(
+    worker: Rc<Worker<R>>,
+    bind: SocketAddr,
+    client: R::Stream,
+    peer: SocketAddr,
+) {
     let _counted = Slot::enter(&worker.counters);
     let peer = canonical(peer);
     let Some(conn) = establish(&worker, bind, &client, peer).await else {
@@ -85,7 +90,8 @@ async fn establish<R: Runtime>(
     let _ = with_socket(client, |s| s.set_nodelay(true));
 
     let pool = &view.snap.pools[listener.pool];
-    let Some((index, member)) = connect_member::<R>(worker, &view, listener, pool, peer.ip()).await else {
+    let Some((index, member)) = connect_member::<R>(worker, &view, listener, pool, peer.ip()).await
+    else {
         inc(&counters.no_member);
         if listener.state.warn_limiter.allow(now_ms()) {
             warn!(
@@ -178,7 +184,8 @@ impl MemberStatus for Candidates<'_> {
         let m = &self.members[i];
         m.cfg.enabled
             && !self.tried.contains(&i)
-            && m.state.takes_new_connections(self.now_ms, self.ignore_passive)
+            && m.state
+                .takes_new_connections(self.now_ms, self.ignore_passive)
     }
 
     #[inline]
@@ -190,7 +197,12 @@ impl MemberStatus for Candidates<'_> {
     }
 }
 
-async fn relay<R: Runtime>(worker: &Worker<R>, client: R::Stream, peer: SocketAddr, conn: Established<R>) {
+async fn relay<R: Runtime>(
+    worker: &Worker<R>,
+    client: R::Stream,
+    peer: SocketAddr,
+    conn: Established<R>,
+) {
     let lc = conn.listener_slot.state().counters.get(worker.id);
     let mc = conn.member_slot.state().counters.get(worker.id);
     let counters = ByteCounters {
@@ -198,13 +210,26 @@ async fn relay<R: Runtime>(worker: &Worker<R>, client: R::Stream, peer: SocketAd
         member_to_client: [&lc.bytes_out, &mc.bytes_out],
     };
     let bufs = [worker.bufs.take(), worker.bufs.take()];
-    let (outcome, bufs) =
-        copy_both_ways(&client, &conn.member, bufs, conn.client_idle, conn.member_idle, counters).await;
+    let (outcome, bufs) = copy_both_ways(
+        &client,
+        &conn.member,
+        bufs,
+        conn.client_idle,
+        conn.member_idle,
+        counters,
+    )
+    .await;
     match outcome {
         Outcome::Done => {}
-        Outcome::Error(e) => debug!(client = %peer, member = %conn.member_label, "connection ended: {e}"),
-        Outcome::ClientIdle => debug!(client = %peer, member = %conn.member_label, "client_idle timeout"),
-        Outcome::MemberIdle => debug!(client = %peer, member = %conn.member_label, "member_idle timeout"),
+        Outcome::Error(e) => {
+            debug!(client = %peer, member = %conn.member_label, "connection ended: {e}")
+        }
+        Outcome::ClientIdle => {
+            debug!(client = %peer, member = %conn.member_label, "client_idle timeout")
+        }
+        Outcome::MemberIdle => {
+            debug!(client = %peer, member = %conn.member_label, "member_idle timeout")
+        }
     }
     // Some outcomes leave reads in flight; make them finish before close.
     abort(&client);

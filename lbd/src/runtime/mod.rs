@@ -92,9 +92,7 @@ pub fn resolve(choice: RuntimeChoice) -> anyhow::Result<RuntimeKind> {
         RuntimeChoice::Auto => match uring::probe() {
             Ok(()) => Ok(RuntimeKind::IoUring),
             Err(e) => {
-                tracing::warn!(
-                    "io_uring unavailable ({e}); falling back to the epoll runtime"
-                );
+                tracing::warn!("io_uring unavailable ({e}); falling back to the epoll runtime");
                 Ok(RuntimeKind::Epoll)
             }
         },

@@ -59,7 +59,9 @@ impl Runtime for Uring {
     }
 
     async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self::Stream> {
-        let stream = super::connect_with_timeout(addr, timeout).await?.into_std()?;
+        let stream = super::connect_with_timeout(addr, timeout)
+            .await?
+            .into_std()?;
         stream.set_nonblocking(false)?;
         Ok(tokio_uring::net::TcpStream::from_std(stream))
     }
