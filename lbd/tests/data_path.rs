@@ -34,9 +34,13 @@ fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 async fn round_robin_spreads_evenly(rt: &str) {
     let b = tagged(3).await;
     let bind = free_addr();
-    let cfg = listener("web", bind, "p", "") + &pool("p", "", &b.iter().map(member).collect::<Vec<_>>());
+    let cfg =
+        listener("web", bind, "p", "") + &pool("p", "", &b.iter().map(member).collect::<Vec<_>>());
     let _lbd = Lbd::start(rt, 1, &cfg).await;
-    assert_eq!(tally(bind, 300).await, counts(&[("m0", 100), ("m1", 100), ("m2", 100)]));
+    assert_eq!(
+        tally(bind, 300).await,
+        counts(&[("m0", 100), ("m1", 100), ("m2", 100)])
+    );
 }
 
 async fn round_robin_follows_weights(rt: &str) {
@@ -49,17 +53,28 @@ async fn round_robin_follows_weights(rt: &str) {
         .collect();
     let cfg = listener("web", bind, "p", "") + &pool("p", "", &members);
     let _lbd = Lbd::start(rt, 1, &cfg).await;
-    assert_eq!(tally(bind, 600).await, counts(&[("m0", 100), ("m1", 200), ("m2", 300)]));
+    assert_eq!(
+        tally(bind, 600).await,
+        counts(&[("m0", 100), ("m1", 200), ("m2", 300)])
+    );
 }
 
 async fn backup_only_when_primaries_unusable(rt: &str) {
     let mut b = tagged(3).await;
     let bind = free_addr();
-    let members = vec![member(&b[0]), member(&b[1]), member(&b[2]) + "backup = true\n"];
+    let members = vec![
+        member(&b[0]),
+        member(&b[1]),
+        member(&b[2]) + "backup = true\n",
+    ];
     let cfg = listener("web", bind, "p", "") + &pool("p", "", &members);
     let _lbd = Lbd::start(rt, 2, &cfg).await;
     let before = tally(bind, 40).await;
-    assert_eq!(before.get("m2"), None, "backup used while primaries were up: {before:?}");
+    assert_eq!(
+        before.get("m2"),
+        None,
+        "backup used while primaries were up: {before:?}"
+    );
     // Both primaries die (their ports close): every client must still be
     // served, by the backup, with no visible error.
     let backup = b.pop();
@@ -90,26 +105,42 @@ async fn connect_retry_skips_a_dead_member(rt: &str) {
     let bind = free_addr();
     let members = vec![
         member(&b[0]),
-        format!("[[pool.member]]\naddress = \"127.0.0.1\"\nport = {}\n", dead.port()),
+        format!(
+            "[[pool.member]]\naddress = \"127.0.0.1\"\nport = {}\n",
+            dead.port()
+        ),
         member(&b[1]),
     ];
     let cfg = listener("web", bind, "p", "") + &pool("p", "retries = 2", &members);
     let lbd = Lbd::start(rt, 1, &cfg).await;
     let got = tally(bind, 60).await;
     assert_eq!(got.values().sum::<usize>(), 60);
-    assert!(got["m0"] >= 25 && got["m1"] >= 25, "uneven after skipping the dead member: {got:?}");
-    assert!(lbd.log().contains("connect failed"), "failure not logged:\n{}", lbd.log());
+    assert!(
+        got["m0"] >= 25 && got["m1"] >= 25,
+        "uneven after skipping the dead member: {got:?}"
+    );
+    assert!(
+        lbd.log().contains("connect failed"),
+        "failure not logged:\n{}",
+        lbd.log()
+    );
 }
 
 async fn all_members_dead_closes_clients_at_once(rt: &str) {
     let dead = free_addr();
     let bind = free_addr();
-    let members = vec![format!("[[pool.member]]\naddress = \"127.0.0.1\"\nport = {}\n", dead.port())];
+    let members = vec![format!(
+        "[[pool.member]]\naddress = \"127.0.0.1\"\nport = {}\n",
+        dead.port()
+    )];
     let cfg = listener("web", bind, "p", "") + &pool("p", "", &members);
     let lbd = Lbd::start(rt, 1, &cfg).await;
     for _ in 0..3 {
         let started = Instant::now();
-        assert!(is_refused(bind, None, Duration::from_secs(3)).await, "client left hanging");
+        assert!(
+            is_refused(bind, None, Duration::from_secs(3)).await,
+            "client left hanging"
+        );
         assert!(started.elapsed() < Duration::from_secs(3));
     }
     lbd.wait_for_log("no usable member", 1).await;
@@ -189,7 +220,8 @@ async fn a_thousand_concurrent_connections(rt: &str) {
     const N: usize = 1000;
     let b = tagged(2).await;
     let bind = free_addr();
-    let cfg = listener("web", bind, "p", "") + &pool("p", "", &b.iter().map(member).collect::<Vec<_>>());
+    let cfg =
+        listener("web", bind, "p", "") + &pool("p", "", &b.iter().map(member).collect::<Vec<_>>());
     let _lbd = Lbd::start(rt, 2, &cfg).await;
     let mut open = Vec::with_capacity(N);
     // Open them all (in small batches to stay within the listen backlog) and
@@ -235,8 +267,14 @@ async fn connection_limit_refuses_the_excess_at_once(rt: &str) {
         held.push(c);
     }
     let started = Instant::now();
-    assert!(is_refused(bind, None, Duration::from_secs(3)).await, "6th connection not refused");
-    assert!(started.elapsed() < Duration::from_secs(3), "refusal was not immediate");
+    assert!(
+        is_refused(bind, None, Duration::from_secs(3)).await,
+        "6th connection not refused"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "refusal was not immediate"
+    );
     drop(held.pop());
     // The freed slot is usable again once lbd has seen the close.
     let deadline = Instant::now() + WAIT;
@@ -244,7 +282,11 @@ async fn connection_limit_refuses_the_excess_at_once(rt: &str) {
         if hit(bind).await.is_ok() {
             break;
         }
-        assert!(Instant::now() < deadline, "slot never came back; log:\n{}", lbd.log());
+        assert!(
+            Instant::now() < deadline,
+            "slot never came back; log:\n{}",
+            lbd.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -252,12 +294,16 @@ async fn connection_limit_refuses_the_excess_at_once(rt: &str) {
 async fn allowed_cidrs_admit_and_refuse_by_source(rt: &str) {
     let b = tagged(1).await;
     let bind = free_addr();
-    let cfg = listener("web", bind, "p", "allowed_cidrs = [\"127.0.0.1/32\"]") + &pool("p", "", &[member(&b[0])]);
+    let cfg = listener("web", bind, "p", "allowed_cidrs = [\"127.0.0.1/32\"]")
+        + &pool("p", "", &[member(&b[0])]);
     let _lbd = Lbd::start(rt, 1, &cfg).await;
     let ok = hit_from(bind, Some("127.0.0.1:0".parse().unwrap())).await;
     assert_eq!(ok.expect("127.0.0.1 is allowed"), "m0");
     let from = Some("127.0.0.2:0".parse().unwrap());
-    assert!(is_refused(bind, from, Duration::from_secs(3)).await, "127.0.0.2 was served");
+    assert!(
+        is_refused(bind, from, Duration::from_secs(3)).await,
+        "127.0.0.2 was served"
+    );
 }
 
 /// Maps 300 source addresses 127.0.1.x / 127.0.2.x to the member tag they
@@ -275,7 +321,12 @@ async fn map_sources(bind: SocketAddr) -> BTreeMap<String, String> {
 async fn source_ip_is_sticky_and_remaps_about_one_nth(rt: &str) {
     let b = tagged(4).await;
     let bind = free_addr();
-    let three = listener("web", bind, "p", "") + &pool("p", "algorithm = \"source_ip\"", &b[..3].iter().map(member).collect::<Vec<_>>());
+    let three = listener("web", bind, "p", "")
+        + &pool(
+            "p",
+            "algorithm = \"source_ip\"",
+            &b[..3].iter().map(member).collect::<Vec<_>>(),
+        );
     let lbd = Lbd::start(rt, 2, &three).await;
     let first = map_sources(bind).await;
     let again = map_sources(bind).await;
@@ -283,14 +334,27 @@ async fn source_ip_is_sticky_and_remaps_about_one_nth(rt: &str) {
     let used: std::collections::BTreeSet<_> = first.values().collect();
     assert_eq!(used.len(), 3, "all three members should get clients");
 
-    let four = listener("web", bind, "p", "") + &pool("p", "algorithm = \"source_ip\"", &b.iter().map(member).collect::<Vec<_>>());
+    let four = listener("web", bind, "p", "")
+        + &pool(
+            "p",
+            "algorithm = \"source_ip\"",
+            &b.iter().map(member).collect::<Vec<_>>(),
+        );
     assert!(lbd.reload(&four).await);
     let after = map_sources(bind).await;
     let moved: Vec<_> = first.keys().filter(|ip| first[*ip] != after[*ip]).collect();
     let share = moved.len() as f64 / first.len() as f64;
-    assert!((0.12..=0.40).contains(&share), "{} of 300 clients moved", moved.len());
+    assert!(
+        (0.12..=0.40).contains(&share),
+        "{} of 300 clients moved",
+        moved.len()
+    );
     let to_new = moved.iter().filter(|ip| after[**ip] == "m3").count();
-    assert!(to_new * 10 >= moved.len() * 9, "moved clients should go to the new member: {to_new}/{}", moved.len());
+    assert!(
+        to_new * 10 >= moved.len() * 9,
+        "moved clients should go to the new member: {to_new}/{}",
+        moved.len()
+    );
 }
 
 /// Sends a connection through a PROXY-protocol listener and returns the
@@ -302,7 +366,10 @@ async fn proxy_header_seen(bind: SocketAddr, len: Option<usize>) -> (Vec<u8>, So
     let header = match len {
         Some(n) => {
             let mut h = vec![0u8; n];
-            tokio::time::timeout(WAIT, c.read_exact(&mut h)).await.expect("in time").expect("read");
+            tokio::time::timeout(WAIT, c.read_exact(&mut h))
+                .await
+                .expect("in time")
+                .expect("read");
             h
         }
         None => read_raw_line(&mut c).await.expect("v1 line"),
@@ -319,7 +386,11 @@ async fn proxy_protocol_headers_are_byte_exact(rt: &str) {
     let _lbd = Lbd::start(rt, 1, &cfg).await;
 
     let (line, client) = proxy_header_seen(v1, None).await;
-    let want = format!("PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\n", client.port(), v1.port());
+    let want = format!(
+        "PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\n",
+        client.port(),
+        v1.port()
+    );
     assert_eq!(String::from_utf8(line).unwrap(), want);
 
     let (h, client) = proxy_header_seen(v2, Some(28)).await;
@@ -333,14 +404,21 @@ async fn proxy_protocol_headers_are_byte_exact(rt: &str) {
 async fn idle_connections_are_closed_busy_ones_are_not(rt: &str) {
     let b = tagged(1).await;
     let bind = free_addr();
-    let cfg = listener("web", bind, "p", "client_idle = \"1s\"\nmember_idle = \"1s\"") + &pool("p", "", &[member(&b[0])]);
+    let cfg = listener(
+        "web",
+        bind,
+        "p",
+        "client_idle = \"1s\"\nmember_idle = \"1s\"",
+    ) + &pool("p", "", &[member(&b[0])]);
     let _lbd = Lbd::start(rt, 1, &cfg).await;
 
     // Busy: a message every 300 ms for 2.5 s outlives the 1 s timeout.
     let mut busy = connect_from(bind, None).await.expect("connect");
     assert_eq!(read_line(&mut busy).await.expect("tag"), "m0");
     for i in 0..8 {
-        busy.write_all(format!("{i}\n").as_bytes()).await.expect("write");
+        busy.write_all(format!("{i}\n").as_bytes())
+            .await
+            .expect("write");
         assert_eq!(read_line(&mut busy).await.expect("echo"), i.to_string());
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -348,9 +426,15 @@ async fn idle_connections_are_closed_busy_ones_are_not(rt: &str) {
     let started = Instant::now();
     let mut idle = connect_from(bind, None).await.expect("connect");
     assert_eq!(read_line(&mut idle).await.expect("tag"), "m0");
-    assert!(is_closed_without_data(&mut idle, Duration::from_secs(5)).await, "idle connection kept open");
+    assert!(
+        is_closed_without_data(&mut idle, Duration::from_secs(5)).await,
+        "idle connection kept open"
+    );
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900), "closed too early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed too early: {took:?}"
+    );
 }
 
 on_both_runtimes!(

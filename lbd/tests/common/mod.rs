@@ -59,21 +59,33 @@ impl Lbd {
     }
 
     /// Like [`Lbd::start`], letting the caller adjust the command.
-    pub async fn start_with(rt: &str, workers: usize, config: &str, adjust: impl FnOnce(&mut Command)) -> Lbd {
+    pub async fn start_with(
+        rt: &str,
+        workers: usize,
+        config: &str,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Lbd {
         let dir = scratch_dir();
         let config_path = dir.join("lbd.toml");
         let log_path = dir.join("lbd.log");
         std::fs::write(&config_path, config).expect("write config");
         let log = std::fs::File::create(&log_path).expect("create log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lbd"));
-        cmd.args(["--runtime", rt, "--workers", &workers.to_string(), "--log", "lbd=debug"])
-            .arg("run")
-            .arg("-c")
-            .arg(&config_path)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+        cmd.args([
+            "--runtime",
+            rt,
+            "--workers",
+            &workers.to_string(),
+            "--log",
+            "lbd=debug",
+        ])
+        .arg("run")
+        .arg("-c")
+        .arg(&config_path)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
         adjust(&mut cmd);
         let child = cmd.spawn().expect("spawn lbd");
         let lbd = Lbd {
@@ -129,14 +141,19 @@ impl Lbd {
     /// Writes a new config, sends SIGHUP and waits until lbd logged the
     /// outcome. Returns true if it was applied, false if rejected.
     pub async fn reload(&self, config: &str) -> bool {
-        let done = |log: &str| log.matches("reloaded:").count() + log.matches("reload rejected").count();
+        let done =
+            |log: &str| log.matches("reloaded:").count() + log.matches("reload rejected").count();
         let before = done(&self.log());
         let applied_before = self.log().matches("reloaded:").count();
         std::fs::write(&self.config_path, config).expect("write config");
         self.signal(libc::SIGHUP);
         let deadline = Instant::now() + WAIT;
         while done(&self.log()) <= before {
-            assert!(Instant::now() < deadline, "reload not logged; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "reload not logged; log:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.log().matches("reloaded:").count() > applied_before
@@ -149,11 +166,13 @@ impl Lbd {
             if let Some(status) = self.exited() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "lbd did not exit within {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "lbd did not exit within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-
 }
 
 impl Drop for Lbd {
@@ -243,7 +262,8 @@ async fn serve(mut conn: TcpStream, mode: Mode, tag: &[u8]) -> io::Result<()> {
                 }
                 n += got;
             }
-            conn.write_all(format!("got {n} bytes\n").as_bytes()).await?;
+            conn.write_all(format!("got {n} bytes\n").as_bytes())
+                .await?;
             conn.shutdown().await
         }
     }
@@ -251,12 +271,20 @@ async fn serve(mut conn: TcpStream, mode: Mode, tag: &[u8]) -> io::Result<()> {
 
 /// A member line for a config.
 pub fn member(b: &Backend) -> String {
-    format!("[[pool.member]]\naddress = \"{}\"\nport = {}\n", b.addr.ip(), b.addr.port())
+    format!(
+        "[[pool.member]]\naddress = \"{}\"\nport = {}\n",
+        b.addr.ip(),
+        b.addr.port()
+    )
 }
 
 /// Connects to `addr` (optionally from source address `from`).
 pub async fn connect_from(addr: SocketAddr, from: Option<SocketAddr>) -> io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     if let Some(from) = from {
         socket.bind(from)?;
     }
@@ -280,7 +308,10 @@ pub async fn read_raw_line(conn: &mut TcpStream) -> io::Result<Vec<u8>> {
         let mut byte = [0u8; 1];
         loop {
             if conn.read(&mut byte).await? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a line"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed before a line",
+                ));
             }
             line.push(byte[0]);
             if byte[0] == b'\n' {
@@ -333,7 +364,9 @@ pub async fn is_refused(addr: SocketAddr, from: Option<SocketAddr>, within: Dura
 pub async fn tally(addr: SocketAddr, n: usize) -> std::collections::BTreeMap<String, usize> {
     let mut counts = std::collections::BTreeMap::new();
     for i in 0..n {
-        let tag = hit(addr).await.unwrap_or_else(|e| panic!("connection {i} failed: {e}"));
+        let tag = hit(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connection {i} failed: {e}"));
         *counts.entry(tag).or_insert(0) += 1;
     }
     counts
