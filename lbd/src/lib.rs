@@ -6,11 +6,13 @@
 //! * [`proxy`]: one proxied connection, accept to close.
 //! * [`worker`]: a data-plane thread and its accept loops.
 //! * [`snapshot`], [`state`], [`sockets`]: what workers share.
-//! * [`server`]: start, reload and drain; [`demo`]: the built-in demo.
+//! * [`server`]: start, reload and drain; [`demo`]: the built-in demo;
+//!   [`limits`]: process limits.
 
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod limits;
 pub mod proxy;
 pub mod runtime;
 pub mod server;

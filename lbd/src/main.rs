@@ -126,6 +126,7 @@ fn run(cli: &Cli, source: Source) -> anyhow::Result<()> {
         let workers = cli
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        lbd::limits::raise_fd_limit(&config);
         let server = Server::start(config.clone(), workers, kind)?;
         log_started(&config, workers, kind.name());
         if let Source::Demo(bind) = &source {
