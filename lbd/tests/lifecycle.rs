@@ -427,9 +427,18 @@ fn example_configs_are_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let out = lbd_cmd().arg("check-config").arg(&path).output().unwrap();
-            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             checked += 1;
         }
     }
-    assert!(checked >= 2, "expected the example configs in {}", dir.display());
+    assert!(
+        checked >= 2,
+        "expected the example configs in {}",
+        dir.display()
+    );
 }
