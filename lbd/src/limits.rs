@@ -30,7 +30,7 @@ pub fn raise_fd_limit(config: &Config) {
             lim = raised;
         }
     }
-    let available = lim.rlim_cur as u64;
+    let available: u64 = lim.rlim_cur;
     let needed = needed_fds(config);
     if available < needed {
         warn!(

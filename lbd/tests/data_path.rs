@@ -437,7 +437,68 @@ async fn idle_connections_are_closed_busy_ones_are_not(rt: &str) {
     );
 }
 
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+async fn bad_clients_and_members_leak_no_descriptors(rt: &str) {
+    let b = tagged(1).await;
+    let dead = free_addr();
+    let (bind, bind_dead, bind_cidr) = (free_addr(), free_addr(), free_addr());
+    let dead_member = format!(
+        "[[pool.member]]\naddress = \"127.0.0.1\"\nport = {}\n",
+        dead.port()
+    );
+    let cfg = listener("web", bind, "p", "client_idle = \"1s\"")
+        + &listener("dead", bind_dead, "d", "")
+        + &listener("cidr", bind_cidr, "p", "allowed_cidrs = [\"10.0.0.0/8\"]")
+        + &pool("p", "", &[member(&b[0])])
+        + &pool("d", "", &[dead_member]);
+    let lbd = Lbd::start(rt, 2, &cfg).await;
+    assert_eq!(hit(bind).await.unwrap(), "m0");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let baseline = open_fds(lbd.pid());
+
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        // Normal, then a client that resets mid-stream.
+        assert_eq!(hit(bind).await.unwrap(), "m0");
+        let mut c = connect_from(bind, None).await.unwrap();
+        assert_eq!(read_line(&mut c).await.unwrap(), "m0");
+        c.write_all(b"partial").await.unwrap();
+        c.set_zero_linger().unwrap();
+        drop(c);
+        // Refused by the dead pool and by the CIDR filter.
+        assert!(is_refused(bind_dead, None, Duration::from_secs(3)).await);
+        assert!(is_refused(bind_cidr, None, Duration::from_secs(3)).await);
+        // Left idle until lbd's client_idle closes it.
+        let mut c = connect_from(bind, None).await.unwrap();
+        assert_eq!(read_line(&mut c).await.unwrap(), "m0");
+        idle.push(c);
+    }
+    assert!(
+        open_fds(lbd.pid()) > baseline,
+        "the idle connections should hold descriptors"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = open_fds(lbd.pid());
+        if now <= baseline {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lbd holds {now} descriptors, {baseline} before the traffic"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(idle);
+}
+
 on_both_runtimes!(
+    bad_clients_and_members_leak_no_descriptors,
     round_robin_spreads_evenly,
     round_robin_follows_weights,
     backup_only_when_primaries_unusable,
