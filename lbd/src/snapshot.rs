@@ -162,21 +162,29 @@ fn build_pool(p: &config::Pool, prev: Option<&Snapshot>, workers: usize) -> Pool
             }
         })
         .collect();
-    let plan = PoolPlan::new(
-        p.algorithm,
-        members
-            .iter()
-            .map(|m| PlanMember {
-                key: m.addr.to_string(),
-                weight: m.cfg.weight,
-                backup: m.cfg.backup,
-            })
-            .collect(),
-    );
+    let plan_members: Vec<PlanMember> = members
+        .iter()
+        .map(|m| PlanMember {
+            key: m.addr.to_string(),
+            weight: m.cfg.weight,
+            backup: m.cfg.backup,
+        })
+        .collect();
+    // An unchanged pool keeps its plan: workers then keep their balancer
+    // state (round-robin position) and Maglev tables are not rebuilt.
+    let plan = match old_pool {
+        Some(op)
+            if op.plan.algorithm() == p.algorithm
+                && op.plan.members() == plan_members.as_slice() =>
+        {
+            Arc::clone(&op.plan)
+        }
+        _ => Arc::new(PoolPlan::new(p.algorithm, plan_members)),
+    };
     PoolRt {
         name: p.name.clone(),
         retries: p.retries,
-        plan: Arc::new(plan),
+        plan,
         members,
     }
 }

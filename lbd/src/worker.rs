@@ -45,11 +45,26 @@ pub struct LocalView {
 }
 
 impl LocalView {
-    fn new(snap: Arc<Snapshot>) -> Self {
+    /// A view of `snap`. Balancers of pools whose plan did not change since
+    /// `previous` move over, so a reload does not restart round robin at the
+    /// first member.
+    fn new(snap: Arc<Snapshot>, previous: Option<&LocalView>) -> Self {
+        let mut old = previous.map(|p| p.balancers.borrow_mut());
         let balancers = snap
             .pools
             .iter()
-            .map(|p| Balancer::new(Arc::clone(&p.plan)))
+            .map(|p| {
+                let fresh = Balancer::new(Arc::clone(&p.plan));
+                match old
+                    .as_mut()
+                    .and_then(|old| old.iter_mut().find(|b| Arc::ptr_eq(b.plan(), &p.plan)))
+                {
+                    // The old view is only used by connections of the old
+                    // generation still being set up; they get the fresh one.
+                    Some(kept) => std::mem::replace(kept, fresh),
+                    None => fresh,
+                }
+            })
             .collect();
         LocalView {
             snap,
@@ -84,7 +99,7 @@ impl LocalView {
 
 impl<R: Runtime> Worker<R> {
     fn new(id: usize, shared: Arc<Shared>) -> Self {
-        let view = RefCell::new(Rc::new(LocalView::new(shared.snapshot())));
+        let view = RefCell::new(Rc::new(LocalView::new(shared.snapshot(), None)));
         Worker {
             id,
             counters: Arc::clone(&shared.workers[id]),
@@ -101,7 +116,11 @@ impl<R: Runtime> Worker<R> {
     pub fn view(&self) -> Rc<LocalView> {
         let current = self.shared.load_snapshot();
         if !Arc::ptr_eq(&current, &self.view.borrow().snap) {
-            *self.view.borrow_mut() = Rc::new(LocalView::new(arc_swap::Guard::into_inner(current)));
+            let next = LocalView::new(
+                arc_swap::Guard::into_inner(current),
+                Some(&self.view.borrow()),
+            );
+            *self.view.borrow_mut() = Rc::new(next);
         }
         Rc::clone(&self.view.borrow())
     }

@@ -209,7 +209,32 @@ async fn drain_timeout_bounds_the_shutdown(rt: &str) {
     assert!(lbd.log().contains("drain timeout"), "{}", lbd.log());
 }
 
+async fn round_robin_position_survives_reloads(rt: &str) {
+    let a = Backend::start("a", Mode::TaggedEcho).await;
+    let b = Backend::start("b", Mode::TaggedEcho).await;
+    let c = Backend::start("c", Mode::TaggedEcho).await;
+    let bind = free_addr();
+    let cfg = one_listener(bind, &[&a, &b, &c], "");
+    let lbd = Lbd::start(rt, 1, &cfg).await;
+    let mut seen = Vec::new();
+    for i in 0..6 {
+        seen.push(hit(bind).await.unwrap());
+        // The pool is unchanged; only a listener setting moves.
+        let changed = cfg.replace(
+            "pool = \"p\"\n",
+            &format!("pool = \"p\"\nclient_idle = \"{}s\"\n", 50 + i),
+        );
+        assert!(lbd.reload(&changed).await);
+    }
+    assert_eq!(
+        seen,
+        ["a", "b", "c", "a", "b", "c"],
+        "round robin restarted on reload"
+    );
+}
+
 on_both_runtimes!(
+    round_robin_position_survives_reloads,
     reload_under_load_fails_no_connection,
     rejected_reloads_keep_the_running_config,
     listeners_come_and_go_without_cutting_connections,
