@@ -84,13 +84,13 @@ impl Snapshot {
         for l in &config.listeners {
             let sockets = match prev.and_then(|p| p.listener_at(l.bind)) {
                 Some(old) if !old.sockets.is_closed() => Arc::clone(&old.sockets),
-                _ => Arc::new(ListenerSockets::open(l.bind, workers).map_err(|source| {
-                    BindError {
+                _ => Arc::new(ListenerSockets::open(l.bind, workers, l.freebind).map_err(
+                    |source| BindError {
                         listener: l.name.clone(),
                         bind: l.bind,
                         source,
-                    }
-                })?),
+                    },
+                )?),
             };
             let state = prev
                 .and_then(|p| p.listeners.iter().find(|o| o.cfg.name == l.name))

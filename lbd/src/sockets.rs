@@ -26,9 +26,10 @@ pub struct ListenerSockets {
 
 impl ListenerSockets {
     /// Opens `workers` sockets bound to `bind` in one SO_REUSEPORT group.
-    pub fn open(bind: SocketAddr, workers: usize) -> io::Result<Self> {
+    /// `freebind`: bind even if `bind`'s address is not on this host yet.
+    pub fn open(bind: SocketAddr, workers: usize, freebind: bool) -> io::Result<Self> {
         let per_worker = (0..workers.max(1))
-            .map(|_| open_one(bind))
+            .map(|_| open_one(bind, freebind))
             .collect::<io::Result<Vec<_>>>()?;
         Ok(ListenerSockets {
             bind,
@@ -61,13 +62,18 @@ impl ListenerSockets {
     }
 }
 
-fn open_one(bind: SocketAddr) -> io::Result<TcpListener> {
+fn open_one(bind: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(bind), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     if bind.is_ipv6() {
         // `[::]:80` and `0.0.0.0:80` are separate listeners.
         socket.set_only_v6(true)?;
+        if freebind {
+            socket.set_freebind_ipv6(true)?;
+        }
+    } else if freebind {
+        socket.set_freebind(true)?;
     }
     socket.bind(&bind.into())?;
     socket.listen(BACKLOG)?;

@@ -467,3 +467,30 @@ fn example_configs_are_valid() {
         dir.display()
     );
 }
+
+/// A listener on an address this host does not have (TEST-NET-1; only bound,
+/// never sent to): refused with a clear error, unless `freebind` is set.
+#[tokio::test]
+async fn freebind_allows_a_vip_that_is_not_here_yet() {
+    let vip = SocketAddr::from(([192, 0, 2, 10], free_port()));
+    let cfg = |freebind: bool| {
+        format!("[[listener]]\nname = \"vip\"\nbind = \"{vip}\"\npool = \"p\"\nfreebind = {freebind}\n[[pool]]\nname = \"p\"\n")
+    };
+    let dir = scratch_dir();
+    let path = dir.join("nofreebind.toml");
+    std::fs::write(&path, cfg(false)).unwrap();
+    let out = lbd_cmd()
+        .args(["--runtime", "epoll", "run", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("listener \"vip\": cannot listen on {vip}")),
+        "{stderr}"
+    );
+
+    let lbd = Lbd::start("epoll", 1, &cfg(true)).await;
+    assert!(lbd.exited().is_none());
+}

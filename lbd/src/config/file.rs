@@ -64,6 +64,10 @@ pub struct ListenerSection {
     /// `"v1"` or `"v2"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<String>,
+    /// Bind even if the address is not (yet) on this host, e.g. a VIP that
+    /// keepalived moves here later (IP_FREEBIND).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freebind: Option<bool>,
 }
 
 /// `[[pool]]`
@@ -152,6 +156,7 @@ impl From<&Listener> for ListenerSection {
             proxy_protocol: listener
                 .proxy_protocol
                 .map(|version| proxy_protocol_name(version).to_owned()),
+            freebind: Some(listener.freebind),
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct Listener {
     pub member_connect: Duration,
     pub member_idle: Duration,
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// Bind to addresses not (yet) configured on this host (IP_FREEBIND).
+    pub freebind: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -315,6 +315,7 @@ fn validate_listener(
         member_connect: member_connect?,
         member_idle: member_idle?,
         proxy_protocol: proxy_protocol?,
+        freebind: section.freebind.unwrap_or(false),
     })
 }
 
@@ -756,6 +757,7 @@ client_idle = "50s"
 member_connect = "500ms"
 member_idle = "1m 30s"
 proxy_protocol = "v2"
+freebind = true
 
 [[listener]]
 name = "8c0b3e1a-5f2d-4c1e-9a7b-0d6f4e2a1b3c"
@@ -809,6 +811,7 @@ algorithm = "source_ip"
         assert_eq!(web.member_connect, Duration::from_millis(500));
         assert_eq!(web.member_idle, Duration::from_secs(90));
         assert_eq!(web.proxy_protocol, Some(ProxyProtocol::V2));
+        assert!(web.freebind);
 
         let uuid = &config.listeners[1];
         assert_eq!(uuid.name, "8c0b3e1a-5f2d-4c1e-9a7b-0d6f4e2a1b3c");
@@ -822,6 +825,7 @@ algorithm = "source_ip"
         assert_eq!(uuid.member_connect, DEFAULT_MEMBER_CONNECT);
         assert_eq!(uuid.member_idle, DEFAULT_MEMBER_IDLE);
         assert_eq!(uuid.proxy_protocol, None);
+        assert!(!uuid.freebind);
 
         let nodes = config.pool("nodes").expect("pool nodes");
         assert_eq!(nodes.algorithm, Algorithm::LeastConnections);
