@@ -167,8 +167,19 @@ impl Balancer {
 /// Helpers shared by the unit tests of all balance modules.
 #[cfg(test)]
 mod test_support {
-    use super::{MemberStatus, PlanMember};
+    use super::{Balancer, MemberStatus, PlanMember, PoolPlan};
+    use crate::config::Algorithm;
     use std::cell::Cell;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::Arc;
+
+    /// The client address of tests where it does not matter.
+    pub(super) const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+
+    /// A balancer over non-backup members with these weights.
+    pub(super) fn balancer(algorithm: Algorithm, weights: &[u32]) -> Balancer {
+        Balancer::new(Arc::new(PoolPlan::new(algorithm, members(weights, &[]))))
+    }
 
     /// Members keyed "10.0.0.<i>:80" with the given weights; indices listed
     /// in `backups` are backup members.

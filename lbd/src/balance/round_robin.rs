@@ -61,17 +61,12 @@ impl RoundRobin {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{members, Status};
-    use super::super::{Balancer, PoolPlan};
+    use super::super::test_support::{Status, CLIENT};
+    use super::super::Balancer;
     use crate::config::Algorithm;
-    use std::net::{IpAddr, Ipv4Addr};
-    use std::sync::Arc;
-
-    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 
     fn balancer(weights: &[u32]) -> Balancer {
-        let plan = PoolPlan::new(Algorithm::RoundRobin, members(weights, &[]));
-        Balancer::new(Arc::new(plan))
+        super::super::test_support::balancer(Algorithm::RoundRobin, weights)
     }
 
     fn picks(b: &mut Balancer, status: &Status, n: usize) -> Vec<usize> {
