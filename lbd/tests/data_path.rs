@@ -437,6 +437,23 @@ async fn idle_connections_are_closed_busy_ones_are_not(rt: &str) {
     );
 }
 
+async fn ipv6_listener_in_front_of_ipv4_members(rt: &str) {
+    let b = tagged(1).await;
+    let bind = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, free_port()));
+    let cfg =
+        listener("v6", bind, "p", "proxy_protocol = \"v2\"") + &pool("p", "", &[member(&b[0])]);
+    let _lbd = Lbd::start(rt, 1, &cfg).await;
+    let (h, client) = proxy_header_seen(bind, Some(16 + 36)).await;
+    assert!(client.is_ipv6());
+    let mut want = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    want.extend_from_slice(&[0x21, 0x21, 0, 36]);
+    want.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+    want.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+    want.extend_from_slice(&client.port().to_be_bytes());
+    want.extend_from_slice(&bind.port().to_be_bytes());
+    assert_eq!(h, want);
+}
+
 fn open_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
@@ -498,6 +515,7 @@ async fn bad_clients_and_members_leak_no_descriptors(rt: &str) {
 }
 
 on_both_runtimes!(
+    ipv6_listener_in_front_of_ipv4_members,
     bad_clients_and_members_leak_no_descriptors,
     round_robin_spreads_evenly,
     round_robin_follows_weights,
