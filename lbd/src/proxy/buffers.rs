@@ -1,15 +1,16 @@
-//! A per-worker pool of copy buffers, so a new connection reuses the
-//! buffers of finished ones instead of allocating.
+//! A per-worker pool of copy buffers. A connection borrows one per read
+//! and gives it back after the write, so buffers are shared by all the
+//! worker's connections and an idle connection holds none.
 
 use std::cell::RefCell;
 
-/// Size of each of the two buffers a connection copies through (HAProxy's
-/// default `tune.bufsize` is 16 KiB; larger reads cost fewer syscalls on
-/// bulk transfers).
-pub const BUF_SIZE: usize = 32 * 1024;
+/// Size of one copy buffer. Buffers are only held while data is in flight,
+/// so a size that suits bulk transfers costs idle connections nothing.
+pub const BUF_SIZE: usize = 64 * 1024;
 
-/// Buffers kept for reuse per worker (beyond it, returned buffers are freed).
-const KEEP: usize = 512;
+/// Buffers kept for reuse per worker (beyond it, returned buffers are freed):
+/// enough for the reads and writes in flight at once on one thread.
+const KEEP: usize = 256;
 
 #[derive(Default)]
 pub struct BufPool {

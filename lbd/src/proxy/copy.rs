@@ -1,9 +1,9 @@
 //! Copies bytes both ways between a client and a member until both sides are
 //! done, propagating half-close and enforcing idle timeouts.
 //!
-//! Each direction reads into one buffer and writes it out before reading
-//! again (back-pressure: a slow reader slows the writer down, memory stays at
-//! two buffers per connection). When one side sends EOF, the other side's
+//! Each direction reads into a buffer and writes it out before reading
+//! again (back-pressure: a slow reader slows the writer down). Buffers are
+//! borrowed from the worker's pool only while data is in flight. When one side sends EOF, the other side's
 //! write half is shut down and the opposite direction keeps flowing, so a
 //! client's `shutdown(SHUT_WR)` reaches the member and the reply still comes
 //! back. An error on either side ends both.
@@ -18,6 +18,7 @@ use std::net::Shutdown;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use super::buffers::BufPool;
 use crate::runtime::Stream;
 use crate::sockets::with_socket;
 use crate::state::add;
@@ -65,26 +66,26 @@ impl Activity {
 }
 
 /// Copies until both directions are finished, an error, or an idle timeout.
+/// Buffers come from the worker's `pool` only while data is in flight.
 pub async fn copy_both_ways<S: Stream>(
     client: &S,
     member: &S,
-    bufs: [Vec<u8>; 2],
+    pool: &BufPool,
     client_idle: Duration,
     member_idle: Duration,
     counters: ByteCounters<'_>,
-) -> (Outcome, [Option<Vec<u8>>; 2]) {
+) -> Outcome {
     let now = Instant::now();
     let activity = Activity {
         client: Cell::new(now),
         member: Cell::new(now),
     };
-    let [b0, b1] = bufs;
     let up = pump(
         client,
         member,
         Side::Client,
         Side::Member,
-        b0,
+        pool,
         &activity,
         counters.client_to_member,
     );
@@ -93,7 +94,7 @@ pub async fn copy_both_ways<S: Stream>(
         client,
         Side::Member,
         Side::Client,
-        b1,
+        pool,
         &activity,
         counters.member_to_client,
     );
@@ -101,54 +102,70 @@ pub async fn copy_both_ways<S: Stream>(
     tokio::select! {
         biased;
         result = async { tokio::join!(up, down) } => match result {
-            (Ok(a), Ok(b)) => (Outcome::Done, [Some(a), Some(b)]),
-            (Err(e), _) | (_, Err(e)) => (Outcome::Error(e), [None, None]),
+            (Ok(()), Ok(())) => Outcome::Done,
+            (Err(e), _) | (_, Err(e)) => Outcome::Error(e),
         },
-        idle = watchdog => (idle, [None, None]),
+        idle = watchdog => idle,
     }
 }
 
-/// One direction: read from `from`, write to `to`, until EOF or error.
-/// Returns the buffer on success so the caller can reuse it.
+/// One direction: wait for data, read it into a pooled buffer, write it
+/// out, give the buffer back; until EOF or error.
+///
+/// An idle direction waits in `readable` and holds no buffer, so an idle
+/// connection costs no buffer memory. After a read that filled the buffer
+/// (a bulk transfer) more data is likely waiting, so the next read goes
+/// straight ahead without waiting for readiness first.
 async fn pump<S: Stream>(
     from: &S,
     to: &S,
     from_side: Side,
     to_side: Side,
-    mut buf: Vec<u8>,
+    pool: &BufPool,
     activity: &Activity,
     counters: [&AtomicU64; 2],
-) -> io::Result<Vec<u8>> {
+) -> io::Result<()> {
+    let mut bulk = false;
     loop {
-        let (res, b) = from.read(buf).await;
-        buf = b;
+        if !bulk {
+            if let Err(e) = from.readable().await {
+                return Err(fail(from, to, e));
+            }
+        }
+        let (res, buf) = from.read(pool.take()).await;
         let n = match res {
             Ok(0) => {
+                pool.give(buf);
                 // Half-close: pass the EOF on. The peer may already be gone
                 // (ENOTCONN); the other direction will notice on its own.
                 let _ = with_socket(to, |s| s.shutdown(Shutdown::Write));
-                return Ok(buf);
+                return Ok(());
             }
             Ok(n) => n,
             Err(e) => {
-                // Wake the other direction's pending read too.
-                abort(from);
-                abort(to);
-                return Err(e);
+                pool.give(buf);
+                return Err(fail(from, to, e));
             }
         };
+        bulk = n == buf.capacity();
         activity.touch(from_side);
-        let (res, b) = to.write_all(buf).await;
-        buf = b;
+        let (res, buf) = to.write_all(buf).await;
+        pool.give(buf);
         if let Err(e) = res {
-            abort(from);
-            abort(to);
-            return Err(e);
+            return Err(fail(from, to, e));
         }
         activity.touch(to_side);
         add(counters[0], n as u64);
         add(counters[1], n as u64);
     }
+}
+
+/// Ends both directions after an error on one: shutting both sockets down
+/// wakes the other direction's pending wait or read.
+fn fail(from: &impl Stream, to: &impl Stream, e: io::Error) -> io::Error {
+    abort(from);
+    abort(to);
+    e
 }
 
 /// Resolves when one side has been idle for its timeout.

@@ -209,11 +209,10 @@ async fn relay<R: Runtime>(
         client_to_member: [&lc.bytes_in, &mc.bytes_in],
         member_to_client: [&lc.bytes_out, &mc.bytes_out],
     };
-    let bufs = [worker.bufs.take(), worker.bufs.take()];
-    let (outcome, bufs) = copy_both_ways(
+    let outcome = copy_both_ways(
         &client,
         &conn.member,
-        bufs,
+        &worker.bufs,
         conn.client_idle,
         conn.member_idle,
         counters,
@@ -234,9 +233,6 @@ async fn relay<R: Runtime>(
     // Some outcomes leave reads in flight; make them finish before close.
     abort(&client);
     abort(&conn.member);
-    for b in bufs.into_iter().flatten() {
-        worker.bufs.give(b);
-    }
 }
 
 /// The address the client connected to: the bind address, or for a

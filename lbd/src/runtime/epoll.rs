@@ -13,6 +13,10 @@ use super::{Runtime, Stream};
 pub struct Epoll;
 
 impl Stream for TcpStream {
+    async fn readable(&self) -> io::Result<()> {
+        TcpStream::readable(self).await
+    }
+
     async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         buf.clear();
         loop {

@@ -23,8 +23,11 @@ use std::time::Duration;
 
 /// A connected TCP socket. `read` fills `buf` from index 0 (its length on
 /// return is the byte count); `write_all` writes all of `buf`.
+/// `readable` waits until a read would not block (data, EOF or an error)
+/// without needing a buffer, so idle connections hold none.
 #[allow(async_fn_in_trait)] // thread-per-core: futures are deliberately !Send
 pub trait Stream: AsRawFd + 'static {
+    async fn readable(&self) -> io::Result<()>;
     async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
 }

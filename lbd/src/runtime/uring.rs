@@ -3,7 +3,11 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
+
+use io_uring::{cqueue, opcode, types};
+use tokio_uring::{OneshotOutputTransform, UnsubmittedOneshot};
 
 use super::{Runtime, Stream};
 
@@ -26,6 +30,10 @@ pub fn probe() -> io::Result<()> {
 }
 
 impl Stream for tokio_uring::net::TcpStream {
+    async fn readable(&self) -> io::Result<()> {
+        poll_readable(self.as_raw_fd()).await
+    }
+
     async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         // tokio-uring reads into [0, capacity) and only ever grows len.
         buf.clear();
@@ -65,4 +73,31 @@ impl Runtime for Uring {
         stream.set_nonblocking(false)?;
         Ok(tokio_uring::net::TcpStream::from_std(stream))
     }
+}
+
+/// Turns a poll completion into a result.
+struct PollDone;
+
+impl OneshotOutputTransform for PollDone {
+    type Output = io::Result<()>;
+    type StoredData = ();
+
+    fn transform_oneshot_output(self, _: (), cqe: cqueue::Entry) -> io::Result<()> {
+        match cqe.result() {
+            res if res < 0 => Err(io::Error::from_raw_os_error(-res)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Waits until `fd` is readable (data, EOF, error or hang-up) with a
+/// one-shot IORING_OP_POLL_ADD, which tokio-uring does not offer itself.
+///
+/// The kernel holds its own reference to the socket while the poll is in
+/// flight; callers that drop this future shut the socket down before
+/// closing it (see `proxy::copy::abort`), which completes the poll.
+fn poll_readable(fd: RawFd) -> impl Future<Output = io::Result<()>> {
+    let events = (libc::POLLIN | libc::POLLRDHUP) as u32;
+    let sqe = opcode::PollAdd::new(types::Fd(fd), events).build();
+    UnsubmittedOneshot::new((), PollDone, sqe).submit()
 }
