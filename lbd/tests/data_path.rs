@@ -454,6 +454,84 @@ async fn ipv6_listener_in_front_of_ipv4_members(rt: &str) {
     assert_eq!(h, want);
 }
 
+/// A listener whose accept queue is full: the kernel drops further SYNs, so
+/// connects to it hang like connects to a black-holed host.
+fn black_hole() -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let listener: std::net::TcpListener = socket.into();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..2 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&addr.into());
+        fillers.push(s.into());
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    (listener, fillers)
+}
+
+async fn connect_timeout_moves_on_to_another_member(rt: &str) {
+    let good = tagged(1).await;
+    let (hole, _fillers) = black_hole();
+    let hole_addr = hole.local_addr().unwrap();
+    let bind = free_addr();
+    let members = vec![
+        format!(
+            "[[pool.member]]\naddress = \"127.0.0.1\"\nport = {}\n",
+            hole_addr.port()
+        ),
+        member(&good[0]),
+    ];
+    let cfg = listener("web", bind, "p", "member_connect = \"300ms\"")
+        + &pool("p", "retries = 1", &members);
+    let lbd = Lbd::start(rt, 1, &cfg).await;
+    let baseline = open_fds(lbd.pid());
+    let syn_sent_before = syn_sent_to(hole_addr.port());
+    let started = Instant::now();
+    // The first connection meets the black hole first (round robin).
+    assert_eq!(hit(bind).await.unwrap(), "m0");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250),
+        "did not wait for the connect timeout: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "connect timeout not enforced: {took:?}"
+    );
+    lbd.wait_for_log("timeout after 300ms", 1).await;
+    // The timed-out socket is closed, not left to the kernel's SYN retries.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_fds(lbd.pid()) > baseline || syn_sent_to(hole_addr.port()) > syn_sent_before {
+        assert!(
+            Instant::now() < deadline,
+            "timed-out connect still alive: {} fds (baseline {baseline}), {} SYN-SENT (before {syn_sent_before})",
+            open_fds(lbd.pid()),
+            syn_sent_to(hole_addr.port())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sockets on this host in SYN-SENT towards 127.0.0.1:`port`.
+fn syn_sent_to(port: u16) -> usize {
+    let remote = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2] == remote && f[3] == "02"
+        })
+        .count()
+}
+
 fn open_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
@@ -515,6 +593,7 @@ async fn bad_clients_and_members_leak_no_descriptors(rt: &str) {
 }
 
 on_both_runtimes!(
+    connect_timeout_moves_on_to_another_member,
     ipv6_listener_in_front_of_ipv4_members,
     bad_clients_and_members_leak_no_descriptors,
     round_robin_spreads_evenly,

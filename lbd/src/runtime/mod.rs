@@ -102,19 +102,22 @@ pub fn resolve(choice: RuntimeChoice) -> anyhow::Result<RuntimeKind> {
     }
 }
 
-/// A connect with a deadline, on tokio's reactor. Both runtimes use it:
-/// tokio-uring cannot cancel an in-flight connect, so a timed-out io_uring
-/// connect would keep its socket open until the kernel gives up (minutes for
-/// a black-holed member). Dropping this future closes the socket at once.
+/// A connect with a deadline, on tokio's reactor (the epoll runtime).
+/// Dropping the future closes the socket at once.
 pub(crate) async fn connect_with_timeout(
     addr: SocketAddr,
     timeout: Duration,
 ) -> io::Result<tokio::net::TcpStream> {
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
         Ok(result) => result,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("timeout after {}", humantime::format_duration(timeout)),
-        )),
+        Err(_) => Err(connect_timed_out(timeout)),
     }
+}
+
+/// The error of a connect that took longer than `timeout`.
+pub(crate) fn connect_timed_out(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("timeout after {}", humantime::format_duration(timeout)),
+    )
 }

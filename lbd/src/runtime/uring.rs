@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use io_uring::{cqueue, opcode, types};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio_uring::{OneshotOutputTransform, UnsubmittedOneshot};
 
 use super::{Runtime, Stream};
@@ -67,11 +68,18 @@ impl Runtime for Uring {
     }
 
     async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self::Stream> {
-        let stream = super::connect_with_timeout(addr, timeout)
-            .await?
-            .into_std()?;
-        stream.set_nonblocking(false)?;
-        Ok(tokio_uring::net::TcpStream::from_std(stream))
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        let connect = submit_connect(&socket, addr);
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(())) => Ok(tokio_uring::net::TcpStream::from_std(socket.into())),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                // Aborts the in-flight connect so the kernel lets go of the
+                // socket now, not when its SYN retries run out.
+                let _ = socket.shutdown(std::net::Shutdown::Both);
+                Err(super::connect_timed_out(timeout))
+            }
+        }
     }
 }
 
@@ -100,4 +108,29 @@ fn poll_readable(fd: RawFd) -> impl Future<Output = io::Result<()>> {
     let events = (libc::POLLIN | libc::POLLRDHUP) as u32;
     let sqe = opcode::PollAdd::new(types::Fd(fd), events).build();
     UnsubmittedOneshot::new((), PollDone, sqe).submit()
+}
+
+/// Turns a connect completion into a result; keeps the address alive until
+/// the kernel has read it.
+struct ConnectDone;
+
+impl OneshotOutputTransform for ConnectDone {
+    type Output = io::Result<()>;
+    type StoredData = Box<SockAddr>;
+
+    fn transform_oneshot_output(self, _: Box<SockAddr>, cqe: cqueue::Entry) -> io::Result<()> {
+        match cqe.result() {
+            res if res < 0 => Err(io::Error::from_raw_os_error(-res)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// IORING_OP_CONNECT on a socket the caller owns (tokio-uring's own connect
+/// hides the socket, so a timed-out connect could not be aborted).
+fn submit_connect(socket: &Socket, addr: SocketAddr) -> impl Future<Output = io::Result<()>> {
+    let addr = Box::new(SockAddr::from(addr));
+    let sqe =
+        opcode::Connect::new(types::Fd(socket.as_raw_fd()), addr.as_ptr(), addr.len()).build();
+    UnsubmittedOneshot::new(addr, ConnectDone, sqe).submit()
 }
