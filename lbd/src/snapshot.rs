@@ -43,8 +43,8 @@ pub struct PoolRt {
 pub struct MemberRt {
     pub cfg: config::Member,
     pub addr: SocketAddr,
-    /// `pool/address:port`, for logs.
-    pub label: String,
+    /// `pool/address:port`, for logs (shared by the member's connections).
+    pub label: Arc<str>,
     pub state: Arc<MemberState>,
 }
 
@@ -157,7 +157,7 @@ fn build_pool(p: &config::Pool, prev: Option<&Snapshot>, workers: usize) -> Pool
             MemberRt {
                 cfg: m.clone(),
                 addr,
-                label: format!("{}/{}", p.name, addr),
+                label: format!("{}/{}", p.name, addr).into(),
                 state,
             }
         })

@@ -58,7 +58,7 @@ pub async fn handle<R: Runtime>(
 /// so a long-lived connection does not pin old configs in memory.
 struct Established<R: Runtime> {
     member: R::Stream,
-    member_label: String,
+    member_label: std::sync::Arc<str>,
     listener_slot: Slot<ListenerState>,
     member_slot: Slot<MemberState>,
     client_idle: Duration,
@@ -119,7 +119,7 @@ async fn establish<R: Runtime>(
     }
 
     Some(Established {
-        member_label: m.label.clone(),
+        member_label: std::sync::Arc::clone(&m.label),
         member_slot: Slot::enter(&m.state),
         member,
         listener_slot,
