@@ -1,10 +1,642 @@
-//! bench: runs lbd side by side with HAProxy, nginx `stream` and a direct
-//! connection and reports ratios.
-//!
-//! Not built yet: see the issue "bench: lbd side by side with HAProxy, nginx
-//! stream and a direct connection". This binary says so and fails.
+//! bench: lbd side by side with HAProxy, HAProxy with splice, nginx `stream`
+//! and a direct connection, in one run, on loopback, with the same backends
+//! and the same pinning. See bench/README.md.
 
-fn main() {
-    eprintln!("bench is not implemented yet (open issue: lbd side by side with HAProxy, nginx and direct)");
-    std::process::exit(2);
+mod backends;
+mod iperf;
+mod procfs;
+mod procs;
+mod proxies;
+mod report;
+mod scenarios;
+mod setup;
+mod wrk;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+
+use backends::{Backends, Ports};
+use procs::{Pin, WorkDir};
+use proxies::{Kind, Proxy, Upstreams};
+use report::Sample;
+use scenarios::{Scenario, Settings};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bench",
+    about = "lbd side by side with HAProxy, nginx stream and a direct connection (loopback only)"
+)]
+struct Cli {
+    /// Length of each measured run, e.g. 10s, 1m [default: 10s; --quick: 2s]
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Repetitions of every run (medians and min-max are reported) [default: 3; --quick: 1]
+    #[arg(long)]
+    reps: Option<u32>,
+    /// Pinning variants: proxy on CPU 1 and clients+backends on CPU 0, none, or both [default: both; --quick: pinned]
+    #[arg(long, value_enum)]
+    pinning: Option<PinningChoice>,
+    /// Configurations to measure (comma list) [default: all]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    proxies: Vec<Kind>,
+    /// Scenarios to run (comma list) [default: all]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    scenarios: Vec<Scenario>,
+    /// Idle connections held open through each proxy for the memory scenario [default: 10000; --quick: 1000]
+    #[arg(long)]
+    idle_conns: Option<usize>,
+    /// Config reloads during the reload scenario's run [default: 100; --quick: 10]
+    #[arg(long)]
+    reloads: Option<usize>,
+    /// Smoke run: 2 s runs, 1 rep, pinned only, 1,000 idle connections, 10 reloads (explicit options still win)
+    #[arg(long)]
+    quick: bool,
+    /// Where the JSON goes [default: bench/results]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Use this lbd binary instead of building it (cargo build --release -p lbd)
+    #[arg(long)]
+    lbd: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum PinningChoice {
+    Pinned,
+    Unpinned,
+    Both,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, mult) = if let Some(n) = s.strip_suffix('s') {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60)
+    } else {
+        (s, 1)
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected whole seconds like 10s or minutes like 1m"))?;
+    if n == 0 {
+        return Err("the duration must be at least 1s".into());
+    }
+    Ok(Duration::from_secs(n * mult))
+}
+
+/// The options in force (after --quick and the defaults).
+#[derive(Debug, Clone, Serialize)]
+struct Options {
+    quick: bool,
+    duration_s: u64,
+    reps: u32,
+    pinning: PinningChoice,
+    proxies: Vec<Kind>,
+    scenarios: Vec<Scenario>,
+    idle_conns_requested: usize,
+    idle_conns: usize,
+    reloads: usize,
+    out: PathBuf,
+    lbd: Option<PathBuf>,
+}
+
+impl Options {
+    fn from_cli(cli: Cli) -> Options {
+        let q = cli.quick;
+        let mut proxies = if cli.proxies.is_empty() {
+            Kind::ALL.to_vec()
+        } else {
+            cli.proxies
+        };
+        proxies.sort();
+        proxies.dedup();
+        let mut scenarios = if cli.scenarios.is_empty() {
+            Scenario::ALL.to_vec()
+        } else {
+            cli.scenarios
+        };
+        scenarios.sort();
+        scenarios.dedup();
+        let idle = cli.idle_conns.unwrap_or(if q { 1000 } else { 10_000 });
+        Options {
+            quick: q,
+            duration_s: cli
+                .duration
+                .unwrap_or(Duration::from_secs(if q { 2 } else { 10 }))
+                .as_secs(),
+            reps: cli.reps.unwrap_or(if q { 1 } else { 3 }).max(1),
+            pinning: cli.pinning.unwrap_or(if q {
+                PinningChoice::Pinned
+            } else {
+                PinningChoice::Both
+            }),
+            proxies,
+            scenarios,
+            idle_conns_requested: idle,
+            idle_conns: idle,
+            reloads: cli.reloads.unwrap_or(if q { 10 } else { 100 }),
+            out: cli
+                .out
+                .unwrap_or_else(|| setup::workspace_root().join("bench").join("results")),
+            lbd: cli.lbd,
+        }
+    }
+}
+
+/// What a pinning variant means.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    name: &'static str,
+    proxy: Pin,
+    clients: Pin,
+    backends: Pin,
+}
+
+const PINNED: Layout = Layout {
+    name: "pinned",
+    proxy: Pin::Cpu(1),
+    clients: Pin::Cpu(0),
+    backends: Pin::Cpu(0),
+};
+const UNPINNED: Layout = Layout {
+    name: "unpinned",
+    proxy: Pin::Any,
+    clients: Pin::Any,
+    backends: Pin::Any,
+};
+
+impl Layout {
+    fn describe(&self) -> &'static str {
+        match self.proxy {
+            Pin::Cpu(_) => {
+                "proxy on CPU 1 (taskset -c 1); wrk, iperf3 and backends on CPU 0 (taskset -c 0)"
+            }
+            Pin::Any => "nothing pinned",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ProxySetup {
+    command: String,
+    config: String,
+    http: String,
+    iperf: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runtime: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct VariantResult {
+    pinning: String,
+    layout: String,
+    lbd_runtime: Option<String>,
+    backends: Vec<String>,
+    backend_config: String,
+    proxies: BTreeMap<String, ProxySetup>,
+    notes: Vec<String>,
+    samples: Vec<Sample>,
+    summary: report::Summary,
+    targets: Vec<report::TargetResult>,
+    table: String,
+    elapsed_s: f64,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    tool: &'static str,
+    kind: &'static str,
+    machine: &'a setup::Machine,
+    options: &'a Options,
+    variants: &'a [VariantResult],
+    elapsed_s: f64,
+}
+
+fn main() -> ExitCode {
+    if let Err(e) = procs::install_signal_handler() {
+        eprintln!("bench: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    procs::become_subreaper();
+    let cli = Cli::parse();
+    match run(Options::from_cli(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(mut opts: Options) -> Result<()> {
+    let started = Instant::now();
+    setup::ensure_packages()?;
+    let fd = setup::raise_fd_limit(250_000)?;
+    // A proxy holds two descriptors per idle connection (plus its own).
+    let fit = (fd.soft.saturating_sub(1024) / 2) as usize;
+    if opts.idle_conns > fit {
+        eprintln!(
+            "bench: the open-file limit {} fits {fit} idle proxied connections, not {}: using {fit}",
+            fd.soft, opts.idle_conns
+        );
+        opts.idle_conns = fit;
+    }
+    if opts.pinning != PinningChoice::Unpinned
+        && std::thread::available_parallelism().map_or(1, |n| n.get()) < 2
+    {
+        bail!("the pinned layout needs 2 CPUs (CPU 0 and CPU 1); use --pinning unpinned");
+    }
+    let work = WorkDir::create()?;
+    let result = run_in(&opts, &work, fd, started);
+    if result.is_err() {
+        work.keep();
+    }
+    result
+}
+
+fn run_in(opts: &Options, work: &WorkDir, fd: setup::FdLimit, started: Instant) -> Result<()> {
+    let lbd_bin = if opts.proxies.iter().any(|k| k.is_lbd()) {
+        Some(setup::lbd_binary(opts.lbd.as_deref(), &work.logs())?)
+    } else {
+        None
+    };
+    let machine = setup::machine(lbd_bin.as_deref().unwrap_or(Path::new("lbd")), fd);
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let pinning_name = match opts.pinning {
+        PinningChoice::Pinned => "pinned",
+        PinningChoice::Unpinned => "unpinned",
+        PinningChoice::Both => "both",
+    };
+    let out_file = opts.out.join(format!(
+        "{}-{}-{pinning_name}{}.json",
+        machine.date,
+        machine.commit,
+        if opts.quick { "-quick" } else { "" }
+    ));
+    let layouts: Vec<Layout> = match opts.pinning {
+        PinningChoice::Pinned => vec![PINNED],
+        PinningChoice::Unpinned => vec![UNPINNED],
+        PinningChoice::Both => vec![PINNED, UNPINNED],
+    };
+    eprintln!(
+        "bench: {} | {} | {} core(s) | kernel {} | commit {}",
+        machine.date, machine.cpu_model, machine.cores, machine.kernel, machine.commit
+    );
+    eprintln!(
+        "bench: {}s runs, {} rep(s), {} idle conns, {} reloads; configs {}; scenarios {}",
+        opts.duration_s,
+        opts.reps,
+        opts.idle_conns,
+        opts.reloads,
+        names(&opts.proxies, Kind::name),
+        names(&opts.scenarios, Scenario::name),
+    );
+
+    let mut ports = Ports::new(17_000);
+    let mut variants = Vec::new();
+    for layout in layouts {
+        let v = run_variant(&layout, opts, work, lbd_bin.as_deref(), &mut ports)
+            .with_context(|| format!("{} variant", layout.name))?;
+        if v.samples.iter().any(|s| s.error.is_some()) {
+            work.keep();
+        }
+        print_variant(&v, &machine, opts);
+        variants.push(v);
+        let report = Report {
+            tool: "lbd bench (cargo run --release -p bench)",
+            kind: if opts.quick {
+                "quick smoke run"
+            } else {
+                "full run"
+            },
+            machine: &machine,
+            options: opts,
+            variants: &variants,
+            elapsed_s: started.elapsed().as_secs_f64(),
+        };
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(&out_file, json + "\n")
+            .with_context(|| format!("cannot write {}", out_file.display()))?;
+    }
+    println!(
+        "JSON: {}\ntotal time: {:.0} s",
+        out_file.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn names<T: Copy>(items: &[T], f: fn(T) -> &'static str) -> String {
+    items.iter().map(|i| f(*i)).collect::<Vec<_>>().join(",")
+}
+
+fn run_variant(
+    layout: &Layout,
+    opts: &Options,
+    work: &WorkDir,
+    lbd: Option<&Path>,
+    ports: &mut Ports,
+) -> Result<VariantResult> {
+    let started = Instant::now();
+    let root = work.path().join(layout.name);
+    std::fs::create_dir_all(&root)?;
+    let logs = work.logs();
+    let script = root.join("bench.lua");
+    std::fs::write(&script, wrk::SCRIPT)?;
+    eprintln!("bench: [{}] {}", layout.name, layout.describe());
+
+    let mut backends = Backends::start(&root, &logs, ports, layout.backends)?;
+    let upstreams = Upstreams {
+        http: backends.http_ports(),
+        iperf: backends.iperf_port,
+    };
+    let mut proxies = Vec::new();
+    for &kind in &opts.proxies {
+        let pair = if kind == Kind::Direct {
+            (0, 0)
+        } else {
+            (ports.take()?, ports.take()?)
+        };
+        let p = Proxy::start(kind, pair, &upstreams, &root, lbd, layout.proxy, &logs)
+            .with_context(|| format!("starting {}", kind.name()))?;
+        scenarios::check_http(p.http_port).with_context(|| {
+            format!(
+                "{} does not serve {}\n{}",
+                kind.name(),
+                p.url("/100b"),
+                p.log_tail()
+            )
+        })?;
+        eprintln!(
+            "bench: [{}] {} ready on 127.0.0.1:{} (iperf3 via :{}){}",
+            layout.name,
+            kind.name(),
+            p.http_port,
+            p.iperf_port,
+            p.runtime
+                .as_ref()
+                .map(|r| format!(", runtime {r}"))
+                .unwrap_or_default()
+        );
+        proxies.push(p);
+    }
+    let setups: BTreeMap<String, ProxySetup> = proxies
+        .iter()
+        .map(|p| {
+            (
+                p.kind.name().to_string(),
+                ProxySetup {
+                    command: procs::shell_words(&with_pin(layout.proxy, p.argv())),
+                    config: p.config_text(),
+                    http: format!("127.0.0.1:{}", p.http_port),
+                    iperf: format!("127.0.0.1:{}", p.iperf_port),
+                    runtime: p.runtime.clone(),
+                },
+            )
+        })
+        .collect();
+
+    let settings = Settings {
+        duration: Duration::from_secs(opts.duration_s),
+        idle_conns: opts.idle_conns,
+        reloads: opts.reloads,
+        client_pin: layout.clients,
+        logs: logs.clone(),
+        script,
+    };
+    let mut notes = Vec::new();
+    if opts.idle_conns < opts.idle_conns_requested {
+        notes.push(format!(
+            "idle connections capped at {} (asked {}): the open-file hard limit could not be raised",
+            opts.idle_conns, opts.idle_conns_requested
+        ));
+    }
+    let mut samples = Vec::new();
+    // Interleaved: every configuration once per repetition, scenario by
+    // scenario, so drift over the run hits all of them alike.
+    for &scenario in &opts.scenarios {
+        for rep in 1..=opts.reps {
+            for p in &mut proxies {
+                if !scenario.applies_to(p.kind) {
+                    continue;
+                }
+                for what in backends.ensure_running()? {
+                    notes.push(format!(
+                        "before {} {} rep {rep}: restarted {what}",
+                        scenario.name(),
+                        p.kind.name()
+                    ));
+                }
+                if let Some(what) = p.ensure_running()? {
+                    eprintln!("bench: {what}");
+                    notes.push(format!("before {} rep {rep}: {what}", scenario.name()));
+                }
+                let t0 = Instant::now();
+                let result = scenarios::run(scenario, p, &mut backends, &settings);
+                let seconds = t0.elapsed().as_secs_f64();
+                let sample = match result {
+                    Ok(m) => Sample {
+                        scenario: scenario.name().into(),
+                        proxy: p.kind.name().into(),
+                        rep,
+                        seconds,
+                        metrics: m.metrics,
+                        raw: m.raw,
+                        error: None,
+                    },
+                    Err(e) => {
+                        let msg = format!("{e:#}\n{}", p.log_tail());
+                        eprintln!(
+                            "bench: [{}] {} {} rep {rep}: ERROR {msg}",
+                            layout.name,
+                            scenario.name(),
+                            p.kind.name()
+                        );
+                        Sample {
+                            scenario: scenario.name().into(),
+                            proxy: p.kind.name().into(),
+                            rep,
+                            seconds,
+                            metrics: BTreeMap::new(),
+                            raw: serde_json::Value::Null,
+                            error: Some(msg),
+                        }
+                    }
+                };
+                if sample.error.is_none() {
+                    eprintln!(
+                        "bench: [{} {rep}/{}] {:<9} {:<14} {} ({seconds:.1} s)",
+                        layout.name,
+                        opts.reps,
+                        scenario.name(),
+                        p.kind.name(),
+                        progress(&sample)
+                    );
+                }
+                samples.push(sample);
+            }
+        }
+    }
+    let lbd_runtime = proxies.iter().find_map(|p| p.runtime.clone());
+    let backend_config = backends
+        .http
+        .first()
+        .map(|b| b.config_text())
+        .unwrap_or_default();
+    let backend_commands = with_pin_all(layout.backends, backends.command_lines());
+    drop(proxies);
+    backends.stop();
+
+    let summary = report::summarize(&samples);
+    let mut errors = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.error.is_some()) {
+        *errors
+            .entry((s.scenario.clone(), s.proxy.clone()))
+            .or_insert(0) += 1;
+    }
+    let cols: Vec<&str> = opts.proxies.iter().map(|k| k.name()).collect();
+    let table = report::markdown_table(&summary, &cols, &errors);
+    let targets = report::check_targets(&summary);
+    Ok(VariantResult {
+        pinning: layout.name.into(),
+        layout: layout.describe().into(),
+        lbd_runtime,
+        backends: backend_commands,
+        backend_config,
+        proxies: setups,
+        notes,
+        samples,
+        summary,
+        targets,
+        table,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn with_pin(pin: Pin, argv: Vec<String>) -> Vec<String> {
+    match pin {
+        Pin::Any => argv,
+        Pin::Cpu(n) => ["taskset".to_string(), "-c".into(), n.to_string()]
+            .into_iter()
+            .chain(argv)
+            .collect(),
+    }
+}
+
+fn with_pin_all(pin: Pin, commands: Vec<String>) -> Vec<String> {
+    match pin {
+        Pin::Any => commands,
+        Pin::Cpu(n) => commands
+            .into_iter()
+            .map(|c| format!("taskset -c {n} {c}"))
+            .collect(),
+    }
+}
+
+/// One line per run for the progress log.
+fn progress(s: &Sample) -> String {
+    s.metrics
+        .iter()
+        .map(|(k, v)| {
+            let d = report::metric(k).map_or(2, |m| m.decimals);
+            let short = match k.split_once('.') {
+                Some((scenario, metric)) if scenario == s.scenario => metric,
+                _ => k.as_str(),
+            };
+            format!("{short}={}", report::fmt_num(*v, d))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn print_variant(v: &VariantResult, m: &setup::Machine, opts: &Options) {
+    let kind = if opts.quick {
+        "QUICK SMOKE RUN (2 s runs, 1 rep: not a measurement to quote)"
+    } else {
+        "full run"
+    };
+    println!("\n## {} ({})\n", v.pinning, v.layout);
+    println!(
+        "{kind}; {} on {} ({} cores), kernel {}, commit {}",
+        m.started_utc, m.cpu_model, m.cores, m.kernel, m.commit
+    );
+    println!(
+        "{} (runtime {}) | {} | {} | {} | {}",
+        m.versions.lbd,
+        v.lbd_runtime.as_deref().unwrap_or("-"),
+        m.versions.haproxy,
+        m.versions.nginx,
+        m.versions.wrk,
+        m.versions.iperf3
+    );
+    println!(
+        "{}s runs, {} rep(s), {} idle connections, {} reloads; one worker per proxy\n",
+        opts.duration_s, opts.reps, opts.idle_conns, opts.reloads
+    );
+    print!("{}", v.table);
+    println!("\nTargets (lbd, medians of this run):\n");
+    print!("{}", report::targets_text(&v.targets));
+    for n in &v.notes {
+        println!("note: {n}");
+    }
+    for s in v.samples.iter().filter(|s| s.error.is_some()) {
+        println!(
+            "error: {} {} rep {}: {}",
+            s.scenario,
+            s.proxy,
+            s.rep,
+            s.error.as_deref().unwrap_or("")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1.5s").is_err());
+    }
+
+    #[test]
+    fn quick_defaults_and_explicit_options() {
+        let o = Options::from_cli(Cli::parse_from(["bench", "--quick"]));
+        assert_eq!(
+            (o.duration_s, o.reps, o.idle_conns, o.reloads),
+            (2, 1, 1000, 10)
+        );
+        assert_eq!(o.pinning, PinningChoice::Pinned);
+        assert_eq!(o.proxies, Kind::ALL.to_vec());
+        let o = Options::from_cli(Cli::parse_from([
+            "bench",
+            "--quick",
+            "--reps",
+            "2",
+            "--proxies",
+            "lbd,haproxy-splice",
+            "--scenarios",
+            "1m,keepalive",
+        ]));
+        assert_eq!(o.reps, 2);
+        assert_eq!(o.proxies, vec![Kind::Lbd, Kind::HaproxySplice]);
+        assert_eq!(o.scenarios, vec![Scenario::Keepalive, Scenario::OneMib]);
+        let o = Options::from_cli(Cli::parse_from(["bench"]));
+        assert_eq!(
+            (o.duration_s, o.reps, o.idle_conns, o.reloads),
+            (10, 3, 10_000, 100)
+        );
+        assert_eq!(o.pinning, PinningChoice::Both);
+    }
 }

@@ -1,0 +1,580 @@
+//! The configurations under test: config rendering, start and reload for
+//! lbd, HAProxy (plain and with `option splice-auto`) and nginx `stream`,
+//! plus "direct" (no proxy: clients hit backend 1 / the iperf3 server).
+//!
+//! Each proxy has one worker and two listeners: `http` in front of the three
+//! nginx backends (round robin) and `iperf` in front of the iperf3 server.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+use serde::Serialize;
+
+use crate::procfs;
+use crate::procs::{self, Guard, Pin};
+use crate::setup::NGINX_STREAM_MODULE;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Direct,
+    Lbd,
+    /// lbd forced onto its epoll runtime (opt-in: `--proxies ...,lbd-epoll`).
+    LbdEpoll,
+    Haproxy,
+    HaproxySplice,
+    Nginx,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Direct,
+        Kind::Lbd,
+        Kind::Haproxy,
+        Kind::HaproxySplice,
+        Kind::Nginx,
+    ];
+
+    /// lbd under either runtime.
+    pub fn is_lbd(self) -> bool {
+        matches!(self, Kind::Lbd | Kind::LbdEpoll)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::Lbd => "lbd",
+            Kind::LbdEpoll => "lbd-epoll",
+            Kind::Haproxy => "haproxy",
+            Kind::HaproxySplice => "haproxy-splice",
+            Kind::Nginx => "nginx",
+        }
+    }
+}
+
+/// Where a configuration sends its two listeners.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    pub http: Vec<u16>,
+    pub iperf: u16,
+}
+
+/// Member weights of the `http` pool; reloads alternate between two sets.
+pub const WEIGHTS_BASE: [u32; 3] = [1, 1, 1];
+pub const WEIGHTS_ALT: [u32; 3] = [1, 2, 1];
+
+pub fn render_lbd(http_port: u16, iperf_port: u16, up: &Upstreams, weights: &[u32]) -> String {
+    let mut s = String::from(
+        "# lbd bench: one worker (--workers 1); `http` -> 3 nginx backends, `iperf` -> iperf3\n\
+         [global]\ndrain_timeout = \"1s\"\n",
+    );
+    for (name, port) in [("http", http_port), ("iperf", iperf_port)] {
+        let _ = write!(
+            s,
+            "\n[[listener]]\nname = \"{name}\"\nbind = \"127.0.0.1:{port}\"\npool = \"{name}\"\n\
+             connection_limit = 200000\nclient_idle = \"300s\"\nmember_idle = \"300s\"\n"
+        );
+    }
+    s.push_str("\n[[pool]]\nname = \"http\"\nalgorithm = \"round_robin\"\n");
+    for (i, port) in up.http.iter().enumerate() {
+        let w = weights.get(i).copied().unwrap_or(1);
+        let _ = write!(
+            s,
+            "\n[[pool.member]]\naddress = \"127.0.0.1\"\nport = {port}\nweight = {w}\n"
+        );
+    }
+    let _ = write!(
+        s,
+        "\n[[pool]]\nname = \"iperf\"\nalgorithm = \"round_robin\"\n\n[[pool.member]]\n\
+         address = \"127.0.0.1\"\nport = {}\n",
+        up.iperf
+    );
+    s
+}
+
+pub fn render_haproxy(
+    http_port: u16,
+    iperf_port: u16,
+    up: &Upstreams,
+    weights: &[u32],
+    splice: bool,
+) -> String {
+    let mut s = String::from(
+        "# lbd bench: HAProxy master-worker, one thread\n\
+         global\n    nbthread 1\n    maxconn 200000\n\
+         \x20   # HAProxy 2.6 fails at start when it cannot raise the fd limit for maxconn\n\
+         \x20   # (containers without CAP_SYS_RESOURCE); warn instead.\n\
+         \x20   no strict-limits\n\n\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 300s\n\
+         \x20   timeout server 300s\n    retries 3\n    option redispatch\n",
+    );
+    if splice {
+        s.push_str("    option splice-auto\n");
+    }
+    let _ = write!(
+        s,
+        "\nlisten http\n    bind 127.0.0.1:{http_port}\n    balance roundrobin\n"
+    );
+    for (i, port) in up.http.iter().enumerate() {
+        let w = weights.get(i).copied().unwrap_or(1);
+        let _ = writeln!(s, "    server b{} 127.0.0.1:{port} weight {w}", i + 1);
+    }
+    let _ = write!(
+        s,
+        "\nlisten iperf\n    bind 127.0.0.1:{iperf_port}\n    balance roundrobin\n\
+         \x20   server i1 127.0.0.1:{}\n",
+        up.iperf
+    );
+    s
+}
+
+pub fn render_nginx(
+    dir: &Path,
+    http_port: u16,
+    iperf_port: u16,
+    up: &Upstreams,
+    weights: &[u32],
+) -> String {
+    let d = dir.display();
+    let mut s = format!(
+        "# lbd bench: nginx stream, one worker\n\
+         load_module {NGINX_STREAM_MODULE};\n\
+         worker_processes 1;\nworker_rlimit_nofile 70000;\ndaemon off;\nmaster_process on;\n\
+         pid {d}/nginx.pid;\nerror_log {d}/error.log notice;\n\n\
+         events {{\n    worker_connections 30000;\n}}\n\n\
+         stream {{\n    upstream http {{\n"
+    );
+    for (i, port) in up.http.iter().enumerate() {
+        let w = weights.get(i).copied().unwrap_or(1);
+        let _ = writeln!(s, "        server 127.0.0.1:{port} weight={w};");
+    }
+    let _ = write!(
+        s,
+        "    }}\n    upstream iperf {{\n        server 127.0.0.1:{};\n    }}\n",
+        up.iperf
+    );
+    for (name, port) in [("http", http_port), ("iperf", iperf_port)] {
+        let _ = write!(
+            s,
+            "    server {{\n        listen 127.0.0.1:{port} backlog=4096;\n        proxy_pass {name};\n\
+             \x20       proxy_connect_timeout 5s;\n        proxy_timeout 300s;\n    }}\n"
+        );
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reload {
+    pub confirmed: bool,
+    pub rejected: bool,
+    /// From the signal to the proxy's confirmation in its log.
+    pub millis: f64,
+}
+
+/// A running configuration (for `direct`, nothing runs).
+pub struct Proxy {
+    pub kind: Kind,
+    pub http_port: u16,
+    pub iperf_port: u16,
+    upstreams: Upstreams,
+    dir: PathBuf,
+    config_path: PathBuf,
+    lbd: Option<PathBuf>,
+    pin: Pin,
+    logs: PathBuf,
+    guard: Option<Guard>,
+    /// lbd's runtime as it logged it (`io_uring` or `epoll`).
+    pub runtime: Option<String>,
+}
+
+impl Proxy {
+    /// Starts `kind` and waits until both listeners accept.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        kind: Kind,
+        ports: (u16, u16),
+        upstreams: &Upstreams,
+        root: &Path,
+        lbd: Option<&Path>,
+        pin: Pin,
+        logs: &Path,
+    ) -> Result<Proxy> {
+        let dir = root.join(kind.name());
+        fs::create_dir_all(&dir)?;
+        let config_path = dir.join(match kind {
+            Kind::Lbd | Kind::LbdEpoll => "lbd.toml",
+            Kind::Haproxy | Kind::HaproxySplice => "haproxy.cfg",
+            Kind::Nginx => "nginx.conf",
+            Kind::Direct => "none",
+        });
+        let (http_port, iperf_port) = match kind {
+            Kind::Direct => (upstreams.http[0], upstreams.iperf),
+            _ => ports,
+        };
+        let mut p = Proxy {
+            kind,
+            http_port,
+            iperf_port,
+            upstreams: upstreams.clone(),
+            dir,
+            config_path,
+            lbd: lbd.map(Path::to_path_buf),
+            pin,
+            logs: logs.to_path_buf(),
+            guard: None,
+            runtime: None,
+        };
+        if kind != Kind::Direct {
+            p.write_config(&WEIGHTS_BASE)?;
+            p.launch()?;
+        }
+        Ok(p)
+    }
+
+    pub fn render(&self, weights: &[u32]) -> String {
+        let (h, i, up) = (self.http_port, self.iperf_port, &self.upstreams);
+        match self.kind {
+            Kind::Direct => String::new(),
+            Kind::Lbd | Kind::LbdEpoll => render_lbd(h, i, up, weights),
+            Kind::Haproxy => render_haproxy(h, i, up, weights, false),
+            Kind::HaproxySplice => render_haproxy(h, i, up, weights, true),
+            Kind::Nginx => render_nginx(&self.dir, h, i, up, weights),
+        }
+    }
+
+    fn write_config(&self, weights: &[u32]) -> Result<()> {
+        // Written whole to a temporary file, then renamed: a reload never
+        // reads half a file.
+        let tmp = self.config_path.with_extension("tmp");
+        fs::write(&tmp, self.render(weights))?;
+        fs::rename(&tmp, &self.config_path)?;
+        Ok(())
+    }
+
+    pub fn config_text(&self) -> String {
+        fs::read_to_string(&self.config_path).unwrap_or_default()
+    }
+
+    pub fn argv(&self) -> Vec<String> {
+        let cfg = self.config_path.display().to_string();
+        match self.kind {
+            Kind::Direct => Vec::new(),
+            Kind::Lbd | Kind::LbdEpoll => vec![
+                self.lbd
+                    .as_ref()
+                    .map_or_else(|| "lbd".to_string(), |p| p.display().to_string()),
+                "--workers".into(),
+                "1".into(),
+                "--runtime".into(),
+                if self.kind == Kind::LbdEpoll {
+                    "epoll"
+                } else {
+                    "auto"
+                }
+                .into(),
+                "run".into(),
+                "-c".into(),
+                cfg,
+            ],
+            Kind::Haproxy | Kind::HaproxySplice => vec![
+                "haproxy".into(),
+                "-W".into(),
+                "-f".into(),
+                cfg,
+                "-p".into(),
+                self.dir.join("haproxy.pid").display().to_string(),
+            ],
+            Kind::Nginx => vec![
+                "nginx".into(),
+                "-p".into(),
+                self.dir.display().to_string(),
+                "-c".into(),
+                cfg,
+                "-e".into(),
+                self.error_log().display().to_string(),
+            ],
+        }
+    }
+
+    fn error_log(&self) -> PathBuf {
+        self.dir.join("error.log")
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let mut g = Guard::spawn(self.kind.name(), &self.argv(), self.pin, &self.logs)?;
+        for port in [self.http_port, self.iperf_port] {
+            procs::wait_listening(&mut g, port, Duration::from_secs(15)).with_context(|| {
+                let mut msg = format!(
+                    "config {}:\n{}",
+                    self.config_path.display(),
+                    self.config_text()
+                );
+                if self.kind == Kind::Nginx {
+                    let log = fs::read_to_string(self.error_log()).unwrap_or_default();
+                    msg.push_str(&format!("\nerror.log:\n{log}"));
+                }
+                msg
+            })?;
+        }
+        if self.kind.is_lbd() {
+            // The start line (`... runtime io_uring`) comes right after bind.
+            let found = procs::wait_until(Duration::from_secs(5), || {
+                Ok(runtime_from_log(&g.stderr_text()).is_some())
+            })?;
+            if !found {
+                bail!(
+                    "lbd logged no `runtime ...` start line\n{}",
+                    g.output_tail()
+                );
+            }
+            self.runtime = runtime_from_log(&g.stderr_text());
+        }
+        self.guard = Some(g);
+        Ok(())
+    }
+
+    /// The process group to measure (None for direct).
+    pub fn pgid(&self) -> Option<i32> {
+        self.guard.as_ref().map(Guard::pid)
+    }
+
+    /// CPU seconds used so far by the proxy's processes.
+    pub fn cpu_seconds(&self) -> Result<Option<f64>> {
+        self.pgid().map(procs::group_cpu_seconds).transpose()
+    }
+
+    /// Restarts the proxy if it died; returns what happened then.
+    pub fn ensure_running(&mut self) -> Result<Option<String>> {
+        let Some(g) = &mut self.guard else {
+            return Ok(None);
+        };
+        let Some(status) = g.try_wait()? else {
+            return Ok(None);
+        };
+        let what = format!(
+            "{} had exited ({status}); restarted it\n{}",
+            self.kind.name(),
+            g.output_tail()
+        );
+        self.guard = None;
+        self.write_config(&WEIGHTS_BASE)?;
+        self.launch()?;
+        Ok(Some(what))
+    }
+
+    /// How many reloads the proxy has confirmed so far, and rejected.
+    fn reload_counts(&self) -> Result<(usize, usize)> {
+        let g = self.guard.as_ref().context("not running")?;
+        Ok(match self.kind {
+            Kind::Direct => (0, 0),
+            Kind::Lbd | Kind::LbdEpoll => {
+                let log = g.stderr_text();
+                (
+                    log.matches("reloaded:").count(),
+                    log.matches("reload rejected").count(),
+                )
+            }
+            Kind::Haproxy | Kind::HaproxySplice => {
+                // The master prints "Loading success." per (re)load, the
+                // first one at start.
+                let log = g.stderr_text();
+                (
+                    log.matches("Loading success.").count(),
+                    log.matches("Loading failure").count(),
+                )
+            }
+            Kind::Nginx => {
+                // One worker: one "start worker process" at start, one more
+                // per accepted reload.
+                let log = fs::read_to_string(self.error_log()).unwrap_or_default();
+                (
+                    log.matches("start worker process").count(),
+                    log.matches("[emerg]").count(),
+                )
+            }
+        })
+    }
+
+    /// Whether the master would act on a reload signal now: it catches
+    /// the signal and does not block it. An HAProxy master re-executes
+    /// itself twice per reload (to load the config, then to wait) and a
+    /// SIGUSR2 sent in between is lost.
+    fn ready_for_signal(&self, sig: libc::c_int) -> Result<bool> {
+        let pid = self.guard.as_ref().context("not running")?.pid();
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+            return Ok(false);
+        };
+        let (blocked, caught) = procfs::parse_sig_masks(&text)?;
+        let bit = 1u64 << (sig - 1);
+        Ok(caught & bit != 0 && blocked & bit == 0)
+    }
+
+    /// Rewrites the config with `weights`, signals the reload (lbd: SIGHUP,
+    /// HAProxy: SIGUSR2 to the master, nginx: SIGHUP to the master) and waits
+    /// (at most 10 s) until the proxy confirms it in its log. The wait also
+    /// keeps reloads from overlapping (HAProxy coalesces signals that arrive
+    /// while it re-executes).
+    pub fn reload(&mut self, weights: &[u32]) -> Result<Reload> {
+        let sig = match self.kind {
+            Kind::Direct => bail!("direct has nothing to reload"),
+            Kind::Lbd | Kind::LbdEpoll | Kind::Nginx => libc::SIGHUP,
+            Kind::Haproxy | Kind::HaproxySplice => libc::SIGUSR2,
+        };
+        if !procs::wait_until(Duration::from_secs(10), || self.ready_for_signal(sig))? {
+            bail!(
+                "{} does not catch signal {sig} (not ready for a reload)",
+                self.kind.name()
+            );
+        }
+        let (done0, rejected0) = self.reload_counts()?;
+        self.write_config(weights)?;
+        let started = Instant::now();
+        self.guard.as_ref().context("not running")?.signal(sig)?;
+        let mut out = Reload {
+            confirmed: false,
+            rejected: false,
+            millis: 0.0,
+        };
+        procs::wait_until(Duration::from_secs(10), || {
+            let (done, rejected) = self.reload_counts()?;
+            out.confirmed = done > done0;
+            out.rejected = rejected > rejected0;
+            Ok((out.confirmed || out.rejected) && self.ready_for_signal(sig)?)
+        })?;
+        out.millis = started.elapsed().as_secs_f64() * 1e3;
+        Ok(out)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    pub fn log_tail(&self) -> String {
+        self.guard
+            .as_ref()
+            .map(Guard::output_tail)
+            .unwrap_or_default()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut g) = self.guard.take() {
+            g.kill();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The runtime lbd says it uses: its start line ends in `runtime io_uring`
+/// or `runtime epoll`.
+pub fn runtime_from_log(log: &str) -> Option<String> {
+    log.lines().find_map(|l| {
+        let (_, rest) = l.split_once(" runtime ")?;
+        let word: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        matches!(word.as_str(), "io_uring" | "epoll").then_some(word)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up() -> Upstreams {
+        Upstreams {
+            http: vec![17001, 17002, 17003],
+            iperf: 17004,
+        }
+    }
+
+    #[test]
+    fn lbd_config_shape() {
+        let c = render_lbd(18000, 18001, &up(), &WEIGHTS_ALT);
+        assert_eq!(c.matches("[[listener]]").count(), 2);
+        assert_eq!(c.matches("[[pool]]").count(), 2);
+        assert_eq!(c.matches("[[pool.member]]").count(), 4);
+        assert_eq!(c.matches("connection_limit = 200000").count(), 2);
+        assert_eq!(c.matches("client_idle = \"300s\"").count(), 2);
+        assert_eq!(c.matches("member_idle = \"300s\"").count(), 2);
+        assert!(c.contains("bind = \"127.0.0.1:18000\""));
+        assert!(c.contains("port = 17002\nweight = 2"));
+        assert!(c.contains("port = 17004"));
+    }
+
+    #[test]
+    fn haproxy_config_shape() {
+        let c = render_haproxy(18000, 18001, &up(), &WEIGHTS_BASE, false);
+        for needle in [
+            "nbthread 1",
+            "maxconn 200000",
+            "mode tcp",
+            "timeout connect 5s",
+            "timeout client 300s",
+            "timeout server 300s",
+            "retries 3",
+            "option redispatch",
+            "balance roundrobin",
+            "bind 127.0.0.1:18000",
+            "server b3 127.0.0.1:17003 weight 1",
+            "server i1 127.0.0.1:17004",
+        ] {
+            assert!(c.contains(needle), "missing {needle:?} in\n{c}");
+        }
+        assert!(!c.contains("splice"));
+        assert!(
+            render_haproxy(18000, 18001, &up(), &WEIGHTS_BASE, true).contains("option splice-auto")
+        );
+    }
+
+    #[test]
+    fn nginx_config_shape() {
+        let c = render_nginx(Path::new("/w/nginx"), 18000, 18001, &up(), &WEIGHTS_ALT);
+        for needle in [
+            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;",
+            "worker_processes 1;",
+            "worker_rlimit_nofile 70000;",
+            "worker_connections 30000;",
+            "server 127.0.0.1:17002 weight=2;",
+            "listen 127.0.0.1:18000",
+            "proxy_pass http;",
+            "proxy_pass iperf;",
+            "proxy_timeout 300s;",
+            "pid /w/nginx/nginx.pid;",
+        ] {
+            assert!(c.contains(needle), "missing {needle:?} in\n{c}");
+        }
+    }
+
+    #[test]
+    fn runtime_line() {
+        // Captured: `lbd --workers 1 --runtime auto run -c configs/local.toml`.
+        let uring = "2026-11-23T15:28:21.662414Z  WARN lbd::limits: open file limit is 20000 but the listeners' connection_limit values need about 100256: connections beyond that fail to open (raise LimitNOFILE / ulimit -n)
+2026-11-23T15:28:21.662942Z  INFO lbd: lbd 0.1.0 started: pid 14481, 1 worker(s), runtime io_uring
+2026-11-23T15:28:21.662948Z  INFO lbd: listener \"local\" on 127.0.0.1:8080 -> pool \"local\" (3 member(s))
+2026-11-23T15:28:22.359410Z  INFO lbd: SIGHUP: reloading configs/local.toml
+2026-11-23T15:28:22.359554Z  INFO lbd: reloaded: generation 2, listeners +0 -0, members +0 -0
+";
+        assert_eq!(runtime_from_log(uring).as_deref(), Some("io_uring"));
+        assert_eq!(uring.matches("reloaded:").count(), 1);
+        // As the README words the fallback, with the start line after it.
+        let epoll = "WARN lbd::runtime: io_uring unavailable (Operation not permitted); falling back to the epoll runtime\n\
+            INFO lbd: lbd 0.1.0 started: pid 1, 1 worker(s), runtime epoll\n";
+        assert_eq!(runtime_from_log(epoll).as_deref(), Some("epoll"));
+        assert_eq!(
+            runtime_from_log("INFO lbd: listener \"http\" on 127.0.0.1:1"),
+            None
+        );
+    }
+}
