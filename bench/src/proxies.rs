@@ -349,6 +349,17 @@ impl Proxy {
         self.pgid().map(procs::group_cpu_seconds).transpose()
     }
 
+    /// Stops the proxy and starts a fresh process with the base config.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.kind == Kind::Direct {
+            return Ok(());
+        }
+        // Dropping the guard kills the group and waits until it is gone.
+        self.guard = None;
+        self.write_config(&WEIGHTS_BASE)?;
+        self.launch()
+    }
+
     /// Restarts the proxy if it died; returns what happened then.
     pub fn ensure_running(&mut self) -> Result<Option<String>> {
         let Some(g) = &mut self.guard else {

@@ -107,7 +107,14 @@ pub fn run(
         Scenario::Close => small(proxy, s, true),
         Scenario::OneMib => large(proxy, s),
         Scenario::Iperf => bulk(proxy, s),
-        Scenario::Idle => idle(proxy, backends, s),
+        Scenario::Idle => {
+            // A fresh process: memory a previous run allocated and freed
+            // would otherwise absorb the new connections (RSS does not
+            // shrink), and repetitions after the first would read ~0.
+            proxy.restart()?;
+            check_http(proxy.http_port)?;
+            idle(proxy, backends, s)
+        }
         Scenario::Reload => reload(proxy, s),
         Scenario::Kill => kill(proxy, backends, s),
     }
