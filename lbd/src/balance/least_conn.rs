@@ -42,7 +42,7 @@ impl LeastConnections {
         for step in 0..n {
             let i = (start + step) % n;
             let member = &members[i];
-            if member.backup != backup || member.weight == 0 || !status.usable(i) {
+            if !member.is_candidate(i, backup, status) {
                 continue;
             }
             let active = status.active_connections(i);

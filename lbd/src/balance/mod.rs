@@ -57,6 +57,20 @@ pub struct PlanMember {
     pub backup: bool,
 }
 
+impl PlanMember {
+    /// Whether this member (at `index`) may take a new connection in the
+    /// `backup` tier: the one definition of a *candidate*.
+    #[inline]
+    pub(super) fn is_candidate(
+        &self,
+        index: usize,
+        backup: bool,
+        status: &impl MemberStatus,
+    ) -> bool {
+        self.backup == backup && self.weight > 0 && status.usable(index)
+    }
+}
+
 /// Built once per config snapshot (may allocate, e.g. the Maglev tables) and
 /// shared read-only by all worker threads.
 #[derive(Debug)]

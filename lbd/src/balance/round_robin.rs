@@ -41,7 +41,7 @@ impl RoundRobin {
         let mut best: Option<usize> = None;
 
         for (i, member) in members.iter().enumerate() {
-            if member.backup != backup || member.weight == 0 || !status.usable(i) {
+            if !member.is_candidate(i, backup, status) {
                 continue;
             }
             let weight = i64::from(member.weight);
