@@ -219,7 +219,8 @@ async fn relay<R: Runtime>(
     )
     .await;
     match outcome {
-        Outcome::Done => {}
+        // Both sides sent EOF: nothing is in flight, closing is enough.
+        Outcome::Done => return,
         Outcome::Error(e) => {
             debug!(client = %peer, member = %conn.member_label, "connection ended: {e}")
         }
@@ -230,7 +231,8 @@ async fn relay<R: Runtime>(
             debug!(client = %peer, member = %conn.member_label, "member_idle timeout")
         }
     }
-    // Some outcomes leave reads in flight; make them finish before close.
+    // These outcomes can leave a wait or read in flight; make it finish so
+    // the sockets really close.
     abort(&client);
     abort(&conn.member);
 }

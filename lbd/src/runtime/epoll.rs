@@ -70,6 +70,10 @@ impl Runtime for Epoll {
     }
 
     async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self::Stream> {
-        super::connect_with_timeout(addr, timeout).await
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(result) => result,
+            // Dropping the connect future closed its socket at once.
+            Err(_) => Err(super::connect_timed_out(timeout)),
+        }
     }
 }

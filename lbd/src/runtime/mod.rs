@@ -102,18 +102,6 @@ pub fn resolve(choice: RuntimeChoice) -> anyhow::Result<RuntimeKind> {
     }
 }
 
-/// A connect with a deadline, on tokio's reactor (the epoll runtime).
-/// Dropping the future closes the socket at once.
-pub(crate) async fn connect_with_timeout(
-    addr: SocketAddr,
-    timeout: Duration,
-) -> io::Result<tokio::net::TcpStream> {
-    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-        Ok(result) => result,
-        Err(_) => Err(connect_timed_out(timeout)),
-    }
-}
-
 /// The error of a connect that took longer than `timeout`.
 pub(crate) fn connect_timed_out(timeout: Duration) -> io::Error {
     io::Error::new(
