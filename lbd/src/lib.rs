@@ -12,6 +12,7 @@
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod limits;
 pub mod proxy;
 pub mod runtime;

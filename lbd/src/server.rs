@@ -85,6 +85,7 @@ impl Server {
     pub fn start(config: Config, workers: usize, runtime: RuntimeKind) -> anyhow::Result<Server> {
         let workers = workers.max(1);
         let built = Snapshot::build(config, None, workers, 1)?;
+        built.snapshot.apply_member_settings();
         let (changed, _) = watch::channel(1);
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(built.snapshot),
@@ -115,6 +116,7 @@ impl Server {
                 Err(_) => anyhow::bail!("a worker thread exited while starting"),
             }
         }
+        crate::health::spawn(Arc::clone(&shared)).context("cannot start the health checker")?;
         Ok(Server {
             shared,
             control: Mutex::new(ControlState {
@@ -141,7 +143,9 @@ impl Server {
         let generation = control.generation + 1;
         let built = Snapshot::build(config, Some(&old), self.shared.workers.len(), generation)?;
         let summary = summarize(&old, &built.snapshot);
-        self.shared.snapshot.store(Arc::new(built.snapshot));
+        let snapshot = Arc::new(built.snapshot);
+        snapshot.apply_member_settings();
+        self.shared.snapshot.store(snapshot);
         control.generation = generation;
         self.shared.changed.send_replace(generation);
         for sockets in built.retired {

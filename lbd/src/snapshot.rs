@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::balance::{PlanMember, PoolPlan};
-use crate::config::{self, Config};
+use crate::config::{self, Config, HealthCheck};
 use crate::sockets::ListenerSockets;
 use crate::state::{ListenerState, MemberState};
 
@@ -36,6 +36,9 @@ pub struct ListenerRt {
 pub struct PoolRt {
     pub name: String,
     pub retries: u32,
+    /// The pool's health checks, if any (`fall` also applies to failed
+    /// connects in the data path).
+    pub health: Option<Arc<HealthCheck>>,
     pub plan: Arc<PoolPlan>,
     pub members: Vec<MemberRt>,
 }
@@ -132,6 +135,18 @@ impl Snapshot {
         })
     }
 
+    /// Copies what the config says about members into their shared state
+    /// (admin state, whether they are checked). Called once the snapshot is
+    /// published, so a rejected reload changes nothing.
+    pub fn apply_member_settings(&self) {
+        for pool in &self.pools {
+            for m in &pool.members {
+                m.state.set_admin(m.cfg.admin_state);
+                m.state.set_checked(pool.health.is_some());
+            }
+        }
+    }
+
     /// The listener bound to `bind`.
     #[inline]
     pub fn listener_at(&self, bind: SocketAddr) -> Option<&ListenerRt> {
@@ -184,6 +199,7 @@ fn build_pool(p: &config::Pool, prev: Option<&Snapshot>, workers: usize) -> Pool
     PoolRt {
         name: p.name.clone(),
         retries: p.retries,
+        health: p.health.clone().map(Arc::new),
         plan,
         members,
     }

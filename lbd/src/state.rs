@@ -7,9 +7,11 @@
 //! A reload carries these objects over for listeners and members that still
 //! exist, so counters and active-connection counts do not reset.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::config::AdminState;
 
 /// Pads `T` to its own cache lines so two workers never write the same line.
 #[repr(align(128))]
@@ -163,13 +165,60 @@ pub struct MemberCounters {
     pub bytes_out: AtomicU64,
 }
 
-/// Health of a member as decided by health checks (issue: active health
-/// checks). Until a checker drives it, every member is [`Health::Up`].
+/// Health of a member as decided by health checks and failed connects.
+/// Members of pools without health checks stay [`Health::Up`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Health {
     Up = 0,
     Down = 1,
+}
+
+/// What an operator sees for a member: its admin state and health together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Up,
+    Down,
+    /// Admin drain: no new connections; still checked.
+    Drain,
+    /// Admin maint: no new connections, no checks.
+    Maint,
+    /// The pool has no health checks; the member takes traffic.
+    NoCheck,
+}
+
+impl Status {
+    /// Lower-case name for logs, stats and metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Status::Up => "up",
+            Status::Down => "down",
+            Status::Drain => "drain",
+            Status::Maint => "maint",
+            Status::NoCheck => "no_check",
+        }
+    }
+}
+
+/// What one health-check result (or a failed connect) changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Nothing an operator needs to hear about.
+    None,
+    /// The first check of a new member passed: it is confirmed up.
+    Confirmed,
+    WentDown,
+    WentUp,
+}
+
+/// The last health-check result and the last state change, for logs and
+/// the stats page. Only the health checker and readers of stats touch it.
+#[derive(Debug, Clone)]
+pub struct CheckRecord {
+    /// `(passed, "HTTP 503", how long the check took)` of the last check.
+    pub last: Option<(bool, String, Duration)>,
+    /// When the health last changed (or the member appeared).
+    pub changed_at: Instant,
 }
 
 /// After a failed connect a member is skipped for this long, doubling with
@@ -179,15 +228,32 @@ pub const PASSIVE_BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const PASSIVE_BACKOFF_MAX: Duration = Duration::from_secs(16);
 
 /// A member's live state across reloads (keyed by pool name and address).
+///
+/// Health follows HAProxy's model: `fall` consecutive failures take an up
+/// member down, `rise` consecutive passed checks bring a down member up.
+/// Failed connects of real traffic count as failures too (HAProxy
+/// `observe layer4`). A new member starts up but unconfirmed: its first
+/// check decides at once (HAProxy `init-state up`).
 #[derive(Debug)]
 pub struct MemberState {
     /// Established connections right now (all workers); least_connections
     /// reads it.
     pub active: AtomicU64,
+    admin: AtomicU8,
     health: AtomicU8,
+    /// Whether the member's pool has health checks.
+    checked: AtomicBool,
+    /// Whether a check has decided this member's health since it appeared
+    /// (or left maint).
+    confirmed: AtomicBool,
+    /// Failed checks and failed connects in a row (reset by a success of
+    /// either kind).
     consecutive_failures: AtomicU32,
+    /// Passed checks in a row while down.
+    rise_streak: AtomicU32,
     /// `now_ms()` before which new connections avoid this member.
     skip_until_ms: AtomicU64,
+    record: Mutex<CheckRecord>,
     pub counters: PerWorker<MemberCounters>,
 }
 
@@ -195,9 +261,17 @@ impl MemberState {
     pub fn new(workers: usize) -> Self {
         MemberState {
             active: AtomicU64::new(0),
+            admin: AtomicU8::new(AdminState::Ready as u8),
             health: AtomicU8::new(Health::Up as u8),
+            checked: AtomicBool::new(false),
+            confirmed: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
+            rise_streak: AtomicU32::new(0),
             skip_until_ms: AtomicU64::new(0),
+            record: Mutex::new(CheckRecord {
+                last: None,
+                changed_at: Instant::now(),
+            }),
             counters: PerWorker::new(workers),
         }
     }
@@ -209,8 +283,58 @@ impl MemberState {
         }
     }
 
-    pub fn set_health(&self, h: Health) {
-        self.health.store(h as u8, Relaxed);
+    pub fn admin(&self) -> AdminState {
+        match self.admin.load(Relaxed) {
+            0 => AdminState::Ready,
+            1 => AdminState::Drain,
+            _ => AdminState::Maint,
+        }
+    }
+
+    /// Sets the admin state. Leaving checks off (maint) forgets the
+    /// confirmation: the first check afterwards decides the health at once.
+    pub fn set_admin(&self, state: AdminState) {
+        let old = self.admin.swap(state as u8, Relaxed);
+        if state == AdminState::Maint && old != AdminState::Maint as u8 {
+            self.confirmed.store(false, Relaxed);
+        }
+    }
+
+    /// Whether the member's pool has health checks. A member whose pool
+    /// stops checking is up again (nothing would ever bring it back).
+    pub fn set_checked(&self, checked: bool) {
+        let was = self.checked.swap(checked, Relaxed);
+        if was && !checked {
+            self.confirmed.store(false, Relaxed);
+            self.rise_streak.store(0, Relaxed);
+            if self.health.swap(Health::Up as u8, Relaxed) != Health::Up as u8 {
+                self.touch_changed();
+            }
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        match (self.admin(), self.checked.load(Relaxed), self.health()) {
+            (AdminState::Maint, _, _) => Status::Maint,
+            (_, true, Health::Down) => Status::Down,
+            (AdminState::Drain, _, _) => Status::Drain,
+            (AdminState::Ready, false, _) => Status::NoCheck,
+            (AdminState::Ready, true, Health::Up) => Status::Up,
+        }
+    }
+
+    pub fn record(&self) -> CheckRecord {
+        self.record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn touch_changed(&self) {
+        self.record
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .changed_at = Instant::now();
     }
 
     pub fn consecutive_failures(&self) -> u32 {
@@ -222,7 +346,8 @@ impl MemberState {
     /// trying one is better than refusing the client).
     #[inline]
     pub fn takes_new_connections(&self, now_ms: u64, ignore_passive: bool) -> bool {
-        self.health() == Health::Up
+        self.health.load(Relaxed) == Health::Up as u8
+            && self.admin.load(Relaxed) == AdminState::Ready as u8
             && (ignore_passive || now_ms >= self.skip_until_ms.load(Relaxed))
     }
 
@@ -252,6 +377,92 @@ impl MemberState {
         self.skip_until_ms
             .store(now_ms + backoff.as_millis() as u64, Relaxed);
         n
+    }
+
+    /// Takes the member down if it is up. Returns whether this call did it
+    /// (so exactly one caller logs the transition).
+    pub fn mark_down(&self) -> bool {
+        let went = self
+            .health
+            .compare_exchange(Health::Up as u8, Health::Down as u8, Relaxed, Relaxed)
+            .is_ok();
+        if went {
+            self.rise_streak.store(0, Relaxed);
+            self.confirmed.store(true, Relaxed);
+            self.touch_changed();
+        }
+        went
+    }
+
+    /// Applies one health-check result (`summary`: `"HTTP 503"`) under the
+    /// pool's `rise` and `fall`, and records it for the stats page.
+    pub fn record_check(
+        &self,
+        passed: bool,
+        summary: String,
+        took: Duration,
+        rise: u32,
+        fall: u32,
+    ) -> Transition {
+        let transition = if passed {
+            self.check_passed(rise)
+        } else {
+            self.check_failed(fall)
+        };
+        let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
+        record.last = Some((passed, summary, took));
+        transition
+    }
+
+    fn check_passed(&self, rise: u32) -> Transition {
+        let first = !self.confirmed.swap(true, Relaxed);
+        match self.health() {
+            Health::Up => {
+                self.consecutive_failures.store(0, Relaxed);
+                if first {
+                    Transition::Confirmed
+                } else {
+                    Transition::None
+                }
+            }
+            Health::Down => {
+                let streak = self.rise_streak.fetch_add(1, Relaxed).saturating_add(1);
+                if streak < rise {
+                    return Transition::None;
+                }
+                self.rise_streak.store(0, Relaxed);
+                self.consecutive_failures.store(0, Relaxed);
+                self.skip_until_ms.store(0, Relaxed);
+                let went = self
+                    .health
+                    .compare_exchange(Health::Down as u8, Health::Up as u8, Relaxed, Relaxed)
+                    .is_ok();
+                if went {
+                    self.touch_changed();
+                    Transition::WentUp
+                } else {
+                    Transition::None
+                }
+            }
+        }
+    }
+
+    fn check_failed(&self, fall: u32) -> Transition {
+        self.rise_streak.store(0, Relaxed);
+        let first = !self.confirmed.load(Relaxed);
+        if self.health() == Health::Down {
+            self.confirmed.store(true, Relaxed);
+            return Transition::None;
+        }
+        let failures = self
+            .consecutive_failures
+            .fetch_add(1, Relaxed)
+            .saturating_add(1);
+        if (first || failures >= fall) && self.mark_down() {
+            Transition::WentDown
+        } else {
+            Transition::None
+        }
     }
 }
 
@@ -331,8 +542,71 @@ mod tests {
     #[test]
     fn down_members_take_nothing_even_when_ignoring_passive_state() {
         let m = MemberState::new(1);
-        m.set_health(Health::Down);
+        assert!(m.mark_down());
+        assert!(!m.mark_down(), "only the first caller takes it down");
         assert!(!m.takes_new_connections(0, true));
+    }
+
+    fn check(m: &MemberState, passed: bool) -> Transition {
+        m.record_check(passed, String::new(), Duration::ZERO, 2, 3)
+    }
+
+    #[test]
+    fn first_check_decides_at_once_then_rise_and_fall_apply() {
+        let m = MemberState::new(1);
+        m.set_checked(true);
+        assert_eq!(check(&m, true), Transition::Confirmed);
+        assert_eq!(m.status(), Status::Up);
+        // fall = 3: two failures keep it up, the third takes it down.
+        assert_eq!(check(&m, false), Transition::None);
+        assert_eq!(check(&m, false), Transition::None);
+        assert!(m.takes_new_connections(0, false));
+        assert_eq!(check(&m, false), Transition::WentDown);
+        assert_eq!(m.status(), Status::Down);
+        // rise = 2, and a failure in between restarts the count.
+        assert_eq!(check(&m, true), Transition::None);
+        assert_eq!(check(&m, false), Transition::None);
+        assert_eq!(check(&m, true), Transition::None);
+        assert!(!m.takes_new_connections(0, true));
+        assert_eq!(check(&m, true), Transition::WentUp);
+        assert!(m.takes_new_connections(0, false));
+
+        let fresh = MemberState::new(1);
+        fresh.set_checked(true);
+        assert_eq!(check(&fresh, false), Transition::WentDown, "unconfirmed");
+    }
+
+    #[test]
+    fn failed_connects_count_toward_fall() {
+        let m = MemberState::new(1);
+        m.set_checked(true);
+        assert_eq!(check(&m, true), Transition::Confirmed);
+        assert_eq!(check(&m, false), Transition::None);
+        assert_eq!(m.connect_failed(0), 2, "one failed check + one connect");
+        assert_eq!(check(&m, false), Transition::WentDown, "third failure");
+    }
+
+    #[test]
+    fn admin_states_and_status() {
+        let m = MemberState::new(1);
+        assert_eq!(m.status(), Status::NoCheck);
+        m.set_admin(AdminState::Drain);
+        assert_eq!(m.status(), Status::Drain);
+        assert!(!m.takes_new_connections(0, true));
+        m.set_admin(AdminState::Maint);
+        assert_eq!(m.status(), Status::Maint);
+        m.set_admin(AdminState::Ready);
+        assert!(m.takes_new_connections(0, false));
+        m.set_checked(true);
+        assert!(m.mark_down());
+        assert_eq!(m.status(), Status::Down);
+        m.set_checked(false);
+        assert_eq!(
+            m.status(),
+            Status::NoCheck,
+            "unchecked pools cannot stay down"
+        );
+        assert!(m.takes_new_connections(0, false));
     }
 
     #[test]

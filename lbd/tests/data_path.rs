@@ -86,13 +86,14 @@ async fn backup_only_when_primaries_unusable(rt: &str) {
     drop(backup);
 }
 
-async fn disabled_and_weight_zero_members_get_nothing(rt: &str) {
-    let b = tagged(3).await;
+async fn maint_drain_and_weight_zero_members_get_nothing(rt: &str) {
+    let b = tagged(4).await;
     let bind = free_addr();
     let members = vec![
         member(&b[0]),
-        member(&b[1]) + "enabled = false\n",
+        member(&b[1]) + "admin_state = \"maint\"\n",
         member(&b[2]) + "weight = 0\n",
+        member(&b[3]) + "admin_state = \"drain\"\n",
     ];
     let cfg = listener("web", bind, "p", "") + &pool("p", "", &members);
     let _lbd = Lbd::start(rt, 2, &cfg).await;
@@ -599,7 +600,7 @@ on_both_runtimes!(
     round_robin_spreads_evenly,
     round_robin_follows_weights,
     backup_only_when_primaries_unusable,
-    disabled_and_weight_zero_members_get_nothing,
+    maint_drain_and_weight_zero_members_get_nothing,
     connect_retry_skips_a_dead_member,
     all_members_dead_closes_clients_at_once,
     transfer_64_mib_each_way_intact,

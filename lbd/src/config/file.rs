@@ -81,6 +81,9 @@ pub struct PoolSection {
     pub algorithm: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<i64>,
+    /// `[pool.health]`: active health checks of the members (none if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSection>,
     /// `[[pool.member]]` tables.
     #[serde(default, rename = "member", skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberSection>,
@@ -100,8 +103,14 @@ pub struct MemberSection {
     pub weight: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<bool>,
+    /// `"ready"` (default), `"drain"` or `"maint"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
+    pub admin_state: Option<String>,
+    /// Health checks go here instead of `address` / `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor_port: Option<i64>,
     /// Opaque identifiers for the control plane (Octavia member id, node name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -109,12 +118,49 @@ pub struct MemberSection {
     pub name: Option<String>,
 }
 
+/// `[pool.health]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// `"tcp"` (default), `"http"`, `"https"` or `"tls_hello"`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Durations such as `"2s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rise: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fall: Option<i64>,
+    /// `http` and `https` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `"200"`, `"200,202"`, `"200-204"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_codes: Option<String>,
+    /// `https` and `tls_hello` only: PEM file paths and the SNI name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
+}
+
 // ------------------------------------------------- typed config → file model
 
 use std::time::Duration;
 
-use super::model::{Config, Global, Listener, Member, Pool};
-use super::validate::{algorithm_name, proxy_protocol_name};
+use super::model::{CheckKind, Config, Global, HealthCheck, Listener, Member, Pool};
+use super::validate::{admin_state_name, algorithm_name, check_kind_name, proxy_protocol_name};
 
 /// Renders a typed config back into the file model, every setting written
 /// out explicitly (defaults included), so that for any `cfg` returned by
@@ -167,6 +213,7 @@ impl From<&Pool> for PoolSection {
             name: Some(pool.name.clone()),
             algorithm: Some(algorithm_name(pool.algorithm).to_owned()),
             retries: Some(i64::from(pool.retries)),
+            health: pool.health.as_ref().map(HealthSection::from),
             members: pool.members.iter().map(MemberSection::from).collect(),
         }
     }
@@ -179,9 +226,37 @@ impl From<&Member> for MemberSection {
             port: Some(i64::from(member.port)),
             weight: Some(i64::from(member.weight)),
             backup: Some(member.backup),
-            enabled: Some(member.enabled),
+            admin_state: Some(admin_state_name(member.admin_state).to_owned()),
+            monitor_address: member.monitor_address.map(|a| a.to_string()),
+            monitor_port: member.monitor_port.map(i64::from),
             id: member.id.clone(),
             name: member.name.clone(),
+        }
+    }
+}
+
+impl From<&HealthCheck> for HealthSection {
+    fn from(check: &HealthCheck) -> Self {
+        let uses_http = matches!(check.kind, CheckKind::Http | CheckKind::Https);
+        let uses_tls = matches!(check.kind, CheckKind::Https | CheckKind::TlsHello);
+        let http = uses_http.then_some(&check.http);
+        let tls = uses_tls.then_some(&check.tls);
+        let path_text =
+            |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        HealthSection {
+            kind: Some(check_kind_name(check.kind).to_owned()),
+            interval: Some(duration_text(check.interval)),
+            timeout: Some(duration_text(check.timeout)),
+            rise: Some(i64::from(check.rise)),
+            fall: Some(i64::from(check.fall)),
+            method: http.map(|h| h.method.clone()),
+            path: http.map(|h| h.path.clone()),
+            host: http.and_then(|h| h.host.clone()),
+            expected_codes: http.map(|h| h.expected_codes.to_string()),
+            ca_file: tls.and_then(|t| path_text(&t.ca_file)),
+            sni: tls.and_then(|t| t.sni.clone()),
+            client_cert: tls.and_then(|t| path_text(&t.client_cert)),
+            client_key: tls.and_then(|t| path_text(&t.client_key)),
         }
     }
 }

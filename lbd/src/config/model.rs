@@ -4,6 +4,8 @@
 //! ports and weights are in range, listener pools exist, binds are unique.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -16,6 +18,14 @@ pub const DEFAULT_RETRIES: u32 = 3;
 pub const DEFAULT_WEIGHT: u32 = 1;
 pub const MAX_WEIGHT: u32 = 256;
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Health-check defaults: HAProxy's `inter 2s rise 2 fall 3`, and a timeout
+/// of 1 s (it must not exceed the interval, as in Octavia).
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_RISE: u32 = 2;
+pub const DEFAULT_FALL: u32 = 3;
+/// Octavia's range for `max_retries` and `max_retries_down`.
+pub const MAX_RISE_FALL: u32 = 10;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -67,7 +77,114 @@ pub struct Pool {
     pub algorithm: Algorithm,
     /// Extra connect attempts on other members after a failed connect.
     pub retries: u32,
+    /// Active health checks; `None`: members are not checked (`no_check`).
+    pub health: Option<HealthCheck>,
     pub members: Vec<Member>,
+}
+
+/// `[pool.health]`: how and how often every member of a pool is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    /// Time between the starts of two checks of one member (Octavia `delay`).
+    pub interval: Duration,
+    /// Limit for one whole check: connect, TLS handshake and HTTP answer.
+    /// Never more than `interval`.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down member up (Octavia
+    /// `max_retries`), 1..=10.
+    pub rise: u32,
+    /// Consecutive failures that take an up member down (Octavia
+    /// `max_retries_down`), 1..=10. Failed connects of real traffic count.
+    pub fall: u32,
+    /// Request and expected answer; used by `http` and `https` only.
+    pub http: HttpCheck,
+    /// TLS settings; used by `https` and `tls_hello` only.
+    pub tls: TlsCheck,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    /// The check passes when a TCP connection is established.
+    Tcp,
+    /// An HTTP/1.1 request; passes on an expected status code.
+    Http,
+    /// Like `Http`, over TLS.
+    Https,
+    /// Passes when a TLS handshake completes; nothing is sent after it.
+    TlsHello,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCheck {
+    /// An HTTP method token, e.g. `GET`, `HEAD`, `OPTIONS`.
+    pub method: String,
+    /// Starts with `/`; no spaces or control characters.
+    pub path: String,
+    /// The `Host` header; `None`: the checked address (`10.0.0.1:6443`).
+    pub host: Option<String>,
+    pub expected_codes: ExpectedCodes,
+}
+
+impl Default for HttpCheck {
+    fn default() -> Self {
+        HttpCheck {
+            method: "GET".to_owned(),
+            path: "/".to_owned(),
+            host: None,
+            expected_codes: ExpectedCodes::default(),
+        }
+    }
+}
+
+/// Status codes that pass an HTTP check: `"200"`, `"200,202"`, `"200-204"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedCodes(pub Vec<RangeInclusive<u16>>);
+
+impl ExpectedCodes {
+    pub fn contains(&self, code: u16) -> bool {
+        self.0.iter().any(|r| r.contains(&code))
+    }
+}
+
+impl Default for ExpectedCodes {
+    /// Octavia's default: `200`.
+    fn default() -> Self {
+        ExpectedCodes(vec![200..=200])
+    }
+}
+
+impl std::fmt::Display for ExpectedCodes {
+    /// The config spelling, e.g. `200,202-204`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if r.start() == r.end() {
+                write!(f, "{}", r.start())?;
+            } else {
+                write!(f, "{}-{}", r.start(), r.end())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// TLS for `https` and `tls_hello` checks. With no `ca_file` the member's
+/// certificate is not verified (HAProxy `check-ssl verify none`); the
+/// handshake signatures still are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsCheck {
+    /// PEM CA certificates; when set, the certificate must chain to one of
+    /// them and match `sni` (or the member IP address).
+    pub ca_file: Option<PathBuf>,
+    /// Server name sent in the ClientHello (and verified with `ca_file`).
+    pub sni: Option<String>,
+    /// PEM client certificate chain and key, for servers that want one
+    /// (kube-apiservers refusing anonymous requests). Both or neither.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,15 +206,40 @@ pub struct Member {
     pub weight: u32,
     /// Used only when no non-backup member is usable.
     pub backup: bool,
-    /// Admin state. `false`: no new connections.
-    pub enabled: bool,
+    pub admin_state: AdminState,
+    /// Where health checks go, when not to `address`/`port` (Octavia
+    /// `monitor_address`, `monitor_port`).
+    pub monitor_address: Option<IpAddr>,
+    pub monitor_port: Option<u16>,
     pub id: Option<String>,
     pub name: Option<String>,
+}
+
+/// What an operator (or the control plane) wants of a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum AdminState {
+    /// Takes traffic when healthy.
+    #[default]
+    Ready = 0,
+    /// No new connections; established ones continue; still health-checked.
+    Drain = 1,
+    /// No new connections and no health checks (HAProxy `disabled`, Octavia
+    /// `admin_state_up = false`); established connections continue.
+    Maint = 2,
 }
 
 impl Member {
     pub fn socket_addr(&self) -> SocketAddr {
         SocketAddr::new(self.address, self.port)
+    }
+
+    /// Where health checks of this member connect to.
+    pub fn check_addr(&self) -> SocketAddr {
+        SocketAddr::new(
+            self.monitor_address.unwrap_or(self.address),
+            self.monitor_port.unwrap_or(self.port),
+        )
     }
 }
 

@@ -22,11 +22,15 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::file::{ConfigFile, GlobalSection, ListenerSection, MemberSection, PoolSection};
+use super::file::{
+    ConfigFile, GlobalSection, HealthSection, ListenerSection, MemberSection, PoolSection,
+};
 use super::model::{
-    Algorithm, Config, Global, Listener, Member, Pool, ProxyProtocol, DEFAULT_CLIENT_IDLE,
-    DEFAULT_CONNECTION_LIMIT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MEMBER_CONNECT, DEFAULT_MEMBER_IDLE,
-    DEFAULT_RETRIES, DEFAULT_WEIGHT, MAX_WEIGHT,
+    AdminState, Algorithm, CheckKind, Config, ExpectedCodes, Global, HealthCheck, HttpCheck,
+    Listener, Member, Pool, ProxyProtocol, TlsCheck, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT,
+    DEFAULT_CLIENT_IDLE, DEFAULT_CONNECTION_LIMIT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_FALL,
+    DEFAULT_MEMBER_CONNECT, DEFAULT_MEMBER_IDLE, DEFAULT_RETRIES, DEFAULT_RISE, DEFAULT_WEIGHT,
+    MAX_RISE_FALL, MAX_WEIGHT,
 };
 
 /// One problem in a config: where (`pool "api": member 2`) and why
@@ -58,8 +62,38 @@ const ALGORITHMS: [Algorithm; 3] = [
 /// Every [`ProxyProtocol`] version.
 const PROXY_PROTOCOLS: [ProxyProtocol; 2] = [ProxyProtocol::V1, ProxyProtocol::V2];
 
+/// Every [`AdminState`].
+const ADMIN_STATES: [AdminState; 3] = [AdminState::Ready, AdminState::Drain, AdminState::Maint];
+
+/// Every [`CheckKind`].
+const CHECK_KINDS: [CheckKind; 4] = [
+    CheckKind::Tcp,
+    CheckKind::Http,
+    CheckKind::Https,
+    CheckKind::TlsHello,
+];
+
+/// The file spelling of an admin state (`"drain"`).
+pub const fn admin_state_name(state: AdminState) -> &'static str {
+    match state {
+        AdminState::Ready => "ready",
+        AdminState::Drain => "drain",
+        AdminState::Maint => "maint",
+    }
+}
+
+/// The file spelling of a check type (`"tls_hello"`).
+pub const fn check_kind_name(kind: CheckKind) -> &'static str {
+    match kind {
+        CheckKind::Tcp => "tcp",
+        CheckKind::Http => "http",
+        CheckKind::Https => "https",
+        CheckKind::TlsHello => "tls_hello",
+    }
+}
+
 /// The file spelling of an algorithm (`"round_robin"`).
-pub(super) const fn algorithm_name(algorithm: Algorithm) -> &'static str {
+pub const fn algorithm_name(algorithm: Algorithm) -> &'static str {
     match algorithm {
         Algorithm::RoundRobin => "round_robin",
         Algorithm::LeastConnections => "least_connections",
@@ -68,7 +102,7 @@ pub(super) const fn algorithm_name(algorithm: Algorithm) -> &'static str {
 }
 
 /// The file spelling of a PROXY protocol version (`"v2"`).
-pub(super) const fn proxy_protocol_name(version: ProxyProtocol) -> &'static str {
+pub const fn proxy_protocol_name(version: ProxyProtocol) -> &'static str {
     match version {
         ProxyProtocol::V1 => "v1",
         ProxyProtocol::V2 => "v2",
@@ -467,14 +501,19 @@ fn validate_pools(sections: &[PoolSection], errors: &mut Vec<ConfigError>) -> Ve
             0..=MAX_RETRIES,
             DEFAULT_RETRIES,
         );
+        let health = match &section.health {
+            Some(h) => validate_health(&mut scope.child("health"), h).map(Some),
+            None => Some(None),
+        };
         let members = validate_members(&mut scope, &section.members);
-        if let (Some(name), Some(algorithm), Some(retries), Some(members)) =
-            (name, algorithm, retries, members)
+        if let (Some(name), Some(algorithm), Some(retries), Some(health), Some(members)) =
+            (name, algorithm, retries, health, members)
         {
             pools.push(Pool {
                 name,
                 algorithm,
                 retries,
+                health,
                 members,
             });
         }
@@ -537,6 +576,15 @@ fn validate_member(
         0..=MAX_WEIGHT,
         DEFAULT_WEIGHT,
     );
+    let admin_state = admin_state_field(scope, section.admin_state.as_deref());
+    let monitor_address = match section.monitor_address.as_deref() {
+        Some(text) => ip_field(scope, "monitor_address", text).map(Some),
+        None => Some(None),
+    };
+    let monitor_port = match section.monitor_port {
+        Some(port) => int_in_range(scope, "monitor_port", port, 1..=u16::MAX).map(Some),
+        None => Some(None),
+    };
     if !unique {
         return None;
     }
@@ -545,7 +593,9 @@ fn validate_member(
         port: port?,
         weight: weight?,
         backup: section.backup.unwrap_or(false),
-        enabled: section.enabled.unwrap_or(true),
+        admin_state: admin_state?,
+        monitor_address: monitor_address?,
+        monitor_port: monitor_port?,
         id: section.id.clone(),
         name: section.name.clone(),
     })
@@ -574,13 +624,242 @@ fn unique_member_addr(
 /// `address`: a required IP address.
 fn member_address(scope: &mut Scope, value: Option<&str>) -> Option<IpAddr> {
     let text = scope.required("address", value)?;
+    ip_field(scope, "address", text)
+}
+
+/// An IP address field (hostnames are not resolved).
+fn ip_field(scope: &mut Scope, field: &str, text: &str) -> Option<IpAddr> {
     let address = text.parse::<IpAddr>().ok();
     if address.is_none() {
         scope.error(format!(
-            "address {text:?} is not an IP address (hostnames are not resolved)"
+            "{field} {text:?} is not an IP address (hostnames are not resolved)"
         ));
     }
     address
+}
+
+/// `admin_state`: one of [`ADMIN_STATES`], default ready.
+fn admin_state_field(scope: &mut Scope, value: Option<&str>) -> Option<AdminState> {
+    let Some(text) = value else {
+        return Some(AdminState::default());
+    };
+    let state = lookup(&ADMIN_STATES, admin_state_name, text);
+    if state.is_none() {
+        scope.error(format!(
+            "admin_state {text:?} is not valid (expected {})",
+            expected_list(&ADMIN_STATES, admin_state_name)
+        ));
+    }
+    state
+}
+
+// ------------------------------------------------------------ [pool.health]
+
+/// Checks a `[pool.health]` section (`scope` is `pool "x": health`).
+fn validate_health(scope: &mut Scope, section: &HealthSection) -> Option<HealthCheck> {
+    let kind = match section.kind.as_deref() {
+        None => Some(CheckKind::Tcp),
+        Some(text) => {
+            let kind = lookup(&CHECK_KINDS, check_kind_name, text);
+            if kind.is_none() {
+                scope.error(format!(
+                    "type {text:?} is not valid (expected {})",
+                    expected_list(&CHECK_KINDS, check_kind_name)
+                ));
+            }
+            kind
+        }
+    };
+    let interval = duration_field(
+        scope,
+        "interval",
+        section.interval.as_deref(),
+        DEFAULT_CHECK_INTERVAL,
+    );
+    let timeout = duration_field(
+        scope,
+        "timeout",
+        section.timeout.as_deref(),
+        DEFAULT_CHECK_TIMEOUT,
+    );
+    if let (Some(interval), Some(timeout)) = (interval, timeout) {
+        if timeout > interval {
+            scope.error(format!(
+                "timeout {} must not exceed interval {}",
+                humantime::format_duration(timeout),
+                humantime::format_duration(interval)
+            ));
+        }
+    }
+    let rise = int_field(scope, "rise", section.rise, 1..=MAX_RISE_FALL, DEFAULT_RISE);
+    let fall = int_field(scope, "fall", section.fall, 1..=MAX_RISE_FALL, DEFAULT_FALL);
+    let kind = kind?;
+    let http = http_check_fields(scope, kind, section);
+    let tls = tls_check_fields(scope, kind, section);
+    let check = HealthCheck {
+        kind,
+        interval: interval?,
+        timeout: timeout?,
+        rise: rise?,
+        fall: fall?,
+        http: http?,
+        tls: tls?,
+    };
+    if timeout > interval {
+        return None;
+    }
+    // TLS files and the SNI name are checked by building the real probe, so
+    // check-config catches what the health checker would trip over.
+    if let Err(e) = crate::health::probe::Probe::new(&check) {
+        scope.error(e.to_string());
+        return None;
+    }
+    Some(check)
+}
+
+/// The HTTP fields of a health check; an error if set for a check type that
+/// does not use them.
+fn http_check_fields(
+    scope: &mut Scope,
+    kind: CheckKind,
+    section: &HealthSection,
+) -> Option<HttpCheck> {
+    let fields = [
+        ("method", section.method.is_some()),
+        ("path", section.path.is_some()),
+        ("host", section.host.is_some()),
+        ("expected_codes", section.expected_codes.is_some()),
+    ];
+    if !matches!(kind, CheckKind::Http | CheckKind::Https) {
+        return unused_fields(scope, kind, &fields, "http and https").then(HttpCheck::default);
+    }
+    let defaults = HttpCheck::default();
+    let method = match section.method.as_deref() {
+        None => Some(defaults.method),
+        Some(m) if !m.is_empty() && m.len() <= 32 && m.bytes().all(is_token_byte) => {
+            Some(m.to_owned())
+        }
+        Some(m) => {
+            scope.error(format!("method {m:?} is not an HTTP method (e.g. \"GET\")"));
+            None
+        }
+    };
+    let path = match section.path.as_deref() {
+        None => Some(defaults.path),
+        Some(p) if p.starts_with('/') && p.len() <= 2048 && is_visible_ascii(p) => {
+            Some(p.to_owned())
+        }
+        Some(p) => {
+            scope.error(format!(
+                "path {p:?} must start with '/' and contain no spaces or control characters"
+            ));
+            None
+        }
+    };
+    let host = match section.host.as_deref() {
+        None => Some(None),
+        Some(h) if !h.is_empty() && h.len() <= 255 && is_visible_ascii(h) => {
+            Some(Some(h.to_owned()))
+        }
+        Some(h) => {
+            scope.error(format!(
+                "host {h:?} must be non-empty, without spaces or control characters"
+            ));
+            None
+        }
+    };
+    let expected_codes = match section.expected_codes.as_deref() {
+        None => Some(defaults.expected_codes),
+        Some(text) => {
+            let codes = parse_expected_codes(text);
+            if codes.is_none() {
+                scope.error(format!(
+                    "expected_codes {text:?} is not valid (e.g. \"200\", \"200,202\", \
+                     \"200-204\"; codes 100-599)"
+                ));
+            }
+            codes
+        }
+    };
+    Some(HttpCheck {
+        method: method?,
+        path: path?,
+        host: host?,
+        expected_codes: expected_codes?,
+    })
+}
+
+/// The TLS fields of a health check; an error if set for a check type that
+/// does not use them.
+fn tls_check_fields(
+    scope: &mut Scope,
+    kind: CheckKind,
+    section: &HealthSection,
+) -> Option<TlsCheck> {
+    let fields = [
+        ("ca_file", section.ca_file.is_some()),
+        ("sni", section.sni.is_some()),
+        ("client_cert", section.client_cert.is_some()),
+        ("client_key", section.client_key.is_some()),
+    ];
+    if !matches!(kind, CheckKind::Https | CheckKind::TlsHello) {
+        return unused_fields(scope, kind, &fields, "https and tls_hello").then(TlsCheck::default);
+    }
+    if section.client_cert.is_some() != section.client_key.is_some() {
+        scope.error("client_cert and client_key must be set together");
+        return None;
+    }
+    Some(TlsCheck {
+        ca_file: section.ca_file.as_ref().map(Into::into),
+        sni: section.sni.clone(),
+        client_cert: section.client_cert.as_ref().map(Into::into),
+        client_key: section.client_key.as_ref().map(Into::into),
+    })
+}
+
+/// Reports every field in `fields` that is set although a `kind` check does
+/// not use it. Returns whether none was set.
+fn unused_fields(scope: &mut Scope, kind: CheckKind, fields: &[(&str, bool)], users: &str) -> bool {
+    let mut clean = true;
+    for (field, _) in fields.iter().filter(|(_, set)| *set) {
+        scope.error(format!(
+            "{field} is only used by {users} checks, not {:?}",
+            check_kind_name(kind)
+        ));
+        clean = false;
+    }
+    clean
+}
+
+/// RFC 9110 `tchar`: what an HTTP method may consist of.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Printable ASCII without spaces: safe inside an HTTP request line.
+fn is_visible_ascii(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Parses `"200"`, `"200,202"`, `"200-204"`, `"200, 300-399"`.
+fn parse_expected_codes(text: &str) -> Option<ExpectedCodes> {
+    let code = |t: &str| {
+        t.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+    };
+    let ranges = text
+        .split(',')
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (code(a)?, code(b)?);
+                (a <= b).then_some(a..=b)
+            }
+            None => code(part).map(|c| c..=c),
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(ExpectedCodes(ranges))
 }
 
 /// `port`: required, 1..=65535.
@@ -779,7 +1058,7 @@ address = "fd00::11"
 port = 31320
 weight = 0
 backup = true
-enabled = false
+admin_state = "maint"
 
 [[pool]]
 name = "api"
@@ -838,7 +1117,9 @@ algorithm = "source_ip"
                     port: 31320,
                     weight: 2,
                     backup: false,
-                    enabled: true,
+                    admin_state: AdminState::Ready,
+                    monitor_address: None,
+                    monitor_port: None,
                     id: Some("m-1".into()),
                     name: Some("node-1".into()),
                 },
@@ -847,7 +1128,9 @@ algorithm = "source_ip"
                     port: 31320,
                     weight: 0,
                     backup: true,
-                    enabled: false,
+                    admin_state: AdminState::Maint,
+                    monitor_address: None,
+                    monitor_port: None,
                     id: None,
                     name: None,
                 },
@@ -1450,6 +1733,166 @@ weight = 9223372036854775807
                 ),
                 Some(version)
             );
+        }
+    }
+
+    /// A pool "api" with a `[pool.health]` section holding `lines`.
+    fn health_with(lines: &str) -> String {
+        format!("[[pool]]\nname = \"api\"\n[pool.health]\n{lines}\n")
+    }
+
+    #[test]
+    fn health_defaults_and_values() {
+        let tcp = valid(&health_with(""));
+        let check = tcp.pools[0].health.as_ref().expect("health");
+        assert_eq!(check.kind, CheckKind::Tcp);
+        assert_eq!(check.interval, DEFAULT_CHECK_INTERVAL);
+        assert_eq!(check.timeout, DEFAULT_CHECK_TIMEOUT);
+        assert_eq!((check.rise, check.fall), (DEFAULT_RISE, DEFAULT_FALL));
+        assert_eq!(check.http, HttpCheck::default());
+
+        let http = valid(&health_with(
+            "type = \"https\"\ninterval = \"5s\"\ntimeout = \"5s\"\nrise = 1\nfall = 10\n\
+             method = \"HEAD\"\npath = \"/readyz?verbose\"\nhost = \"api.example\"\n\
+             expected_codes = \"200, 202-204\"\nsni = \"kubernetes.default\"",
+        ));
+        let check = http.pools[0].health.as_ref().expect("health");
+        assert_eq!(check.kind, CheckKind::Https);
+        assert_eq!(check.interval, Duration::from_secs(5));
+        assert_eq!((check.rise, check.fall), (1, 10));
+        assert_eq!(check.http.method, "HEAD");
+        assert_eq!(check.http.path, "/readyz?verbose");
+        assert_eq!(check.http.host.as_deref(), Some("api.example"));
+        assert_eq!(check.http.expected_codes.0, vec![200..=200, 202..=204]);
+        assert!(check.http.expected_codes.contains(203));
+        assert!(!check.http.expected_codes.contains(201));
+        assert_eq!(check.tls.sni.as_deref(), Some("kubernetes.default"));
+        assert_eq!(check.tls.ca_file, None);
+    }
+
+    #[test]
+    fn health_errors_are_all_reported() {
+        assert_eq!(
+            invalid(&health_with(
+                "type = \"httpz\"\ninterval = \"1s\"\ntimeout = \"2s\"\nrise = 0\nfall = 11"
+            )),
+            [
+                "pool \"api\": health: type \"httpz\" is not valid (expected \"tcp\", \"http\", \
+                 \"https\" or \"tls_hello\")",
+                "pool \"api\": health: timeout 2s must not exceed interval 1s",
+                "pool \"api\": health: rise 0 out of range (1-10)",
+                "pool \"api\": health: fall 11 out of range (1-10)",
+            ]
+        );
+        assert_eq!(
+            invalid(&health_with(
+                "type = \"http\"\nmethod = \"GET /\"\npath = \"readyz\"\nhost = \"a b\"\n\
+                 expected_codes = \"204-200\""
+            )),
+            [
+                "pool \"api\": health: method \"GET /\" is not an HTTP method (e.g. \"GET\")",
+                "pool \"api\": health: path \"readyz\" must start with '/' and contain no spaces \
+                 or control characters",
+                "pool \"api\": health: host \"a b\" must be non-empty, without spaces or control \
+                 characters",
+                "pool \"api\": health: expected_codes \"204-200\" is not valid (e.g. \"200\", \
+                 \"200,202\", \"200-204\"; codes 100-599)",
+            ]
+        );
+        for codes in ["", "abc", "600", "200,", "99"] {
+            assert_eq!(
+                invalid(&health_with(&format!(
+                    "type = \"http\"\nexpected_codes = \"{codes}\""
+                )))
+                .len(),
+                1,
+                "{codes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn health_fields_of_another_check_type_are_refused() {
+        assert_eq!(
+            invalid(&health_with("path = \"/healthz\"\nsni = \"x\"")),
+            [
+                "pool \"api\": health: path is only used by http and https checks, not \"tcp\"",
+                "pool \"api\": health: sni is only used by https and tls_hello checks, not \"tcp\"",
+            ]
+        );
+        assert_eq!(
+            invalid(&health_with(
+                "type = \"tls_hello\"\nclient_cert = \"/c.pem\""
+            )),
+            ["pool \"api\": health: client_cert and client_key must be set together"]
+        );
+    }
+
+    #[test]
+    fn health_tls_files_are_checked() {
+        let errors = invalid(&health_with(
+            "type = \"https\"\nca_file = \"/nonexistent/lbd-test-ca.pem\"",
+        ));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .starts_with("pool \"api\": health: ca_file \"/nonexistent/lbd-test-ca.pem\": "),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn member_admin_state_and_monitor_fields() {
+        let config = valid(&pool_with(
+            "",
+            &[
+                "address = \"10.0.0.1\"\nport = 80\nadmin_state = \"drain\"\n\
+                 monitor_address = \"10.0.1.1\"\nmonitor_port = 8081",
+                "address = \"10.0.0.2\"\nport = 80\nmonitor_port = 10256",
+            ],
+        ));
+        let members = &config.pools[0].members;
+        assert_eq!(members[0].admin_state, AdminState::Drain);
+        assert_eq!(
+            members[0].check_addr(),
+            "10.0.1.1:8081".parse().expect("addr")
+        );
+        assert_eq!(members[1].admin_state, AdminState::Ready);
+        assert_eq!(
+            members[1].check_addr(),
+            "10.0.0.2:10256".parse().expect("addr")
+        );
+        assert_eq!(
+            invalid(&pool_with(
+                "",
+                &[
+                    "address = \"10.0.0.1\"\nport = 80\nadmin_state = \"disabled\"\n\
+                   monitor_address = \"node-1\"\nmonitor_port = 0"
+                ]
+            )),
+            [
+                "pool \"api\": member 1: admin_state \"disabled\" is not valid (expected \
+                 \"ready\", \"drain\" or \"maint\")",
+                "pool \"api\": member 1: monitor_address \"node-1\" is not an IP address \
+                 (hostnames are not resolved)",
+                "pool \"api\": member 1: monitor_port 0 out of range (1-65535)",
+            ]
+        );
+    }
+
+    #[test]
+    fn round_trip_health_checks_and_member_settings() {
+        for check in [
+            "type = \"tcp\"\ninterval = \"1s 500ms\"\ntimeout = \"300ms\"",
+            "type = \"http\"\nmethod = \"OPTIONS\"\nhost = \"h\"\nexpected_codes = \"200-299,401\"",
+            "type = \"https\"\npath = \"/readyz\"\nsni = \"localhost\"",
+            "type = \"tls_hello\"\nrise = 5\nfall = 1",
+        ] {
+            let text = health_with(check)
+                + "[[pool.member]]\naddress = \"::1\"\nport = 6443\nadmin_state = \"maint\"\n\
+                   monitor_address = \"::2\"\nmonitor_port = 1\n";
+            let config = valid(&text);
+            assert_eq!(validate(&ConfigFile::from(&config)), Ok(config), "{check}");
         }
     }
 }

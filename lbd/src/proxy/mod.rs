@@ -155,6 +155,9 @@ async fn connect_member<R: Runtime>(
                 let c = m.state.counters.get(worker.id);
                 inc(&c.connect_errors);
                 let failures = m.state.connect_failed(now_ms());
+                if let Some(check) = &pool.health {
+                    crate::health::observe_connect_failure(&m.label, &m.state, check, failures, &e);
+                }
                 if failures == 1 {
                     warn!(member = %m.label, "connect failed: {e}; avoiding it for new connections until a connect succeeds");
                 } else {
@@ -182,8 +185,7 @@ impl MemberStatus for Candidates<'_> {
     #[inline]
     fn usable(&self, i: usize) -> bool {
         let m = &self.members[i];
-        m.cfg.enabled
-            && !self.tried.contains(&i)
+        !self.tried.contains(&i)
             && m.state
                 .takes_new_connections(self.now_ms, self.ignore_passive)
     }

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod apiserver;
+
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,211 @@
+//! The check tasks: one per checked member, kept in step with the config.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::config::{AdminState, HealthCheck};
+use crate::server::Shared;
+use crate::snapshot::Snapshot;
+use crate::state::{MemberState, Transition};
+
+use super::probe::Probe;
+
+/// Starts the health-check thread. It follows every snapshot `shared`
+/// publishes and runs for the life of the process.
+pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("lbd-health".to_owned())
+        .spawn(move || runtime.block_on(supervise(shared)))
+}
+
+/// One running check task.
+struct Running {
+    check: Arc<HealthCheck>,
+    target: SocketAddr,
+    state: Arc<MemberState>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Keeps the set of check tasks equal to what the current snapshot wants.
+async fn supervise(shared: Arc<Shared>) {
+    let mut changed = shared.subscribe();
+    let mut running: HashMap<Arc<str>, Running> = HashMap::new();
+    loop {
+        sync_tasks(&shared.snapshot(), &mut running);
+        if changed.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Starts, restarts and stops tasks so that exactly the members of pools
+/// with health checks have one, with the current settings.
+fn sync_tasks(snap: &Snapshot, running: &mut HashMap<Arc<str>, Running>) {
+    let mut wanted: HashSet<Arc<str>> = HashSet::new();
+    for pool in &snap.pools {
+        let Some(check) = &pool.health else { continue };
+        // One probe per pool; a setup error (a CA file removed since the
+        // config was validated) makes every check of the pool fail with it.
+        let probe = Arc::new(Probe::new(check).map_err(|e| {
+            error!(pool = %pool.name, "health checks cannot run: {e}");
+            format!("check setup: {e}")
+        }));
+        for m in &pool.members {
+            wanted.insert(Arc::clone(&m.label));
+            let target = m.cfg.check_addr();
+            let unchanged = running.get(&m.label).is_some_and(|r| {
+                r.check == *check && r.target == target && Arc::ptr_eq(&r.state, &m.state)
+            });
+            if unchanged {
+                continue;
+            }
+            let task = tokio::spawn(check_loop(
+                Arc::clone(&m.label),
+                Arc::clone(&m.state),
+                target,
+                Arc::clone(check),
+                Arc::clone(&probe),
+            ));
+            running.insert(
+                Arc::clone(&m.label),
+                Running {
+                    check: Arc::clone(check),
+                    target,
+                    state: Arc::clone(&m.state),
+                    task,
+                },
+            );
+        }
+    }
+    running.retain(|label, _| wanted.contains(label));
+}
+
+/// Checks one member every `interval` until aborted. Members in maint are
+/// not checked.
+async fn check_loop(
+    label: Arc<str>,
+    state: Arc<MemberState>,
+    target: SocketAddr,
+    check: Arc<HealthCheck>,
+    probe: Arc<Result<Probe, String>>,
+) {
+    tokio::time::sleep(spread(&label, check.interval)).await;
+    let mut ticks = tokio::time::interval(check.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if state.admin() == AdminState::Maint {
+            continue;
+        }
+        let (passed, summary, took) = match probe.as_ref() {
+            Ok(probe) => {
+                let outcome = probe.run(target).await;
+                match outcome.result {
+                    Ok(passed) => (true, passed.to_string(), outcome.took),
+                    Err(failure) => (false, failure.to_string(), outcome.took),
+                }
+            }
+            Err(setup) => (false, setup.clone(), Duration::ZERO),
+        };
+        let since = state.record().changed_at.elapsed();
+        let transition = state.record_check(passed, summary.clone(), took, check.rise, check.fall);
+        log_transition(&label, transition, &summary, took, since, &state);
+    }
+}
+
+/// Logs what a check changed: one line per transition.
+fn log_transition(
+    label: &str,
+    transition: Transition,
+    summary: &str,
+    took: Duration,
+    since: Duration,
+    state: &MemberState,
+) {
+    let took = humantime::format_duration(round_ms(took));
+    let since = humantime::format_duration(Duration::from_secs(since.as_secs()));
+    match transition {
+        Transition::None => {}
+        Transition::Confirmed => {
+            info!(member = %label, "member {label} checked: up ({summary} in {took})");
+        }
+        Transition::WentDown => warn!(
+            member = %label,
+            "member {label} is DOWN: {summary} (check took {took}; {} failure(s) in a row; was up for {since})",
+            state.consecutive_failures().max(1)
+        ),
+        Transition::WentUp => info!(
+            member = %label,
+            "member {label} is UP: {summary} (check took {took}; was down for {since})"
+        ),
+    }
+}
+
+/// Called by the data path after a failed connect to a member of a checked
+/// pool: `failures` failed connects and checks in a row take it down at
+/// `fall` (HAProxy `observe layer4`), without waiting for the next check.
+pub fn observe_connect_failure(
+    label: &str,
+    state: &MemberState,
+    check: &HealthCheck,
+    failures: u32,
+    error: &std::io::Error,
+) {
+    if failures >= check.fall && state.mark_down() {
+        warn!(
+            member = %label,
+            "member {label} is DOWN: {failures} failure(s) in a row, the last a connect in traffic: {error}"
+        );
+    }
+}
+
+/// The delay before a member's first check: a fixed fraction of `interval`
+/// taken from a hash of its label.
+fn spread(label: &str, interval: Duration) -> Duration {
+    let mut hasher = std::hash::DefaultHasher::new();
+    label.hash(&mut hasher);
+    let fraction = (hasher.finish() % 1000) as u32;
+    interval * fraction / 1000
+}
+
+/// Whole milliseconds, so logs say `3ms`, not `3ms 141us 12ns`.
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_stable_within_the_interval_and_spreads_members() {
+        let interval = Duration::from_secs(2);
+        let offsets: Vec<Duration> = (0..200)
+            .map(|i| spread(&format!("api/10.0.{}.{}:6443", i / 250, i % 250), interval))
+            .collect();
+        assert!(offsets.iter().all(|&d| d < interval));
+        assert_eq!(offsets[7], spread("api/10.0.0.7:6443", interval));
+        // 200 members over 10 slices of the interval: none holds more than
+        // a third of them (a herd would put them all in one).
+        let mut slices = [0usize; 10];
+        for d in &offsets {
+            slices[(d.as_millis() / 200) as usize] += 1;
+        }
+        assert!(slices.iter().all(|&n| n < 67), "{slices:?}");
+    }
+}

@@ -1,0 +1,24 @@
+//! Active health checks, on a thread of their own ("lbd-health"), never on
+//! the data-plane workers.
+//!
+//! * [`probe`] runs one check (tcp, http, https, tls_hello) and says why it
+//!   failed; [`tls`] builds its rustls client settings; `http` writes the
+//!   request and reads the status line.
+//! * This module keeps one task per checked member, in step with the
+//!   published config snapshots: a reload starts tasks for new members,
+//!   stops those of removed ones and restarts those whose check settings
+//!   changed. The health itself lives in the member's
+//!   [`MemberState`](crate::state::MemberState), which a reload carries over,
+//!   so unchanged members keep their state and new ones start fresh.
+//! * Checks of one member are `interval` apart; the first is delayed by a
+//!   fixed fraction of the interval derived from the member's name, which
+//!   spreads hundreds of members evenly over the interval instead of
+//!   checking them all at once.
+//! * Transitions are logged once, with the reason and the check's duration.
+
+mod checker;
+mod http;
+pub mod probe;
+pub mod tls;
+
+pub use checker::{observe_connect_failure, spawn};

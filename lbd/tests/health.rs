@@ -1,0 +1,392 @@
+//! Active health checks through real sockets on loopback: http, https,
+//! tls_hello and timeouts; rise and fall counted exactly; drain by
+//! `/readyz`; admin drain and maint; failover under load; health state
+//! across reloads; all members down. Every test runs on both runtimes.
+//!
+//! What lbd decided is read from its log (one line per transition) and
+//! from where traffic goes; what it asked is counted by the backends.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::apiserver::{http_get, http_get_once, ApiServer, SilentServer};
+use common::*;
+
+/// Checks every 200 ms: fast enough for tests, slow enough that a test can
+/// act between two checks.
+const FAST: &str = "interval = \"200ms\"\ntimeout = \"150ms\"\n";
+
+/// A listener "api" on `bind` in front of pool "api" with `[pool.health]`
+/// holding `health`, and these member tables.
+fn config(bind: SocketAddr, health: &str, members: &[String]) -> String {
+    format!(
+        "[[listener]]\nname = \"api\"\nbind = \"{bind}\"\npool = \"api\"\n\n\
+         [[pool]]\nname = \"api\"\nretries = 2\n[pool.health]\n{health}\n{}",
+        members.concat()
+    )
+}
+
+fn member_at(addr: SocketAddr) -> String {
+    format!(
+        "[[pool.member]]\naddress = \"{}\"\nport = {}\n",
+        addr.ip(),
+        addr.port()
+    )
+}
+
+/// How lbd names a member of pool "api" in its log.
+fn label(addr: SocketAddr) -> String {
+    format!("member api/{addr}")
+}
+
+fn went_down(addr: SocketAddr) -> String {
+    format!("{} is DOWN", label(addr))
+}
+
+fn went_up(addr: SocketAddr) -> String {
+    format!("{} is UP", label(addr))
+}
+
+fn checked_up(addr: SocketAddr) -> String {
+    format!("{} checked: up", label(addr))
+}
+
+async fn api_servers(tags: &[&str]) -> Vec<ApiServer> {
+    let mut servers = Vec::new();
+    for tag in tags {
+        servers.push(ApiServer::start(tag, false).await);
+    }
+    servers
+}
+
+/// The tag that answers `/who` on a new connection through lbd.
+async fn who(bind: SocketAddr) -> String {
+    match http_get_once(bind, "/who").await {
+        Ok((200, body)) => body.trim().to_owned(),
+        other => panic!("request through lbd failed: {other:?}"),
+    }
+}
+
+/// Tags answering `n` sequential new connections through lbd.
+async fn whos(bind: SocketAddr, n: usize) -> Vec<String> {
+    let mut tags = Vec::with_capacity(n);
+    for _ in 0..n {
+        tags.push(who(bind).await);
+    }
+    tags
+}
+
+/// Switches `server` to failing and back, asserting that lbd takes it
+/// down exactly at the `fall`-th failed check and up exactly at the
+/// `rise`-th passed one, never earlier. `check_traffic`: also look at where
+/// plain-HTTP traffic goes (with `other` the pool's other member).
+async fn fall_then_rise(
+    lbd: &Lbd,
+    server: &ApiServer,
+    rise: usize,
+    fall: usize,
+    traffic: Option<(SocketAddr, &ApiServer)>,
+) {
+    let addr = server.addr();
+    lbd.wait_for_log(&checked_up(addr), 1).await;
+
+    server.set_ready(false);
+    server.wait_health_answers(503, fall - 1).await;
+    assert!(
+        !lbd.log().contains(&went_down(addr)),
+        "down after {} failed check(s), fall is {fall}:\n{}",
+        fall - 1,
+        lbd.log()
+    );
+    if let Some((bind, other)) = traffic {
+        let tags = whos(bind, 2).await;
+        assert!(
+            tags.contains(&server.tag) && tags.contains(&other.tag),
+            "member still up must get traffic: {tags:?}"
+        );
+    }
+    lbd.wait_for_log(&went_down(addr), 1).await;
+    assert!(server.health_answers(503) >= fall);
+    assert!(lbd
+        .log()
+        .contains(&format!("{}: HTTP 503", went_down(addr))));
+    if let Some((bind, other)) = traffic {
+        assert!(whos(bind, 6).await.iter().all(|t| *t == other.tag));
+    }
+
+    let passed_before = server.health_answers(200);
+    server.set_ready(true);
+    server
+        .wait_health_answers(200, passed_before + rise - 1)
+        .await;
+    assert!(
+        !lbd.log().contains(&went_up(addr)),
+        "up after {} passed check(s), rise is {rise}:\n{}",
+        rise - 1,
+        lbd.log()
+    );
+    if let Some((bind, other)) = traffic {
+        assert!(whos(bind, 4).await.iter().all(|t| *t == other.tag));
+    }
+    lbd.wait_for_log(&went_up(addr), 1).await;
+    assert!(server.health_answers(200) >= passed_before + rise);
+    if let Some((bind, _)) = traffic {
+        let tags = whos(bind, 4).await;
+        assert!(tags.contains(&server.tag), "back up, no traffic: {tags:?}");
+    }
+}
+
+async fn http_check_follows_rise_and_fall(rt: &str) {
+    let s = api_servers(&["a", "b"]).await;
+    let bind = free_addr();
+    let health = format!("type = \"http\"\npath = \"/readyz\"\nrise = 2\nfall = 3\n{FAST}");
+    let members: Vec<String> = s.iter().map(|s| member_at(s.addr())).collect();
+    // One worker: round robin is per worker, and the traffic checks rely on
+    // two sequential connections reaching both members.
+    let lbd = Lbd::start(rt, 1, &config(bind, &health, &members)).await;
+    fall_then_rise(&lbd, &s[0], 2, 3, Some((bind, &s[1]))).await;
+}
+
+async fn https_check_with_ca_file_and_sni(rt: &str) {
+    let server = ApiServer::start("tls", true).await;
+    let ca = server.ca_pem_path().expect("TLS server has a CA file");
+    let bind = free_addr();
+    let health = format!(
+        "type = \"https\"\npath = \"/readyz\"\nrise = 3\nfall = 2\nca_file = \"{}\"\n\
+         sni = \"localhost\"\n{FAST}",
+        ca.display()
+    );
+    let lbd = Lbd::start(rt, 1, &config(bind, &health, &[member_at(server.addr())])).await;
+    fall_then_rise(&lbd, &server, 3, 2, None).await;
+
+    // The same server checked under a name its certificate does not have.
+    let wrong = health.replace("sni = \"localhost\"", "sni = \"not-localhost\"");
+    assert!(
+        lbd.reload(&config(bind, &wrong, &[member_at(server.addr())]))
+            .await
+    );
+    lbd.wait_for_log(&format!("{}: TLS: ", went_down(server.addr())), 1)
+        .await;
+}
+
+async fn silent_member_goes_down_by_timeout(rt: &str) {
+    let silent = SilentServer::start().await;
+    let bind = free_addr();
+    let health = format!("type = \"http\"\n{FAST}");
+    let lbd = Lbd::start(rt, 1, &config(bind, &health, &[member_at(silent.addr())])).await;
+    lbd.wait_for_log(
+        &format!("{}: timeout after 150ms", went_down(silent.addr())),
+        1,
+    )
+    .await;
+    assert!(silent.accepted() >= 1, "the check never connected");
+}
+
+async fn tls_hello_on_tls_and_on_plain_tcp(rt: &str) {
+    let tls = ApiServer::start("tls", true).await;
+    let plain = Backend::start("plain", Mode::TaggedEcho).await;
+    let bind = free_addr();
+    let health = format!("type = \"tls_hello\"\n{FAST}");
+    let members = [member_at(tls.addr()), member_at(plain.addr)];
+    let lbd = Lbd::start(rt, 1, &config(bind, &health, &members)).await;
+    lbd.wait_for_log(
+        &format!("{} (TLS handshake done", checked_up(tls.addr())),
+        1,
+    )
+    .await;
+    lbd.wait_for_log(&went_down(plain.addr), 1).await;
+    let log = lbd.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&went_down(plain.addr)))
+        .unwrap_or_default();
+    assert!(
+        line.contains(": TLS: ") || line.contains(": closed before answering"),
+        "{line}"
+    );
+    assert!(!log.contains(&went_down(tls.addr())), "{log}");
+}
+
+async fn readyz_503_drains_without_cutting_connections(rt: &str) {
+    let s = api_servers(&["a", "b"]).await;
+    let bind = free_addr();
+    let health = format!("type = \"http\"\npath = \"/readyz\"\nfall = 1\n{FAST}");
+    let members: Vec<String> = s.iter().map(|s| member_at(s.addr())).collect();
+    let lbd = Lbd::start(rt, 2, &config(bind, &health, &members)).await;
+    lbd.wait_for_log(&checked_up(s[0].addr()), 1).await;
+
+    // A keep-alive connection that landed on "a" (round robin: one of the
+    // first two does).
+    let mut kept = None;
+    for _ in 0..4 {
+        let mut conn = connect_from(bind, None).await.expect("connect");
+        let (code, body) = http_get(&mut conn, "/who").await.expect("request");
+        assert_eq!(code, 200);
+        if body.trim() == "a" {
+            kept = Some(conn);
+            break;
+        }
+    }
+    let mut kept = kept.expect("no connection reached a in 4 tries");
+
+    // The apiserver starts shutting down: /readyz fails, it keeps serving.
+    s[0].set_ready(false);
+    lbd.wait_for_log(&went_down(s[0].addr()), 1).await;
+    assert!(whos(bind, 10).await.iter().all(|t| t == "b"));
+    for _ in 0..3 {
+        let (code, body) = http_get(&mut kept, "/who").await.expect("kept connection");
+        assert_eq!((code, body.trim()), (200, "a"));
+    }
+    let data_before = s[0].data_requests();
+    drop(kept);
+    assert!(whos(bind, 4).await.iter().all(|t| t == "b"));
+    assert_eq!(s[0].data_requests(), data_before);
+}
+
+async fn admin_drain_is_checked_and_maint_is_not(rt: &str) {
+    let s = api_servers(&["a", "b"]).await;
+    let bind = free_addr();
+    let health = format!("type = \"http\"\npath = \"/readyz\"\n{FAST}");
+    let with_admin = |state: &str| {
+        config(
+            bind,
+            &health,
+            &[
+                member_at(s[0].addr()) + &format!("admin_state = \"{state}\"\n"),
+                member_at(s[1].addr()),
+            ],
+        )
+    };
+    let lbd = Lbd::start(rt, 1, &with_admin("ready")).await;
+    lbd.wait_for_log(&checked_up(s[0].addr()), 1).await;
+    let mut kept = connect_from(bind, None).await.expect("connect");
+    let first = http_get(&mut kept, "/who").await.expect("request").1;
+    let (mut kept, other) = if first.trim() == "a" {
+        (kept, None)
+    } else {
+        let mut again = connect_from(bind, None).await.expect("connect");
+        assert_eq!(
+            http_get(&mut again, "/who").await.expect("request").1,
+            "a\n"
+        );
+        (again, Some(kept))
+    };
+
+    assert!(lbd.reload(&with_admin("drain")).await);
+    assert!(whos(bind, 6).await.iter().all(|t| t == "b"));
+    assert_eq!(http_get(&mut kept, "/who").await.expect("kept").1, "a\n");
+    let checks = s[0].health_answers(200);
+    s[0].wait_health_answers(200, checks + 2).await;
+
+    assert!(lbd.reload(&with_admin("maint")).await);
+    // Let a check already under way finish, then none may follow.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let checks = s[0].health_answers(200);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(s[0].health_answers(200), checks, "maint member was checked");
+    assert!(whos(bind, 6).await.iter().all(|t| t == "b"));
+    assert_eq!(http_get(&mut kept, "/who").await.expect("kept").1, "a\n");
+
+    assert!(lbd.reload(&with_admin("ready")).await);
+    s[0].wait_health_answers(200, checks + 1).await;
+    let tags = whos(bind, 4).await;
+    assert!(tags.contains(&"a".to_owned()), "{tags:?}");
+    drop(other);
+}
+
+async fn failover_under_load_loses_no_connection(rt: &str) {
+    let mut s = api_servers(&["a", "b", "c"]).await;
+    let bind = free_addr();
+    let health = format!("type = \"http\"\npath = \"/readyz\"\nfall = 2\n{FAST}");
+    let members: Vec<String> = s.iter().map(|s| member_at(s.addr())).collect();
+    let lbd = Lbd::start(rt, 2, &config(bind, &health, &members)).await;
+    let victim = s.pop().expect("three servers");
+    let victim_addr = victim.addr();
+    lbd.wait_for_log(&checked_up(victim_addr), 1).await;
+
+    // Sequential short connections; the member dies after the 50th.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut victim = Some(victim);
+    let mut failures = Vec::new();
+    let mut after_kill = Vec::new();
+    for i in 0..300 {
+        assert!(Instant::now() < deadline, "load loop over time at {i}");
+        if i == 50 {
+            if let Some(v) = victim.take() {
+                v.kill().await;
+            }
+        }
+        match http_get_once(bind, "/who").await {
+            Ok((200, body)) if i >= 50 => after_kill.push(body.trim().to_owned()),
+            Ok((200, _)) => {}
+            other => failures.push((i, format!("{other:?}"))),
+        }
+    }
+    assert_eq!(
+        failures,
+        Vec::<(usize, String)>::new(),
+        "client-visible failures"
+    );
+    assert!(after_kill.iter().all(|t| t == "a" || t == "b"));
+    lbd.wait_for_log(&went_down(victim_addr), 1).await;
+}
+
+async fn reload_keeps_health_of_unchanged_members(rt: &str) {
+    let s = api_servers(&["a", "b", "c"]).await;
+    let bind = free_addr();
+    let health = format!("type = \"http\"\npath = \"/readyz\"\nfall = 1\n{FAST}");
+    let two = [member_at(s[0].addr()), member_at(s[1].addr())];
+    let lbd = Lbd::start(rt, 1, &config(bind, &health, &two)).await;
+    lbd.wait_for_log(&checked_up(s[1].addr()), 1).await;
+    s[0].set_ready(false);
+    lbd.wait_for_log(&went_down(s[0].addr()), 1).await;
+
+    let mut three = two.to_vec();
+    three.push(member_at(s[2].addr()));
+    assert!(lbd.reload(&config(bind, &health, &three)).await);
+    // Right after the reload, before any new check: "a" is still down.
+    let tags = whos(bind, 6).await;
+    assert!(!tags.contains(&"a".to_owned()), "{tags:?}");
+    lbd.wait_for_log(&checked_up(s[2].addr()), 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = lbd.log();
+    assert_eq!(log.matches(&went_down(s[0].addr())).count(), 1, "{log}");
+    assert_eq!(log.matches(&checked_up(s[1].addr())).count(), 1, "{log}");
+    let tags = whos(bind, 6).await;
+    assert!(tags.contains(&"c".to_owned()) && !tags.contains(&"a".to_owned()));
+}
+
+async fn all_members_down_resets_new_clients(rt: &str) {
+    let s = api_servers(&["a", "b"]).await;
+    let bind = free_addr();
+    let health = format!("type = \"http\"\npath = \"/readyz\"\nfall = 1\n{FAST}");
+    let members: Vec<String> = s.iter().map(|s| member_at(s.addr())).collect();
+    let lbd = Lbd::start(rt, 1, &config(bind, &health, &members)).await;
+    for server in &s {
+        server.set_ready(false);
+    }
+    for server in &s {
+        lbd.wait_for_log(&went_down(server.addr()), 1).await;
+    }
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert!(is_refused(bind, None, Duration::from_secs(2)).await);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    assert_eq!(s[0].data_requests() + s[1].data_requests(), 0);
+    lbd.wait_for_log("no usable member", 1).await;
+}
+
+on_both_runtimes!(
+    http_check_follows_rise_and_fall,
+    https_check_with_ca_file_and_sni,
+    silent_member_goes_down_by_timeout,
+    tls_hello_on_tls_and_on_plain_tcp,
+    readyz_503_drains_without_cutting_connections,
+    admin_drain_is_checked_and_maint_is_not,
+    failover_under_load_loses_no_connection,
+    reload_keeps_health_of_unchanged_members,
+    all_members_down_resets_new_clients,
+);
