@@ -114,8 +114,25 @@ pub(crate) fn server_name(tls: &TlsCheck) -> Result<Option<ServerName<'static>>,
         .map_err(|_| TlsSetupError::new("sni", Path::new(sni), "not a valid DNS name"))
 }
 
+/// Largest PEM file read: CA bundles are a few hundred KiB; this keeps a
+/// mistake such as `/dev/zero` from hanging config validation.
+const MAX_PEM_FILE: u64 = 4 * 1024 * 1024;
+
 fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsSetupError> {
-    std::fs::read(path).map_err(|e| TlsSetupError::new(field, path, format!("cannot read: {e}")))
+    use std::io::Read;
+    let cannot = |e: std::io::Error| TlsSetupError::new(field, path, format!("cannot read: {e}"));
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_PEM_FILE + 1).read_to_end(&mut pem))
+        .map_err(cannot)?;
+    if pem.len() as u64 > MAX_PEM_FILE {
+        return Err(TlsSetupError::new(
+            field,
+            path,
+            format!("larger than {} MiB", MAX_PEM_FILE >> 20),
+        ));
+    }
+    Ok(pem)
 }
 
 /// Every certificate in the PEM file, at least one, each parseable.
@@ -376,6 +393,15 @@ pub(crate) mod tests {
         );
         let e = error(&tls(None, Some(&cert.0), None));
         assert!(e.ends_with(": client_key is not set"), "{e}");
+    }
+
+    #[test]
+    fn endless_files_are_refused() {
+        let tls = TlsCheck {
+            ca_file: Some("/dev/zero".into()),
+            ..TlsCheck::default()
+        };
+        assert_eq!(error(&tls), "ca_file \"/dev/zero\": larger than 4 MiB");
     }
 
     #[test]
