@@ -9,6 +9,7 @@
 //! * [`server`]: start, reload and drain; [`demo`]: the built-in demo;
 //!   [`limits`]: process limits.
 
+pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod demo;

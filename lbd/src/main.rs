@@ -154,7 +154,10 @@ fn reload(server: &Server, source: &Source) {
     };
     info!("SIGHUP: reloading {}", path.display());
     match config::load_file(path) {
-        Err(e) => error!("reload rejected, the running config stays:\n{e}"),
+        Err(e) => {
+            server.note_rejected_reload();
+            error!("reload rejected, the running config stays:\n{e}")
+        }
         Ok(cfg) => match server.reload(cfg) {
             Ok(s) => info!(
                 "reloaded: generation {}, listeners +{} -{}, members +{} -{}",

@@ -2,7 +2,7 @@
 //! snapshots (start and reload), and drains on shutdown. Nothing here runs
 //! on the per-connection path.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,6 +25,13 @@ pub struct Shared {
     /// One per worker, indexed by worker id.
     pub workers: Vec<Arc<WorkerCounters>>,
     pub runtime: RuntimeKind,
+    /// When the data plane started.
+    pub started: Instant,
+    /// Reloads applied.
+    pub reloads: AtomicU64,
+    /// Reloads rejected (bad config file or pushed config, unbindable
+    /// address); the running config stayed each time.
+    pub reload_failures: AtomicU64,
 }
 
 impl Shared {
@@ -94,6 +101,9 @@ impl Server {
                 .map(|_| Arc::new(WorkerCounters::default()))
                 .collect(),
             runtime,
+            started: Instant::now(),
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
         });
 
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -135,6 +145,21 @@ impl Server {
     /// accepting; established connections are untouched. On error nothing
     /// changes. This is what SIGHUP and the admin API call.
     pub fn reload(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
+        let result = self.swap_config(config);
+        match &result {
+            Ok(_) => self.shared.reloads.fetch_add(1, Relaxed),
+            Err(_) => self.shared.reload_failures.fetch_add(1, Relaxed),
+        };
+        result
+    }
+
+    /// Counts a reload rejected before it reached [`Server::reload`] (a
+    /// config file that does not parse or validate).
+    pub fn note_rejected_reload(&self) {
+        self.shared.reload_failures.fetch_add(1, Relaxed);
+    }
+
+    fn swap_config(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
         let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
         if control.draining {
             return Err(ReloadError::ShuttingDown);

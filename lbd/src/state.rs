@@ -81,6 +81,8 @@ pub struct ListenerCounters {
 pub struct ListenerState {
     /// Established client connections right now (all workers).
     pub active: AtomicU64,
+    /// The highest `active` has been.
+    pub max_active: AtomicU64,
     pub counters: PerWorker<ListenerCounters>,
     /// Keeps "no usable member" warnings to one per 10 s.
     pub warn_limiter: LogLimiter,
@@ -90,6 +92,7 @@ impl ListenerState {
     pub fn new(workers: usize) -> Self {
         ListenerState {
             active: AtomicU64::new(0),
+            max_active: AtomicU64::new(0),
             counters: PerWorker::new(workers),
             warn_limiter: LogLimiter::new(10_000),
         }
@@ -102,6 +105,10 @@ impl ListenerState {
         if prev >= u64::from(limit) {
             self.active.fetch_sub(1, Relaxed);
             return None;
+        }
+        // Read first: once the peak is reached, nothing is written.
+        if self.max_active.load(Relaxed) <= prev {
+            self.max_active.fetch_max(prev + 1, Relaxed);
         }
         Some(Slot(Arc::clone(self)))
     }
@@ -251,6 +258,10 @@ pub struct MemberState {
     consecutive_failures: AtomicU32,
     /// Passed checks in a row while down.
     rise_streak: AtomicU32,
+    /// Failed health checks, ever (HAProxy `chkfail`).
+    pub check_failures: AtomicU64,
+    /// Transitions from up to down, ever (HAProxy `chkdown`).
+    pub went_down: AtomicU64,
     /// `now_ms()` before which new connections avoid this member.
     skip_until_ms: AtomicU64,
     record: Mutex<CheckRecord>,
@@ -267,6 +278,8 @@ impl MemberState {
             confirmed: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
             rise_streak: AtomicU32::new(0),
+            check_failures: AtomicU64::new(0),
+            went_down: AtomicU64::new(0),
             skip_until_ms: AtomicU64::new(0),
             record: Mutex::new(CheckRecord {
                 last: None,
@@ -389,6 +402,7 @@ impl MemberState {
         if went {
             self.rise_streak.store(0, Relaxed);
             self.confirmed.store(true, Relaxed);
+            self.went_down.fetch_add(1, Relaxed);
             self.touch_changed();
         }
         went
@@ -449,6 +463,7 @@ impl MemberState {
 
     fn check_failed(&self, fall: u32) -> Transition {
         self.rise_streak.store(0, Relaxed);
+        self.check_failures.fetch_add(1, Relaxed);
         let first = !self.confirmed.load(Relaxed);
         if self.health() == Health::Down {
             self.confirmed.store(true, Relaxed);
@@ -519,6 +534,7 @@ mod tests {
         assert_eq!(l.active.load(Relaxed), 2);
         drop(a);
         assert!(l.try_acquire(2).is_some());
+        assert_eq!(l.max_active.load(Relaxed), 2, "refusals do not count");
     }
 
     #[test]
@@ -570,6 +586,8 @@ mod tests {
         assert!(!m.takes_new_connections(0, true));
         assert_eq!(check(&m, true), Transition::WentUp);
         assert!(m.takes_new_connections(0, false));
+        assert_eq!(m.check_failures.load(Relaxed), 4);
+        assert_eq!(m.went_down.load(Relaxed), 1);
 
         let fresh = MemberState::new(1);
         fresh.set_checked(true);

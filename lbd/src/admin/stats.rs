@@ -1,0 +1,288 @@
+//! A point-in-time copy of everything the stats page, `/stats.json`,
+//! `/stats.csv` and `/metrics` show, read from the published snapshot and
+//! the per-worker counters. Collecting it sums counters over workers; the
+//! data path is never locked or slowed by it.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::validate::{admin_state_name, algorithm_name, check_kind_name};
+use crate::server::Shared;
+use crate::snapshot::{ListenerRt, MemberRt, PoolRt};
+use crate::state::{MemberCounters, Status};
+
+/// Everything at one moment. Serialized as `/stats.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub version: &'static str,
+    pub pid: u32,
+    pub uptime_seconds: f64,
+    /// `io_uring` or `epoll`.
+    pub runtime: &'static str,
+    pub workers: usize,
+    /// Config generation (1 at start, +1 per applied reload).
+    pub generation: u64,
+    pub reloads_total: u64,
+    pub reload_failures_total: u64,
+    /// Client connections open right now, all listeners.
+    pub current_connections: u64,
+    pub listeners: Vec<ListenerStats>,
+    pub pools: Vec<PoolStats>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerStats {
+    pub name: String,
+    pub bind: String,
+    pub pool: String,
+    /// `open` while accepting, `closed` once lbd stopped accepting.
+    pub status: &'static str,
+    pub current_sessions: u64,
+    pub max_sessions: u64,
+    /// `connection_limit`.
+    pub session_limit: u32,
+    /// Connections accepted, refused ones included.
+    pub connections_total: u64,
+    /// Connections let in (not refused by `allowed_cidrs` or the limit).
+    pub sessions_total: u64,
+    /// New sessions per second, over the time since the previous collect
+    /// (at least 1 s; 0 on the first).
+    pub session_rate: f64,
+    pub bytes_in_total: u64,
+    pub bytes_out_total: u64,
+    /// Refused by `allowed_cidrs`.
+    pub denied_total: u64,
+    /// Refused because `connection_limit` was reached.
+    pub limit_hits_total: u64,
+    /// Reset because no member was usable or every connect failed.
+    pub no_member_total: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStats {
+    pub name: String,
+    pub algorithm: &'static str,
+    /// `tcp`, `http`, `https`, `tls_hello`; `None` without health checks.
+    pub check_type: Option<&'static str>,
+    /// Non-backup members taking new connections right now.
+    pub active_members: usize,
+    /// Backup members that could take new connections right now.
+    pub backup_members: usize,
+    pub current_sessions: u64,
+    pub sessions_total: u64,
+    pub bytes_in_total: u64,
+    pub bytes_out_total: u64,
+    pub connect_errors_total: u64,
+    pub retries_total: u64,
+    pub members: Vec<MemberStats>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStats {
+    /// How stats and metrics name the member (HAProxy's `server` label):
+    /// its `name` when set and unique in the pool, else `address`.
+    pub server: String,
+    /// `ip:port`; the member's identity in its pool.
+    pub address: String,
+    pub name: Option<String>,
+    pub id: Option<String>,
+    /// `up`, `down`, `drain`, `maint` or `no_check`.
+    pub status: &'static str,
+    /// `ready`, `drain` or `maint`.
+    pub admin_state: &'static str,
+    pub weight: u32,
+    pub backup: bool,
+    pub current_sessions: u64,
+    pub sessions_total: u64,
+    pub connect_errors_total: u64,
+    /// Connections that went to another member after failing here.
+    pub retries_total: u64,
+    pub bytes_in_total: u64,
+    pub bytes_out_total: u64,
+    /// The last health check, if the member is checked and was checked.
+    pub last_check: Option<CheckStats>,
+    pub check_failures_total: u64,
+    /// Transitions from up to down.
+    pub down_transitions_total: u64,
+    /// Seconds since the health last changed (or the member appeared).
+    pub seconds_since_change: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckStats {
+    pub passed: bool,
+    /// `HTTP 200`, `connect refused`, `timeout after 1s`...
+    pub result: String,
+    pub duration_seconds: f64,
+}
+
+/// Remembers totals between collects, to compute session rates.
+#[derive(Debug, Default)]
+pub struct RateTracker {
+    last: Mutex<HashMap<String, (u64, Instant, f64)>>,
+}
+
+impl RateTracker {
+    /// Sessions per second of `listener` since the last call that moved the
+    /// sample (samples are at least a second apart).
+    fn rate(&self, listener: &str, total: u64, now: Instant) -> f64 {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match last.get_mut(listener) {
+            None => {
+                last.insert(listener.to_owned(), (total, now, 0.0));
+                0.0
+            }
+            Some((before, at, rate)) => {
+                let elapsed = now.duration_since(*at).as_secs_f64();
+                if elapsed >= 1.0 {
+                    *rate = total.saturating_sub(*before) as f64 / elapsed;
+                    *before = total;
+                    *at = now;
+                }
+                *rate
+            }
+        }
+    }
+}
+
+impl Stats {
+    /// Reads everything from `shared` now.
+    pub fn collect(shared: &Shared, rates: &RateTracker) -> Stats {
+        let snap = shared.snapshot();
+        let now = Instant::now();
+        let workers = shared.workers.len();
+        Stats {
+            version: env!("CARGO_PKG_VERSION"),
+            pid: std::process::id(),
+            uptime_seconds: now.duration_since(shared.started).as_secs_f64(),
+            runtime: shared.runtime.name(),
+            workers,
+            generation: snap.generation,
+            reloads_total: shared.reloads.load(Relaxed),
+            reload_failures_total: shared.reload_failures.load(Relaxed),
+            current_connections: shared.active_connections(),
+            listeners: snap
+                .listeners
+                .iter()
+                .map(|l| listener_stats(l, &snap.pools[l.pool], rates, now))
+                .collect(),
+            pools: snap.pools.iter().map(pool_stats).collect(),
+        }
+    }
+}
+
+fn listener_stats(
+    l: &ListenerRt,
+    pool: &PoolRt,
+    rates: &RateTracker,
+    now: Instant,
+) -> ListenerStats {
+    let c = &l.state.counters;
+    let accepted = c.sum(|c| &c.accepted);
+    let denied = c.sum(|c| &c.denied_cidr);
+    let limit_hits = c.sum(|c| &c.limit_hits);
+    let sessions = accepted.saturating_sub(denied + limit_hits);
+    ListenerStats {
+        name: l.cfg.name.clone(),
+        bind: l.cfg.bind.to_string(),
+        pool: pool.name.clone(),
+        status: if l.sockets.is_closed() {
+            "closed"
+        } else {
+            "open"
+        },
+        current_sessions: l.state.active.load(Relaxed),
+        max_sessions: l.state.max_active.load(Relaxed),
+        session_limit: l.cfg.connection_limit,
+        connections_total: accepted,
+        sessions_total: sessions,
+        session_rate: rates.rate(&l.cfg.name, sessions, now),
+        bytes_in_total: c.sum(|c| &c.bytes_in),
+        bytes_out_total: c.sum(|c| &c.bytes_out),
+        denied_total: denied,
+        limit_hits_total: limit_hits,
+        no_member_total: c.sum(|c| &c.no_member),
+    }
+}
+
+fn pool_stats(p: &PoolRt) -> PoolStats {
+    let members: Vec<MemberStats> = p
+        .members
+        .iter()
+        .map(|m| member_stats(m, server_label(p, m)))
+        .collect();
+    let usable = |backup: bool| {
+        p.members
+            .iter()
+            .filter(|m| m.cfg.backup == backup && m.cfg.weight > 0)
+            .filter(|m| matches!(m.state.status(), Status::Up | Status::NoCheck))
+            .count()
+    };
+    let sum = |f: fn(&MemberStats) -> u64| members.iter().map(f).sum::<u64>();
+    PoolStats {
+        name: p.name.clone(),
+        algorithm: algorithm_name(p.plan.algorithm()),
+        check_type: p.health.as_ref().map(|h| check_kind_name(h.kind)),
+        active_members: usable(false),
+        backup_members: usable(true),
+        current_sessions: sum(|m| m.current_sessions),
+        sessions_total: sum(|m| m.sessions_total),
+        bytes_in_total: sum(|m| m.bytes_in_total),
+        bytes_out_total: sum(|m| m.bytes_out_total),
+        connect_errors_total: sum(|m| m.connect_errors_total),
+        retries_total: sum(|m| m.retries_total),
+        members,
+    }
+}
+
+/// The member's `name` if no other member of the pool has it, else its
+/// address.
+fn server_label(p: &PoolRt, m: &MemberRt) -> String {
+    match &m.cfg.name {
+        Some(name)
+            if p.members
+                .iter()
+                .filter(|o| o.cfg.name.as_ref() == Some(name))
+                .count()
+                == 1 =>
+        {
+            name.clone()
+        }
+        _ => m.addr.to_string(),
+    }
+}
+
+fn member_stats(m: &MemberRt, server: String) -> MemberStats {
+    let s = &m.state;
+    let c = &s.counters;
+    let total = |f: fn(&MemberCounters) -> &std::sync::atomic::AtomicU64| c.sum(f);
+    let record = s.record();
+    MemberStats {
+        server,
+        address: m.addr.to_string(),
+        name: m.cfg.name.clone(),
+        id: m.cfg.id.clone(),
+        status: s.status().name(),
+        admin_state: admin_state_name(s.admin()),
+        weight: m.cfg.weight,
+        backup: m.cfg.backup,
+        current_sessions: s.active.load(Relaxed),
+        sessions_total: total(|c| &c.connections),
+        connect_errors_total: total(|c| &c.connect_errors),
+        retries_total: total(|c| &c.retried_away),
+        bytes_in_total: total(|c| &c.bytes_in),
+        bytes_out_total: total(|c| &c.bytes_out),
+        last_check: record.last.map(|(passed, result, took)| CheckStats {
+            passed,
+            result,
+            duration_seconds: took.as_secs_f64(),
+        }),
+        check_failures_total: s.check_failures.load(Relaxed),
+        down_transitions_total: s.went_down.load(Relaxed),
+        seconds_since_change: record.changed_at.elapsed().as_secs_f64(),
+    }
+}
