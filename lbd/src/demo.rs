@@ -54,10 +54,18 @@ fn answer(index: usize, addr: SocketAddr, conn: TcpStream) -> io::Result<()> {
     conn.flush()
 }
 
-/// The demo's config: a round-robin listener on `bind` over `backends`.
-pub fn config(bind: SocketAddr, backends: &[SocketAddr]) -> Result<Config, config::LoadError> {
+/// The demo's config: a round-robin listener on `bind` over `backends`,
+/// HTTP health checks, and the admin server on `admin`.
+pub fn config(
+    bind: SocketAddr,
+    admin: SocketAddr,
+    backends: &[SocketAddr],
+) -> Result<Config, config::LoadError> {
     let mut text = format!(
-        "[[listener]]\nname = \"demo\"\nbind = \"{bind}\"\npool = \"demo\"\n\n[[pool]]\nname = \"demo\"\nalgorithm = \"round_robin\"\n"
+        "[admin]\nbind = \"{admin}\"\n\n\
+         [[listener]]\nname = \"demo\"\nbind = \"{bind}\"\npool = \"demo\"\n\n\
+         [[pool]]\nname = \"demo\"\nalgorithm = \"round_robin\"\n\
+         [pool.health]\ntype = \"http\"\npath = \"/\"\ninterval = \"2s\"\n"
     );
     for b in backends {
         text.push_str(&format!(

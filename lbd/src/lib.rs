@@ -21,4 +21,5 @@ pub mod server;
 pub mod snapshot;
 pub mod sockets;
 pub mod state;
+pub mod tls;
 pub mod worker;

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -46,6 +47,9 @@ enum Command {
         /// Where the demo listener binds.
         #[arg(long, default_value = "127.0.0.1:8080")]
         bind: std::net::SocketAddr,
+        /// Where the demo's admin server (stats page, metrics, API) binds.
+        #[arg(long, default_value = "127.0.0.1:8404")]
+        admin_bind: std::net::SocketAddr,
     },
 }
 
@@ -55,7 +59,9 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::CheckConfig { file } => check_config(file),
         Command::Run { config } => exit_code(run(&cli, Source::File(config.clone()))),
-        Command::Demo { bind } => exit_code(run(&cli, Source::Demo(*bind))),
+        Command::Demo { bind, admin_bind } => {
+            exit_code(run(&cli, Source::Demo(*bind, *admin_bind)))
+        }
     }
 }
 
@@ -103,7 +109,8 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 /// Where the config comes from (and what SIGHUP re-reads).
 enum Source {
     File(PathBuf),
-    Demo(std::net::SocketAddr),
+    /// Listener and admin bind of the demo.
+    Demo(std::net::SocketAddr, std::net::SocketAddr),
 }
 
 fn run(cli: &Cli, source: Source) -> anyhow::Result<()> {
@@ -121,16 +128,17 @@ fn run(cli: &Cli, source: Source) -> anyhow::Result<()> {
 
         let config = match &source {
             Source::File(path) => config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?,
-            Source::Demo(bind) => demo_config(*bind)?,
+            Source::Demo(bind, admin) => demo_config(*bind, *admin)?,
         };
         let workers = cli
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         lbd::limits::raise_fd_limit(&config);
-        let server = Server::start(config.clone(), workers, kind)?;
+        let server = Arc::new(Server::start(config.clone(), workers, kind)?);
+        lbd::admin::spawn(Arc::clone(&server))?;
         log_started(&config, workers, kind.name());
-        if let Source::Demo(bind) = &source {
-            print_demo_help(*bind, &config);
+        if let Source::Demo(bind, admin) = &source {
+            print_demo_help(*bind, *admin, &config);
         }
 
         loop {
@@ -172,9 +180,9 @@ fn reload(server: &Server, source: &Source) {
     }
 }
 
-fn demo_config(bind: std::net::SocketAddr) -> anyhow::Result<Config> {
+fn demo_config(bind: std::net::SocketAddr, admin: std::net::SocketAddr) -> anyhow::Result<Config> {
     let backends = lbd::demo::start_backends(3).context("cannot start the demo backends")?;
-    lbd::demo::config(bind, &backends).map_err(|e| anyhow::anyhow!("{e}"))
+    lbd::demo::config(bind, admin, &backends).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn log_started(config: &Config, workers: usize, runtime: &str) {
@@ -192,11 +200,12 @@ fn log_started(config: &Config, workers: usize, runtime: &str) {
     }
 }
 
-fn print_demo_help(bind: std::net::SocketAddr, config: &Config) {
+fn print_demo_help(bind: std::net::SocketAddr, admin: std::net::SocketAddr, config: &Config) {
     println!("lbd demo: listener http://{bind}/ in front of:");
     for m in config.pools.iter().flat_map(|p| &p.members) {
         println!("  demo backend http://{}/", m.socket_addr());
     }
+    println!("stats page http://{admin}/ , metrics http://{admin}/metrics");
     println!("try:\n  for i in 1 2 3 4 5 6; do curl -s http://{bind}/; done");
     println!("Ctrl-C stops it.");
 }

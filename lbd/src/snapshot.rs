@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::balance::{PlanMember, PoolPlan};
+use crate::config::validate::admin_state_name;
 use crate::config::{self, Config, HealthCheck};
 use crate::sockets::ListenerSockets;
 use crate::state::{ListenerState, MemberState};
@@ -141,7 +142,16 @@ impl Snapshot {
     pub fn apply_member_settings(&self) {
         for pool in &self.pools {
             for m in &pool.members {
-                m.state.set_admin(m.cfg.admin_state);
+                let old = m.state.set_admin(m.cfg.admin_state);
+                if old != m.cfg.admin_state {
+                    tracing::info!(
+                        member = %m.label,
+                        "member {}: admin state {} -> {}",
+                        m.label,
+                        admin_state_name(old),
+                        admin_state_name(m.cfg.admin_state)
+                    );
+                }
                 m.state.set_checked(pool.health.is_some());
             }
         }
@@ -168,7 +178,12 @@ fn build_pool(p: &config::Pool, prev: Option<&Snapshot>, workers: usize) -> Pool
             let state = old_pool
                 .and_then(|op| op.members.iter().find(|om| om.addr == addr))
                 .map(|om| Arc::clone(&om.state))
-                .unwrap_or_else(|| Arc::new(MemberState::new(workers)));
+                .unwrap_or_else(|| {
+                    // Not shared yet: starts in its configured admin state.
+                    let fresh = MemberState::new(workers);
+                    fresh.set_admin(m.admin_state);
+                    Arc::new(fresh)
+                });
             MemberRt {
                 cfg: m.clone(),
                 addr,

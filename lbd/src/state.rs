@@ -304,13 +304,16 @@ impl MemberState {
         }
     }
 
-    /// Sets the admin state. Leaving checks off (maint) forgets the
-    /// confirmation: the first check afterwards decides the health at once.
-    pub fn set_admin(&self, state: AdminState) {
-        let old = self.admin.swap(state as u8, Relaxed);
-        if state == AdminState::Maint && old != AdminState::Maint as u8 {
+    /// Sets the admin state and returns the previous one. Entering maint
+    /// (no checks) forgets the confirmation: the first check after it
+    /// decides the health at once.
+    pub fn set_admin(&self, state: AdminState) -> AdminState {
+        let old = self.admin();
+        self.admin.store(state as u8, Relaxed);
+        if state == AdminState::Maint && old != AdminState::Maint {
             self.confirmed.store(false, Relaxed);
         }
+        old
     }
 
     /// Whether the member's pool has health checks. A member whose pool

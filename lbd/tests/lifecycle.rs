@@ -323,8 +323,10 @@ fn run_refuses_an_invalid_config_with_the_errors() {
 #[tokio::test]
 async fn demo_serves_its_three_backends() {
     let bind = free_addr();
+    let admin = free_addr();
     let mut child = lbd_cmd()
         .args(["demo", "--workers", "1", "--bind", &bind.to_string()])
+        .args(["--admin-bind", &admin.to_string()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -350,11 +352,21 @@ async fn demo_serves_its_three_backends() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    // The demo's stats: three members, checked over HTTP.
+    let stats = common::apiserver::http_get_once(admin, "/stats.json").await;
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert_eq!(seen.len(), 3, "demo backends seen: {seen:?}");
     assert!(status.success());
+    let (code, body) = stats.expect("demo stats.json");
+    assert_eq!(code, 200);
+    assert_eq!(
+        body.matches("\"address\": \"127.0.0.1:").count(),
+        3,
+        "{body}"
+    );
+    assert!(body.contains("\"check_type\": \"http\""), "{body}");
 }
 
 /// Installs a seccomp filter in the child that fails `io_uring_setup` with

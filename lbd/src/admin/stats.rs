@@ -239,19 +239,16 @@ fn pool_stats(p: &PoolRt) -> PoolStats {
     }
 }
 
-/// The member's `name` if no other member of the pool has it, else its
-/// address.
+/// The member's `name` if it names only this member (no other member of
+/// the pool has it as name or address), else its address.
 fn server_label(p: &PoolRt, m: &MemberRt) -> String {
+    let taken_elsewhere = |name: &str| {
+        p.members.iter().any(|o| {
+            o.addr != m.addr && (o.cfg.name.as_deref() == Some(name) || o.addr.to_string() == name)
+        })
+    };
     match &m.cfg.name {
-        Some(name)
-            if p.members
-                .iter()
-                .filter(|o| o.cfg.name.as_ref() == Some(name))
-                .count()
-                == 1 =>
-        {
-            name.clone()
-        }
+        Some(name) if !taken_elsewhere(name) => name.clone(),
         _ => m.addr.to_string(),
     }
 }

@@ -19,6 +19,9 @@ pub struct ConfigFile {
     /// `[global]`: process-wide settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub global: Option<GlobalSection>,
+    /// `[admin]`: the admin server (stats, metrics, runtime API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminSection>,
     /// `[[listener]]` tables.
     #[serde(default, rename = "listener", skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerSection>,
@@ -35,6 +38,26 @@ pub struct GlobalSection {
     /// before exiting anyway (HAProxy `hard-stop-after`). Default 30 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_timeout: Option<String>,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// `addr:port` or `unix:/path`; default `127.0.0.1:8404`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    /// `addr:port` of a read-only stats listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats_bind: Option<String>,
+    /// File with the bearer token for write requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    /// PEM files for HTTPS; both or neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
 }
 
 /// `[[listener]]`
@@ -159,7 +182,7 @@ pub struct HealthSection {
 
 use std::time::Duration;
 
-use super::model::{CheckKind, Config, Global, HealthCheck, Listener, Member, Pool};
+use super::model::{Admin, CheckKind, Config, Global, HealthCheck, Listener, Member, Pool};
 use super::validate::{admin_state_name, algorithm_name, check_kind_name, proxy_protocol_name};
 
 /// Renders a typed config back into the file model, every setting written
@@ -170,8 +193,22 @@ impl From<&Config> for ConfigFile {
     fn from(config: &Config) -> Self {
         ConfigFile {
             global: Some(GlobalSection::from(&config.global)),
+            admin: config.admin.as_ref().map(AdminSection::from),
             listeners: config.listeners.iter().map(ListenerSection::from).collect(),
             pools: config.pools.iter().map(PoolSection::from).collect(),
+        }
+    }
+}
+
+impl From<&Admin> for AdminSection {
+    fn from(admin: &Admin) -> Self {
+        let text = |p: &std::path::PathBuf| p.display().to_string();
+        AdminSection {
+            bind: Some(admin.bind.to_string()),
+            stats_bind: admin.stats_bind.map(|a| a.to_string()),
+            token_file: admin.token_file.as_ref().map(text),
+            tls_cert: admin.tls.as_ref().map(|t| text(&t.cert)),
+            tls_key: admin.tls.as_ref().map(|t| text(&t.key)),
         }
     }
 }

@@ -30,6 +30,8 @@ pub const MAX_RISE_FALL: u32 = 10;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub global: Global,
+    /// The admin server; `None`: not started (no `[admin]` section).
+    pub admin: Option<Admin>,
     pub listeners: Vec<Listener>,
     pub pools: Vec<Pool>,
 }
@@ -45,6 +47,56 @@ impl Default for Global {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
+}
+
+/// Where the admin server listens when `[admin]` has no `bind`.
+pub const DEFAULT_ADMIN_BIND: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8404);
+
+/// `[admin]`: stats page, `/metrics` and the runtime API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub bind: AdminBind,
+    /// A second, read-only listener for the stats page, JSON, CSV and
+    /// metrics (HAProxy `listen stats`).
+    pub stats_bind: Option<SocketAddr>,
+    /// A file holding the bearer token that write requests must present.
+    pub token_file: Option<PathBuf>,
+    /// HTTPS for both admin listeners: PEM certificate chain and key.
+    pub tls: Option<AdminTls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminBind {
+    Tcp(SocketAddr),
+    /// A unix socket path (`bind = "unix:/run/lbd/admin.sock"`).
+    Unix(PathBuf),
+}
+
+impl AdminBind {
+    /// Whether only this host can reach it: a loopback address or a unix
+    /// socket. Write requests need no token then.
+    pub fn is_local(&self) -> bool {
+        match self {
+            AdminBind::Tcp(addr) => addr.ip().is_loopback(),
+            AdminBind::Unix(_) => true,
+        }
+    }
+}
+
+impl std::fmt::Display for AdminBind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminBind::Tcp(addr) => write!(f, "{addr}"),
+            AdminBind::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

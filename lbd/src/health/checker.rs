@@ -137,7 +137,7 @@ fn log_transition(
     since: Duration,
     state: &MemberState,
 ) {
-    let took = humantime::format_duration(round_ms(took));
+    let took = short_duration(took);
     let since = humantime::format_duration(Duration::from_secs(since.as_secs()));
     match transition {
         Transition::None => {}
@@ -183,14 +183,28 @@ fn spread(label: &str, interval: Duration) -> Duration {
     interval * fraction / 1000
 }
 
-/// Whole milliseconds, so logs say `3ms`, not `3ms 141us 12ns`.
-fn round_ms(d: Duration) -> Duration {
-    Duration::from_millis(d.as_millis() as u64)
+/// A check duration for logs: `0.4ms`, `12ms`, `1.5s`.
+fn short_duration(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.1}ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.0}ms")
+    } else {
+        format!("{:.1}s", ms / 1000.0)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_durations() {
+        assert_eq!(short_duration(Duration::from_micros(420)), "0.4ms");
+        assert_eq!(short_duration(Duration::from_millis(12)), "12ms");
+        assert_eq!(short_duration(Duration::from_millis(1500)), "1.5s");
+    }
 
     #[test]
     fn spread_is_stable_within_the_interval_and_spreads_members() {

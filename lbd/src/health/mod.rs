@@ -2,8 +2,8 @@
 //! the data-plane workers.
 //!
 //! * [`probe`] runs one check (tcp, http, https, tls_hello) and says why it
-//!   failed; [`tls`] builds its rustls client settings; `http` writes the
-//!   request and reads the status line.
+//!   failed, with its rustls client settings from [`crate::tls`]; `http`
+//!   writes the request and reads the status line.
 //! * This module keeps one task per checked member, in step with the
 //!   published config snapshots: a reload starts tasks for new members,
 //!   stops those of removed ones and restarts those whose check settings
@@ -19,6 +19,5 @@
 mod checker;
 mod http;
 pub mod probe;
-pub mod tls;
 
 pub use checker::{observe_connect_failure, spawn};

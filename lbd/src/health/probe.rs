@@ -14,8 +14,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::http;
-use super::tls::{self, TlsSetupError};
 use crate::config::model::{CheckKind, HealthCheck, HttpCheck};
+use crate::tls::{self, TlsSetupError};
 
 /// One configured check, built once per pool health config and shared
 /// (`Arc`) by the tasks that check each member.
@@ -259,7 +259,7 @@ mod tests {
 
     use super::*;
     use crate::config::model::{ExpectedCodes, TlsCheck};
-    use crate::health::tls::tests::{self_signed, TempFile};
+    use crate::tls::tests::{self_signed, TempFile};
 
     const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
 

@@ -489,9 +489,30 @@ pub async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut S,
     path: &str,
 ) -> io::Result<(u16, String)> {
+    http_request(conn, "GET", path, &[], b"").await
+}
+
+/// Like [`http_get`] with any method, extra headers (`"Name: value"`) and a
+/// body (sent with its `Content-Length`).
+pub async fn http_request<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut S,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> io::Result<(u16, String)> {
     let exchange = async {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+        for header in headers {
+            request.push_str(header);
+            request.push_str("\r\n");
+        }
+        if !body.is_empty() || method != "GET" {
+            request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        request.push_str("\r\n");
         conn.write_all(request.as_bytes()).await?;
+        conn.write_all(body).await?;
         conn.flush().await?;
         let head = read_response_head(conn).await?;
         let (code, length) = parse_response(&head)?;
@@ -502,9 +523,24 @@ pub async fn http_get<S: AsyncRead + AsyncWrite + Unpin>(
         conn.read_exact(&mut body).await?;
         Ok((code, String::from_utf8_lossy(&body).into_owned()))
     };
-    tokio::time::timeout(WAIT, exchange)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("GET {path}: no response")))?
+    tokio::time::timeout(WAIT, exchange).await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{method} {path}: no response"),
+        )
+    })?
+}
+
+/// [`http_request`] on a new connection to `addr`.
+pub async fn http_request_once(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> io::Result<(u16, String)> {
+    let mut conn = super::connect_from(addr, None).await?;
+    http_request(&mut conn, method, path, headers, body).await
 }
 
 /// [`http_get`] on a new connection to `addr`.

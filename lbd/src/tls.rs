@@ -1,5 +1,5 @@
-//! TLS client settings of `https` and `tls_hello` checks, built from the
-//! `[pool.health.tls]` PEM files.
+//! rustls settings built from PEM files: the client side of `https` and
+//! `tls_hello` health checks, and the server side of the admin server.
 //!
 //! Always uses the ring crypto provider explicitly, never a process default.
 
@@ -15,7 +15,7 @@ use rustls::crypto::{
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::config::model::TlsCheck;
 
@@ -24,8 +24,8 @@ use crate::config::model::TlsCheck;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field} \"{}\": {reason}", path.display())]
 pub struct TlsSetupError {
-    /// The `[pool.health.tls]` key: `ca_file`, `client_cert`, `client_key`
-    /// or `sni`.
+    /// The config key: `ca_file`, `client_cert`, `client_key`, `sni`,
+    /// `tls_cert` or `tls_key`.
     pub field: &'static str,
     /// The file (or, for `sni`, the name) that cannot be used.
     pub path: PathBuf,
@@ -89,7 +89,7 @@ pub fn client_config(tls: &TlsCheck, alpn_http: bool) -> Result<Arc<ClientConfig
         }
         (Some(cert_path), Some(key_path)) => {
             let chain = certificates("client_cert", cert_path)?;
-            let key = private_key(key_path, &provider)?;
+            let key = private_key("client_key", key_path, &provider)?;
             builder.with_client_auth_cert(chain, key).map_err(|e| {
                 let reason = format!("does not go with client_cert: {e}");
                 TlsSetupError::new("client_key", key_path, reason)
@@ -99,6 +99,24 @@ pub fn client_config(tls: &TlsCheck, alpn_http: bool) -> Result<Arc<ClientConfig
     if alpn_http {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
+    Ok(Arc::new(config))
+}
+
+/// The server config of the admin server: certificate chain and key from
+/// PEM files (`tls_cert`, `tls_key`), ALPN `http/1.1`.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    let provider = Arc::new(ring::default_provider());
+    let chain = certificates("tls_cert", cert)?;
+    let key_der = private_key("tls_key", key, &provider)?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsSetupError::new("tls_cert", cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| {
+            TlsSetupError::new("tls_key", key, format!("does not go with tls_cert: {e}"))
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -171,21 +189,22 @@ fn root_store(path: &Path) -> Result<RootCertStore, TlsSetupError> {
 
 /// The first private key of the PEM file, checked to be usable.
 fn private_key(
+    field: &'static str,
     path: &Path,
     provider: &CryptoProvider,
 ) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
-    let pem = read("client_key", path)?;
+    let pem = read(field, path)?;
     let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
         let reason = match e {
             pem::Error::NoItemsFound => "no private key found".to_owned(),
             e => pem_reason(e),
         };
-        TlsSetupError::new("client_key", path, reason)
+        TlsSetupError::new(field, path, reason)
     })?;
     provider
         .key_provider
         .load_private_key(key.clone_key())
-        .map_err(|e| TlsSetupError::new("client_key", path, format!("unusable key: {e}")))?;
+        .map_err(|e| TlsSetupError::new(field, path, format!("unusable key: {e}")))?;
     Ok(key)
 }
 

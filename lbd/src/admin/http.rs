@@ -1,0 +1,318 @@
+//! The admin HTTP server (hyper, HTTP/1.1, optional TLS): accepts on a TCP
+//! or unix socket, routes requests, and enforces who may write.
+//!
+//! Routes (all listeners): `GET /` (stats page, `?refresh=N`),
+//! `/stats.json`, `/stats.csv`, `/metrics`, `/healthz`. The admin listener
+//! only, not the read-only stats one: `GET|PUT /api/config`,
+//! `GET|PUT /api/pools/{pool}/members/{address}`.
+//!
+//! Writes (`PUT`) need a bearer token when `token_file` is set; without one
+//! they are allowed only on a loopback or unix-socket bind.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Mutex, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use super::api::{self, ApiError};
+use super::stats::{RateTracker, Stats};
+use super::{csv, metrics, page};
+use crate::server::Server;
+
+/// Largest accepted request body (a pushed config).
+const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Admin connections served at once; more wait in the accept queue.
+const MAX_CONNECTIONS: usize = 64;
+/// Time for a client to send its request head (and finish a TLS handshake).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Stats, metrics and the runtime API.
+    Admin,
+    /// Stats and metrics only (`stats_bind`).
+    StatsOnly,
+}
+
+/// What every request handler shares.
+pub struct Context {
+    pub server: Arc<Server>,
+    pub rates: RateTracker,
+    /// The bearer token write requests must present, if configured.
+    pub token: Option<String>,
+    /// Whether the admin bind is loopback or a unix socket.
+    pub local_bind: bool,
+    /// Serializes read-modify-write changes of the running config.
+    pub writes: Mutex<()>,
+    limit: Arc<Semaphore>,
+}
+
+impl Context {
+    pub fn new(server: Arc<Server>, token: Option<String>, local_bind: bool) -> Context {
+        Context {
+            server,
+            rates: RateTracker::default(),
+            token,
+            local_bind,
+            writes: Mutex::new(()),
+            limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        }
+    }
+}
+
+/// Serves one accepted connection (TLS first when `tls` is set).
+pub async fn serve<S>(stream: S, ctx: Arc<Context>, role: Role, tls: Option<TlsAcceptor>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(_permit) = Arc::clone(&ctx.limit).acquire_owned().await else {
+        return;
+    };
+    match tls {
+        None => serve_http(stream, ctx, role).await,
+        Some(acceptor) => match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => serve_http(stream, ctx, role).await,
+            Ok(Err(e)) => debug!("admin: TLS handshake failed: {e}"),
+            Err(_) => debug!("admin: TLS handshake timed out"),
+        },
+    }
+}
+
+async fn serve_http<S>(stream: S, ctx: Arc<Context>, role: Role)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = Arc::clone(&ctx);
+        async move { Ok::<_, Infallible>(route(req, &ctx, role).await) }
+    });
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = result {
+        debug!("admin: connection ended: {e}");
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+async fn route(req: Request<Incoming>, ctx: &Context, role: Role) -> Reply {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, [""]) => {
+            let refresh = refresh_param(req.uri().query());
+            let stats = Stats::collect(ctx.server.shared(), &ctx.rates);
+            text(
+                200,
+                "text/html; charset=utf-8",
+                page::render(&stats, refresh),
+            )
+        }
+        (&Method::GET, ["stats.json"]) => {
+            json(200, &Stats::collect(ctx.server.shared(), &ctx.rates))
+        }
+        (&Method::GET, ["stats.csv"]) => {
+            let stats = Stats::collect(ctx.server.shared(), &ctx.rates);
+            text(200, "text/csv; charset=utf-8", csv::render(&stats))
+        }
+        (&Method::GET, ["metrics"]) => {
+            let stats = Stats::collect(ctx.server.shared(), &ctx.rates);
+            text(200, metrics::CONTENT_TYPE, metrics::render(&stats))
+        }
+        (&Method::GET, ["healthz"]) => text(200, "text/plain; charset=utf-8", "ok\n".to_owned()),
+        (_, ["api", ..]) if role == Role::StatsOnly => error(&ApiError::new(
+            403,
+            "the runtime API is not served on stats_bind; use the admin bind",
+        )),
+        (_, ["api", "config"]) => config_route(req, ctx).await,
+        (_, ["api", "pools", pool, "members", address]) => {
+            let (pool, address) = (pool.to_string(), address.to_string());
+            member_route(req, ctx, &pool, &address).await
+        }
+        (_, [""] | ["stats.json"] | ["stats.csv"] | ["metrics"] | ["healthz"]) => error(
+            &ApiError::new(405, format!("{method} is not allowed on {path}")),
+        ),
+        _ => error(&ApiError::new(404, format!("nothing at {path}"))),
+    }
+}
+
+async fn config_route(req: Request<Incoming>, ctx: &Context) -> Reply {
+    match *req.method() {
+        Method::GET => json(200, &api::running_config(&ctx.server)),
+        Method::PUT => {
+            let toml = req
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("toml"));
+            let body = match authorized_body(req, ctx).await {
+                Ok(body) => body,
+                Err(e) => return error(&e),
+            };
+            let _one_at_a_time = ctx.writes.lock().await;
+            let result = api::parse_config(&body, toml)
+                .and_then(|config| api::replace_config(&ctx.server, config));
+            log_write("PUT /api/config", &result);
+            respond(result)
+        }
+        _ => error(&ApiError::new(405, "use GET or PUT on /api/config")),
+    }
+}
+
+async fn member_route(req: Request<Incoming>, ctx: &Context, pool: &str, address: &str) -> Reply {
+    match *req.method() {
+        Method::GET => {
+            let stats = Stats::collect(ctx.server.shared(), &ctx.rates);
+            let member = stats
+                .pools
+                .iter()
+                .find(|p| p.name == pool)
+                .and_then(|p| p.members.iter().find(|m| m.address == address));
+            match member {
+                Some(m) => json(200, m),
+                None => error(&ApiError::new(
+                    404,
+                    format!("no member {address} in pool {pool:?}"),
+                )),
+            }
+        }
+        Method::PUT => {
+            let body = match authorized_body(req, ctx).await {
+                Ok(body) => body,
+                Err(e) => return error(&e),
+            };
+            let _one_at_a_time = ctx.writes.lock().await;
+            let result = api::change_member(&ctx.server, pool, address, &body);
+            log_write(&format!("PUT member {pool}/{address}"), &result);
+            respond(result)
+        }
+        _ => error(&ApiError::new(405, "use GET or PUT on a member")),
+    }
+}
+
+/// Checks that this request may write, then reads its body (bounded).
+async fn authorized_body(req: Request<Incoming>, ctx: &Context) -> Result<Bytes, ApiError> {
+    match &ctx.token {
+        Some(token) => {
+            let presented = req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+                return Err(ApiError::new(
+                    401,
+                    "a valid bearer token is required to write",
+                ));
+            }
+        }
+        None if !ctx.local_bind => {
+            return Err(ApiError::new(
+                403,
+                "writes are refused: the admin bind is not loopback or a unix socket, and no \
+                 token_file is configured",
+            ))
+        }
+        None => {}
+    }
+    Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .map_err(|e| ApiError::new(400, format!("cannot read the body (at most 16 MiB): {e}")))
+}
+
+/// Compares secrets without stopping at the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn log_write(what: &str, result: &Result<api::Applied, ApiError>) {
+    match result {
+        Ok(applied) => info!(
+            "admin API {what}: applied, generation {}, listeners +{} -{}, members +{} -{}",
+            applied.generation,
+            applied.listeners_added,
+            applied.listeners_removed,
+            applied.members_added,
+            applied.members_removed
+        ),
+        Err(e) => warn!("admin API {what}: rejected ({}): {}", e.status, e.error),
+    }
+}
+
+/// `?refresh=N` with 1 <= N <= 3600.
+fn refresh_param(query: Option<&str>) -> Option<u32> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("refresh="))
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=3600).contains(n))
+}
+
+fn respond(result: Result<api::Applied, ApiError>) -> Reply {
+    match result {
+        Ok(applied) => json(200, &applied),
+        Err(e) => error(&e),
+    }
+}
+
+fn error(e: &ApiError) -> Reply {
+    json(e.status, e)
+}
+
+fn json(status: u16, value: &impl Serialize) -> Reply {
+    match serde_json::to_string_pretty(value) {
+        Ok(mut body) => {
+            body.push('\n');
+            text(status, "application/json", body)
+        }
+        Err(e) => text(500, "text/plain", format!("cannot encode JSON: {e}\n")),
+    }
+}
+
+fn text(status: u16, content_type: &'static str, body: String) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from(body)));
+    *reply.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = reply.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_parameter_is_bounded() {
+        assert_eq!(refresh_param(Some("refresh=5")), Some(5));
+        assert_eq!(refresh_param(Some("a=b&refresh=60")), Some(60));
+        assert_eq!(refresh_param(Some("refresh=0")), None);
+        assert_eq!(refresh_param(Some("refresh=99999")), None);
+        assert_eq!(refresh_param(Some("refresh=x")), None);
+        assert_eq!(refresh_param(None), None);
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}

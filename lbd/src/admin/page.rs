@@ -1,0 +1,1200 @@
+//! The stats page: one self-contained HTML5 document (inline CSS, no
+//! JavaScript, no external resources) in the spirit of HAProxy's stats page.
+//!
+//! Everything that comes from the config or from health checks (names,
+//! addresses, check results) is HTML-escaped. Member rows carry
+//! `data-member="<address>"` and `data-state="<status>"`, their state cell
+//! the class `state-<status>`, for scripts and tests.
+
+use std::fmt::Write;
+
+use super::stats::{CheckStats, ListenerStats, MemberStats, PoolStats, Stats};
+
+/// `write!` into a `String`, which cannot fail.
+macro_rules! w {
+    ($($arg:tt)*) => {{
+        let _ = write!($($arg)*);
+    }};
+}
+
+/// The stats page. `refresh`: seconds for an auto-refresh
+/// (`<meta http-equiv="refresh">`), None for none.
+pub fn render(stats: &Stats, refresh: Option<u32>) -> String {
+    let mut out = String::with_capacity(16 * 1024 + 2048 * stats.pools.len());
+    out.push_str(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n",
+    );
+    if let Some(seconds) = refresh {
+        w!(out, "<meta http-equiv=\"refresh\" content=\"{seconds}\">\n");
+    }
+    w!(out, "<title>lbd stats · pid {}</title>\n", stats.pid);
+    out.push_str("<style>");
+    out.push_str(CSS);
+    out.push_str("</style>\n</head>\n<body>\n");
+    header(&mut out, stats, refresh);
+    out.push_str("<main>\n");
+    listeners(&mut out, &stats.listeners);
+    for pool in &stats.pools {
+        pool_section(&mut out, pool);
+    }
+    if stats.pools.is_empty() {
+        out.push_str(
+            "<section><h2>Pools</h2><p class=\"empty\">No pools configured.</p></section>\n",
+        );
+    }
+    out.push_str("</main>\n<footer>");
+    w!(
+        out,
+        "lbd {} · pid {} · the same data as <a href=\"stats.json\">JSON</a>, \
+         <a href=\"stats.csv\">CSV</a> and <a href=\"metrics\">Prometheus metrics</a>",
+        esc(stats.version),
+        stats.pid
+    );
+    out.push_str("</footer>\n</body>\n</html>\n");
+    out
+}
+
+fn header(out: &mut String, s: &Stats, refresh: Option<u32>) {
+    out.push_str("<header class=\"top\">\n<div class=\"bar\">\n");
+    w!(
+        out,
+        "<h1>lbd <span class=\"ver\">{}</span></h1>\n<nav>",
+        esc(s.version)
+    );
+    match refresh {
+        Some(seconds) => {
+            w!(
+                out,
+                "<span class=\"live\">refreshing every {seconds} s</span>\
+                 <a href=\"?\">stop refreshing</a>"
+            );
+        }
+        None => out.push_str("<a href=\"?refresh=5\">refresh every 5 s</a>"),
+    }
+    out.push_str(
+        "<a href=\"stats.json\">stats.json</a><a href=\"stats.csv\">stats.csv</a>\
+         <a href=\"metrics\">metrics</a></nav>\n</div>\n<dl class=\"facts\">\n",
+    );
+    let fact = |out: &mut String, label: &str, value: &str, title: Option<String>| match title {
+        Some(t) => w!(
+            out,
+            "<div><dt>{label}</dt><dd title=\"{}\">{value}</dd></div>\n",
+            esc(&t)
+        ),
+        None => w!(out, "<div><dt>{label}</dt><dd>{value}</dd></div>\n"),
+    };
+    fact(
+        out,
+        "Connections",
+        &s.current_connections.to_string(),
+        Some("client connections open now, all listeners".into()),
+    );
+    fact(
+        out,
+        "Uptime",
+        &human_duration(s.uptime_seconds),
+        Some(format!("{:.0} s", s.uptime_seconds.max(0.0))),
+    );
+    fact(out, "PID", &s.pid.to_string(), None);
+    fact(out, "Runtime", &esc(s.runtime), None);
+    fact(out, "Workers", &s.workers.to_string(), None);
+    fact(
+        out,
+        "Generation",
+        &s.generation.to_string(),
+        Some("config generation: 1 at start, +1 per applied reload".into()),
+    );
+    let reloads = if s.reload_failures_total > 0 {
+        format!(
+            "{} <span class=\"bad\">({} failed)</span>",
+            s.reloads_total, s.reload_failures_total
+        )
+    } else {
+        format!("{} <span class=\"dim\">(0 failed)</span>", s.reloads_total)
+    };
+    fact(out, "Reloads", &reloads, None);
+    out.push_str("</dl>\n</header>\n");
+}
+
+fn listeners(out: &mut String, listeners: &[ListenerStats]) {
+    out.push_str("<section id=\"listeners\">\n<div class=\"head\"><h2>Listeners</h2></div>\n");
+    if listeners.is_empty() {
+        out.push_str("<p class=\"empty\">No listeners configured.</p>\n</section>\n");
+        return;
+    }
+    out.push_str(
+        "<p class=\"hint\">Scroll the table sideways for all columns.</p>\n<div class=\"scroll\">\n<table class=\"listeners\">\n<thead>\n<tr>\
+         <th rowspan=\"2\" class=\"first\">Name</th><th rowspan=\"2\">Bind</th>\
+         <th rowspan=\"2\">Pool</th><th rowspan=\"2\">Status</th>\
+         <th colspan=\"5\" class=\"group\">Sessions</th>\
+         <th colspan=\"2\" class=\"group\">Bytes</th>\
+         <th colspan=\"3\" class=\"group\">Refused / reset</th></tr>\n<tr>\
+         <th class=\"num\">Cur</th><th class=\"num\">Max</th><th class=\"num\">Limit</th>\
+         <th class=\"num\">Total</th><th class=\"num\">Rate</th>\
+         <th class=\"num\">In</th><th class=\"num\">Out</th>\
+         <th class=\"num\" title=\"refused by allowed_cidrs\">Denied</th>\
+         <th class=\"num\" title=\"refused because connection_limit was reached\">Limit hits</th>\
+         <th class=\"num\" title=\"reset: no usable member or every connect failed\">No member</th>\
+         </tr>\n</thead>\n<tbody>\n",
+    );
+    for l in listeners {
+        let near_limit =
+            l.session_limit > 0 && l.current_sessions * 10 >= u64::from(l.session_limit) * 9;
+        w!(
+            out,
+            "<tr data-listener=\"{name}\">\
+             <th scope=\"row\" class=\"first\">{name}</th>\
+             <td class=\"mono\">{bind}</td>\
+             <td><a href=\"#pool-{pool}\">{pool}</a></td>\
+             <td class=\"lstate-{status}\"><span class=\"badge\">{status}</span></td>\
+             <td class=\"num{cur_class}\">{cur}</td><td class=\"num\">{max}</td>\
+             <td class=\"num\">{limit}</td><td class=\"num\">{total}</td>\
+             <td class=\"num\" title=\"new sessions per second\">{rate}/s</td>",
+            name = esc(&l.name),
+            bind = esc(&l.bind),
+            pool = esc(&l.pool),
+            status = esc(l.status),
+            cur_class = if near_limit { " warn" } else { "" },
+            cur = l.current_sessions,
+            max = l.max_sessions,
+            limit = l.session_limit,
+            total = l.sessions_total,
+            rate = human_rate(l.session_rate),
+        );
+        bytes_cell(out, l.bytes_in_total);
+        bytes_cell(out, l.bytes_out_total);
+        count_cell(out, l.denied_total, "warn");
+        count_cell(out, l.limit_hits_total, "warn");
+        count_cell(out, l.no_member_total, "bad");
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody>\n</table>\n</div>\n</section>\n");
+}
+
+fn pool_section(out: &mut String, p: &PoolStats) {
+    let name = esc(&p.name);
+    w!(
+        out,
+        "<section class=\"pool\" id=\"pool-{name}\" data-pool=\"{name}\">\n\
+         <div class=\"head\"><h2><span class=\"kind\">Pool</span> {name}</h2>"
+    );
+    // Whether the pool can take connections at all, in words and colour.
+    let (class, text) = match (p.active_members, p.backup_members) {
+        (0, 0) => ("bad", "no usable member".to_owned()),
+        (0, b) => ("warn", format!("on backup: {b} backup member{}", plural(b))),
+        (a, _) => ("ok", format!("{a} active member{}", plural(a))),
+    };
+    w!(out, "<span class=\"pill {class}\">{text}</span></div>\n");
+
+    out.push_str("<dl class=\"meta\">");
+    w!(
+        out,
+        "<div><dt>Algorithm</dt><dd>{}</dd></div>",
+        esc(p.algorithm)
+    );
+    match p.check_type {
+        Some(kind) => w!(out, "<div><dt>Check</dt><dd>{}</dd></div>", esc(kind)),
+        None => out.push_str("<div><dt>Check</dt><dd class=\"dim\">none</dd></div>"),
+    }
+    w!(
+        out,
+        "<div><dt>Active</dt><dd>{}</dd></div><div><dt>Backup</dt><dd>{}</dd></div>",
+        p.active_members,
+        p.backup_members
+    );
+    // Members per status, in a fixed order.
+    let mut counts = String::new();
+    for status in ["up", "down", "drain", "maint", "no_check"] {
+        let n = p.members.iter().filter(|m| m.status == status).count();
+        if n > 0 {
+            if !counts.is_empty() {
+                counts.push_str(", ");
+            }
+            w!(counts, "{n} {}", status_label(status));
+        }
+    }
+    if counts.is_empty() {
+        counts.push_str("none");
+    }
+    w!(
+        out,
+        "<div><dt>Members</dt><dd>{} ({counts})</dd></div>",
+        p.members.len()
+    );
+    out.push_str("</dl>\n");
+
+    if p.members.is_empty() {
+        out.push_str("<p class=\"empty\">No members.</p>\n</section>\n");
+        return;
+    }
+    out.push_str(
+        "<p class=\"hint\">Scroll the table sideways for all columns.</p>\n<div class=\"scroll\">\n<table class=\"members\">\n<thead>\n<tr>\
+         <th rowspan=\"2\" class=\"first\">Server</th><th rowspan=\"2\">State</th>\
+         <th rowspan=\"2\" class=\"num\">Weight</th><th rowspan=\"2\">Backup</th>\
+         <th rowspan=\"2\">Admin</th>\
+         <th colspan=\"2\" class=\"group\">Sessions</th>\
+         <th colspan=\"2\" class=\"group\">Errors</th>\
+         <th colspan=\"2\" class=\"group\">Bytes</th>\
+         <th colspan=\"3\" class=\"group\">Health</th>\
+         <th rowspan=\"2\" class=\"num\" title=\"time since the state last changed\">Changed</th>\
+         </tr>\n<tr>\
+         <th class=\"num\">Cur</th><th class=\"num\">Total</th>\
+         <th class=\"num\" title=\"failed connects\">Connect</th>\
+         <th class=\"num\" title=\"connections that went to another member after failing here\">Retries</th>\
+         <th class=\"num\">In</th><th class=\"num\">Out</th>\
+         <th>Last check</th>\
+         <th class=\"num\" title=\"failed health checks\">Failed</th>\
+         <th class=\"num\" title=\"transitions from up to down\">Downs</th>\
+         </tr>\n</thead>\n<tbody>\n",
+    );
+    for m in &p.members {
+        member_row(out, m);
+    }
+    out.push_str("</tbody>\n<tfoot>\n<tr><th scope=\"row\" class=\"first\">Total</th>");
+    out.push_str("<td></td><td></td><td></td><td></td>");
+    w!(
+        out,
+        "<td class=\"num\">{}</td><td class=\"num\">{}</td>",
+        p.current_sessions,
+        p.sessions_total
+    );
+    count_cell(out, p.connect_errors_total, "bad");
+    count_cell(out, p.retries_total, "warn");
+    bytes_cell(out, p.bytes_in_total);
+    bytes_cell(out, p.bytes_out_total);
+    out.push_str(
+        "<td></td><td></td><td></td><td></td></tr>\n</tfoot>\n</table>\n</div>\n</section>\n",
+    );
+}
+
+fn member_row(out: &mut String, m: &MemberStats) {
+    let address = esc(&m.address);
+    let status = esc(m.status);
+    w!(
+        out,
+        "<tr data-member=\"{address}\" data-state=\"{status}\"{backup}>",
+        backup = if m.backup { " class=\"backup\"" } else { "" },
+    );
+    // Server: the label, then the address and the configured name when they
+    // say something the label does not.
+    match &m.id {
+        Some(id) => w!(
+            out,
+            "<th scope=\"row\" class=\"first server\" title=\"id {}\">",
+            esc(id)
+        ),
+        None => out.push_str("<th scope=\"row\" class=\"first server\">"),
+    }
+    // An address does not break; a free-text name may, anywhere.
+    let label_class = if m.server == m.address {
+        "label mono nowrap"
+    } else {
+        "label"
+    };
+    w!(
+        out,
+        "<span class=\"{label_class}\">{}</span>",
+        esc(&m.server)
+    );
+    if m.address != m.server {
+        w!(out, "<span class=\"sub mono\">{address}</span>");
+    }
+    if let Some(name) = m.name.as_deref().filter(|n| *n != m.server) {
+        w!(out, "<span class=\"sub\">name: {}</span>", esc(name));
+    }
+    out.push_str("</th>");
+    w!(
+        out,
+        "<td class=\"state state-{status}\"><span class=\"badge\">{}</span></td>",
+        status_label(m.status)
+    );
+    w!(
+        out,
+        "<td class=\"num{}\">{}</td>",
+        if m.weight == 0 { " dim" } else { "" },
+        m.weight
+    );
+    out.push_str(if m.backup {
+        "<td><span class=\"tag\">backup</span></td>"
+    } else {
+        "<td class=\"dim\">no</td>"
+    });
+    w!(
+        out,
+        "<td class=\"admin-{a}\">{a}</td>",
+        a = esc(m.admin_state)
+    );
+    w!(
+        out,
+        "<td class=\"num\">{}</td><td class=\"num\">{}</td>",
+        m.current_sessions,
+        m.sessions_total
+    );
+    count_cell(out, m.connect_errors_total, "bad");
+    count_cell(out, m.retries_total, "warn");
+    bytes_cell(out, m.bytes_in_total);
+    bytes_cell(out, m.bytes_out_total);
+    check_cell(out, m.last_check.as_ref());
+    count_cell(out, m.check_failures_total, "warn");
+    count_cell(out, m.down_transitions_total, "warn");
+    w!(
+        out,
+        "<td class=\"num\" title=\"{:.0} s\">{}</td>",
+        m.seconds_since_change.max(0.0),
+        human_duration(m.seconds_since_change)
+    );
+    out.push_str("</tr>\n");
+}
+
+fn check_cell(out: &mut String, check: Option<&CheckStats>) {
+    match check {
+        None => out.push_str("<td class=\"check dim\">not checked</td>"),
+        Some(c) => {
+            let (class, mark) = if c.passed {
+                ("check check-ok", "✓")
+            } else {
+                ("check check-fail", "✗")
+            };
+            w!(
+                out,
+                "<td class=\"{class}\"><span class=\"mark\" aria-hidden=\"true\">{mark}</span> \
+                 {} <span class=\"took\">in {}</span></td>",
+                esc(&c.result),
+                human_check_duration(c.duration_seconds)
+            );
+        }
+    }
+}
+
+/// A byte count, humanized, with the exact value in `title`.
+fn bytes_cell(out: &mut String, n: u64) {
+    w!(
+        out,
+        "<td class=\"num\" title=\"{n} bytes\">{}</td>",
+        human_bytes(n)
+    );
+}
+
+/// A counter of bad things: dimmed at 0, highlighted with `class` above.
+fn count_cell(out: &mut String, n: u64, class: &str) {
+    if n == 0 {
+        out.push_str("<td class=\"num dim\">0</td>");
+    } else {
+        w!(out, "<td class=\"num {class}\">{n}</td>");
+    }
+}
+
+fn status_label(status: &str) -> &str {
+    match status {
+        "no_check" => "no check",
+        other => other,
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub(crate) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `512 B`, `1.2 KiB`, `3.4 MiB`... (IEC units, one decimal).
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    // 1023.95 would print as 1024.0 of the smaller unit.
+    while value >= 1023.95 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `42s`, `3m 12s`, `5h 07m`, `12d 3h`.
+pub(crate) fn human_duration(seconds: f64) -> String {
+    // `as` saturates: negative and NaN become 0.
+    let s = seconds as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// A health check's duration: `0.4 ms`, `3 ms`, `1.5 s`.
+fn human_check_duration(seconds: f64) -> String {
+    let ms = seconds.max(0.0) * 1000.0;
+    if ms < 1.0 {
+        format!("{ms:.1} ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.1} s", ms / 1000.0)
+    }
+}
+
+/// Sessions per second: `0`, `0.5`, `12`.
+fn human_rate(rate: f64) -> String {
+    let rate = rate.max(0.0);
+    if rate == rate.trunc() || rate >= 10.0 {
+        format!("{rate:.0}")
+    } else {
+        format!("{rate:.1}")
+    }
+}
+
+/// Colours: every state badge pairs a tinted background with text of at
+/// least 8:1 contrast (light and dark scheme), and spells the state out;
+/// all other text is at least 4.5:1 (WCAG AA).
+const CSS: &str = r#"
+:root{--bg:#f4f6f8;--card:#fff;--fg:#1b1f24;--muted:#57606a;--line:#d0d7de;--head:#eef1f4;
+--link:#0a58b0;--top:#17202b;--top-fg:#f3f6f9;--top-muted:#a9b4c0;--hover:#f6f8fa;
+--ok-bg:#d8f5df;--ok-fg:#0b4a1d;--ok-bd:#2f9e50;
+--bad-bg:#fde2e1;--bad-fg:#7d1111;--bad-bd:#d1242f;
+--warn-bg:#fdeccc;--warn-fg:#6b3a00;--warn-bd:#d4860b;
+--maint-bg:#e1e8f7;--maint-fg:#1c3263;--maint-bd:#5a73ad;
+--neutral-bg:#eceff2;--neutral-fg:#33393f;--neutral-bd:#8c959f;
+--down-row:#fff4f3}
+*{box-sizing:border-box}
+html{-webkit-text-size-adjust:100%;text-size-adjust:100%}
+body{margin:0;background:var(--bg);color:var(--fg);
+font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
+a{color:var(--link)}
+.mono,.sub.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"DejaVu Sans Mono",monospace;font-size:12.5px}
+header.top{background:var(--top);color:var(--top-fg);padding:14px 16px 16px}
+.bar{display:flex;flex-wrap:wrap;align-items:center;gap:8px 20px;max-width:1400px;margin:0 auto}
+h1{margin:0;font-size:22px;font-weight:700;letter-spacing:-.01em}
+h1 .ver{font-size:14px;font-weight:500;color:var(--top-muted);margin-left:4px}
+nav{display:flex;flex-wrap:wrap;align-items:center;gap:6px;margin-left:auto}
+nav a,nav .live{color:var(--top-fg);text-decoration:none;border:1px solid #44505e;border-radius:6px;padding:3px 10px;font-size:13px}
+nav a:hover,nav a:focus-visible{background:#2a3644;border-color:#6b7a8b}
+nav .live{border-color:#2f9e50;color:#b6f0c6}
+.facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(128px,1fr));gap:10px;max-width:1400px;margin:14px auto 0;padding:0}
+.facts div{background:#222d3a;border:1px solid #33404f;border-radius:8px;padding:8px 12px;min-width:0}
+.facts dt{font-size:11px;text-transform:uppercase;letter-spacing:.06em;color:var(--top-muted)}
+.facts dd{margin:2px 0 0;font-size:18px;font-weight:600;font-variant-numeric:tabular-nums;overflow-wrap:anywhere}
+.facts .bad{color:#ffb3ad;font-size:13px;font-weight:500}
+.facts .dim{color:var(--top-muted);font-size:13px;font-weight:400}
+main{max-width:1400px;margin:0 auto;padding:8px 16px 24px}
+section{margin-top:22px;min-width:0}
+.head{display:flex;flex-wrap:wrap;align-items:center;gap:6px 12px;margin-bottom:8px}
+h2{margin:0;font-size:18px;font-weight:650;overflow-wrap:anywhere}
+h2 .kind{color:var(--muted);font-weight:500}
+.pill{border-radius:999px;padding:2px 10px;font-size:12.5px;font-weight:600;border:1px solid}
+.pill.ok{background:var(--ok-bg);color:var(--ok-fg);border-color:var(--ok-bd)}
+.pill.warn{background:var(--warn-bg);color:var(--warn-fg);border-color:var(--warn-bd)}
+.pill.bad{background:var(--bad-bg);color:var(--bad-fg);border-color:var(--bad-bd)}
+dl.meta{display:flex;flex-wrap:wrap;gap:4px 18px;margin:0 0 10px;color:var(--muted);font-size:13px}
+dl.meta div{display:flex;gap:5px}
+dl.meta dt::after{content:":"}
+dl.meta dd{margin:0;color:var(--fg);font-weight:600}
+dl.meta dd.dim{color:var(--muted);font-weight:400}
+.scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;background:var(--card);border:1px solid var(--line);border-radius:8px;max-width:100%}
+table{border-collapse:separate;border-spacing:0;width:100%;font-size:13px;font-variant-numeric:tabular-nums}
+th,td{padding:6px 8px;text-align:left;white-space:nowrap;border-bottom:1px solid var(--line);vertical-align:middle}
+thead th{background:var(--head);color:var(--muted);font-size:11.5px;font-weight:650;text-transform:uppercase;letter-spacing:.03em;padding-top:5px;padding-bottom:5px}
+thead th.group{text-align:center;border-left:1px solid var(--line);border-bottom:1px solid var(--line)}
+thead tr:first-child th{border-bottom-color:var(--line)}
+tbody th{font-weight:600}
+tbody tr:last-child>*{border-bottom:0}
+tbody tr:hover>*{background:var(--hover)}
+tfoot>tr>*{border-top:2px solid var(--line);border-bottom:0;background:var(--head);font-weight:600}
+.num{text-align:right}
+.first{position:sticky;left:0;z-index:1;background:var(--card);border-right:1px solid var(--line)}
+thead .first,tfoot .first{background:var(--head)}
+.server{white-space:normal;min-width:9em;max-width:22em;overflow-wrap:anywhere}
+.server .label{display:block}
+.server .label.nowrap{white-space:nowrap}
+.server .sub{display:block;font-weight:400;color:var(--muted);font-size:12px}
+.server .sub.mono{white-space:nowrap;font-size:11.5px}
+.dim{color:var(--muted)}
+td.dim{color:#656e78}
+td.warn{color:var(--warn-fg);background:var(--warn-bg);font-weight:600}
+td.bad{color:var(--bad-fg);background:var(--bad-bg);font-weight:600}
+.badge{display:inline-block;min-width:5.4em;text-align:center;padding:1px 8px;border-radius:999px;border:1px solid;font-size:11.5px;font-weight:700;text-transform:uppercase;letter-spacing:.05em;line-height:1.5}
+.state-up .badge,.lstate-open .badge{background:var(--ok-bg);color:var(--ok-fg);border-color:var(--ok-bd)}
+.state-down .badge{background:var(--bad-bg);color:var(--bad-fg);border-color:var(--bad-bd)}
+.state-drain .badge{background:var(--warn-bg);color:var(--warn-fg);border-color:var(--warn-bd)}
+.state-maint .badge{background:var(--maint-bg);color:var(--maint-fg);border-color:var(--maint-bd)}
+.state-no_check .badge,.lstate-closed .badge{background:var(--neutral-bg);color:var(--neutral-fg);border-color:var(--neutral-bd);border-style:dashed}
+.state-up .badge::before{content:"● "}
+.state-down .badge::before{content:"▼ "}
+.state-drain .badge::before{content:"◐ "}
+.state-maint .badge::before{content:"■ "}
+.state-no_check .badge::before{content:"○ "}
+tr[data-state="down"]>*{background:var(--down-row)}
+tr[data-state="down"]>th.first{box-shadow:inset 3px 0 0 var(--bad-bd)}
+tr[data-state="drain"]>th.first{box-shadow:inset 3px 0 0 var(--warn-bd)}
+tr[data-state="maint"]>th.first{box-shadow:inset 3px 0 0 var(--maint-bd)}
+.tag{font-size:11.5px;border:1px solid var(--neutral-bd);border-radius:4px;padding:0 5px;color:var(--neutral-fg);background:var(--neutral-bg)}
+.admin-drain{color:var(--warn-fg);font-weight:600}
+.admin-maint{color:var(--maint-fg);font-weight:600}
+.check .took{color:var(--muted)}
+.check-ok .mark{color:var(--ok-bd);font-weight:700}
+td.check-fail{color:var(--bad-fg);background:var(--bad-bg);font-weight:600}
+td.check-fail .took{color:var(--bad-fg);font-weight:400}
+.empty{color:var(--muted);margin:0}
+.hint{display:none;margin:0 0 4px;color:var(--muted);font-size:12px}
+footer{max-width:1400px;margin:0 auto;padding:4px 16px 28px;color:var(--muted);font-size:12.5px}
+@media (max-width:1000px){.hint{display:block}}
+@media (max-width:600px){
+body{font-size:13.5px}
+header.top{padding:12px 12px 14px}
+main{padding:4px 10px 20px}
+footer{padding:4px 10px 24px}
+nav{margin-left:0}
+.facts{grid-template-columns:repeat(3,minmax(0,1fr));gap:6px;margin-top:12px}
+.facts div{padding:5px 8px;border-radius:6px}
+.facts dt{font-size:10px;letter-spacing:.04em}
+.facts dd{font-size:15px}
+.server{min-width:7em;max-width:11em}
+}
+@media (prefers-color-scheme:dark){
+:root{--bg:#0f141a;--card:#161c23;--fg:#e4e9ee;--muted:#9aa6b2;--line:#2d3742;--head:#1c242d;
+--link:#7db4ff;--top:#0b1016;--hover:#1b232c;
+--ok-bg:#0f3a1e;--ok-fg:#b4f0c4;--ok-bd:#3fb35f;
+--bad-bg:#481414;--bad-fg:#ffc4bf;--bad-bd:#f0584f;
+--warn-bg:#46300a;--warn-fg:#ffd99a;--warn-bd:#d99a2b;
+--maint-bg:#1d2a4a;--maint-fg:#c5d4ff;--maint-bd:#6f8ad0;
+--neutral-bg:#262e37;--neutral-fg:#d0d7de;--neutral-bd:#7d8790;
+--down-row:#2a1517}
+td.dim{color:#838e99}
+.facts div{background:#151d26;border-color:#2a3541}
+}
+"#;
+
+#[cfg(test)]
+pub(crate) fn sample() -> Stats {
+    fn member(
+        server: &str,
+        address: &str,
+        name: Option<&str>,
+        status: &'static str,
+        admin_state: &'static str,
+    ) -> MemberStats {
+        MemberStats {
+            server: server.into(),
+            address: address.into(),
+            name: name.map(Into::into),
+            id: None,
+            status,
+            admin_state,
+            weight: 1,
+            backup: false,
+            current_sessions: 0,
+            sessions_total: 0,
+            connect_errors_total: 0,
+            retries_total: 0,
+            bytes_in_total: 0,
+            bytes_out_total: 0,
+            last_check: None,
+            check_failures_total: 0,
+            down_transitions_total: 0,
+            seconds_since_change: 0.0,
+        }
+    }
+    let check = |passed: bool, result: &str, duration_seconds: f64| {
+        Some(CheckStats {
+            passed,
+            result: result.into(),
+            duration_seconds,
+        })
+    };
+    let web = vec![
+        MemberStats {
+            id: Some("6f0c2b1e-9d1a-4c55-8f0e-2d7b9f3a1c01".into()),
+            weight: 10,
+            current_sessions: 17,
+            sessions_total: 48_213,
+            bytes_in_total: 1_258_291,
+            bytes_out_total: 7_340_032_123,
+            last_check: check(true, "HTTP 200", 0.003),
+            seconds_since_change: 192.4,
+            ..member("web-1", "10.0.0.11:8080", Some("web-1"), "up", "ready")
+        },
+        MemberStats {
+            weight: 10,
+            sessions_total: 12_001,
+            connect_errors_total: 37,
+            retries_total: 37,
+            bytes_in_total: 310_000,
+            bytes_out_total: 2_900_000,
+            last_check: check(false, "connect refused", 0.0004),
+            check_failures_total: 112,
+            down_transitions_total: 2,
+            seconds_since_change: 47.0,
+            ..member("web-2", "10.0.0.12:8080", Some("web-2"), "down", "ready")
+        },
+        MemberStats {
+            weight: 5,
+            current_sessions: 3,
+            sessions_total: 9_870,
+            bytes_in_total: 880_000,
+            bytes_out_total: 51_000_000,
+            last_check: check(true, "HTTP 204", 0.012),
+            seconds_since_change: 3_725.0,
+            ..member(
+                r#"<script>alert("x, y")</script>"#,
+                "10.0.0.13:8080",
+                Some(r#"<script>alert("x, y")</script>"#),
+                "drain",
+                "drain",
+            )
+        },
+        MemberStats {
+            weight: 10,
+            sessions_total: 4_410,
+            bytes_in_total: 1_000,
+            bytes_out_total: 20_000,
+            check_failures_total: 3,
+            down_transitions_total: 1,
+            seconds_since_change: 200_000.0,
+            ..member("web-4", "10.0.0.14:8080", Some("web-4"), "maint", "maint")
+        },
+        MemberStats {
+            backup: true,
+            last_check: check(false, "timeout after 1s", 1.0),
+            check_failures_total: 5,
+            seconds_since_change: 12.0,
+            ..member("sorry", "10.0.0.99:8080", Some("sorry"), "down", "ready")
+        },
+    ];
+    let api = vec![
+        MemberStats {
+            current_sessions: 41,
+            sessions_total: 1_204_332,
+            bytes_in_total: 88_123_456_789,
+            bytes_out_total: 412_987_654_321,
+            retries_total: 4,
+            seconds_since_change: 864_000.0,
+            ..member(
+                "10.0.1.1:6443",
+                "10.0.1.1:6443",
+                Some("master"),
+                "no_check",
+                "ready",
+            )
+        },
+        MemberStats {
+            current_sessions: 39,
+            sessions_total: 1_199_870,
+            bytes_in_total: 87_000_000_000,
+            bytes_out_total: 409_000_000_000,
+            seconds_since_change: 864_000.0,
+            ..member(
+                "10.0.1.2:6443",
+                "10.0.1.2:6443",
+                Some("master"),
+                "no_check",
+                "ready",
+            )
+        },
+        MemberStats {
+            backup: true,
+            weight: 1,
+            seconds_since_change: 864_000.0,
+            ..member("10.0.1.3:6443", "10.0.1.3:6443", None, "up", "ready")
+        },
+    ];
+    let pool = |name: &str,
+                algorithm: &'static str,
+                check_type: Option<&'static str>,
+                active_members: usize,
+                backup_members: usize,
+                members: Vec<MemberStats>| {
+        let sum = |f: fn(&MemberStats) -> u64| members.iter().map(f).sum::<u64>();
+        PoolStats {
+            name: name.into(),
+            algorithm,
+            check_type,
+            active_members,
+            backup_members,
+            current_sessions: sum(|m| m.current_sessions),
+            sessions_total: sum(|m| m.sessions_total),
+            bytes_in_total: sum(|m| m.bytes_in_total),
+            bytes_out_total: sum(|m| m.bytes_out_total),
+            connect_errors_total: sum(|m| m.connect_errors_total),
+            retries_total: sum(|m| m.retries_total),
+            members,
+        }
+    };
+    Stats {
+        version: "0.1.0",
+        pid: 4242,
+        uptime_seconds: 93_784.6,
+        runtime: "io_uring",
+        workers: 2,
+        generation: 4,
+        reloads_total: 3,
+        reload_failures_total: 1,
+        current_connections: 100,
+        listeners: vec![
+            ListenerStats {
+                name: "web".into(),
+                bind: "0.0.0.0:80".into(),
+                pool: "web".into(),
+                status: "open",
+                current_sessions: 20,
+                max_sessions: 311,
+                session_limit: 50_000,
+                connections_total: 74_620,
+                sessions_total: 74_494,
+                session_rate: 12.5,
+                bytes_in_total: 2_449_291,
+                bytes_out_total: 7_393_952_123,
+                denied_total: 120,
+                limit_hits_total: 6,
+                no_member_total: 3,
+            },
+            ListenerStats {
+                name: "kube-apiserver".into(),
+                bind: "[::]:6443".into(),
+                pool: "api".into(),
+                status: "closed",
+                current_sessions: 80,
+                max_sessions: 95,
+                session_limit: 100,
+                connections_total: 2_404_202,
+                sessions_total: 2_404_202,
+                session_rate: 0.4,
+                bytes_in_total: 175_123_456_789,
+                bytes_out_total: 821_987_654_321,
+                denied_total: 0,
+                limit_hits_total: 0,
+                no_member_total: 0,
+            },
+        ],
+        pools: vec![
+            pool("web", "round_robin", Some("http"), 1, 0, web),
+            pool("api", "least_connections", None, 2, 1, api),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    const WEIRD: &str = r#"<script>alert("x, y")</script>"#;
+
+    #[test]
+    fn every_member_row_with_its_state() {
+        let stats = sample();
+        let page = render(&stats, None);
+        let mut seen = 0;
+        for pool in &stats.pools {
+            assert!(page.contains(&format!("id=\"pool-{}\"", pool.name)));
+            for m in &pool.members {
+                let row = format!(
+                    "<tr data-member=\"{}\" data-state=\"{}\"",
+                    m.address, m.status
+                );
+                assert_eq!(page.matches(&row).count(), 1, "{row}");
+                assert!(page.contains(&format!("class=\"state state-{}\"", m.status)));
+                seen += 1;
+            }
+        }
+        for status in ["up", "down", "drain", "maint", "no_check"] {
+            assert!(
+                page.contains(&format!("data-state=\"{status}\"")),
+                "{status}"
+            );
+        }
+        assert_eq!(page.matches("<tr data-member=").count(), seen);
+        for l in &stats.listeners {
+            assert!(page.contains(&format!("<tr data-listener=\"{}\">", l.name)));
+        }
+    }
+
+    #[test]
+    fn header_and_links() {
+        let page = render(&sample(), None);
+        for needle in [
+            "<!DOCTYPE html>",
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+            "lbd <span class=\"ver\">0.1.0</span>",
+            "<dd>4242</dd>",
+            "<dd>io_uring</dd>",
+            "1d 2h",
+            "3 <span class=\"bad\">(1 failed)</span>",
+            "href=\"?refresh=5\"",
+            "href=\"stats.json\"",
+            "href=\"stats.csv\"",
+            "href=\"metrics\"",
+            // Humanized, exact in the title.
+            "<td class=\"num\" title=\"1258291 bytes\">1.2 MiB</td>",
+            "HTTP 200 <span class=\"took\">in 3 ms</span>",
+            "<td class=\"num\" title=\"192 s\">3m 12s</td>",
+            "check-fail",
+        ] {
+            assert!(page.contains(needle), "missing {needle:?}");
+        }
+    }
+
+    #[test]
+    fn refresh_meta_only_when_asked() {
+        let stats = sample();
+        let without = render(&stats, None);
+        assert!(!without.contains("http-equiv"));
+        assert!(!without.contains("stop refreshing"));
+        let with = render(&stats, Some(5));
+        assert_eq!(
+            with.matches("<meta http-equiv=\"refresh\" content=\"5\">")
+                .count(),
+            1
+        );
+        assert!(with.contains("<a href=\"?\">stop refreshing</a>"));
+        assert!(render(&stats, Some(30)).contains("content=\"30\""));
+    }
+
+    #[test]
+    fn everything_is_escaped_and_there_is_no_script() {
+        let page = render(&sample(), Some(5));
+        assert!(!page.contains(WEIRD));
+        assert!(!page.to_ascii_lowercase().contains("<script"));
+        assert!(page.contains("&lt;script&gt;alert(&quot;x, y&quot;)&lt;/script&gt;"));
+        assert!(!page.contains("http://") && !page.contains("https://"));
+        assert!(!page.contains("src=") && !page.contains("@import") && !page.contains("url("));
+        assert_eq!(
+            esc(r#"<a href="x">&'"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+
+    /// Every element closed in order, except the void ones.
+    #[test]
+    fn structure_is_balanced() {
+        let page = render(&sample(), Some(5));
+        assert_eq!(
+            page.matches("<table").count(),
+            page.matches("</table>").count()
+        );
+        assert_eq!(page.matches("<table").count(), 3);
+        let mut stack: Vec<String> = Vec::new();
+        let mut rest = page.strip_prefix("<!DOCTYPE html>\n").expect("doctype");
+        // The stylesheet is raw text; take it out.
+        let (before, after) = rest.split_once("<style>").expect("style");
+        let (_, after) = after.split_once("</style>").expect("/style");
+        let joined = format!("{before}<style></style>{after}");
+        rest = &joined;
+        while let Some(start) = rest.find('<') {
+            let end = rest[start..].find('>').expect("unterminated tag") + start;
+            let tag = &rest[start + 1..end];
+            assert!(!tag.contains('<'), "'<' inside a tag: {tag}");
+            rest = &rest[end + 1..];
+            if let Some(name) = tag.strip_prefix('/') {
+                let open = stack.pop().unwrap_or_else(|| panic!("stray </{name}>"));
+                assert_eq!(open, name, "</{name}> closes <{open}>");
+                continue;
+            }
+            let name = tag
+                .split(|c: char| c.is_ascii_whitespace())
+                .next()
+                .unwrap()
+                .to_owned();
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric()),
+                "bad tag {tag}"
+            );
+            if !matches!(
+                name.as_str(),
+                "meta" | "br" | "link" | "hr" | "img" | "input"
+            ) {
+                stack.push(name);
+            }
+        }
+        assert!(stack.is_empty(), "unclosed: {stack:?}");
+    }
+
+    #[test]
+    fn humanizing() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1_258_291), "1.2 MiB");
+        assert_eq!(human_bytes(1024 * 1024 - 1), "1.0 MiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+        assert_eq!(human_duration(-1.0), "0s");
+        assert_eq!(human_duration(f64::NAN), "0s");
+        assert_eq!(human_duration(42.9), "42s");
+        assert_eq!(human_duration(192.0), "3m 12s");
+        assert_eq!(human_duration(3_725.0), "1h 02m");
+        assert_eq!(human_duration(93_784.0), "1d 2h");
+        assert_eq!(human_check_duration(0.003), "3 ms");
+        assert_eq!(human_check_duration(0.0004), "0.4 ms");
+        assert_eq!(human_check_duration(1.5), "1.5 s");
+        assert_eq!(human_rate(0.0), "0");
+        assert_eq!(human_rate(0.4), "0.4");
+        assert_eq!(human_rate(12.5), "12");
+        assert_eq!(human_rate(3.0), "3");
+    }
+
+    // --- Headless Chromium --------------------------------------------------
+
+    const CHROMIUM: &str = "/usr/bin/chromium";
+    const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(90);
+    /// Viewport widths of small phones and of a common one.
+    const PHONE_WIDTHS: [u32; 2] = [320, 390];
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let path = std::env::temp_dir().join(format!(
+                "lbd-{tag}-{}-{}-{nanos}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir(&path).expect("create temp dir");
+            TempDir(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Runs Chromium headless on `page` with `extra` arguments and a fresh
+    /// profile; returns stdout. Chromium and its helpers run in their own
+    /// process group, killed as a whole on timeout.
+    fn chromium(dir: &Path, page: &Path, extra: &[String]) -> String {
+        use std::io::Read;
+        use std::os::unix::process::CommandExt;
+        let profile = TempDir::new("chromium-profile");
+        let mut child = Command::new(CHROMIUM)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-crash-reporter",
+            ])
+            .arg(format!("--user-data-dir={}", profile.0.display()))
+            .args(extra)
+            .arg(format!("file://{}", page.display()))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("start chromium");
+        let pgid = child.id() as libc::pid_t;
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let out = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stdout.read_to_string(&mut s);
+            s
+        });
+        let err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let deadline = Instant::now() + CHROMIUM_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for chromium") {
+                break Some(status);
+            }
+            if Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // Helpers (zygote, renderer) may outlive the browser process; the
+        // group holds only what this call started.
+        // SAFETY: kill(2) on a process group this test created.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        let status = match status {
+            Some(status) => status,
+            None => {
+                let _ = child.wait();
+                panic!(
+                    "chromium {extra:?} took more than {CHROMIUM_TIMEOUT:?}; stderr:\n{}",
+                    err.join().unwrap_or_default()
+                );
+            }
+        };
+        let stdout = out.join().unwrap_or_default();
+        let stderr = err.join().unwrap_or_default();
+        assert!(
+            status.success(),
+            "chromium {extra:?}: {status}; stderr:\n{stderr}"
+        );
+        stdout
+    }
+
+    fn chromium_available() -> bool {
+        if Path::new(CHROMIUM).exists() {
+            return true;
+        }
+        let message = "chromium missing: install Debian package chromium (scripts/test does)";
+        assert!(
+            std::env::var_os("LBD_TEST_REQUIRE_TOOLS").is_none(),
+            "{message}"
+        );
+        eprintln!("skipping the headless Chromium check: {message}");
+        false
+    }
+
+    /// Renders the page in headless Chromium: the DOM it builds has every
+    /// member row and state, and screenshots at desktop and phone sizes are
+    /// real images. With `LBD_STATS_SHOTS=<dir>` the page and screenshots
+    /// are copied there to look at.
+    #[test]
+    fn renders_in_headless_chromium() {
+        if !chromium_available() {
+            return;
+        }
+        let stats = sample();
+        let dir = TempDir::new("stats-page");
+        let page = dir.0.join("stats.html");
+        std::fs::write(&page, render(&stats, None)).expect("write page");
+
+        // A test-only probe page (the stats page itself has no script): the
+        // page in iframes of phone widths, each reporting whether its
+        // document is wider than its viewport.
+        let probe = dir.0.join("probe.html");
+        let mut frames = String::new();
+        for width in PHONE_WIDTHS {
+            frames.push_str(&format!(
+                "<iframe style=\"border:0;width:{width}px;height:844px\" srcdoc=\"{}\"></iframe>",
+                esc(&render(&stats, None))
+            ));
+        }
+        std::fs::write(
+            &probe,
+            format!(
+                "<!DOCTYPE html><html><body style=\"margin:0\">{frames}<script>\
+                 addEventListener('load', () => document.body.setAttribute('data-probe', \
+                 [...document.querySelectorAll('iframe')].map(f => {{ \
+                 const d = f.contentDocument.documentElement; \
+                 return d.scrollWidth + '/' + d.clientWidth; }}).join(' ')));\
+                 </script></body></html>"
+            ),
+        )
+        .expect("write probe");
+
+        let shots = [("desktop", "1280,900"), ("phone", "390,844")];
+        let (dom, probed) = std::thread::scope(|s| {
+            let dom = s.spawn(|| chromium(&dir.0, &page, &["--dump-dom".to_owned()]));
+            let probed = s.spawn(|| {
+                let args = ["--dump-dom".to_owned(), "--window-size=1280,900".to_owned()];
+                chromium(&dir.0, &probe, &args)
+            });
+            for (label, size) in shots {
+                let png = dir.0.join(format!("stats-{label}.png"));
+                let args = [
+                    format!("--screenshot={}", png.display()),
+                    format!("--window-size={size}"),
+                    "--hide-scrollbars".to_owned(),
+                ];
+                chromium(&dir.0, &page, &args);
+                let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{label} png: {e}"));
+                assert!(
+                    bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+                    "{label}: not a PNG"
+                );
+                assert!(bytes.len() > 20_000, "{label}: only {} bytes", bytes.len());
+            }
+            (
+                dom.join().expect("dump-dom thread"),
+                probed.join().expect("probe thread"),
+            )
+        });
+
+        // No page-wide horizontal scroll on a phone: tables scroll inside
+        // their own container.
+        let widths = probed
+            .split("data-probe=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no probe result in:\n{probed}"));
+        let widths: Vec<(u32, u32)> = widths
+            .split(' ')
+            .map(|pair| {
+                let (scroll, client) = pair.split_once('/').expect("scroll/client");
+                (
+                    scroll.parse().expect("scroll"),
+                    client.parse().expect("client"),
+                )
+            })
+            .collect();
+        assert_eq!(widths.len(), PHONE_WIDTHS.len());
+        for (width, (scroll, client)) in PHONE_WIDTHS.iter().zip(widths) {
+            assert!(client > 0 && client <= *width, "{width}px: client {client}");
+            assert!(
+                scroll <= client,
+                "{width}px wide: the page scrolls sideways ({scroll}px of content)"
+            );
+        }
+
+        assert!(dom.contains("<table"), "no table in the DOM:\n{dom}");
+        for pool in &stats.pools {
+            for m in &pool.members {
+                let row = format!(
+                    "<tr data-member=\"{}\" data-state=\"{}\"",
+                    m.address, m.status
+                );
+                assert!(dom.contains(&row), "{row} missing from the DOM");
+            }
+        }
+        for status in ["up", "down", "drain", "maint", "no_check"] {
+            assert!(dom.contains(&format!("state-{status}")), "{status}");
+        }
+        assert!(!dom.to_ascii_lowercase().contains("<script"));
+        assert!(dom.contains("&lt;script&gt;"));
+
+        if let Some(keep) = std::env::var_os("LBD_STATS_SHOTS") {
+            let keep = PathBuf::from(keep);
+            std::fs::create_dir_all(&keep).expect("LBD_STATS_SHOTS dir");
+            for file in ["stats.html", "stats-desktop.png", "stats-phone.png"] {
+                std::fs::copy(dir.0.join(file), keep.join(file)).expect("copy");
+            }
+            std::fs::write(keep.join("stats.dom.html"), &dom).expect("write dom");
+        }
+    }
+}
