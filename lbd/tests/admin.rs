@@ -550,6 +550,33 @@ async fn admin_over_a_unix_socket(rt: &str) {
     assert_eq!(code, 200, "unix sockets are local: {body}");
 }
 
+async fn admin_over_https(rt: &str) {
+    let b = Backend::start("m0", Mode::TaggedEcho).await;
+    let (cert, key) = common::apiserver::self_signed_pem_files();
+    let (admin, bind) = (free_addr(), free_addr());
+    let tls = format!(
+        "{}\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+        admin_on(admin),
+        cert.display(),
+        key.display()
+    );
+    let lbd = Lbd::start(rt, 1, &config(&tls, bind, "", &[member(&b)])).await;
+    lbd.wait_for_log(&format!("admin server on https://{admin}"), 1)
+        .await;
+    let mut conn = common::apiserver::tls_connect(admin, &cert, "localhost", None)
+        .await
+        .expect("TLS to the admin server");
+    let (code, body) = http_get(&mut conn, "/stats.json")
+        .await
+        .expect("stats over TLS");
+    assert_eq!(code, 200);
+    assert!(body.contains("\"listeners\""), "{body}");
+    // Plain HTTP to the TLS port gets no answer.
+    assert!(http_request_once(admin, "GET", "/healthz", &[], b"")
+        .await
+        .is_err());
+}
+
 on_both_runtimes!(counters_match_the_traffic, api_drain_and_maint);
 
 // The rest does not depend on the data-plane runtime: io_uring only.
@@ -573,6 +600,10 @@ mod io_uring_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_need_a_local_bind_or_the_token() {
         super::writes_need_a_local_bind_or_the_token("io-uring").await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn admin_over_https() {
+        super::admin_over_https("io-uring").await
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn admin_over_a_unix_socket() {

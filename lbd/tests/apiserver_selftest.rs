@@ -4,18 +4,13 @@
 mod common;
 
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::apiserver::{http_get, http_get_once, ApiServer, ClientCreds, SilentServer};
 use common::{connect_from, WAIT};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 
 /// Polls `cond` until it holds, failing after [`WAIT`].
 async fn eventually(what: &str, cond: impl Fn() -> bool) {
@@ -31,37 +26,14 @@ async fn refuses(addr: std::net::SocketAddr) -> bool {
     matches!(connect_from(addr, None).await, Err(e) if e.kind() == io::ErrorKind::ConnectionRefused)
 }
 
-/// A TLS connection to `server` trusting its `ca_pem_path()`, for
-/// `server_name`, optionally presenting a client certificate.
+/// A TLS connection to `server` trusting its `ca_pem_path()`.
 async fn tls_connect(
     server: &ApiServer,
     server_name: &str,
     creds: Option<&ClientCreds>,
 ) -> io::Result<TlsStream<TcpStream>> {
-    let ca_path = server.ca_pem_path().expect("a TLS server has a CA file");
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(ca_path).expect("read CA PEM"))
-        .expect("trust CA");
-    let builder =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_root_certificates(roots);
-    let config = match creds {
-        None => builder.with_no_client_auth(),
-        Some(creds) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from_pem_file(&creds.cert_path).expect("client cert")],
-                PrivateKeyDer::from_pem_file(&creds.key_path).expect("client key"),
-            )
-            .expect("client auth config"),
-    };
-    let name = ServerName::try_from(server_name.to_owned()).expect("server name");
-    let tcp = connect_from(server.addr(), None).await?;
-    TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
+    let ca = server.ca_pem_path().expect("a TLS server has a CA file");
+    common::apiserver::tls_connect(server.addr(), &ca, server_name, creds).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -453,6 +453,55 @@ fn server_cert() -> (
     (vec![cert.der().clone()], key.into(), pem)
 }
 
+/// A self-signed certificate for `localhost` and `127.0.0.1` as PEM files
+/// (certificate, key) in a fresh scratch directory.
+pub fn self_signed_pem_files() -> (PathBuf, PathBuf) {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(names).expect("self-signed cert");
+    let dir = super::scratch_dir();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).expect("write cert");
+    std::fs::write(&key_path, key_pair.serialize_pem()).expect("write key");
+    (cert_path, key_path)
+}
+
+/// A TLS connection to `addr` trusting only the PEM certificate `ca`, for
+/// `server_name`, optionally presenting a client certificate.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    ca: &std::path::Path,
+    server_name: &str,
+    creds: Option<&ClientCreds>,
+) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca).expect("read CA PEM"))
+        .expect("trust CA");
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots);
+    let config = match creds {
+        None => builder.with_no_client_auth(),
+        Some(creds) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_file(&creds.cert_path).expect("client cert")],
+                PrivateKeyDer::from_pem_file(&creds.key_path).expect("client key"),
+            )
+            .expect("client auth config"),
+    };
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let tcp = super::connect_from(addr, None).await?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
 /// Writes `contents` to a file named `name` in a fresh scratch directory.
 fn write_scratch(name: &str, contents: &str) -> PathBuf {
     let path = super::scratch_dir().join(name);
