@@ -1223,4 +1223,13 @@ mod tests {
             assert!(result.is_err());
         }
     }
+
+    #[test]
+    fn readme_lists_every_metric() {
+        let readme = include_str!("../../../README.md");
+        for metric in METRICS {
+            let row = format!("| `{}` | {} |", metric.name, metric.kind.name());
+            assert!(readme.contains(&row), "README.md has no row {row}");
+        }
+    }
 }
