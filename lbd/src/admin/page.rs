@@ -725,21 +725,13 @@ pub(crate) fn sample() -> Stats {
                 active_members: usize,
                 backup_members: usize,
                 members: Vec<MemberStats>| {
-        let sum = |f: fn(&MemberStats) -> u64| members.iter().map(f).sum::<u64>();
-        PoolStats {
-            name: name.into(),
+        PoolStats::with_totals(
+            name.into(),
             algorithm,
             check_type,
-            active_members,
-            backup_members,
-            current_sessions: sum(|m| m.current_sessions),
-            sessions_total: sum(|m| m.sessions_total),
-            bytes_in_total: sum(|m| m.bytes_in_total),
-            bytes_out_total: sum(|m| m.bytes_out_total),
-            connect_errors_total: sum(|m| m.connect_errors_total),
-            retries_total: sum(|m| m.retries_total),
+            (active_members, backup_members),
             members,
-        }
+        )
     };
     Stats {
         version: "0.1.0",

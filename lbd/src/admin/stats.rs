@@ -222,20 +222,40 @@ fn pool_stats(p: &PoolRt) -> PoolStats {
             .filter(|m| matches!(m.state.status(), Status::Up | Status::NoCheck))
             .count()
     };
-    let sum = |f: fn(&MemberStats) -> u64| members.iter().map(f).sum::<u64>();
-    PoolStats {
-        name: p.name.clone(),
-        algorithm: algorithm_name(p.plan.algorithm()),
-        check_type: p.health.as_ref().map(|h| check_kind_name(h.kind)),
-        active_members: usable(false),
-        backup_members: usable(true),
-        current_sessions: sum(|m| m.current_sessions),
-        sessions_total: sum(|m| m.sessions_total),
-        bytes_in_total: sum(|m| m.bytes_in_total),
-        bytes_out_total: sum(|m| m.bytes_out_total),
-        connect_errors_total: sum(|m| m.connect_errors_total),
-        retries_total: sum(|m| m.retries_total),
+    PoolStats::with_totals(
+        p.name.clone(),
+        algorithm_name(p.plan.algorithm()),
+        p.health.as_ref().map(|h| check_kind_name(h.kind)),
+        (usable(false), usable(true)),
         members,
+    )
+}
+
+impl PoolStats {
+    /// A pool's figures, its totals summed over `members`. `usable`:
+    /// (active, backup) members taking new connections.
+    pub fn with_totals(
+        name: String,
+        algorithm: &'static str,
+        check_type: Option<&'static str>,
+        usable: (usize, usize),
+        members: Vec<MemberStats>,
+    ) -> PoolStats {
+        let sum = |f: fn(&MemberStats) -> u64| members.iter().map(f).sum::<u64>();
+        PoolStats {
+            name,
+            algorithm,
+            check_type,
+            active_members: usable.0,
+            backup_members: usable.1,
+            current_sessions: sum(|m| m.current_sessions),
+            sessions_total: sum(|m| m.sessions_total),
+            bytes_in_total: sum(|m| m.bytes_in_total),
+            bytes_out_total: sum(|m| m.bytes_out_total),
+            connect_errors_total: sum(|m| m.connect_errors_total),
+            retries_total: sum(|m| m.retries_total),
+            members,
+        }
     }
 }
 
