@@ -127,6 +127,26 @@ async fn connect_retry_skips_a_dead_member(rt: &str) {
     );
 }
 
+async fn member_reset_reaches_the_client_as_a_reset(rt: &str) {
+    let b = Backend::start("m0", Mode::TagThenReset).await;
+    let bind = free_addr();
+    let cfg = listener("web", bind, "p", "") + &pool("p", "", &[member(&b)]);
+    let _lbd = Lbd::start(rt, 1, &cfg).await;
+    for _ in 0..3 {
+        let mut conn = connect_from(bind, None).await.expect("connect");
+        assert_eq!(read_line(&mut conn).await.expect("tag"), "m0");
+        let mut buf = [0u8; 16];
+        let end = tokio::time::timeout(WAIT, conn.read(&mut buf))
+            .await
+            .expect("lbd passes the end on");
+        assert_eq!(
+            end.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::ConnectionReset),
+            "a member's reset must not look like a complete answer"
+        );
+    }
+}
+
 async fn all_members_dead_closes_clients_at_once(rt: &str) {
     let dead = free_addr();
     let bind = free_addr();
@@ -602,6 +622,7 @@ on_both_runtimes!(
     backup_only_when_primaries_unusable,
     maint_drain_and_weight_zero_members_get_nothing,
     connect_retry_skips_a_dead_member,
+    member_reset_reaches_the_client_as_a_reset,
     all_members_dead_closes_clients_at_once,
     transfer_64_mib_each_way_intact,
     half_close_reaches_the_member_and_the_reply_returns,

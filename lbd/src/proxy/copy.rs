@@ -6,7 +6,7 @@
 //! borrowed from the worker's pool only while data is in flight. When one side sends EOF, the other side's
 //! write half is shut down and the opposite direction keeps flowing, so a
 //! client's `shutdown(SHUT_WR)` reaches the member and the reply still comes
-//! back. An error on either side ends both.
+//! back. An error on either side ends both, and both peers get a reset.
 //!
 //! Reads are never cancelled while the connection lives (an io_uring read
 //! cannot be taken back without losing its data); the idle watchdog runs
@@ -15,6 +15,7 @@
 use std::cell::Cell;
 use std::io;
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
@@ -160,11 +161,12 @@ async fn pump<S: Stream>(
     }
 }
 
-/// Ends both directions after an error on one: shutting both sockets down
-/// wakes the other direction's pending wait or read.
+/// Ends both directions after an error on one: resetting both sockets
+/// wakes the other direction's pending wait, read or write, and both peers
+/// learn that the stream broke (RST), rather than seeing an orderly end.
 fn fail(from: &impl Stream, to: &impl Stream, e: io::Error) -> io::Error {
-    abort(from);
-    abort(to);
+    reset(from);
+    reset(to);
     e
 }
 
@@ -190,7 +192,33 @@ async fn idle_watchdog(
 
 /// Shuts a socket down both ways so that any read or write still in flight
 /// on it completes now (required before dropping an io_uring socket: its
-/// fd is only closed once no operation holds it).
+/// fd is only closed once no operation holds it). The peer sees a FIN.
 pub fn abort(s: &impl Stream) {
     let _ = with_socket(s, |s| s.shutdown(Shutdown::Both));
+}
+
+/// Like [`abort`], but the peer sees a reset (RST), not an orderly end:
+/// used when the other side failed, so that a client whose member reset the
+/// connection does not mistake a cut-off answer for a complete one.
+///
+/// SO_LINGER 0 makes the final close send RST. `SHUT_RD` wakes a pending
+/// read without sending anything. A write can only be pending while unsent
+/// data fills the send queue; then `SHUT_WR` wakes it too, and its FIN
+/// stays queued behind that data until the close discards it all.
+pub fn reset(s: &impl Stream) {
+    with_socket(s, |sock| {
+        let _ = sock.set_linger(Some(Duration::ZERO));
+        let _ = sock.shutdown(Shutdown::Read);
+        if unsent_bytes(sock.as_raw_fd()) != Some(0) {
+            let _ = sock.shutdown(Shutdown::Write);
+        }
+    });
+}
+
+/// Bytes in the socket's send queue not yet sent (SIOCOUTQ).
+fn unsent_bytes(fd: std::os::fd::RawFd) -> Option<i32> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer, which is valid.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    (rc == 0).then_some(n)
 }

@@ -223,8 +223,10 @@ async fn relay<R: Runtime>(
     match outcome {
         // Both sides sent EOF: nothing is in flight, closing is enough.
         Outcome::Done => return,
+        // One side failed: the copy has reset both sockets already.
         Outcome::Error(e) => {
-            debug!(client = %peer, member = %conn.member_label, "connection ended: {e}")
+            debug!(client = %peer, member = %conn.member_label, "connection ended: {e}");
+            return;
         }
         Outcome::ClientIdle => {
             debug!(client = %peer, member = %conn.member_label, "client_idle timeout")

@@ -195,6 +195,9 @@ pub enum Mode {
     TaggedEcho,
     /// Reads until EOF, then writes `got N bytes\n` and closes.
     CountThenReply,
+    /// Writes `<tag>\n`, then resets the connection (SO_LINGER 0 close): a
+    /// member that crashes in the middle of an answer.
+    TagThenReset,
 }
 
 /// A backend listening on 127.0.0.1; stops accepting when dropped.
@@ -254,6 +257,14 @@ async fn serve(mut conn: TcpStream, mode: Mode, tag: &[u8]) -> io::Result<()> {
             let (mut r, mut w) = conn.split();
             tokio::io::copy(&mut r, &mut w).await?;
             w.shutdown().await
+        }
+        Mode::TagThenReset => {
+            conn.write_all(tag).await?;
+            // Let the tag leave before the reset discards the send queue.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO))?;
+            drop(conn);
+            Ok(())
         }
         Mode::CountThenReply => {
             let mut n = 0usize;
