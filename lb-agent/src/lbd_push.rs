@@ -69,13 +69,12 @@ pub fn merge(
     merged
 }
 
-/// Makes lbd run its current config with the owned entries replaced.
-/// Returns `true` if something was pushed, `false` if lbd already had it.
+/// Makes lbd run `edit(its current config)` (for a file target, the edit
+/// of the base config). Returns `true` if something was pushed, `false` if
+/// lbd already had it.
 pub async fn reconcile(
     target: &Target,
-    owned: &impl Owned,
-    listeners: &[ListenerSection],
-    pools: &[PoolSection],
+    edit: impl Fn(&ConfigFile) -> anyhow::Result<ConfigFile>,
 ) -> anyhow::Result<bool> {
     match target {
         Target::Api { url, token } => {
@@ -85,7 +84,7 @@ pub async fn reconcile(
             }
             let current: ConfigFile =
                 serde_json::from_str(&body).context("lbd's running config is not valid JSON")?;
-            let merged = merge(&current, owned, listeners, pools);
+            let merged = edit(&current)?;
             if !changes(&current, &merged)? {
                 return Ok(false);
             }
@@ -105,16 +104,9 @@ pub async fn reconcile(
                 Some(base) => read_toml(base)?,
                 None => ConfigFile::default(),
             };
-            let merged = merge(&base, owned, listeners, pools);
-            let current = if path.exists() {
-                Some(read_toml(path)?)
-            } else {
-                None
-            };
-            if let Some(current) = &current {
-                if !changes(current, &merged)? {
-                    return Ok(false);
-                }
+            let merged = edit(&base)?;
+            if path.exists() && !changes(&read_toml(path)?, &merged)? {
+                return Ok(false);
             }
             write_file(path, &merged)?;
             if let Some(pid_file) = pid_file {

@@ -1,6 +1,7 @@
 //! lb-agent: the control plane that keeps lbd's configuration in sync with
 //! a Kubernetes Service/Node watch (and, an open issue, OpenStack Octavia).
 
+mod apiservers;
 mod kubernetes;
 mod lbd_push;
 
@@ -34,8 +35,32 @@ struct Cli {
 enum Command {
     /// Serve Services of type LoadBalancer on the nodes' NodePorts.
     Kubernetes(Box<KubernetesArgs>),
+    /// Keep lbd's kube-apiserver pool in step with the default/kubernetes
+    /// EndpointSlices.
+    Apiservers(Box<ApiserversArgs>),
     /// Sync from OpenStack Octavia (not built yet).
     Octavia,
+}
+
+#[derive(Args)]
+struct ApiserversArgs {
+    /// kubeconfig file (default: in-cluster config, then ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The lbd pool whose members are the apiservers.
+    #[arg(long, default_value = "apiservers")]
+    pool: String,
+    /// Apiserver address:port used until the API answers (repeatable).
+    #[arg(long = "seed", required = true)]
+    seed: Vec<std::net::SocketAddr>,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Quiet time after a change before pushing.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    debounce: Duration,
+    /// Reconcile at least this often.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    resync: Duration,
 }
 
 #[derive(Args)]
@@ -99,6 +124,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Kubernetes(args) => run_kubernetes(*args),
+        Command::Apiservers(args) => run_apiservers(*args),
         Command::Octavia => {
             eprintln!("lb-agent octavia is not built yet (an open issue)");
             return ExitCode::from(2);
@@ -133,6 +159,20 @@ fn run_kubernetes(args: KubernetesArgs) -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()
         .context("cannot start the runtime")?
         .block_on(kubernetes::run(settings))
+}
+
+fn run_apiservers(args: ApiserversArgs) -> anyhow::Result<()> {
+    let settings = apiservers::Settings {
+        kubeconfig: args.kubeconfig,
+        pool: args.pool,
+        seed: args.seed,
+        target: target(args.target)?,
+        debounce: args.debounce,
+        resync: args.resync,
+    };
+    tokio::runtime::Runtime::new()
+        .context("cannot start the runtime")?
+        .block_on(apiservers::run(settings))
 }
 
 fn target(args: TargetArgs) -> anyhow::Result<Target> {

@@ -152,12 +152,14 @@ impl Agent {
                 self.set_finalizer(service, true).await?;
             }
         }
-        let pushed = lbd_push::reconcile(
-            &self.settings.target,
-            &Prefix(model::NAME_PREFIX),
-            &rendered.listeners,
-            &rendered.pools,
-        )
+        let pushed = lbd_push::reconcile(&self.settings.target, |current| {
+            Ok(lbd_push::merge(
+                current,
+                &Prefix(model::NAME_PREFIX),
+                &rendered.listeners,
+                &rendered.pools,
+            ))
+        })
         .await?;
         if pushed {
             info!(
