@@ -1,0 +1,264 @@
+//! The rest of a cluster around the fake API server: a real lbd process,
+//! "nodes" (TCP servers on their own 127.0.0.x address answering on the
+//! NodePort, and kube-proxy's healthz on the healthCheckNodePort), and the
+//! lb-agent process under test. Loopback only; every wait is bounded.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Longest any single wait may take.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+static SCRATCH: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh directory for one test.
+pub fn scratch_dir() -> PathBuf {
+    let n = SCRATCH.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("lb-agent-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A port that was free on 127.0.0.1 a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `cond` until it holds; panics with `what` after [`WAIT`].
+pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A binary of this workspace, built if needed (`cargo test -p lb-agent`
+/// alone does not build lbd).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let agent = PathBuf::from(env!("CARGO_BIN_EXE_lb-agent"));
+    let dir = agent.parent().expect("target dir").to_owned();
+    let path = dir.join(name);
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", name, "--bin", name])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "cannot build {name}");
+    }
+    path
+}
+
+/// A child process killed when dropped, with its stderr in a log file.
+pub struct Process {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Process {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .env_remove("RUST_LOG")
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Process { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn wait_for_log(&self, needle: &str) {
+        let what = format!("{needle:?} in {}", self.log.display());
+        eventually(&what, || async { self.log_text().contains(needle) }).await;
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process and waits until it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real lbd with only an `[admin]` section (lb-agent adds the rest).
+pub struct Lbd {
+    pub admin: SocketAddr,
+    pub config: PathBuf,
+    pub process: Process,
+}
+
+impl Lbd {
+    pub async fn start() -> Lbd {
+        let dir = scratch_dir();
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = dir.join("lbd.toml");
+        std::fs::write(&config, format!("[admin]\nbind = \"{admin}\"\n")).expect("config");
+        let process = Self::spawn(&config, &dir);
+        process.wait_for_log(" started: ").await;
+        Lbd {
+            admin,
+            config,
+            process,
+        }
+    }
+
+    fn spawn(config: &Path, dir: &Path) -> Process {
+        let mut cmd = Command::new(workspace_binary("lbd"));
+        cmd.args(["--workers", "1", "--log", "lbd=debug", "run", "-c"])
+            .arg(config);
+        Process::spawn(cmd, dir.join(format!("lbd-{}.log", free_port())))
+    }
+
+    /// Kills lbd and starts it again from its file config (which has no
+    /// lb-agent entries): what a crash and a systemd restart look like.
+    pub async fn restart(&mut self) {
+        self.process.kill();
+        let dir = self.config.parent().expect("dir").to_owned();
+        self.process = Self::spawn(&self.config, &dir);
+        self.process.wait_for_log(" started: ").await;
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+}
+
+/// lb-agent under test.
+pub fn start_agent(args: &[String]) -> Process {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
+    cmd.args(["--log", "lb_agent=debug,info"]).args(args);
+    Process::spawn(cmd, scratch_dir().join("lb-agent.log"))
+}
+
+/// A node: `tag\n` to every connection on `ip:node_port`, and an HTTP
+/// `/healthz` (200 or 503, switchable) on `ip:health_port` when given.
+pub struct NodeServer {
+    pub name: String,
+    pub ip: IpAddr,
+    healthy: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl NodeServer {
+    pub async fn start(
+        name: &str,
+        ip: IpAddr,
+        node_port: u16,
+        health_port: Option<u16>,
+    ) -> NodeServer {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let mut tasks = Vec::new();
+        let tag = format!("{name}\n");
+        let data = TcpListener::bind((ip, node_port))
+            .await
+            .expect("bind node port");
+        tasks.push(tokio::spawn(async move {
+            while let Ok((mut conn, _)) = data.accept().await {
+                let tag = tag.clone();
+                tokio::spawn(async move {
+                    let _ = conn.write_all(tag.as_bytes()).await;
+                });
+            }
+        }));
+        if let Some(port) = health_port {
+            let listener = TcpListener::bind((ip, port))
+                .await
+                .expect("bind health port");
+            let healthy = Arc::clone(&healthy);
+            tasks.push(tokio::spawn(async move {
+                while let Ok((conn, _)) = listener.accept().await {
+                    tokio::spawn(answer_healthz(conn, healthy.load(Ordering::SeqCst)));
+                }
+            }));
+        }
+        NodeServer {
+            name: name.to_owned(),
+            ip,
+            healthy,
+            tasks,
+        }
+    }
+
+    /// What kube-proxy's healthz says: 200 (local endpoints) or 503.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+    }
+}
+
+impl Drop for NodeServer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn answer_healthz(mut conn: TcpStream, healthy: bool) {
+    let mut buf = [0u8; 2048];
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.read(&mut buf)).await;
+    let (code, text) = if healthy {
+        (200, "OK")
+    } else {
+        (503, "Service Unavailable")
+    };
+    let reply = format!("HTTP/1.1 {code} {text}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let _ = conn.write_all(reply.as_bytes()).await;
+}
+
+/// The tag answered on one new connection to `addr`, or `None` if the
+/// connection fails or closes without one.
+pub async fn tag_at(addr: SocketAddr) -> Option<String> {
+    let attempt = async {
+        let mut conn = TcpStream::connect(addr).await.ok()?;
+        let mut buf = Vec::new();
+        conn.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8(buf).ok()?;
+        let line = text.trim();
+        (!line.is_empty()).then(|| line.to_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Tags of `n` sequential connections (missing ones left out).
+pub async fn tags_at(addr: SocketAddr, n: usize) -> Vec<String> {
+    let mut tags = Vec::new();
+    for _ in 0..n {
+        if let Some(tag) = tag_at(addr).await {
+            tags.push(tag);
+        }
+    }
+    tags
+}
