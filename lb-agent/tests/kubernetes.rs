@@ -126,6 +126,7 @@ async fn a_service_is_served_on_the_nodes_and_gets_its_vip() {
     .await;
     let service = c.kube.service("default", "web").expect("service");
     assert_eq!(finalizers(&service), ["lbd.io/load-balancer-cleanup"]);
+
     assert_eq!(
         service["status"]["loadBalancer"]["ingress"][0]["ipMode"],
         "VIP"
@@ -141,6 +142,13 @@ async fn a_service_is_served_on_the_nodes_and_gets_its_vip() {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let other = c.kube.service("default", "other").expect("service");
     assert!(ingress_ips(&other).is_empty() && finalizers(&other).is_empty());
+    // Resyncs (every second) found nothing to change on "web".
+    let patches = c.kube.status_updates("default", "web");
+    assert_eq!(
+        patches.len(),
+        1,
+        "one status patch, not one per resync: {patches:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
