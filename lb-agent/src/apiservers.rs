@@ -12,18 +12,17 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
-use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use lbd::config::file::{ConfigFile, MemberSection};
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::lbd_push::{self, Target};
+use crate::sync::{follow, Backoff, Timing};
 
 /// The label EndpointSlices carry with their Service's name.
 const SERVICE_LABEL: &str = "kubernetes.io/service-name";
@@ -35,8 +34,7 @@ pub struct Settings {
     /// Members until the API has answered.
     pub seed: Vec<SocketAddr>,
     pub target: Target,
-    pub debounce: Duration,
-    pub resync: Duration,
+    pub timing: Timing,
 }
 
 /// Runs until the process is stopped.
@@ -44,19 +42,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let client = crate::kubernetes::client(settings.kubeconfig.as_ref()).await?;
     let api: Api<EndpointSlice> = Api::namespaced(client, "default");
     let config = watcher::Config::default().labels(&format!("{SERVICE_LABEL}=kubernetes"));
-    let (slices, writer) = reflector::store();
     let changed = Arc::new(Notify::new());
-    let stream = watcher(api, config).default_backoff().reflect(writer);
-    let notify = Arc::clone(&changed);
-    tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => notify.notify_one(),
-                Err(e) => warn!("lb-agent: watch endpointslices: {e}"),
-            }
-        }
-    });
+    let slices = follow(api, config, Arc::clone(&changed));
 
     let mut members: BTreeSet<SocketAddr> = settings.seed.iter().copied().collect();
     info!(
@@ -64,15 +51,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.pool,
         members.len()
     );
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::default();
     loop {
-        let seen = ready_endpoints(
-            &slices
-                .state()
-                .iter()
-                .map(|s| (**s).clone())
-                .collect::<Vec<_>>(),
-        );
+        let state: Vec<EndpointSlice> = slices.state().iter().map(|s| (**s).clone()).collect();
+        let seen = ready_endpoints(&state);
         if !seen.is_empty() && seen != members {
             info!(
                 "lb-agent: pool {:?}: the API lists {} ready apiserver(s)",
@@ -87,23 +69,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await;
         match result {
             Ok(pushed) => {
-                backoff = Duration::from_secs(1);
+                backoff.succeeded();
                 if pushed {
                     info!("lb-agent: pool {:?} updated in lbd", settings.pool);
                 }
-                tokio::select! {
-                    _ = changed.notified() => tokio::time::sleep(settings.debounce).await,
-                    _ = tokio::time::sleep(settings.resync) => {}
-                }
+                settings.timing.next_pass(&changed).await;
             }
-            Err(e) => {
-                warn!(
-                    "lb-agent: {e:#}; retrying in {}",
-                    humantime::format_duration(backoff)
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
+            Err(e) => backoff.failed(&e).await,
         }
     }
 }

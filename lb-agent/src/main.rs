@@ -4,6 +4,7 @@
 mod apiservers;
 mod kubernetes;
 mod lbd_push;
+mod sync;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -44,9 +45,8 @@ enum Command {
 
 #[derive(Args)]
 struct ApiserversArgs {
-    /// kubeconfig file (default: in-cluster config, then ~/.kube/config).
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    watch: WatchArgs,
     /// The lbd pool whose members are the apiservers.
     #[arg(long, default_value = "apiservers")]
     pool: String,
@@ -55,19 +55,35 @@ struct ApiserversArgs {
     seed: Vec<std::net::SocketAddr>,
     #[command(flatten)]
     target: TargetArgs,
-    /// Quiet time after a change before pushing.
+}
+
+/// How lb-agent reaches the API and paces its passes.
+#[derive(Args)]
+struct WatchArgs {
+    /// kubeconfig file (default: in-cluster config, then ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Quiet time after a change before pushing (a burst is one push).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     debounce: Duration,
-    /// Reconcile at least this often.
+    /// Reconcile at least this often (re-pushes after an lbd restart).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     resync: Duration,
 }
 
+impl WatchArgs {
+    fn timing(&self) -> sync::Timing {
+        sync::Timing {
+            debounce: self.debounce,
+            resync: self.resync,
+        }
+    }
+}
+
 #[derive(Args)]
 struct KubernetesArgs {
-    /// kubeconfig file (default: in-cluster config, then ~/.kube/config).
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    watch: WatchArgs,
     /// The spec.loadBalancerClass served.
     #[arg(long, default_value = "lbd.io/lbd")]
     class: String,
@@ -86,12 +102,6 @@ struct KubernetesArgs {
     vip_range: Option<String>,
     #[command(flatten)]
     target: TargetArgs,
-    /// Quiet time after a change before pushing (a burst is one push).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-    debounce: Duration,
-    /// Reconcile at least this often (re-pushes after an lbd restart).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    resync: Duration,
 }
 
 #[derive(Args)]
@@ -146,15 +156,14 @@ fn run_kubernetes(args: KubernetesArgs) -> anyhow::Result<()> {
         (None, None) => bail!("--vip or --vip-range is required"),
     };
     let settings = kubernetes::Settings {
-        kubeconfig: args.kubeconfig,
+        timing: args.watch.timing(),
+        kubeconfig: args.watch.kubeconfig,
         options: Options {
             class: args.class,
             default_class: args.default_class,
             vips,
         },
         target: target(args.target)?,
-        debounce: args.debounce,
-        resync: args.resync,
     };
     tokio::runtime::Runtime::new()
         .context("cannot start the runtime")?
@@ -163,12 +172,11 @@ fn run_kubernetes(args: KubernetesArgs) -> anyhow::Result<()> {
 
 fn run_apiservers(args: ApiserversArgs) -> anyhow::Result<()> {
     let settings = apiservers::Settings {
-        kubeconfig: args.kubeconfig,
+        timing: args.watch.timing(),
+        kubeconfig: args.watch.kubeconfig,
         pool: args.pool,
         seed: args.seed,
         target: target(args.target)?,
-        debounce: args.debounce,
-        resync: args.resync,
     };
     tokio::runtime::Runtime::new()
         .context("cannot start the runtime")?

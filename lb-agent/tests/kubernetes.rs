@@ -47,6 +47,21 @@ impl Cluster {
         Cluster { kube, lbd, agent }
     }
 
+    /// Two ready nodes and a Service "web" on one port, served: returns
+    /// the port, the nodePort and the node servers.
+    async fn serve_web(&self) -> (u16, u16, Vec<NodeServer>) {
+        let (port, node_port) = (cluster::free_port(), cluster::free_port());
+        let nodes = nodes(&self.kube, node_port, None).await;
+        self.kube.apply_service(fake_kube::service_lb(
+            "default",
+            "web",
+            &[("http", port, node_port, "TCP")],
+            Some("lbd.io/lbd"),
+        ));
+        self.wait_served_by(port, &["node-a", "node-b"]).await;
+        (port, node_port, nodes)
+    }
+
     fn vip(port: u16) -> SocketAddr {
         SocketAddr::new(VIP.parse().expect("vip"), port)
     }
@@ -109,15 +124,7 @@ fn finalizers(service: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_is_served_on_the_nodes_and_gets_its_vip() {
     let c = Cluster::start(&[]).await;
-    let (port, node_port) = (cluster::free_port(), cluster::free_port());
-    let _nodes = nodes(&c.kube, node_port, None).await;
-    c.kube.apply_service(fake_kube::service_lb(
-        "default",
-        "web",
-        &[("http", port, node_port, "TCP")],
-        Some("lbd.io/lbd"),
-    ));
-    c.wait_served_by(port, &["node-a", "node-b"]).await;
+    let (_port, node_port, _nodes) = c.serve_web().await;
     eventually("the VIP in the Service status", || async {
         c.kube
             .service("default", "web")
@@ -154,15 +161,7 @@ async fn a_service_is_served_on_the_nodes_and_gets_its_vip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_is_not_ready_is_removed_and_comes_back() {
     let c = Cluster::start(&[]).await;
-    let (port, node_port) = (cluster::free_port(), cluster::free_port());
-    let _nodes = nodes(&c.kube, node_port, None).await;
-    c.kube.apply_service(fake_kube::service_lb(
-        "default",
-        "web",
-        &[("http", port, node_port, "TCP")],
-        Some("lbd.io/lbd"),
-    ));
-    c.wait_served_by(port, &["node-a", "node-b"]).await;
+    let (port, _, _nodes) = c.serve_web().await;
     c.kube
         .apply_node(fake_kube::node("node-b", &node_ip(2).to_string(), false));
     c.wait_served_by(port, &["node-a"]).await;
@@ -199,15 +198,7 @@ async fn local_traffic_policy_follows_kube_proxy_healthz() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_service_leaves_lbd_before_its_finalizer_goes() {
     let c = Cluster::start(&[]).await;
-    let (port, node_port) = (cluster::free_port(), cluster::free_port());
-    let _nodes = nodes(&c.kube, node_port, None).await;
-    c.kube.apply_service(fake_kube::service_lb(
-        "default",
-        "web",
-        &[("http", port, node_port, "TCP")],
-        Some("lbd.io/lbd"),
-    ));
-    c.wait_served_by(port, &["node-a", "node-b"]).await;
+    let (port, _, _nodes) = c.serve_web().await;
     c.kube.delete_service("default", "web");
     eventually("the Service gone (finalizer removed)", || async {
         c.kube.service("default", "web").is_none()
@@ -224,15 +215,7 @@ async fn a_deleted_service_leaves_lbd_before_its_finalizer_goes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_watch_converges_again() {
     let c = Cluster::start(&[]).await;
-    let (port, node_port) = (cluster::free_port(), cluster::free_port());
-    let _nodes = nodes(&c.kube, node_port, None).await;
-    c.kube.apply_service(fake_kube::service_lb(
-        "default",
-        "web",
-        &[("http", port, node_port, "TCP")],
-        Some("lbd.io/lbd"),
-    ));
-    c.wait_served_by(port, &["node-a", "node-b"]).await;
+    let (port, node_port, _nodes) = c.serve_web().await;
     // History compacted and every watch cut: the agent must re-list.
     let before = c.kube.requests().len();
     c.kube.compact();
@@ -252,15 +235,7 @@ async fn a_broken_watch_converges_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_lbd_gets_the_config_again() {
     let mut c = Cluster::start(&[]).await;
-    let (port, node_port) = (cluster::free_port(), cluster::free_port());
-    let _nodes = nodes(&c.kube, node_port, None).await;
-    c.kube.apply_service(fake_kube::service_lb(
-        "default",
-        "web",
-        &[("http", port, node_port, "TCP")],
-        Some("lbd.io/lbd"),
-    ));
-    c.wait_served_by(port, &["node-a", "node-b"]).await;
+    let (port, _, _nodes) = c.serve_web().await;
     c.lbd.restart().await;
     // The restarted lbd only has its file config until lb-agent re-pushes.
     c.wait_served_by(port, &["node-a", "node-b"]).await;

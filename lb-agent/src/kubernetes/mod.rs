@@ -18,20 +18,19 @@ pub mod model;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::{Client, Resource};
+use kube::runtime::watcher;
+use kube::Client;
 use serde_json::json;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::lbd_push::{self, Prefix, Target};
+use crate::sync::{follow, Backoff, Timing};
 use model::{Options, Outcome, Rendered, ServiceKey};
 
 /// The finalizer lb-agent puts on the Services it serves.
@@ -42,8 +41,7 @@ pub struct Settings {
     pub kubeconfig: Option<PathBuf>,
     pub options: Options,
     pub target: Target,
-    pub debounce: Duration,
-    pub resync: Duration,
+    pub timing: Timing,
 }
 
 /// A Kubernetes client from `--kubeconfig`, or in-cluster / default config.
@@ -63,8 +61,9 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let client = client(settings.kubeconfig.as_ref()).await?;
     let changed = Arc::new(Notify::new());
-    let services = follow::<Service>(Api::all(client.clone()), Arc::clone(&changed));
-    let nodes = follow::<Node>(Api::all(client.clone()), Arc::clone(&changed));
+    let all = watcher::Config::default;
+    let services = follow::<Service>(Api::all(client.clone()), all(), Arc::clone(&changed));
+    let nodes = follow::<Node>(Api::all(client.clone()), all(), Arc::clone(&changed));
     services.wait_until_ready().await?;
     nodes.wait_until_ready().await?;
     info!("lb-agent: watching Services and Nodes");
@@ -82,55 +81,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         settings,
         reported: BTreeSet::new(),
     };
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::default();
     loop {
-        tokio::select! {
-            _ = changed.notified() => tokio::time::sleep(agent.settings.debounce).await,
-            _ = tokio::time::sleep(agent.settings.resync) => {}
-        }
+        agent.settings.timing.next_pass(&changed).await;
         let services: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
         let nodes: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
         match agent.reconcile(&services, &nodes).await {
-            Ok(()) => backoff = Duration::from_secs(1),
+            Ok(()) => backoff.succeeded(),
             Err(e) => {
-                warn!(
-                    "lb-agent: {e:#}; retrying in {}",
-                    humantime::format_duration(backoff)
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff.failed(&e).await;
                 changed.notify_one();
             }
         }
     }
-}
-
-/// A reflector store of `api`'s objects, kept current by a background
-/// watch; every change wakes `changed`.
-fn follow<K>(api: Api<K>, changed: Arc<Notify>) -> reflector::Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer);
-    tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => changed.notify_one(),
-                Err(e) => warn!("lb-agent: watch {}: {e}", K::plural(&())),
-            }
-        }
-    });
-    reader
 }
 
 struct Agent {

@@ -265,11 +265,12 @@ impl FakeKube {
         self.state.lock().expect("state").requests.clone()
     }
 
-    /// Forgets the history: resuming a watch from an older version, or a
-    /// `continue` token from before now, gets `410 Gone`.
+    /// Forgets the history: resuming a watch from any version handed out so
+    /// far, or a `continue` token from before now, gets `410 Gone`.
     pub fn compact(&self) {
         let mut state = self.state.lock().expect("state");
-        state.compacted = state.rv;
+        // Every version handed out so far is now too old to resume from.
+        state.compacted = state.rv + 1;
         state.history.clear();
     }
 
