@@ -446,6 +446,7 @@ async fn config_push_is_validated_and_applied(rt: &str) {
     );
     assert_eq!(get(admin, "/api/config").await.1, before);
     assert_eq!(hit(bind).await.expect("still served"), "m0");
+    assert_eq!(stats(admin).await["reload_failures_total"], 2);
 
     // Valid JSON: a second listener and member, applied like a reload.
     let mut file: Value = serde_json::from_str(&before).expect("config JSON");

@@ -165,8 +165,14 @@ async fn config_route(req: Request<Incoming>, ctx: &Context) -> Reply {
                 Err(e) => return error(&e),
             };
             let _one_at_a_time = ctx.writes.lock().await;
-            let result = api::parse_config(&body, toml)
-                .and_then(|config| api::replace_config(&ctx.server, config));
+            let result = match api::parse_config(&body, toml) {
+                Ok(config) => api::replace_config(&ctx.server, config),
+                Err(e) => {
+                    // Counted like a SIGHUP with a bad file.
+                    ctx.server.note_rejected_reload();
+                    Err(e)
+                }
+            };
             log_write("PUT /api/config", &result);
             respond(result)
         }
