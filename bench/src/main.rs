@@ -2,16 +2,6 @@
 //! and a direct connection, in one run, on loopback, with the same backends
 //! and the same pinning. See bench/README.md.
 
-mod backends;
-mod iperf;
-mod procfs;
-mod procs;
-mod proxies;
-mod report;
-mod scenarios;
-mod setup;
-mod wrk;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,6 +12,7 @@ use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
 use backends::{Backends, Ports};
+use bench::{backends, procs, proxies, report, scenarios, setup, wrk};
 use procs::{Pin, WorkDir};
 use proxies::{Kind, Proxy, Upstreams};
 use report::Sample;

@@ -123,9 +123,9 @@ struct ModeResult {
 
 fn run(cli: Cli) -> Result<()> {
     let started_us = now_us();
-    let bin = lbd::binary(cli.lbd.as_deref())?;
     let scratch = std::env::temp_dir().join(format!("lbd-failover-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let bin = bench::setup::lbd_binary(cli.lbd.as_deref(), &scratch)?;
     let shape = load::Shape {
         clients: cli.clients.max(1),
         pace: Duration::from_millis(cli.pace_ms),
@@ -164,7 +164,7 @@ fn run(cli: Cli) -> Result<()> {
     let out = cli
         .out
         .clone()
-        .unwrap_or_else(|| lbd::workspace_root().join("bench").join("results"));
+        .unwrap_or_else(|| bench::setup::workspace_root().join("bench").join("results"));
     let file = write_json(&out, started_us, &bin, &cli, &modes)?;
     println!("JSON: {}", file.display());
     if cli.keep_logs {
@@ -298,7 +298,7 @@ fn write_json(
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "machine": {
             "started_utc": logs::format_utc(started_us),
-            "commit": report::git_commit(&lbd::workspace_root()),
+            "commit": bench::setup::git_commit(),
             "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
             "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
             "lbd": report::command_line_output(bin, &["--version"]),

@@ -1,4 +1,4 @@
-//! lbd itself: the binary (built or given), the config, and the running
+//! lbd itself: the config and the running
 //! process, which is killed when its guard is dropped (also on error) and
 //! by the kernel if this tool dies first (PR_SET_PDEATHSIG).
 
@@ -15,51 +15,6 @@ use crate::backend::Death;
 
 /// The pool's name; lbd labels members `api/<ip:port>`.
 pub const POOL: &str = "api";
-
-/// The workspace root (the parent of this crate).
-pub fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
-/// The binary given with `--lbd`, or `cargo build --release -p lbd` at the
-/// workspace root and `<target>/release/lbd`.
-pub fn binary(given: Option<&Path>) -> Result<PathBuf> {
-    if let Some(p) = given {
-        if !p.is_file() {
-            bail!("--lbd {}: no such file", p.display());
-        }
-        return Ok(p.to_path_buf());
-    }
-    let root = workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!(
-        "failover: cargo build --release -p lbd (in {})",
-        root.display()
-    );
-    let mut child = Command::new(&cargo)
-        .args(["build", "--release", "-p", "lbd", "--manifest-path"])
-        .arg(root.join("Cargo.toml"))
-        .stdin(Stdio::null())
-        .spawn()
-        .with_context(|| format!("running {cargo} build"))?;
-    let Some(status) = wait_bounded(&mut child, Duration::from_secs(1800))? else {
-        let _ = child.kill();
-        let _ = child.wait();
-        bail!("cargo build --release -p lbd took over 30 minutes");
-    };
-    if !status.success() {
-        bail!("cargo build --release -p lbd failed ({status})");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("release").join("lbd");
-    if !bin.is_file() {
-        bail!("built lbd but {} is missing", bin.display());
-    }
-    Ok(bin)
-}
 
 /// The config: one listener, pool "api" with the members and TCP checks
 /// every second (`fall = 2`). Blackhole mode gives up a member connect

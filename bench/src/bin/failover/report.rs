@@ -56,13 +56,7 @@ pub struct Failure {
 }
 
 /// Median, min and max of a metric over the repetitions that have it.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Spread {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-    pub n: usize,
-}
+pub type Spread = bench::report::Stats;
 
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -85,23 +79,7 @@ pub fn death_name(d: Death) -> &'static str {
 }
 
 fn spread(values: impl Iterator<Item = f64>) -> Option<Spread> {
-    let mut v: Vec<f64> = values.collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    Some(Spread {
-        median,
-        min: v[0],
-        max: v[n - 1],
-        n,
-    })
+    bench::report::stats(&values.collect::<Vec<f64>>())
 }
 
 pub fn summarise(reps: &[Rep]) -> Summary {
@@ -229,28 +207,6 @@ pub fn progress_line(death: Death, r: &Rep) -> String {
         r.client_failures_window,
         r.client_attempts,
     )
-}
-
-/// `git rev-parse --short HEAD`, plus `-dirty` when the tree has changes.
-pub fn git_commit(root: &Path) -> String {
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(root)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    match (
-        git(&["rev-parse", "--short", "HEAD"]),
-        git(&["status", "--porcelain"]),
-    ) {
-        (Some(head), Some(s)) if !s.is_empty() => format!("{head}-dirty"),
-        (Some(head), _) => head,
-        (None, _) => "unknown".into(),
-    }
 }
 
 /// The first line a short command prints, or why it could not run.

@@ -1,0 +1,13 @@
+//! The bench's building blocks, shared by its two programs: `bench` (lbd
+//! side by side with HAProxy, nginx and a direct connection; `main.rs`) and
+//! `failover` (member death to the last routed attempt; `bin/failover.rs`).
+
+pub mod backends;
+pub mod iperf;
+pub mod procfs;
+pub mod procs;
+pub mod proxies;
+pub mod report;
+pub mod scenarios;
+pub mod setup;
+pub mod wrk;
