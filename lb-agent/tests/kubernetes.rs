@@ -22,10 +22,10 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start(extra: &[&str]) -> Cluster {
+    async fn start() -> Cluster {
         let kube = FakeKube::start().await;
         let lbd = Lbd::start().await;
-        let mut args: Vec<String> = [
+        let agent = start_agent(&[
             "kubernetes",
             "--kubeconfig",
             &kube.kubeconfig().display().to_string(),
@@ -37,12 +37,7 @@ impl Cluster {
             "100ms",
             "--resync",
             "1s",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let agent = start_agent(&args);
+        ]);
         agent.wait_for_log("watching Services and Nodes").await;
         Cluster { kube, lbd, agent }
     }
@@ -123,7 +118,7 @@ fn finalizers(service: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_is_served_on_the_nodes_and_gets_its_vip() {
-    let c = Cluster::start(&[]).await;
+    let c = Cluster::start().await;
     let (_port, node_port, _nodes) = c.serve_web().await;
     eventually("the VIP in the Service status", || async {
         c.kube
@@ -160,7 +155,7 @@ async fn a_service_is_served_on_the_nodes_and_gets_its_vip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_is_not_ready_is_removed_and_comes_back() {
-    let c = Cluster::start(&[]).await;
+    let c = Cluster::start().await;
     let (port, _, _nodes) = c.serve_web().await;
     c.kube
         .apply_node(fake_kube::node("node-b", &node_ip(2).to_string(), false));
@@ -172,7 +167,7 @@ async fn a_node_that_is_not_ready_is_removed_and_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_traffic_policy_follows_kube_proxy_healthz() {
-    let c = Cluster::start(&[]).await;
+    let c = Cluster::start().await;
     let (port, node_port, health_port) = (
         cluster::free_port(),
         cluster::free_port(),
@@ -197,7 +192,7 @@ async fn local_traffic_policy_follows_kube_proxy_healthz() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_service_leaves_lbd_before_its_finalizer_goes() {
-    let c = Cluster::start(&[]).await;
+    let c = Cluster::start().await;
     let (port, _, _nodes) = c.serve_web().await;
     c.kube.delete_service("default", "web");
     eventually("the Service gone (finalizer removed)", || async {
@@ -214,7 +209,7 @@ async fn a_deleted_service_leaves_lbd_before_its_finalizer_goes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_watch_converges_again() {
-    let c = Cluster::start(&[]).await;
+    let c = Cluster::start().await;
     let (port, node_port, _nodes) = c.serve_web().await;
     // History compacted and every watch cut: the agent must re-list.
     let before = c.kube.requests().len();
@@ -234,7 +229,7 @@ async fn a_broken_watch_converges_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_lbd_gets_the_config_again() {
-    let mut c = Cluster::start(&[]).await;
+    let mut c = Cluster::start().await;
     let (port, _, _nodes) = c.serve_web().await;
     c.lbd.restart().await;
     // The restarted lbd only has its file config until lb-agent re-pushes.
@@ -248,7 +243,7 @@ async fn a_restarted_lbd_gets_the_config_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn problems_become_events_on_the_service() {
-    let c = Cluster::start(&[]).await;
+    let c = Cluster::start().await;
     let (port, web_port, node_port) = (
         cluster::free_port(),
         cluster::free_port(),
@@ -287,10 +282,7 @@ async fn output_file_mode_writes_the_config_and_reloads_lbd() {
     std::fs::write(&base, format!("[admin]\nbind = \"127.0.0.1:{admin}\"\n")).expect("base");
     let output = dir.join("lbd.toml");
     std::fs::copy(&base, &output).expect("first config");
-    let mut cmd = std::process::Command::new(cluster::workspace_binary("lbd"));
-    cmd.args(["--workers", "1", "run", "-c"]).arg(&output);
-    let lbd = Process::spawn(cmd, dir.join("lbd.log"));
-    lbd.wait_for_log(" started: ").await;
+    let lbd = cluster::run_lbd(&output).await;
     let pid_file = dir.join("lbd.pid");
     std::fs::write(&pid_file, lbd.pid().to_string()).expect("pid file");
 
@@ -301,7 +293,7 @@ async fn output_file_mode_writes_the_config_and_reloads_lbd() {
         &[("http", port, node_port, "TCP")],
         Some("lbd.io/lbd"),
     ));
-    let args: Vec<String> = [
+    let agent = start_agent(&[
         "kubernetes",
         "--kubeconfig",
         &kube.kubeconfig().display().to_string(),
@@ -315,11 +307,7 @@ async fn output_file_mode_writes_the_config_and_reloads_lbd() {
         &pid_file.display().to_string(),
         "--debounce",
         "100ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let agent = start_agent(&args);
+    ]);
     let what = format!(
         "served through the file config; agent log:\n{}",
         agent.log_text()
@@ -359,12 +347,9 @@ async fn apiservers_follow_the_endpointslices_from_a_seed() {
         ),
     )
     .expect("config");
-    let mut cmd = std::process::Command::new(cluster::workspace_binary("lbd"));
-    cmd.args(["--workers", "1", "run", "-c"]).arg(&config);
-    let lbd = Process::spawn(cmd, dir.join("lbd.log"));
-    lbd.wait_for_log(" started: ").await;
+    let _lbd = cluster::run_lbd(&config).await;
 
-    let args: Vec<String> = [
+    let agent = start_agent(&[
         "apiservers",
         "--kubeconfig",
         &kube.kubeconfig().display().to_string(),
@@ -376,11 +361,7 @@ async fn apiservers_follow_the_endpointslices_from_a_seed() {
         "100ms",
         "--resync",
         "1s",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let agent = start_agent(&args);
+    ]);
     let served = |want: Vec<&'static str>| {
         let what = format!(
             "{want:?} behind the apiserver VIP; agent log:\n{}",

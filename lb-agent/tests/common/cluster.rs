@@ -123,8 +123,7 @@ impl Lbd {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = dir.join("lbd.toml");
         std::fs::write(&config, format!("[admin]\nbind = \"{admin}\"\n")).expect("config");
-        let process = Self::spawn(&config, &dir);
-        process.wait_for_log(" started: ").await;
+        let process = run_lbd(&config).await;
         Lbd {
             admin,
             config,
@@ -132,20 +131,11 @@ impl Lbd {
         }
     }
 
-    fn spawn(config: &Path, dir: &Path) -> Process {
-        let mut cmd = Command::new(workspace_binary("lbd"));
-        cmd.args(["--workers", "1", "--log", "lbd=debug", "run", "-c"])
-            .arg(config);
-        Process::spawn(cmd, dir.join(format!("lbd-{}.log", free_port())))
-    }
-
     /// Kills lbd and starts it again from its file config (which has no
     /// lb-agent entries): what a crash and a systemd restart look like.
     pub async fn restart(&mut self) {
         self.process.kill();
-        let dir = self.config.parent().expect("dir").to_owned();
-        self.process = Self::spawn(&self.config, &dir);
-        self.process.wait_for_log(" started: ").await;
+        self.process = run_lbd(&self.config).await;
     }
 
     pub fn url(&self) -> String {
@@ -153,8 +143,20 @@ impl Lbd {
     }
 }
 
+/// `lbd run -c config` (one worker, debug log next to the config), once it
+/// says it started.
+pub async fn run_lbd(config: &Path) -> Process {
+    let mut cmd = Command::new(workspace_binary("lbd"));
+    cmd.args(["--workers", "1", "--log", "lbd=debug", "run", "-c"])
+        .arg(config);
+    let dir = config.parent().expect("config dir");
+    let process = Process::spawn(cmd, dir.join(format!("lbd-{}.log", free_port())));
+    process.wait_for_log(" started: ").await;
+    process
+}
+
 /// lb-agent under test.
-pub fn start_agent(args: &[String]) -> Process {
+pub fn start_agent(args: &[&str]) -> Process {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lb-agent"));
     cmd.args(["--log", "lb_agent=debug,info"]).args(args);
     Process::spawn(cmd, scratch_dir().join("lb-agent.log"))
