@@ -8,7 +8,7 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 
 use common::cluster::{self, eventually, start_agent, tags_at, Lbd, NodeServer, Process};
-use common::fake_kube::{self, FakeKube};
+use common::fake_kube::{self, finalizers, FakeKube};
 use serde_json::Value;
 
 /// The VIP lb-agent gives Services (on loopback, so lbd can bind it).
@@ -100,17 +100,6 @@ fn ingress_ips(service: &Value) -> Vec<String> {
         .map(|i| {
             i.iter()
                 .filter_map(|x| x["ip"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn finalizers(service: &Value) -> Vec<String> {
-    service["metadata"]["finalizers"]
-        .as_array()
-        .map(|f| {
-            f.iter()
-                .filter_map(|x| x.as_str().map(str::to_owned))
                 .collect()
         })
         .unwrap_or_default()

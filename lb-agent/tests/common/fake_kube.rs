@@ -981,16 +981,6 @@ fn patch(
             new["metadata"][field] = old["metadata"][field].clone();
         }
     }
-    let finalizers = |o: &Value| -> Vec<String> {
-        o["metadata"]["finalizers"]
-            .as_array()
-            .map(|f| {
-                f.iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let deleting = !old["metadata"]["deletionTimestamp"].is_null();
     if deleting
         && finalizers(&new)
@@ -1182,6 +1172,18 @@ fn not_found(kind: Kind, name: &str) -> Response<Body> {
         "NotFound",
         &format!("{} {name:?} not found", kind.kind().to_lowercase()),
     )
+}
+
+/// `metadata.finalizers` of an object.
+pub fn finalizers(object: &Value) -> Vec<String> {
+    object["metadata"]["finalizers"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 // ------------------------------------------------------------- builders

@@ -59,12 +59,11 @@ fn sync_tasks(snap: &Snapshot, running: &mut HashMap<Arc<str>, Running>) {
     let mut wanted: HashSet<Arc<str>> = HashSet::new();
     for pool in &snap.pools {
         let Some(check) = &pool.health else { continue };
-        // One probe per pool; a setup error (a CA file removed since the
-        // config was validated) makes every check of the pool fail with it.
-        let probe = Arc::new(Probe::new(check).map_err(|e| {
-            error!(pool = %pool.name, "health checks cannot run: {e}");
-            format!("check setup: {e}")
-        }));
+        // One probe per pool, built (TLS files read) only when a task has
+        // to start: a reload that leaves the pool alone costs nothing. A
+        // setup error (a CA file removed since the config was validated)
+        // makes every check of the pool fail with it.
+        let mut probe: Option<Arc<Result<Probe, String>>> = None;
         for m in &pool.members {
             wanted.insert(Arc::clone(&m.label));
             let target = m.cfg.check_addr();
@@ -74,12 +73,18 @@ fn sync_tasks(snap: &Snapshot, running: &mut HashMap<Arc<str>, Running>) {
             if unchanged {
                 continue;
             }
+            let probe = probe.get_or_insert_with(|| {
+                Arc::new(Probe::new(check).map_err(|e| {
+                    error!(pool = %pool.name, "health checks cannot run: {e}");
+                    format!("check setup: {e}")
+                }))
+            });
             let task = tokio::spawn(check_loop(
                 Arc::clone(&m.label),
                 Arc::clone(&m.state),
                 target,
                 Arc::clone(check),
-                Arc::clone(&probe),
+                Arc::clone(probe),
             ));
             running.insert(
                 Arc::clone(&m.label),
