@@ -1,9 +1,10 @@
 //! lb-agent: the control plane that keeps lbd's configuration in sync with
-//! a Kubernetes Service/Node watch (and, an open issue, OpenStack Octavia).
+//! a Kubernetes Service/Node watch or with OpenStack Octavia.
 
 mod apiservers;
 mod kubernetes;
 mod lbd_push;
+mod octavia;
 mod sync;
 
 use std::net::IpAddr;
@@ -17,12 +18,15 @@ use tracing::error;
 
 use kubernetes::model::{Options, Vips};
 use lbd_push::Target;
+use octavia::connect::{AuthSettings, Connect};
+use octavia::http::TlsOptions;
+use octavia::keystone::Credentials;
 
 #[derive(Parser)]
 #[command(
     name = "lb-agent",
     version,
-    about = "Keeps lbd's config in sync with Kubernetes"
+    about = "Keeps lbd's config in sync with Kubernetes or OpenStack Octavia"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,8 +43,102 @@ enum Command {
     /// Keep lbd's kube-apiserver pool in step with the default/kubernetes
     /// EndpointSlices.
     Apiservers(Box<ApiserversArgs>),
-    /// Sync from OpenStack Octavia (not built yet).
-    Octavia,
+    /// Serve Octavia load balancers (amphora mode) and report health back.
+    Octavia(Box<OctaviaArgs>),
+}
+
+#[derive(Args)]
+struct OctaviaArgs {
+    /// Load balancer to serve (repeatable).
+    #[arg(long = "loadbalancer-id", required = true)]
+    loadbalancer_ids: Vec<String>,
+    /// Octavia's API (default: the `load-balancer` endpoint of Keystone's
+    /// catalog).
+    #[arg(long, required_if_eq("auth", "noauth"))]
+    octavia_url: Option<String>,
+    /// How to authenticate to Octavia.
+    #[arg(long, value_enum, default_value_t = AuthMode::Keystone)]
+    auth: AuthMode,
+    /// With --auth noauth: the X-Project-Id header.
+    #[arg(long)]
+    project_id: Option<String>,
+    #[command(flatten)]
+    keystone: KeystoneArgs,
+    /// CA certificates (PEM) for Keystone and Octavia.
+    #[arg(long, env = "OS_CACERT")]
+    ca_file: Option<PathBuf>,
+    /// Do not verify Keystone's and Octavia's certificates.
+    #[arg(long)]
+    insecure: bool,
+    /// How often the load balancers are polled (one request each when
+    /// nothing changed).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    poll: Duration,
+    /// Re-read every listener, pool and member at least this often.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    full_sync: Duration,
+    /// Bind the listeners here instead of the load balancer's VIP.
+    #[arg(long)]
+    bind_address: Option<IpAddr>,
+    #[command(flatten)]
+    heartbeat: HeartbeatArgs,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuthMode {
+    Keystone,
+    Noauth,
+}
+
+/// Keystone v3: a password or an application credential (the usual
+/// `OS_*` variables; keep secrets in the environment, not on the command
+/// line).
+#[derive(Args)]
+struct KeystoneArgs {
+    #[arg(long, env = "OS_AUTH_URL")]
+    os_auth_url: Option<String>,
+    #[arg(long, env = "OS_USERNAME")]
+    os_username: Option<String>,
+    #[arg(long, env = "OS_PASSWORD", hide_env_values = true)]
+    os_password: Option<String>,
+    #[arg(long, env = "OS_USER_DOMAIN_NAME", default_value = "Default")]
+    os_user_domain_name: String,
+    #[arg(long, env = "OS_PROJECT_NAME")]
+    os_project_name: Option<String>,
+    #[arg(long, env = "OS_PROJECT_DOMAIN_NAME", default_value = "Default")]
+    os_project_domain_name: String,
+    #[arg(long, env = "OS_APPLICATION_CREDENTIAL_ID")]
+    os_application_credential_id: Option<String>,
+    #[arg(long, env = "OS_APPLICATION_CREDENTIAL_SECRET", hide_env_values = true)]
+    os_application_credential_secret: Option<String>,
+    #[arg(long, env = "OS_REGION_NAME")]
+    os_region_name: Option<String>,
+    /// The catalog interface of Octavia's endpoint.
+    #[arg(long, env = "OS_INTERFACE", default_value = "public")]
+    os_interface: String,
+}
+
+/// Octavia's amphora heartbeat; without an amphora id, none is sent.
+#[derive(Args)]
+struct HeartbeatArgs {
+    /// The amphora agent's config file: amphora_id, controller_ip_port_list,
+    /// heartbeat_key and heartbeat_interval (flags below win).
+    #[arg(long)]
+    amphora_agent_config: Option<PathBuf>,
+    /// This amphora's id in Octavia.
+    #[arg(long)]
+    amphora_id: Option<String>,
+    /// A health manager's ip:port (repeatable).
+    #[arg(long = "health-manager")]
+    health_managers: Vec<std::net::SocketAddr>,
+    /// File holding Octavia's heartbeat_key.
+    #[arg(long)]
+    heartbeat_key_file: Option<PathBuf>,
+    /// Default: the config file's, else 10s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    heartbeat_interval: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -135,10 +233,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Kubernetes(args) => run_kubernetes(*args),
         Command::Apiservers(args) => run_apiservers(*args),
-        Command::Octavia => {
-            eprintln!("lb-agent octavia is not built yet (an open issue)");
-            return ExitCode::from(2);
-        }
+        Command::Octavia(args) => run_octavia(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -183,7 +278,121 @@ fn run_apiservers(args: ApiserversArgs) -> anyhow::Result<()> {
         .block_on(apiservers::run(settings))
 }
 
+fn run_octavia(args: OctaviaArgs) -> anyhow::Result<()> {
+    let auth = match args.auth {
+        AuthMode::Noauth => AuthSettings::NoAuth {
+            project_id: args.project_id,
+        },
+        AuthMode::Keystone => AuthSettings::Keystone(credentials(&args.keystone)?),
+    };
+    let (stats_url, stats_token) = (args.target.lbd_url.clone(), lbd_token(&args.target)?);
+    let settings = octavia::agent::Settings {
+        connect: Connect {
+            tls: TlsOptions {
+                ca_file: args.ca_file,
+                insecure: args.insecure,
+            },
+            timeout: Duration::from_secs(30),
+            auth,
+            octavia_url: args.octavia_url,
+            interface: args.keystone.os_interface,
+            region: args.keystone.os_region_name,
+        },
+        lb_ids: args.loadbalancer_ids,
+        poll: args.poll,
+        full_sync: args.full_sync,
+        options: octavia::model::Options {
+            bind_address: args.bind_address,
+        },
+        target: target(args.target)?,
+        stats_url,
+        stats_token,
+        heartbeat: heartbeat(args.heartbeat)?,
+    };
+    tokio::runtime::Runtime::new()
+        .context("cannot start the runtime")?
+        .block_on(octavia::agent::run(settings))
+}
+
+/// Keystone credentials from the `OS_*` settings: an application
+/// credential if one is given, else a password.
+fn credentials(k: &KeystoneArgs) -> anyhow::Result<Credentials> {
+    let auth_url = k
+        .os_auth_url
+        .clone()
+        .context("--os-auth-url (OS_AUTH_URL) is required with --auth keystone")?;
+    if let Some(id) = k.os_application_credential_id.clone() {
+        let secret = k.os_application_credential_secret.clone().context(
+            "OS_APPLICATION_CREDENTIAL_SECRET is required with OS_APPLICATION_CREDENTIAL_ID",
+        )?;
+        return Ok(Credentials::ApplicationCredential {
+            auth_url,
+            id,
+            secret,
+        });
+    }
+    let required = |value: &Option<String>, what: &str| {
+        value
+            .clone()
+            .with_context(|| format!("{what} is required for Keystone password auth"))
+    };
+    Ok(Credentials::Password {
+        auth_url,
+        username: required(&k.os_username, "OS_USERNAME")?,
+        password: required(&k.os_password, "OS_PASSWORD")?,
+        user_domain: k.os_user_domain_name.clone(),
+        project_name: required(&k.os_project_name, "OS_PROJECT_NAME")?,
+        project_domain: k.os_project_domain_name.clone(),
+    })
+}
+
+/// Heartbeat settings from the amphora agent's file and the flags; `None`
+/// without an amphora id.
+fn heartbeat(args: HeartbeatArgs) -> anyhow::Result<Option<octavia::agent::HeartbeatSettings>> {
+    let file = match &args.amphora_agent_config {
+        Some(path) => octavia::amphora_conf::read(path)?,
+        None => Default::default(),
+    };
+    let Some(amphora_id) = args.amphora_id.or(file.amphora_id) else {
+        return Ok(None);
+    };
+    let health_managers = if args.health_managers.is_empty() {
+        file.health_managers
+    } else {
+        args.health_managers
+    };
+    if health_managers.is_empty() {
+        bail!("heartbeats need --health-manager (or controller_ip_port_list)");
+    }
+    let key = match &args.heartbeat_key_file {
+        Some(path) => lbd::config::validate::read_token(path)
+            .map_err(|e| anyhow::anyhow!("--heartbeat-key-file {}: {e}", path.display()))?,
+        None => file
+            .heartbeat_key
+            .context("heartbeats need --heartbeat-key-file (or heartbeat_key)")?,
+    };
+    Ok(Some(octavia::agent::HeartbeatSettings {
+        amphora_id,
+        health_managers,
+        key,
+        interval: args
+            .heartbeat_interval
+            .or(file.heartbeat_interval)
+            .unwrap_or(Duration::from_secs(10)),
+    }))
+}
+
+fn lbd_token(args: &TargetArgs) -> anyhow::Result<Option<String>> {
+    match &args.lbd_token_file {
+        Some(path) => Ok(Some(lbd::config::validate::read_token(path).map_err(
+            |e| anyhow::anyhow!("--lbd-token-file {}: {e}", path.display()),
+        )?)),
+        None => Ok(None),
+    }
+}
+
 fn target(args: TargetArgs) -> anyhow::Result<Target> {
+    let token = lbd_token(&args)?;
     if let Some(path) = args.output {
         return Ok(Target::File {
             path,
@@ -191,13 +400,6 @@ fn target(args: TargetArgs) -> anyhow::Result<Target> {
             pid_file: args.lbd_pid_file,
         });
     }
-    let token = match &args.lbd_token_file {
-        Some(path) => Some(
-            lbd::config::validate::read_token(path)
-                .map_err(|e| anyhow::anyhow!("--lbd-token-file {}: {e}", path.display()))?,
-        ),
-        None => None,
-    };
     Ok(Target::Api {
         url: args.lbd_url,
         token,

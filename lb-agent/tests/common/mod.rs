@@ -5,4 +5,6 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod fake_keystone;
 pub mod fake_kube;
+pub mod octavia_env;
