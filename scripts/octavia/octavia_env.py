@@ -284,14 +284,46 @@ def db_connect(db_path):
 # --- Processes ----------------------------------------------------------------
 
 
+def process_start_time(pid):
+    """The start time of a live (non-zombie) process, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
 def pids_path(dir_):
     return os.path.join(dir_, "pids.json")
 
 
 def save_pids(dir_, pids):
-    """Records started process ids at once, so `down` finds them after a crash."""
+    """Records started processes at once, so `down` finds them after a crash.
+
+    With each pid goes its start time, so that a stale file never makes
+    `down` signal an unrelated process that got the same pid later.
+    """
+    records = [{"pid": pid, "start": process_start_time(pid)} for pid in pids]
     with open(pids_path(dir_), "w", encoding="utf-8") as f:
-        json.dump(pids, f)
+        json.dump(records, f)
+
+
+def load_groups(dir_):
+    """The process groups `up` started in DIR that may still be running."""
+    try:
+        with open(pids_path(dir_), encoding="utf-8") as f:
+            records = json.load(f)
+    except OSError:
+        return None
+    groups = []
+    for record in records:
+        # A leader that is gone may have left children in its group; a pid
+        # still in use as a group id is never given to a new process.
+        start = process_start_time(record["pid"])
+        if start is None or start == record["start"]:
+            groups.append(record["pid"])
+    return groups
 
 
 def start_process(dir_, name, argv, pids):
@@ -323,22 +355,41 @@ def group_alive(pgid):
     return False
 
 
-def kill_groups(pgids):
-    """SIGTERM each process group, then SIGKILL what is left after a grace."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pgid in pgids:
-            try:
+def signal_groups(pgids, sig, whole_group):
+    for pgid in pgids:
+        try:
+            if whole_group:
                 os.killpg(pgid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        deadline = time.monotonic() + STOP_GRACE_S
-        while time.monotonic() < deadline:
-            pgids = [p for p in pgids if group_alive(p)]
-            if not pgids:
-                return
-            time.sleep(0.1)
-    if pgids:
-        log(f"process groups still alive after SIGKILL: {pgids}")
+            else:
+                os.kill(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def wait_groups_gone(pgids, timeout):
+    """The groups still alive after waiting up to timeout for them to end."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pgids = [p for p in pgids if group_alive(p)]
+        if not pgids or time.monotonic() > deadline:
+            return pgids
+        time.sleep(0.1)
+
+
+def kill_groups(pgids):
+    """Stops each process group: SIGTERM to its leader, SIGKILL to the rest.
+
+    Only the leader gets SIGTERM: the health manager and the driver agent
+    then stop their children themselves. SIGTERM to the whole group kills
+    those children first and leaves the leaders hanging in their cleanup.
+    """
+    signal_groups(pgids, signal.SIGTERM, whole_group=False)
+    left = wait_groups_gone(pgids, STOP_GRACE_S)
+    if left:
+        signal_groups(left, signal.SIGKILL, whole_group=True)
+        left = wait_groups_gone(left, STOP_GRACE_S)
+    if left:
+        log(f"process groups still alive after SIGKILL: {left}")
 
 
 def log_tail(dir_, name, lines=40):
@@ -383,6 +434,9 @@ def is_socket(path):
 def cmd_up(args):
     dir_ = os.path.abspath(args.dir)
     os.makedirs(dir_, exist_ok=True)
+    if [g for g in load_groups(dir_) or [] if group_alive(g)]:
+        log(f"an env is already running in {dir_}: run down first")
+        return 1
     started = time.monotonic()
     settings = {
         "api_port": free_port(socket.SOCK_STREAM),
@@ -417,6 +471,8 @@ def cmd_up(args):
     except Exception as e:  # noqa: BLE001 - any failure: clean up, report
         log(f"up failed: {e}")
         kill_groups(pids)
+        if not settings["run_dir"].startswith(dir_ + os.sep):
+            shutil.rmtree(settings["run_dir"], ignore_errors=True)
         return 1
 
     env = {
@@ -481,16 +537,25 @@ def cmd_prepare(_args):
 
 def cmd_down(args):
     dir_ = os.path.abspath(args.dir)
-    try:
-        with open(pids_path(dir_), encoding="utf-8") as f:
-            pids = json.load(f)
-    except OSError:
+    groups = load_groups(dir_)
+    if groups is None:
         log(f"nothing to stop in {dir_}")
         return 0
-    kill_groups(pids)
+    kill_groups(groups)
     os.remove(pids_path(dir_))
-    log(f"stopped {len(pids)} process groups")
+    remove_private_run_dir(dir_)
+    log(f"stopped {len(groups)} process groups")
     return 0
+
+
+def remove_private_run_dir(dir_):
+    """Removes the socket dir `up` made outside DIR when DIR's path was long."""
+    try:
+        run_dir = read_env(dir_)["run_dir"]
+    except (OSError, KeyError, ValueError):
+        return
+    if not run_dir.startswith(dir_ + os.sep):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def cmd_register_amphora(args):
@@ -498,14 +563,24 @@ def cmd_register_amphora(args):
 
     The health manager looks up the load balancer of a heartbeat through
     amphora.load_balancer_id (amphora.status != DELETED, LB not DELETED);
-    amphora_health.busy = 1 keeps the failover check off this amphora, and
-    its last_update is what each accepted heartbeat refreshes.
+    that row is all it needs to apply statuses. The stats API counts
+    active_connections only from ALLOCATED amphorae. amphora_health is what
+    each accepted heartbeat refreshes (last_update); busy = 1 keeps the
+    failover check off this amphora (which, with heartbeat_timeout = 86400,
+    would not start within a day anyway).
     """
+    import sqlite3
+
     env = read_env(args.dir)
     now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     conn = db_connect(env["db"])
     try:
         conn.execute("BEGIN IMMEDIATE")
+        if not conn.execute("SELECT 1 FROM load_balancer WHERE id = ?",
+                            (args.lb_id,)).fetchone():
+            sys.stderr.write(f"no load balancer {args.lb_id}\n")
+            conn.execute("ROLLBACK")
+            return 1
         conn.execute(
             "INSERT OR REPLACE INTO amphora (id, load_balancer_id, compute_id, "
             "lb_network_ip, status, role, cert_busy, created_at, updated_at) "
@@ -515,6 +590,9 @@ def cmd_register_amphora(args):
             "INSERT OR REPLACE INTO amphora_health (amphora_id, last_update, "
             "busy) VALUES (?, ?, 1)", (args.amphora_id, now))
         conn.execute("COMMIT")
+    except sqlite3.Error as e:
+        sys.stderr.write(f"cannot register amphora {args.amphora_id}: {e}\n")
+        return 1
     finally:
         conn.close()
     log(f"registered amphora {args.amphora_id} for load balancer {args.lb_id}")
@@ -538,16 +616,6 @@ def cmd_send_heartbeat(args):
     return 0
 
 
-def process_start_time(pid):
-    """The start time of a live (non-zombie) process, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return None if fields[0] == "Z" else fields[19]
-
-
 def cmd_watchdog(args):
     """Stops the env when its owner (the test process) is gone.
 
@@ -559,13 +627,9 @@ def cmd_watchdog(args):
         time.sleep(1)
         if process_start_time(args.owner_pid) != owner_started:
             break
-    try:
-        with open(pids_path(args.dir), encoding="utf-8") as f:
-            pids = json.load(f)
-    except OSError:
-        return 0
+    groups = load_groups(args.dir) or []
     log(f"owner {args.owner_pid} is gone: stopping the env")
-    kill_groups([p for p in pids if p != os.getpgrp()])
+    kill_groups([g for g in groups if g != os.getpgrp()])
     return 0
 
 

@@ -71,13 +71,13 @@ def lb_children(api, lb_id):
     """Every child object of a load balancer, by status-message key."""
     children = {kind: [] for kind in CHILD_KINDS}
     children["listeners"] = [
-        l for l in api.collection("listeners", "listeners")
-        if first_id(l["loadbalancers"]) == lb_id]
+        listener for listener in api.collection("listeners", "listeners")
+        if first_id(listener["loadbalancers"]) == lb_id]
     children["pools"] = [
         p for p in api.collection("pools", "pools")
         if first_id(p["loadbalancers"]) == lb_id]
     pool_ids = {p["id"] for p in children["pools"]}
-    listener_ids = {l["id"] for l in children["listeners"]}
+    listener_ids = {listener["id"] for listener in children["listeners"]}
     for pool in children["pools"]:
         members = api.collection(f"pools/{pool['id']}/members", "members")
         for member in members:

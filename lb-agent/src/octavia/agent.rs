@@ -146,16 +146,24 @@ impl Follower {
             .filter_map(|id| self.trees.get(id).cloned())
             .collect();
         let rendered = model::render(&trees, &settings.options);
-        self.log_problems(&rendered);
-        let pushed = lbd_push::reconcile(&settings.target, |current: &ConfigFile| {
-            Ok(lbd_push::merge(
-                current,
-                &Prefix(NAME_PREFIX),
-                &rendered.listeners,
-                &rendered.pools,
-            ))
+        // What lbd would refuse next to the rest of its config is left
+        // out (and logged), decided against the config lbd has now.
+        let kept = std::sync::Mutex::new(None);
+        let result = lbd_push::reconcile(&settings.target, |current: &ConfigFile| {
+            let owned = Prefix(NAME_PREFIX);
+            let base = lbd_push::merge(current, &owned, &[], &[]);
+            let valid = model::keep_valid(&rendered, &base);
+            let merged = lbd_push::merge(current, &owned, &valid.listeners, &valid.pools);
+            *kept.lock().unwrap_or_else(|e| e.into_inner()) = Some(valid);
+            Ok(merged)
         })
-        .await?;
+        .await;
+        let rendered = kept
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or(rendered);
+        self.log_problems(&rendered);
+        let pushed = result?;
         let now = (rendered.listeners.clone(), rendered.pools.clone());
         if pushed {
             info!(

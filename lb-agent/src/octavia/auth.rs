@@ -299,14 +299,14 @@ mod tests {
 
     #[tokio::test]
     async fn keystone_down_at_refresh_time_keeps_the_token_until_expiry() {
-        let (ks, _upstream) = setup(Duration::from_secs(2)).await;
+        let (ks, _upstream) = setup(Duration::from_secs(3)).await;
         let keystone = Keystone::new(http(), password(&ks, &ks.options().password));
         let token = keystone.token().await.unwrap();
         drop(ks);
-        // Past the refresh time (1.5 s), before expiry (2 s).
-        tokio::time::sleep(Duration::from_millis(1600)).await;
+        // Past the refresh time (2.25 s), before expiry (3 s).
+        tokio::time::sleep(Duration::from_millis(2400)).await;
         assert_eq!(keystone.token().await.unwrap(), token);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
         let msg = format!("{:#}", keystone.token().await.unwrap_err());
         assert!(msg.starts_with("keystone authentication: POST"), "{msg}");
     }

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use lbd::config::file::{HealthSection, ListenerSection, MemberSection, PoolSection};
+use lbd::config::ConfigFile;
 use serde::Deserialize;
 
 /// Prefix of the listener and pool names lb-agent owns in lbd's config.
@@ -266,6 +267,54 @@ fn render_lb(tree: &LbTree, options: &Options, out: &mut Rendered) {
             }
         }
     }
+}
+
+/// `rendered` without the listeners lbd would refuse next to `base` (the
+/// rest of lbd's config): each listener is added in turn and kept only if
+/// the config still validates, so one bad listener (a port another one
+/// already binds, say) does not hold back every other change. A refused
+/// listener becomes a [`Problem`] quoting lbd's reasons.
+pub fn keep_valid(rendered: &Rendered, base: &ConfigFile) -> Rendered {
+    if lbd::config::validate(base).is_err() {
+        // Not ours to judge; pushing will report lbd's errors.
+        return rendered.clone();
+    }
+    let mut out = Rendered {
+        refused: rendered.refused.clone(),
+        problems: rendered.problems.clone(),
+        ..Default::default()
+    };
+    let mut config = base.clone();
+    let rendered_listeners = rendered
+        .listeners
+        .iter()
+        .zip(&rendered.pools)
+        .zip(&rendered.served);
+    for ((listener, pool), served) in rendered_listeners {
+        let mut trial = config.clone();
+        trial.listeners.push(listener.clone());
+        trial.pools.push(pool.clone());
+        match lbd::config::validate(&trial) {
+            Ok(_) => {
+                config = trial;
+                out.listeners.push(listener.clone());
+                out.pools.push(pool.clone());
+                out.served.push(served.clone());
+            }
+            Err(errors) => {
+                let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                out.refused.push(served.listener_id.clone());
+                out.problems.push(Problem {
+                    object: format!("listener {}", served.listener_id),
+                    message: format!(
+                        "lbd refuses it ({}); the listener is not served",
+                        reasons.join("; ")
+                    ),
+                });
+            }
+        }
+    }
+    out
 }
 
 fn describe(kind: &str, id: &str, name: Option<&str>) -> String {
@@ -722,5 +771,44 @@ mod tests {
             );
             valid(&out);
         }
+    }
+
+    #[test]
+    fn a_listener_lbd_refuses_is_left_out_alone() {
+        let tree = sample_tree();
+        let out = render(
+            &[tree],
+            &Options {
+                bind_address: Some("127.0.0.9".parse().expect("ip")),
+            },
+        );
+        // lbd already binds the first listener's address:port elsewhere.
+        let base = ConfigFile {
+            listeners: vec![ListenerSection {
+                name: Some("static".into()),
+                bind: Some("127.0.0.9:6443".into()),
+                pool: Some("static".into()),
+                ..Default::default()
+            }],
+            pools: vec![PoolSection {
+                name: Some("static".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let kept = keep_valid(&out, &base);
+        assert_eq!(kept.listeners.len(), 1);
+        assert_eq!(
+            kept.served[0].listener_id,
+            "c98b32e5-7856-4706-a219-6a807e647fca"
+        );
+        assert_eq!(kept.refused, ["1107096f-289d-4b62-a168-9dc67609952a"]);
+        let problem = kept.problems[0].to_string();
+        assert!(
+            problem.contains("lbd refuses it") && problem.contains("127.0.0.9:6443"),
+            "{problem}"
+        );
+        // Nothing to refuse: unchanged.
+        assert_eq!(keep_valid(&out, &ConfigFile::default()), out);
     }
 }
