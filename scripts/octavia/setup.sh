@@ -7,7 +7,8 @@
 #   bash scripts/octavia/setup.sh
 #
 # The venv is target/octavia-venv under the repo root unless LBD_OCTAVIA_VENV
-# names another directory. Idempotent: a marker file in the venv records a
+# names another directory (a relative one is taken from the repo root, as the
+# tests do). Idempotent: a marker file in the venv records a
 # finished install, and a second run only checks it. Exit code 0 on success;
 # on failure a one-line reason on stderr and a nonzero exit code.
 set -euo pipefail
@@ -15,6 +16,7 @@ set -euo pipefail
 OCTAVIA_VERSION=19.0.0
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 VENV=${LBD_OCTAVIA_VENV:-$ROOT/target/octavia-venv}
+case $VENV in /*) ;; *) VENV=$ROOT/$VENV ;; esac  # relative: to the repo root
 MARKER=$VENV/.lbd-octavia-$OCTAVIA_VERSION
 
 log() { printf '== octavia setup: %s\n' "$*"; }
@@ -45,14 +47,15 @@ fi
   || die "$PYTHON is older than 3.10, which octavia $OCTAVIA_VERSION needs"
 
 # --- The venv and the packages -----------------------------------------------
-if [ ! -x "$VENV/bin/python" ]; then
+if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+  # Missing, or left by a Python that is gone: make it anew.
   log "creating venv $VENV with $("$PYTHON" --version 2>&1)"
   mkdir -p "$(dirname "$VENV")"
-  "$PYTHON" -m venv "$VENV" || die "python3 -m venv $VENV failed"
+  "$PYTHON" -m venv --clear "$VENV" || die "python3 -m venv $VENV failed"
 fi
 
-# Versions known to work with octavia 19.0.0 on Python 3.11 (a frozen
-# install); pip picks the rest within these pins.
+# Every dependency pinned to the versions of a tested install (pip freeze of
+# octavia 19.0.0 on Python 3.11), so a later release cannot break the tests.
 CONSTRAINTS=$(mktemp)
 trap 'rm -f "$CONSTRAINTS"' EXIT
 cat >"$CONSTRAINTS" <<'EOF'
@@ -192,10 +195,10 @@ start=$(date +%s)
 for cmd in octavia-api octavia-driver-agent octavia-health-manager octavia-db-manage; do
   [ -x "$VENV/bin/$cmd" ] || die "$VENV/bin/$cmd is missing after the install"
 done
-"$VENV/bin/python" -c 'import octavia.db.models, octavia.api.app' \
+PYTHONWARNINGS=ignore "$VENV/bin/python" -c 'import octavia.db.models, octavia.api.app' \
   || die "octavia does not import in $VENV"
 # Build the SQLite schema once now, so the first `up` does not have to.
-"$VENV/bin/python" "$ROOT/scripts/octavia/octavia_env.py" prepare \
+PYTHONWARNINGS=ignore "$VENV/bin/python" "$ROOT/scripts/octavia/octavia_env.py" prepare \
   || die "could not build the SQLite schema template"
 touch "$MARKER"
 log "done in $(( $(date +%s) - start )) s: $VENV"

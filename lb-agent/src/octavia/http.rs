@@ -175,12 +175,6 @@ impl HttpClient {
 }
 
 impl Response {
-    /// True for 2xx statuses.
-    #[allow(dead_code)] // for the Octavia API client
-    pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
-
     /// The body parsed as JSON into `T`.
     pub fn json<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
         serde_json::from_slice(&self.body).with_context(|| {
@@ -415,7 +409,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(resp.status, 404);
-        assert!(!resp.is_success());
     }
 
     #[tokio::test]

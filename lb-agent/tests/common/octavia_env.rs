@@ -55,8 +55,9 @@ fn paths() -> (PathBuf, PathBuf) {
         .parent()
         .expect("repo root")
         .to_owned();
+    // A relative LBD_OCTAVIA_VENV is taken from the repo root, as setup.sh does.
     let venv = std::env::var_os("LBD_OCTAVIA_VENV")
-        .map(PathBuf::from)
+        .map(|v| root.join(v))
         .unwrap_or_else(|| root.join("target/octavia-venv"));
     (root, venv)
 }
