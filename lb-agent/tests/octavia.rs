@@ -322,6 +322,23 @@ async fn serves_the_load_balancer_and_follows_member_changes_without_dropping_co
         .await;
     wait_served_by(s.vip, &["m4"], &agent).await;
     assert!(kept.echo(100_000).await, "after deleting its member");
+
+    // A disabled listener is not served; enabled again, it is.
+    let listener_path = format!("/v2/lbaas/listeners/{}", s.listener);
+    let disable = json!({"listener": {"admin_state_up": false}});
+    s.env
+        .change("PUT", &listener_path, Some(disable), &s.lb)
+        .await;
+    eventually("the disabled listener refuses connections", || async {
+        TcpStream::connect(s.vip).await.is_err()
+    })
+    .await;
+    assert!(kept.echo(1000).await, "after disabling its listener");
+    let enable = json!({"listener": {"admin_state_up": true}});
+    s.env
+        .change("PUT", &listener_path, Some(enable), &s.lb)
+        .await;
+    wait_served_by(s.vip, &["m4"], &agent).await;
     assert!(
         !agent.log_text().contains("ERROR"),
         "agent log:\n{}",

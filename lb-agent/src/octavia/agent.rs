@@ -189,6 +189,7 @@ impl Follower {
         full_sync: Duration,
     ) -> anyhow::Result<()> {
         let Some(lb) = api::load_balancer(session, id).await? else {
+            self.read_at.remove(id);
             if self.trees.remove(id).is_some() {
                 warn!("lb-agent: load balancer {id} no longer exists; its listeners are removed");
             }
