@@ -519,6 +519,18 @@ async fn keystone_tokens_are_renewed_before_expiry_and_after_a_401() {
     eventually("a third token", || async { keystone.tokens_issued() >= 3 }).await;
     assert_eq!(keystone.unauthorized_responses(), 0, "{}", agent.log_text());
 
+    // Nothing changes: one request per poll (the load balancer), not the
+    // 5 of a full read (it, listeners, pools, members, monitor).
+    let before = keystone.forwarded();
+    let quiet = Duration::from_secs(2);
+    tokio::time::sleep(quiet).await;
+    let requests = keystone.forwarded() - before;
+    let polls = (quiet.as_millis() / 200) as usize + 1;
+    assert!(
+        (1..=polls + 2).contains(&requests),
+        "{requests} requests to Octavia in {quiet:?} of 200 ms polls"
+    );
+
     // Revoked tokens: a 401, a new token, and the agent keeps following.
     keystone.revoke_all();
     s.update_member(0, json!({"weight": 0})).await;
