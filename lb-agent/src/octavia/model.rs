@@ -398,6 +398,7 @@ fn render_listener(
         proxy_protocol,
         // The VIP may be held by keepalived on the other amphora.
         freebind: Some(true),
+        fast_path: None,
     };
     Ok((
         section,

@@ -22,6 +22,9 @@ pub struct ConfigFile {
     /// `[admin]`: the admin server (stats, metrics, runtime API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminSection>,
+    /// `[xdp]`: the optional XDP fast path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xdp: Option<XdpSection>,
     /// `[[listener]]` tables.
     #[serde(default, rename = "listener", skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerSection>,
@@ -60,6 +63,20 @@ pub struct AdminSection {
     pub tls_key: Option<String>,
 }
 
+/// `[xdp]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XdpSection {
+    /// Interfaces the XDP program is attached to: every one that packets
+    /// of fast-path listeners arrive on (toward clients and toward members).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
+    /// Source address of fast-path connections to members (full NAT);
+    /// default: lbd's own address on the route to each member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snat_address: Option<String>,
+}
+
 /// `[[listener]]`
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,6 +108,10 @@ pub struct ListenerSection {
     /// keepalived moves here later (IP_FREEBIND).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freebind: Option<bool>,
+    /// `"none"` (default) or `"xdp"`: balance this listener's packets in
+    /// the kernel (see `[xdp]`), the userspace proxy as the fallback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_path: Option<String>,
 }
 
 /// `[[pool]]`
@@ -182,8 +203,10 @@ pub struct HealthSection {
 
 use std::time::Duration;
 
-use super::model::{Admin, CheckKind, Config, Global, HealthCheck, Listener, Member, Pool};
-use super::validate::{admin_state_name, algorithm_name, check_kind_name, proxy_protocol_name};
+use super::model::{Admin, CheckKind, Config, Global, HealthCheck, Listener, Member, Pool, Xdp};
+use super::validate::{
+    admin_state_name, algorithm_name, check_kind_name, fast_path_name, proxy_protocol_name,
+};
 
 /// Renders a typed config back into the file model, every setting written
 /// out explicitly (defaults included), so that for any `cfg` returned by
@@ -194,6 +217,7 @@ impl From<&Config> for ConfigFile {
         ConfigFile {
             global: Some(GlobalSection::from(&config.global)),
             admin: config.admin.as_ref().map(AdminSection::from),
+            xdp: config.xdp.as_ref().map(XdpSection::from),
             listeners: config.listeners.iter().map(ListenerSection::from).collect(),
             pools: config.pools.iter().map(PoolSection::from).collect(),
         }
@@ -209,6 +233,15 @@ impl From<&Admin> for AdminSection {
             token_file: admin.token_file.as_ref().map(text),
             tls_cert: admin.tls.as_ref().map(|t| text(&t.cert)),
             tls_key: admin.tls.as_ref().map(|t| text(&t.key)),
+        }
+    }
+}
+
+impl From<&Xdp> for XdpSection {
+    fn from(xdp: &Xdp) -> Self {
+        XdpSection {
+            interfaces: xdp.interfaces.clone(),
+            snat_address: xdp.snat_address.map(|a| a.to_string()),
         }
     }
 }
@@ -240,6 +273,7 @@ impl From<&Listener> for ListenerSection {
                 .proxy_protocol
                 .map(|version| proxy_protocol_name(version).to_owned()),
             freebind: Some(listener.freebind),
+            fast_path: Some(fast_path_name(listener.fast_path).to_owned()),
         }
     }
 }

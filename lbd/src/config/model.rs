@@ -32,6 +32,8 @@ pub struct Config {
     pub global: Global,
     /// The admin server; `None`: not started (no `[admin]` section).
     pub admin: Option<Admin>,
+    /// The XDP fast path's settings; `None`: no `[xdp]` section.
+    pub xdp: Option<Xdp>,
     pub listeners: Vec<Listener>,
     pub pools: Vec<Pool>,
 }
@@ -115,6 +117,26 @@ pub struct Listener {
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Bind to addresses not (yet) configured on this host (IP_FREEBIND).
     pub freebind: bool,
+    pub fast_path: FastPath,
+}
+
+/// Where a listener's connections are balanced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FastPath {
+    /// lbd's userspace proxy only.
+    #[default]
+    None,
+    /// The XDP program, with the userspace proxy as the fallback.
+    Xdp,
+}
+
+/// `[xdp]`: the optional XDP fast path (IPv4 listeners).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Xdp {
+    /// Interfaces the program is attached to.
+    pub interfaces: Vec<String>,
+    /// Source address toward members; `None`: the route's own address.
+    pub snat_address: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

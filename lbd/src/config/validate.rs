@@ -24,14 +24,14 @@ use ipnet::IpNet;
 
 use super::file::{
     AdminSection, ConfigFile, GlobalSection, HealthSection, ListenerSection, MemberSection,
-    PoolSection,
+    PoolSection, XdpSection,
 };
 use super::model::{
-    Admin, AdminBind, AdminState, AdminTls, Algorithm, CheckKind, Config, ExpectedCodes, Global,
-    HealthCheck, HttpCheck, Listener, Member, Pool, ProxyProtocol, TlsCheck, DEFAULT_ADMIN_BIND,
-    DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, DEFAULT_CLIENT_IDLE, DEFAULT_CONNECTION_LIMIT,
-    DEFAULT_DRAIN_TIMEOUT, DEFAULT_FALL, DEFAULT_MEMBER_CONNECT, DEFAULT_MEMBER_IDLE,
-    DEFAULT_RETRIES, DEFAULT_RISE, DEFAULT_WEIGHT, MAX_RISE_FALL, MAX_WEIGHT,
+    Admin, AdminBind, AdminState, AdminTls, Algorithm, CheckKind, Config, ExpectedCodes, FastPath,
+    Global, HealthCheck, HttpCheck, Listener, Member, Pool, ProxyProtocol, TlsCheck, Xdp,
+    DEFAULT_ADMIN_BIND, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, DEFAULT_CLIENT_IDLE,
+    DEFAULT_CONNECTION_LIMIT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_FALL, DEFAULT_MEMBER_CONNECT,
+    DEFAULT_MEMBER_IDLE, DEFAULT_RETRIES, DEFAULT_RISE, DEFAULT_WEIGHT, MAX_RISE_FALL, MAX_WEIGHT,
 };
 
 /// One problem in a config: where (`pool "api": member 2`) and why
@@ -62,6 +62,17 @@ const ALGORITHMS: [Algorithm; 3] = [
 
 /// Every [`ProxyProtocol`] version.
 const PROXY_PROTOCOLS: [ProxyProtocol; 2] = [ProxyProtocol::V1, ProxyProtocol::V2];
+
+/// Every [`FastPath`].
+const FAST_PATHS: [FastPath; 2] = [FastPath::None, FastPath::Xdp];
+
+/// The file spelling of a fast path (`"xdp"`).
+pub const fn fast_path_name(fast_path: FastPath) -> &'static str {
+    match fast_path {
+        FastPath::None => "none",
+        FastPath::Xdp => "xdp",
+    }
+}
 
 /// Every [`AdminState`].
 const ADMIN_STATES: [AdminState; 3] = [AdminState::Ready, AdminState::Drain, AdminState::Maint];
@@ -130,11 +141,17 @@ pub fn validate(file: &ConfigFile) -> Result<Config, Vec<ConfigError>> {
         Some(section) => validate_admin(section, &listeners, &mut errors),
         None => None,
     };
+    let xdp = match &file.xdp {
+        Some(section) => validate_xdp(section, &mut errors),
+        None => None,
+    };
+    fast_path_rules(xdp.as_ref(), &listeners, &pools, &mut errors);
 
     if errors.is_empty() {
         Ok(Config {
             global,
             admin,
+            xdp,
             listeners,
             pools,
         })
@@ -460,6 +477,7 @@ fn validate_listener(
         DEFAULT_MEMBER_IDLE,
     );
     let proxy_protocol = proxy_protocol_field(scope, section.proxy_protocol.as_deref());
+    let fast_path = fast_path_field(scope, section.fast_path.as_deref());
     Some(Listener {
         name: name?,
         bind: bind?,
@@ -471,7 +489,23 @@ fn validate_listener(
         member_idle: member_idle?,
         proxy_protocol: proxy_protocol?,
         freebind: section.freebind.unwrap_or(false),
+        fast_path: fast_path?,
     })
+}
+
+/// `fast_path`: absent, `"none"` or `"xdp"`.
+fn fast_path_field(scope: &mut Scope, value: Option<&str>) -> Option<FastPath> {
+    let Some(text) = value else {
+        return Some(FastPath::None);
+    };
+    let found = lookup(&FAST_PATHS, fast_path_name, text);
+    if found.is_none() {
+        scope.error(format!(
+            "fast_path {text:?} is not valid (expected {})",
+            expected_list(&FAST_PATHS, fast_path_name)
+        ));
+    }
+    found
 }
 
 /// `bind`: required `addr:port` with a non-zero port.
@@ -606,6 +640,100 @@ fn proxy_protocol_field(scope: &mut Scope, value: Option<&str>) -> Option<Option
                 expected_list(&PROXY_PROTOCOLS, proxy_protocol_name)
             ));
             None
+        }
+    }
+}
+
+// ------------------------------------------------------------------- [xdp]
+
+/// Longest Linux interface name (IFNAMSIZ - 1).
+const MAX_IFNAME: usize = 15;
+
+/// Checks `[xdp]`; `None` if anything in it is wrong (errors reported).
+fn validate_xdp(section: &XdpSection, errors: &mut Vec<ConfigError>) -> Option<Xdp> {
+    let mut scope = Scope::new("xdp", errors);
+    let mut ok = true;
+    if section.interfaces.is_empty() {
+        scope.error("interfaces is required (the interfaces packets arrive on)");
+        ok = false;
+    }
+    let mut seen = HashSet::new();
+    for name in &section.interfaces {
+        let valid = !name.is_empty()
+            && name.len() <= MAX_IFNAME
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+        if !valid {
+            scope.error(format!(
+                "interface {name:?} is not a valid interface name (1-{MAX_IFNAME} characters, \
+                 no '/', ':' or spaces)"
+            ));
+            ok = false;
+        } else if !seen.insert(name.as_str()) {
+            scope.error(format!("interface {name:?} is listed twice"));
+            ok = false;
+        }
+    }
+    let snat_address = match section.snat_address.as_deref() {
+        None => None,
+        Some(text) => match text.parse::<std::net::Ipv4Addr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                scope.error(format!(
+                    "snat_address {text:?} is not an IPv4 address (the fast path is IPv4 only)"
+                ));
+                ok = false;
+                None
+            }
+        },
+    };
+    ok.then(|| Xdp {
+        interfaces: section.interfaces.clone(),
+        snat_address,
+    })
+}
+
+/// What a `fast_path = "xdp"` listener needs: an `[xdp]` section, a
+/// specific IPv4 address, and nothing the kernel program does not do
+/// (PROXY headers, `allowed_cidrs`, least connections).
+fn fast_path_rules(
+    xdp: Option<&Xdp>,
+    listeners: &[Listener],
+    pools: &[Pool],
+    errors: &mut Vec<ConfigError>,
+) {
+    for listener in listeners.iter().filter(|l| l.fast_path == FastPath::Xdp) {
+        let mut scope = Scope::new(format!("listener {:?}", listener.name), errors);
+        if xdp.is_none() {
+            scope.error("fast_path \"xdp\" needs an [xdp] section with its interfaces");
+        }
+        match listener.bind.ip() {
+            IpAddr::V4(ip) if !ip.is_unspecified() => {}
+            _ => scope.error(format!(
+                "fast_path \"xdp\" needs a specific IPv4 bind address, not {}",
+                listener.bind.ip()
+            )),
+        }
+        if listener.proxy_protocol.is_some() {
+            scope.error("proxy_protocol is not supported with fast_path \"xdp\"");
+        }
+        if !listener.allowed_cidrs.is_empty() {
+            scope.error("allowed_cidrs is not supported with fast_path \"xdp\"");
+        }
+        let pool = pools.iter().find(|p| p.name == listener.pool);
+        if let Some(pool) = pool.filter(|p| p.algorithm == Algorithm::LeastConnections) {
+            scope.error(format!(
+                "pool {:?} uses least_connections, which fast_path \"xdp\" does not do \
+                 (round_robin or source_ip)",
+                pool.name
+            ));
+        }
+        if let Some(pool) = pool.filter(|p| p.members.iter().any(|m| !m.address.is_ipv4())) {
+            scope.error(format!(
+                "pool {:?} has IPv6 members; fast_path \"xdp\" is IPv4 only",
+                pool.name
+            ));
         }
     }
 }
@@ -2106,5 +2234,62 @@ weight = 9223372036854775807
             let config = valid(text);
             assert_eq!(validate(&ConfigFile::from(&config)), Ok(config), "{text}");
         }
+    }
+
+    #[test]
+    fn xdp_section_and_fast_path_rules() {
+        let xdp = "[xdp]\ninterfaces = [\"veth-c\", \"veth-m\"]\nsnat_address = \"10.0.0.1\"\n";
+        let good = format!(
+            "{xdp}[[listener]]\nname = \"l\"\nbind = \"10.0.0.1:80\"\npool = \"p\"\nfast_path = \"xdp\"\n{POOL_P}"
+        );
+        let config = valid(&good);
+        assert_eq!(config.listeners[0].fast_path, FastPath::Xdp);
+        let x = config.xdp.as_ref().expect("xdp");
+        assert_eq!(x.interfaces, ["veth-c", "veth-m"]);
+        assert_eq!(x.snat_address, Some("10.0.0.1".parse().expect("ip")));
+        // Round trip through the file shape.
+        let back = ConfigFile::from(&config);
+        assert_eq!(validate(&back).expect("valid"), config);
+
+        assert_eq!(
+            invalid(&listener_with("fast_path = \"dpdk\"")),
+            ["listener \"l\": fast_path \"dpdk\" is not valid (expected \"none\" or \"xdp\")"]
+        );
+        assert_eq!(
+            invalid(&listener_with("fast_path = \"xdp\"")),
+            [
+                "listener \"l\": fast_path \"xdp\" needs an [xdp] section with its interfaces",
+                "listener \"l\": fast_path \"xdp\" needs a specific IPv4 bind address, not 0.0.0.0"
+            ]
+        );
+        let unsupported = format!(
+            "{xdp}[[listener]]\nname = \"l\"\nbind = \"10.0.0.1:80\"\npool = \"p\"\n\
+             fast_path = \"xdp\"\nproxy_protocol = \"v2\"\nallowed_cidrs = [\"10.0.0.0/8\"]\n\
+             [[pool]]\nname = \"p\"\nalgorithm = \"least_connections\"\n\
+             [[pool.member]]\naddress = \"::1\"\nport = 80\n"
+        );
+        assert_eq!(
+            invalid(&unsupported),
+            [
+                "listener \"l\": proxy_protocol is not supported with fast_path \"xdp\"",
+                "listener \"l\": allowed_cidrs is not supported with fast_path \"xdp\"",
+                "listener \"l\": pool \"p\" uses least_connections, which fast_path \"xdp\" does \
+                 not do (round_robin or source_ip)",
+                "listener \"l\": pool \"p\" has IPv6 members; fast_path \"xdp\" is IPv4 only"
+            ]
+        );
+        assert_eq!(
+            invalid("[xdp]\ninterfaces = [\"a/b\", \"eth0\", \"eth0\", \"averyveryverylongname\"]\nsnat_address = \"::1\"\n"),
+            [
+                "xdp: interface \"a/b\" is not a valid interface name (1-15 characters, no '/', ':' or spaces)",
+                "xdp: interface \"eth0\" is listed twice",
+                "xdp: interface \"averyveryverylongname\" is not a valid interface name (1-15 characters, no '/', ':' or spaces)",
+                "xdp: snat_address \"::1\" is not an IPv4 address (the fast path is IPv4 only)"
+            ]
+        );
+        assert_eq!(
+            invalid("[xdp]\n"),
+            ["xdp: interfaces is required (the interfaces packets arrive on)"]
+        );
     }
 }
