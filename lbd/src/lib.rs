@@ -23,3 +23,4 @@ pub mod sockets;
 pub mod state;
 pub mod tls;
 pub mod worker;
+pub mod xdp;

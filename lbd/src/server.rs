@@ -32,6 +32,9 @@ pub struct Shared {
     /// Reloads rejected (bad config file or pushed config, unbindable
     /// address); the running config stayed each time.
     pub reload_failures: AtomicU64,
+    /// The XDP fast path's state, published by its thread; `None` while no
+    /// listener asks for it.
+    pub xdp: arc_swap::ArcSwapOption<crate::xdp::XdpStatus>,
 }
 
 impl Shared {
@@ -104,6 +107,7 @@ impl Server {
             started: Instant::now(),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
+            xdp: arc_swap::ArcSwapOption::empty(),
         });
 
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -127,6 +131,7 @@ impl Server {
             }
         }
         crate::health::spawn(Arc::clone(&shared)).context("cannot start the health checker")?;
+        crate::xdp::spawn(Arc::clone(&shared)).context("cannot start the XDP fast path thread")?;
         Ok(Server {
             shared,
             control: Mutex::new(ControlState {

@@ -123,6 +123,44 @@ const CURRENT_CONNECTIONS: MetricInfo = lbd(
     "Client connections open right now, all listeners together.",
 );
 
+// The XDP fast path.
+const XDP_ATTACHED: MetricInfo = lbd(
+    "lbd_xdp_attached",
+    G,
+    &["interface", "mode"],
+    "1 per interface the XDP fast path is attached to; mode is native or generic.",
+);
+const XDP_PACKETS: MetricInfo = lbd(
+    "lbd_xdp_packets_total",
+    C,
+    NONE,
+    "Packets the XDP fast path forwarded (both directions).",
+);
+const XDP_BYTES: MetricInfo = lbd(
+    "lbd_xdp_bytes_total",
+    C,
+    NONE,
+    "Bytes the XDP fast path forwarded (both directions).",
+);
+const XDP_NEW_FLOWS: MetricInfo = lbd(
+    "lbd_xdp_new_flows_total",
+    C,
+    NONE,
+    "Connections the XDP fast path balanced to a member.",
+);
+const XDP_FLOWS: MetricInfo = lbd(
+    "lbd_xdp_flows",
+    G,
+    NONE,
+    "Flows in the XDP fast path's connection table.",
+);
+const XDP_DROPS: MetricInfo = lbd(
+    "lbd_xdp_drops_total",
+    C,
+    &["reason"],
+    "Packets the XDP fast path dropped, by reason.",
+);
+
 // Frontends (listeners).
 const FE_STATUS: MetricInfo = haproxy(
     "haproxy_frontend_status",
@@ -398,6 +436,12 @@ pub const METRICS: &[MetricInfo] = &[
     RELOADS,
     RELOAD_FAILURES,
     CURRENT_CONNECTIONS,
+    XDP_ATTACHED,
+    XDP_PACKETS,
+    XDP_BYTES,
+    XDP_NEW_FLOWS,
+    XDP_FLOWS,
+    XDP_DROPS,
     FE_STATUS,
     FE_CURRENT_SESSIONS,
     FE_MAX_SESSIONS,
@@ -571,6 +615,24 @@ fn families(s: &Stats) -> Vec<MetricFamily> {
     f.single(&RELOADS, s.reloads_total as f64);
     f.single(&RELOAD_FAILURES, s.reload_failures_total as f64);
     f.single(&CURRENT_CONNECTIONS, s.current_connections as f64);
+    if let Some(x) = &s.xdp {
+        f.add(
+            &XDP_ATTACHED,
+            x.interfaces
+                .iter()
+                .map(|i| (vec![i.interface.as_str(), i.mode], 1.0)),
+        );
+        f.single(&XDP_PACKETS, x.packets_total as f64);
+        f.single(&XDP_BYTES, x.bytes_total as f64);
+        f.single(&XDP_NEW_FLOWS, x.new_flows_total as f64);
+        f.single(&XDP_FLOWS, x.flows as f64);
+        f.add(
+            &XDP_DROPS,
+            x.drops_total
+                .iter()
+                .map(|d| (vec![d.reason], d.packets as f64)),
+        );
+    }
 
     let fe = &s.listeners;
     f.add(
@@ -893,6 +955,22 @@ mod tests {
             reloads_total: 2,
             reload_failures_total: 1,
             current_connections: 11,
+            xdp: Some(super::super::stats::XdpStats {
+                listeners: vec!["web".into()],
+                interfaces: vec![super::super::stats::XdpInterface {
+                    interface: "eth0".into(),
+                    mode: "native",
+                }],
+                error: None,
+                packets_total: 10,
+                bytes_total: 1000,
+                new_flows_total: 2,
+                flows: 1,
+                drops_total: vec![super::super::stats::XdpDrop {
+                    reason: "no_member",
+                    packets: 3,
+                }],
+            }),
             listeners: vec![listener("web", "web_pool", "open"), closed],
             pools: vec![web, api, dead],
         }
@@ -1231,5 +1309,23 @@ mod tests {
             let row = format!("| `{}` | {} |", metric.name, metric.kind.name());
             assert!(readme.contains(&row), "README.md has no row {row}");
         }
+    }
+
+    #[test]
+    fn xdp_families_only_with_the_fast_path() {
+        let mut stats = fixture();
+        let text = render(&stats);
+        for line in [
+            "lbd_xdp_attached{interface=\"eth0\",mode=\"native\"} 1",
+            "lbd_xdp_packets_total 10",
+            "lbd_xdp_bytes_total 1000",
+            "lbd_xdp_new_flows_total 2",
+            "lbd_xdp_flows 1",
+            "lbd_xdp_drops_total{reason=\"no_member\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        stats.xdp = None;
+        assert!(!render(&stats).contains("lbd_xdp"));
     }
 }

@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use super::stats::{CheckStats, ListenerStats, MemberStats, PoolStats, Stats};
+use super::stats::{CheckStats, ListenerStats, MemberStats, PoolStats, Stats, XdpStats};
 
 /// `write!` into a `String`, which cannot fail.
 macro_rules! w {
@@ -34,6 +34,9 @@ pub fn render(stats: &Stats, refresh: Option<u32>) -> String {
     out.push_str("</style>\n</head>\n<body>\n");
     header(&mut out, stats, refresh);
     out.push_str("<main>\n");
+    if let Some(x) = &stats.xdp {
+        xdp_section(&mut out, x);
+    }
     listeners(&mut out, &stats.listeners);
     for pool in &stats.pools {
         pool_section(&mut out, pool);
@@ -53,6 +56,43 @@ pub fn render(stats: &Stats, refresh: Option<u32>) -> String {
     );
     out.push_str("</footer>\n</body>\n</html>\n");
     out
+}
+
+/// The XDP fast path: where it runs (or why not) and its counters.
+fn xdp_section(out: &mut String, x: &XdpStats) {
+    out.push_str("<section id=\"xdp\">\n<div class=\"head\"><h2>XDP fast path</h2></div>\n");
+    w!(out, "<p>Listeners: {}.", esc(&x.listeners.join(", ")));
+    if x.interfaces.is_empty() {
+        out.push_str(" Not attached");
+    } else {
+        let attached: Vec<String> = x
+            .interfaces
+            .iter()
+            .map(|i| format!("{} ({})", esc(&i.interface), i.mode))
+            .collect();
+        w!(out, " Attached to {}", attached.join(", "));
+    }
+    match &x.error {
+        Some(e) => w!(
+            out,
+            "; <span class=\"state-down\">{}</span>: these listeners are served by the \
+             userspace proxy.</p>\n",
+            esc(e)
+        ),
+        None => out.push_str(".</p>\n"),
+    }
+    w!(
+        out,
+        "<p>{} packets, {} forwarded, {} flows balanced, {} in the flow table",
+        x.packets_total,
+        human_bytes(x.bytes_total),
+        x.new_flows_total,
+        x.flows
+    );
+    for d in x.drops_total.iter().filter(|d| d.packets > 0) {
+        w!(out, "; {} dropped ({})", d.packets, esc(d.reason));
+    }
+    out.push_str(".</p>\n</section>\n");
 }
 
 fn header(out: &mut String, s: &Stats, refresh: Option<u32>) {
@@ -743,6 +783,19 @@ pub(crate) fn sample() -> Stats {
         reloads_total: 3,
         reload_failures_total: 1,
         current_connections: 100,
+        xdp: Some(super::stats::XdpStats {
+            listeners: vec!["web".into()],
+            interfaces: vec![super::stats::XdpInterface {
+                interface: "eth0".into(),
+                mode: "generic",
+            }],
+            error: None,
+            packets_total: 1234,
+            bytes_total: 56_789,
+            new_flows_total: 12,
+            flows: 3,
+            drops_total: Vec::new(),
+        }),
         listeners: vec![
             ListenerStats {
                 name: "web".into(),

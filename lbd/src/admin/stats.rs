@@ -30,8 +30,66 @@ pub struct Stats {
     pub reload_failures_total: u64,
     /// Client connections open right now, all listeners.
     pub current_connections: u64,
+    /// The XDP fast path, when a listener asks for it.
+    pub xdp: Option<XdpStats>,
     pub listeners: Vec<ListenerStats>,
     pub pools: Vec<PoolStats>,
+}
+
+/// The XDP fast path: where it is attached and the kernel's counters
+/// (packets it balanced never reach the listener counters below).
+#[derive(Debug, Clone, Serialize)]
+pub struct XdpStats {
+    /// Fast-path listeners.
+    pub listeners: Vec<String>,
+    /// `interface` and `mode` (`native` or `generic`).
+    pub interfaces: Vec<XdpInterface>,
+    /// Why it is not running (the listeners are on the userspace proxy).
+    pub error: Option<String>,
+    pub packets_total: u64,
+    pub bytes_total: u64,
+    pub new_flows_total: u64,
+    /// Flows in the connection table now.
+    pub flows: u64,
+    pub drops_total: Vec<XdpDrop>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct XdpInterface {
+    pub interface: String,
+    pub mode: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct XdpDrop {
+    pub reason: &'static str,
+    pub packets: u64,
+}
+
+impl From<&crate::xdp::XdpStatus> for XdpStats {
+    fn from(x: &crate::xdp::XdpStatus) -> Self {
+        XdpStats {
+            listeners: x.listeners.clone(),
+            interfaces: x
+                .interfaces
+                .iter()
+                .map(|(interface, mode)| XdpInterface {
+                    interface: interface.clone(),
+                    mode,
+                })
+                .collect(),
+            error: x.error.clone(),
+            packets_total: x.packets,
+            bytes_total: x.bytes,
+            new_flows_total: x.new_flows,
+            flows: x.flows,
+            drops_total: x
+                .drops
+                .iter()
+                .map(|&(reason, packets)| XdpDrop { reason, packets })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -165,6 +223,7 @@ impl Stats {
             reloads_total: shared.reloads.load(Relaxed),
             reload_failures_total: shared.reload_failures.load(Relaxed),
             current_connections: shared.active_connections(),
+            xdp: shared.xdp.load().as_deref().map(XdpStats::from),
             listeners: snap
                 .listeners
                 .iter()

@@ -236,6 +236,11 @@ impl Table {
         None
     }
 
+    /// The slots: member indices, empty or [`TABLE_SIZE`] long.
+    pub(super) fn slots(&self) -> &[u32] {
+        &self.slots
+    }
+
     /// Number of slots owned by member `index` (tests and diagnostics).
     #[cfg(test)]
     pub(super) fn slots_of(&self, index: usize) -> usize {

@@ -101,6 +101,25 @@ impl PoolPlan {
         self.algorithm
     }
 
+    /// For `source_ip` pools, the Maglev table of the non-backup members
+    /// (of the backups if no non-backup member has weight > 0) as member
+    /// indices: what the XDP fast path looks clients up in, so a client
+    /// gets the same member from either path. `None` for other algorithms,
+    /// an empty table, or more than 65 535 members.
+    pub fn maglev_slots(&self) -> Option<Vec<u16>> {
+        let tables = self.maglev.as_ref()?;
+        let table = if tables.primary.slots().is_empty() {
+            &tables.backup
+        } else {
+            &tables.primary
+        };
+        let slots = table.slots();
+        if slots.is_empty() {
+            return None;
+        }
+        slots.iter().map(|&s| u16::try_from(s).ok()).collect()
+    }
+
     /// The members, in config order. Indices returned by
     /// [`Balancer::pick`] and passed to [`MemberStatus`] index this slice.
     pub fn members(&self) -> &[PlanMember] {

@@ -1,0 +1,271 @@
+//! The XDP fast path's control loop, on its own thread ("lbd-xdp").
+//!
+//! For listeners with `fast_path = "xdp"`, packets are balanced in the
+//! kernel by `lbd-ebpf`'s program; this loop keeps its maps in step with
+//! lbd: it attaches to `[xdp] interfaces` (native mode, else generic, as
+//! `lbd-ebpf` decides), and every [`TICK`] compares what the kernel should
+//! know (each fast-path listener's VIP, SNAT address and members with their
+//! weights and whether they may take new flows, from the config snapshot
+//! and the health state) with what it was last told, and tells it again
+//! when that changed. So a member that goes down gets no new flows within a
+//! tick of the health transition, and a removed member's flows end. Idle
+//! flows are expired every second (after the listener's `client_idle`), and
+//! the kernel's counters are published for the stats page and `/metrics`.
+//!
+//! Nothing here is required: if attaching fails, the error is logged and
+//! shown, and the listeners keep being served by the userspace proxy, whose
+//! sockets stay bound either way.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::config::{Algorithm, FastPath};
+use crate::server::Shared;
+use crate::snapshot::{PoolRt, Snapshot};
+use crate::state::Status;
+
+/// How often the maps are compared with the snapshot and health state.
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// How often idle flows are expired and counters published.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// What the stats page and `/metrics` show about the fast path.
+#[derive(Debug, Clone, Default)]
+pub struct XdpStatus {
+    /// Interfaces and how the program is attached (`native`, `generic`).
+    pub interfaces: Vec<(String, &'static str)>,
+    /// Why the fast path is not running, if it should be.
+    pub error: Option<String>,
+    /// Fast-path listeners by name.
+    pub listeners: Vec<String>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    pub flows: u64,
+    /// Packets dropped, by reason.
+    pub drops: Vec<(&'static str, u64)>,
+}
+
+/// Starts the loop; it runs for the life of the process.
+pub fn spawn(shared: Arc<Shared>) -> std::io::Result<()> {
+    thread::Builder::new()
+        .name("lbd-xdp".into())
+        .spawn(move || run(&shared))
+        .map(drop)
+}
+
+/// The attached program and what it was last told.
+struct Attached {
+    interfaces: Vec<String>,
+    fast_path: lbd_ebpf::FastPath,
+    services: Vec<lbd_ebpf::Service>,
+}
+
+fn run(shared: &Shared) {
+    let mut attached: Option<Attached> = None;
+    // Interfaces whose attach failed: not retried until the config changes.
+    let mut failed: Option<(Vec<String>, String)> = None;
+    let mut housekeeping = Instant::now();
+    loop {
+        let snapshot = shared.snapshot();
+        let wanted = wanted_interfaces(&snapshot);
+        let current = attached.as_ref().map(|a| &a.interfaces);
+        if wanted.as_ref() != current {
+            if let Some(old) = attached.take() {
+                info!("xdp: detached from {}", old.interfaces.join(", "));
+            }
+            if let Some(interfaces) = wanted.filter(|w| failed.as_ref().map(|f| &f.0) != Some(w)) {
+                match lbd_ebpf::FastPath::attach(&interfaces) {
+                    Ok(fast_path) => {
+                        let modes: Vec<String> = interfaces
+                            .iter()
+                            .map(|i| format!("{i} ({})", mode_name(fast_path.mode(i))))
+                            .collect();
+                        info!("xdp: attached to {}", modes.join(", "));
+                        failed = None;
+                        attached = Some(Attached {
+                            interfaces,
+                            fast_path,
+                            services: Vec::new(),
+                        });
+                    }
+                    Err(e) => {
+                        error!(
+                            "xdp: cannot attach to {}: {e}; listener(s) {} stay on the \
+                             userspace proxy",
+                            interfaces.join(", "),
+                            fast_path_listeners(&snapshot).join(", ")
+                        );
+                        failed = Some((interfaces, e.to_string()));
+                    }
+                }
+            }
+        }
+        if let Some(a) = attached.as_mut() {
+            let snat = snapshot.config.xdp.as_ref().and_then(|x| x.snat_address);
+            let services = services(&snapshot, snat);
+            if services != a.services {
+                match a.fast_path.set_services(&services) {
+                    Ok(()) => a.services = services,
+                    Err(e) => warn!("xdp: cannot update the kernel maps: {e}"),
+                }
+            }
+        }
+        if housekeeping.elapsed() >= HOUSEKEEPING {
+            housekeeping = Instant::now();
+            let status = housekeep(attached.as_mut(), &failed, &snapshot);
+            shared.xdp.store(status.map(Arc::new));
+        }
+        thread::sleep(TICK);
+    }
+}
+
+/// Expires idle flows and collects the status; `None` when no listener
+/// asks for the fast path.
+fn housekeep(
+    attached: Option<&mut Attached>,
+    failed: &Option<(Vec<String>, String)>,
+    snapshot: &Snapshot,
+) -> Option<XdpStatus> {
+    let listeners = fast_path_listeners(snapshot);
+    if listeners.is_empty() {
+        return None;
+    }
+    let mut status = XdpStatus {
+        listeners,
+        ..Default::default()
+    };
+    let Some(a) = attached else {
+        status.error = Some(match failed {
+            Some((_, e)) => e.clone(),
+            None => "not attached".into(),
+        });
+        return Some(status);
+    };
+    let idle = snapshot
+        .listeners
+        .iter()
+        .filter(|l| l.cfg.fast_path == FastPath::Xdp)
+        .map(|l| l.cfg.client_idle.max(l.cfg.member_idle))
+        .max()
+        .unwrap_or(Duration::from_secs(50));
+    if let Err(e) = a.fast_path.expire_idle(idle) {
+        warn!("xdp: cannot expire idle flows: {e}");
+    }
+    status.interfaces = a
+        .interfaces
+        .iter()
+        .map(|i| (i.clone(), mode_name(a.fast_path.mode(i))))
+        .collect();
+    match a.fast_path.counters() {
+        Ok(c) => {
+            status.packets = c.packets;
+            status.bytes = c.bytes;
+            status.new_flows = c.new_flows;
+            status.drops = c.drops;
+        }
+        Err(e) => status.error = Some(format!("cannot read the counters: {e}")),
+    }
+    status.flows = a.fast_path.flows().map(|n| n as u64).unwrap_or(0);
+    Some(status)
+}
+
+fn mode_name(mode: Option<lbd_ebpf::AttachMode>) -> &'static str {
+    match mode {
+        Some(lbd_ebpf::AttachMode::Native) => "native",
+        Some(lbd_ebpf::AttachMode::Generic) => "generic",
+        None => "not attached",
+    }
+}
+
+/// `[xdp] interfaces` if any listener asks for the fast path.
+fn wanted_interfaces(snapshot: &Snapshot) -> Option<Vec<String>> {
+    let xdp = snapshot.config.xdp.as_ref()?;
+    (!fast_path_listeners(snapshot).is_empty()).then(|| xdp.interfaces.clone())
+}
+
+fn fast_path_listeners(snapshot: &Snapshot) -> Vec<String> {
+    snapshot
+        .listeners
+        .iter()
+        .filter(|l| l.cfg.fast_path == FastPath::Xdp)
+        .map(|l| l.cfg.name.clone())
+        .collect()
+}
+
+/// What the kernel should know, from the snapshot and the health state.
+fn services(snapshot: &Snapshot, snat: Option<Ipv4Addr>) -> Vec<lbd_ebpf::Service> {
+    let mut services = Vec::new();
+    for listener in &snapshot.listeners {
+        if listener.cfg.fast_path != FastPath::Xdp {
+            continue;
+        }
+        // Validation made these IPv4.
+        let SocketAddr::V4(vip) = listener.cfg.bind else {
+            continue;
+        };
+        let pool = &snapshot.pools[listener.pool];
+        let members = members(pool);
+        let Some(snat_ip) = snat.or_else(|| route_source(&members)) else {
+            continue;
+        };
+        let selection = match pool.plan.algorithm() {
+            Algorithm::SourceIp => match pool.plan.maglev_slots() {
+                Some(table) => lbd_ebpf::Selection::Maglev(table),
+                // No member with weight > 0: nothing to pick from anyway.
+                None => lbd_ebpf::Selection::RoundRobin,
+            },
+            Algorithm::RoundRobin | Algorithm::LeastConnections => lbd_ebpf::Selection::RoundRobin,
+        };
+        services.push(lbd_ebpf::Service {
+            vip,
+            snat_ip,
+            members,
+            selection,
+        });
+    }
+    services
+}
+
+/// The pool's IPv4 members; usable ones may take new flows: up or
+/// unchecked, weight above 0, and backups only when no primary is usable.
+fn members(pool: &PoolRt) -> Vec<lbd_ebpf::Member> {
+    let takes_traffic =
+        |status: Status, weight: u32| matches!(status, Status::Up | Status::NoCheck) && weight > 0;
+    let primary_usable = pool
+        .members
+        .iter()
+        .any(|m| !m.cfg.backup && takes_traffic(m.state.status(), m.cfg.weight));
+    pool.members
+        .iter()
+        .filter_map(|m| {
+            let SocketAddr::V4(addr) = m.addr else {
+                return None;
+            };
+            let usable =
+                takes_traffic(m.state.status(), m.cfg.weight) && (m.cfg.backup != primary_usable);
+            Some(lbd_ebpf::Member {
+                addr,
+                weight: m.cfg.weight,
+                usable,
+            })
+        })
+        .collect()
+}
+
+/// lbd's own address on the route to the first member (what the kernel
+/// would pick as the source of a connection to it).
+fn route_source(members: &[lbd_ebpf::Member]) -> Option<Ipv4Addr> {
+    let first: SocketAddrV4 = members.first()?.addr;
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    socket.connect(first).ok()?;
+    match socket.local_addr().ok()?.ip() {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(_) => None,
+    }
+}
