@@ -1117,6 +1117,57 @@ fn decode_chunked(mut b: &[u8]) -> Result<Vec<u8>, String> {
     Err("no last chunk".to_string())
 }
 
+/// A keep-alive HTTP/1.1 connection opened from inside a namespace.
+pub struct KeepAlive {
+    stream: TcpStream,
+    timeout: Duration,
+}
+
+impl KeepAlive {
+    /// Connects from inside `ns`; every later wait is bounded by `timeout`.
+    pub fn open(ns: &Ns, addr: SocketAddrV4, timeout: Duration) -> std::io::Result<KeepAlive> {
+        let stream = ns.run(move || TcpStream::connect_timeout(&SocketAddr::V4(addr), timeout))?;
+        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(KeepAlive { stream, timeout })
+    }
+
+    /// One GET; returns the body.
+    pub fn get(&mut self) -> Result<Vec<u8>, String> {
+        self.stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: keep-alive\r\n\r\n")
+            .map_err(|e| format!("send: {e}"))?;
+        let deadline = Instant::now() + self.timeout;
+        let mut buf = Vec::new();
+        let mut tmp = vec![0u8; 64 * 1024];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let cl: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .ok_or("no content-length")?
+                    .trim()
+                    .parse()
+                    .map_err(|_| "bad content-length")?;
+                if buf.len() >= end + 4 + cl {
+                    return Ok(buf[end + 4..end + 4 + cl].to_vec());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("timeout after {} bytes", buf.len()));
+            }
+            match self.stream.read(&mut tmp) {
+                Ok(0) => return Err(format!("closed after {} bytes", buf.len())),
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("receive: {e}")),
+            }
+        }
+    }
+}
+
 /// Turns TX checksum offload off on `ifname` in `ns` (`ethtool -K ifname tx
 /// off`, through the ioctl, as `ethtool` may not be installed).
 fn tx_checksum_off(ns: &Ns, ifname: &str) -> Result<(), String> {

@@ -18,15 +18,14 @@
 //!   predicts;
 //! * idle flows expire.
 
-use lbd_ebpf::netlab::{expected_body, http_get, HttpServer, Lab, Ns};
+use lbd_ebpf::netlab::{expected_body, http_get, HttpServer, KeepAlive, Lab, Ns};
 use lbd_ebpf::select::{client_hash, maglev_pick, smooth_weighted_slots};
 use lbd_ebpf::{
     attach_pass, AttachMode, Error, FastPath, Member, Options, PassGuard, Selection, Service,
     MAGLEV_TABLE_SIZE,
 };
-use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const BODY_LEN: usize = 100_000;
@@ -68,55 +67,6 @@ fn tcp_counters(ns: &Ns) -> (u64, u64, u64) {
         };
         (get("InSegs"), get("OutSegs"), get("InCsumErrors"))
     })
-}
-
-/// A keep-alive HTTP/1.1 connection opened from inside a namespace.
-struct KeepAlive {
-    stream: TcpStream,
-}
-
-impl KeepAlive {
-    fn open(ns: &Ns, addr: SocketAddrV4) -> std::io::Result<KeepAlive> {
-        let stream = ns.run(move || TcpStream::connect_timeout(&SocketAddr::V4(addr), TIMEOUT))?;
-        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
-        stream.set_write_timeout(Some(TIMEOUT))?;
-        Ok(KeepAlive { stream })
-    }
-
-    /// One GET; returns the body.
-    fn get(&mut self) -> Result<Vec<u8>, String> {
-        self.stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\nConnection: keep-alive\r\n\r\n")
-            .map_err(|e| format!("send: {e}"))?;
-        let deadline = Instant::now() + TIMEOUT;
-        let mut buf = Vec::new();
-        let mut tmp = vec![0u8; 64 * 1024];
-        loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let cl: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .ok_or("no content-length")?
-                    .trim()
-                    .parse()
-                    .map_err(|_| "bad content-length")?;
-                if buf.len() >= end + 4 + cl {
-                    return Ok(buf[end + 4..end + 4 + cl].to_vec());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(format!("timeout after {} bytes", buf.len()));
-            }
-            match self.stream.read(&mut tmp) {
-                Ok(0) => return Err(format!("closed after {} bytes", buf.len())),
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("receive: {e}")),
-            }
-        }
-    }
 }
 
 /// The member name a body starts with ("m0\n...").
@@ -340,7 +290,8 @@ fn scenario(mode: AttachMode) {
     // and to the others) go on.
     let mut conns: Vec<(usize, KeepAlive)> = Vec::new();
     for _ in 0..MEMBERS {
-        let mut k = KeepAlive::open(env.lab.client(), env.vip()).expect("keep-alive connect");
+        let mut k =
+            KeepAlive::open(env.lab.client(), env.vip(), TIMEOUT).expect("keep-alive connect");
         let m = check_body(&k.get().expect("keep-alive GET"));
         conns.push((m, k));
     }
@@ -428,7 +379,7 @@ fn scenario(mode: AttachMode) {
 
     // 6. Expiry: nothing is idle for an hour; everything after a pause,
     // and an expired flow's next packet goes to the kernel: reset.
-    let mut open = KeepAlive::open(env.lab.client(), env.vip()).unwrap();
+    let mut open = KeepAlive::open(env.lab.client(), env.vip(), TIMEOUT).unwrap();
     check_body(&open.get().unwrap());
     env.fp().expire_idle(Duration::from_secs(3600)).unwrap();
     check_body(&open.get().expect("flow survives a 1 h idle expiry"));
@@ -538,8 +489,8 @@ fn xdp_snat_ports_exhausted() {
     };
     fp.set_services(&[svc]).unwrap();
 
-    let mut a = KeepAlive::open(lab.client(), vip).expect("first flow");
-    let mut b = KeepAlive::open(lab.client(), vip).expect("second flow, other member");
+    let mut a = KeepAlive::open(lab.client(), vip, TIMEOUT).expect("first flow");
+    let mut b = KeepAlive::open(lab.client(), vip, TIMEOUT).expect("second flow, other member");
     let (ma, mb) = (check_body(&a.get().unwrap()), check_body(&b.get().unwrap()));
     assert_ne!(ma, mb);
     let flows = fp.flow_table().unwrap();
@@ -563,7 +514,7 @@ fn xdp_snat_ports_exhausted() {
     std::thread::sleep(Duration::from_millis(200));
     fp.expire_idle(Duration::from_millis(50)).unwrap();
     assert_eq!(fp.flows().unwrap(), 0);
-    let mut d = KeepAlive::open(lab.client(), vip).expect("port free again");
+    let mut d = KeepAlive::open(lab.client(), vip, TIMEOUT).expect("port free again");
     check_body(&d.get().unwrap());
     drop(d);
     drop(fp);

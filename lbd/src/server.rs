@@ -178,6 +178,7 @@ impl Server {
         self.shared.snapshot.store(snapshot);
         control.generation = generation;
         self.shared.changed.send_replace(generation);
+        crate::state::MEMBER_EVENTS.notify();
         for sockets in built.retired {
             sockets.close();
         }

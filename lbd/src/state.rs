@@ -13,6 +13,39 @@ use std::time::{Duration, Instant};
 
 use crate::config::AdminState;
 
+/// Wakes what follows member states from outside the data path (the XDP
+/// fast path's thread) as soon as a member's health or admin state changes,
+/// instead of at its next poll. Never touched per connection.
+pub struct MemberEvents {
+    epoch: Mutex<u64>,
+    changed: std::sync::Condvar,
+}
+
+/// The process's member events.
+pub static MEMBER_EVENTS: MemberEvents = MemberEvents {
+    epoch: Mutex::new(0),
+    changed: std::sync::Condvar::new(),
+};
+
+impl MemberEvents {
+    /// Some member changed.
+    pub fn notify(&self) {
+        *self.epoch.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits until something changed after `seen` (an earlier return
+    /// value; 0 at first), or `timeout`; returns the current epoch.
+    pub fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        let epoch = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
+        let (epoch, _) = self
+            .changed
+            .wait_timeout_while(epoch, timeout, |e| *e == seen)
+            .unwrap_or_else(|p| p.into_inner());
+        *epoch
+    }
+}
+
 /// Pads `T` to its own cache lines so two workers never write the same line.
 #[repr(align(128))]
 #[derive(Debug, Default)]
@@ -310,6 +343,9 @@ impl MemberState {
     pub fn set_admin(&self, state: AdminState) -> AdminState {
         let old = self.admin();
         self.admin.store(state as u8, Relaxed);
+        if old != state {
+            MEMBER_EVENTS.notify();
+        }
         if state == AdminState::Maint && old != AdminState::Maint {
             self.confirmed.store(false, Relaxed);
         }
@@ -351,6 +387,7 @@ impl MemberState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .changed_at = Instant::now();
+        MEMBER_EVENTS.notify();
     }
 
     pub fn consecutive_failures(&self) -> u32 {

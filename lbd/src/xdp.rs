@@ -7,8 +7,9 @@
 //! know (each fast-path listener's VIP, SNAT address and members with their
 //! weights and whether they may take new flows, from the config snapshot
 //! and the health state) with what it was last told, and tells it again
-//! when that changed. So a member that goes down gets no new flows within a
-//! tick of the health transition, and a removed member's flows end. Idle
+//! when that changed. A health transition or a reload wakes it at once
+//! ([`MEMBER_EVENTS`]), so a member that goes down stops getting new flows
+//! right after the transition, and a removed member's flows end. Idle
 //! flows are expired every second (after the listener's `client_idle`), and
 //! the kernel's counters are published for the stats page and `/metrics`.
 //!
@@ -26,9 +27,10 @@ use tracing::{error, info, warn};
 use crate::config::{Algorithm, FastPath};
 use crate::server::Shared;
 use crate::snapshot::{PoolRt, Snapshot};
-use crate::state::Status;
+use crate::state::{Status, MEMBER_EVENTS};
 
-/// How often the maps are compared with the snapshot and health state.
+/// How often the maps are compared with the snapshot and health state at
+/// the latest: a health transition or a reload wakes the loop at once.
 pub const TICK: Duration = Duration::from_millis(50);
 
 /// How often idle flows are expired and counters published.
@@ -71,6 +73,7 @@ fn run(shared: &Shared) {
     // Interfaces whose attach failed: not retried until the config changes.
     let mut failed: Option<(Vec<String>, String)> = None;
     let mut housekeeping = Instant::now();
+    let mut seen = 0;
     loop {
         let snapshot = shared.snapshot();
         let wanted = wanted_interfaces(&snapshot);
@@ -121,7 +124,7 @@ fn run(shared: &Shared) {
             let status = housekeep(attached.as_mut(), &failed, &snapshot);
             shared.xdp.store(status.map(Arc::new));
         }
-        thread::sleep(TICK);
+        seen = MEMBER_EVENTS.wait(seen, TICK);
     }
 }
 
