@@ -3,11 +3,11 @@
 //! For listeners with `fast_path = "xdp"`, packets are balanced in the
 //! kernel by `lbd-ebpf`'s program; this loop keeps its maps in step with
 //! lbd: it attaches to `[xdp] interfaces` (native mode, else generic, as
-//! `lbd-ebpf` decides), and every [`TICK`] compares what the kernel should
-//! know (each fast-path listener's VIP, SNAT address and members with their
-//! weights and whether they may take new flows, from the config snapshot
-//! and the health state) with what it was last told, and tells it again
-//! when that changed. A health transition or a reload wakes it at once
+//! `lbd-ebpf` decides; after a failure, again at the next reload), and
+//! compares what the kernel should know (each fast-path listener's VIP,
+//! SNAT address and members with their weights and whether they may take
+//! new flows, from the config snapshot and the health state) with what it
+//! was last told, and tells it again when that changed. A health transition or a reload wakes it at once
 //! ([`MEMBER_EVENTS`]), so a member that goes down stops getting new flows
 //! right after the transition, and a removed member's flows end. Idle
 //! flows are expired every second (after the listener's `client_idle`), and
@@ -29,9 +29,9 @@ use crate::server::Shared;
 use crate::snapshot::{PoolRt, Snapshot};
 use crate::state::{Status, MEMBER_EVENTS};
 
-/// How often the maps are compared with the snapshot and health state at
-/// the latest: a health transition or a reload wakes the loop at once.
-pub const TICK: Duration = Duration::from_millis(50);
+/// How often the tables are compared with the snapshot and health state
+/// at the latest; a health transition or a reload wakes the loop at once.
+pub const TICK: Duration = Duration::from_secs(1);
 
 /// How often idle flows are expired and counters published.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -74,8 +74,14 @@ fn run(shared: &Shared) {
     let mut failed: Option<(Vec<String>, String)> = None;
     let mut housekeeping = Instant::now();
     let mut seen = 0;
+    let mut generation = 0;
     loop {
         let snapshot = shared.snapshot();
+        if snapshot.generation != generation {
+            // A reload: worth another attempt.
+            generation = snapshot.generation;
+            failed = None;
+        }
         let wanted = wanted_interfaces(&snapshot);
         let current = attached.as_ref().map(|a| &a.interfaces);
         if wanted.as_ref() != current {
