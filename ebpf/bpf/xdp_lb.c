@@ -9,7 +9,10 @@
  *  2. miss, to a fast-path VIP:port, SYN without ACK: pick a usable member
  *     (weighted round robin or Maglev on the client address), allocate a SNAT
  *     source port unique per (snat_ip, member ip:port) by inserting the reply
- *     entry with BPF_NOEXIST, insert the original entry, then as 1.
+ *     entry with BPF_NOEXIST (ports in order per member, see snat_cursor),
+ *     insert the original entry, then as 1. A SYN that reuses the 4-tuple
+ *     of a closed flow keeps that flow's member and SNAT port while the
+ *     member is usable (see restart_flow).
  *  3. anything else: XDP_PASS (counted by reason).
  *
  * See xdp_lb.h for the maps, src/lib.rs for the userspace side.
@@ -30,7 +33,8 @@
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 
-/* New flows try this many random SNAT ports before giving up. */
+/* New flows try this many SNAT ports (the next ones of the member's
+ * cursor) before giving up. */
 #define LB_PORT_TRIES 8
 /* A round-robin pick skips at most this many unusable slots. */
 #define LB_RR_SKIP 4
@@ -78,6 +82,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct lb_config);
 } config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LB_SNAT_CURSORS);
+	__type(key, __u32);
+	__type(value, __u32);
+} snat_cursor SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -340,6 +351,58 @@ static __always_inline void other_key(const struct lb_flow *f, struct lb_flow_ke
 	k->pad[0] = k->pad[1] = k->pad[2] = 0;
 }
 
+/* snat_cursor index of a member. */
+static __always_inline __u32 cursor_index(__be32 ip, __be16 port)
+{
+	__u32 h = (__u32)ip ^ ((__u32)port << 16) ^ (__u32)port;
+
+	h ^= h >> 16;
+	h *= 0x7feb352d;
+	h ^= h >> 15;
+	h *= 0x846ca68b;
+	h ^= h >> 16;
+	return h & (LB_SNAT_CURSORS - 1);
+}
+
+/* A SYN reuses the client 4-tuple of a closed flow (`f`, original entry;
+ * `key` its key). The usual case: the client's first SYN met a member's
+ * TIME_WAIT socket of an earlier flow on the same SNAT pair and was
+ * rejected; the client answered the member's ACK with a RST (which ended
+ * that TIME_WAIT) and now retransmits. Keeping the member and SNAT port
+ * makes that retransmission succeed, and in general keeps one client
+ * 4-tuple on one member 4-tuple, whose timestamps then keep increasing.
+ * Returns 1 if the flow was reopened (flags cleared in both entries), 0 if
+ * the caller must start over: the service, member or SNAT address changed,
+ * the member is not usable, or the reply entry is gone. */
+static __always_inline int restart_flow(struct lb_flow *f, const struct lb_flow_key *key,
+					__u64 now)
+{
+	struct lb_service_key sk = {};
+	struct lb_service *svc;
+	struct lb_member *m;
+	struct lb_flow_key rk;
+	struct lb_flow *r;
+
+	sk.vip = key->daddr;
+	sk.port = key->dport;
+	sk.proto = IPPROTO_TCP;
+	svc = bpf_map_lookup_elem(&services, &sk);
+	if (!svc || svc->id != f->service_id || svc->snat_ip != f->nat_saddr)
+		return 0;
+	m = usable_member(svc->id, f->member);
+	if (!m || m->ip != f->nat_daddr || m->port != f->nat_dport)
+		return 0;
+	other_key(f, &rk);
+	r = bpf_map_lookup_elem(&conntrack, &rk);
+	if (!r || r->dir != LB_DIR_REPLY || r->nat_daddr != key->saddr ||
+	    r->nat_dport != key->sport)
+		return 0;
+	r->flags = 0;
+	r->last_seen_ns = now;
+	f->flags = 0;
+	return 1;
+}
+
 SEC("xdp")
 int xdp_lb(struct xdp_md *ctx)
 {
@@ -386,13 +449,17 @@ int xdp_lb(struct xdp_md *ctx)
 	f = bpf_map_lookup_elem(&conntrack, &key);
 	if (f && f->dir == LB_DIR_ORIGINAL && th->syn && !th->ack &&
 	    (f->flags & (LB_FLOW_FIN | LB_FLOW_RST))) {
-		/* The client reuses the 4-tuple of a closed flow: start over. */
-		struct lb_flow_key reply_key;
+		/* The client reuses the 4-tuple of a closed flow. */
+		if (restart_flow(f, &key, now)) {
+			st->new_flows++;
+		} else {
+			struct lb_flow_key reply_key;
 
-		other_key(f, &reply_key);
-		bpf_map_delete_elem(&conntrack, &reply_key);
-		bpf_map_delete_elem(&conntrack, &key);
-		f = NULL;
+			other_key(f, &reply_key);
+			bpf_map_delete_elem(&conntrack, &reply_key);
+			bpf_map_delete_elem(&conntrack, &key);
+			f = NULL;
+		}
 	}
 
 	if (f) {
@@ -426,6 +493,7 @@ int xdp_lb(struct xdp_md *ctx)
 		struct lb_flow fwd = {}, rev = {};
 		struct lb_flow_key rk = {};
 		__u16 idx = 0;
+		__u32 ck, *cur;
 		int i, ok = 0, created = 1;
 
 		sk.vip = iph->daddr;
@@ -469,9 +537,15 @@ int xdp_lb(struct xdp_md *ctx)
 		rk.proto = IPPROTO_TCP;
 
 		/* SNAT port: unique per (snat_ip, member ip:port) because the
-		 * reply entry is inserted only if absent. */
+		 * reply entry is inserted only if absent; the member's next
+		 * ports in order (see snat_cursor in xdp_lb.h). */
+		ck = cursor_index(m->ip, m->port);
+		cur = bpf_map_lookup_elem(&snat_cursor, &ck);
+		if (!cur)
+			return drop(st, LB_DROP_PORTS_EXHAUSTED);
 		for (i = 0; i < LB_PORT_TRIES; i++) {
-			__u32 port = cfg->port_min + bpf_get_prandom_u32() % cfg->port_count;
+			__u32 n = __sync_fetch_and_add(cur, 1) + cfg->port_offset;
+			__u32 port = cfg->port_min + n % cfg->port_count;
 
 			rk.dport = bpf_htons((__u16)port);
 			if (bpf_map_update_elem(&conntrack, &rk, &rev, BPF_NOEXIST) == 0) {

@@ -93,10 +93,22 @@ struct lb_maglev_table {
 
 /* config: ARRAY, key 0 -> lb_config (written once by userspace at load). */
 struct lb_config {
-	__u16 port_min;   /* SNAT source ports are port_min .. port_min+port_count-1 */
-	__u16 pad0;       /* 0 */
-	__u32 port_count; /* >= 1 */
-};                        /* 8 bytes */
+	__u16 port_min;    /* SNAT source ports are port_min .. port_min+port_count-1 */
+	__u16 pad0;        /* 0 */
+	__u32 port_count;  /* >= 1 */
+	__u32 port_offset; /* random per load: where the port cursors start */
+	__u32 pad1;        /* 0 */
+};                         /* 16 bytes */
+
+/* snat_cursor: ARRAY, key u32 (hash of member ip:port % LB_SNAT_CURSORS)
+ * -> u32, advanced atomically on every SNAT port try. A member's SNAT ports
+ * are handed out in order (port_min + (cursor + port_offset) % port_count),
+ * so a (snat_ip:port, member) pair is used again as late as possible: a
+ * member that closed the previous flow on that pair keeps it in TIME_WAIT,
+ * and a SYN from another client connection landing on it is a coin toss
+ * (the client's timestamps and sequence numbers are per 4-tuple). Members
+ * that share a cursor only skip each other's ports. */
+#define LB_SNAT_CURSORS 4096
 
 /* conntrack: LRU_HASH, key lb_flow_key -> lb_flow. Two entries per flow:
  *   original: (client ip, vip, client port, vip port)
@@ -171,7 +183,7 @@ _Static_assert(sizeof(struct lb_service) == 16, "lb_service");
 _Static_assert(sizeof(struct lb_member) == 8, "lb_member");
 _Static_assert(sizeof(struct lb_rr_table) == 2048, "lb_rr_table");
 _Static_assert(sizeof(struct lb_maglev_table) == 131080, "lb_maglev_table");
-_Static_assert(sizeof(struct lb_config) == 8, "lb_config");
+_Static_assert(sizeof(struct lb_config) == 16, "lb_config");
 _Static_assert(sizeof(struct lb_flow_key) == 16, "lb_flow_key");
 _Static_assert(sizeof(struct lb_flow) == 32, "lb_flow");
 _Static_assert(sizeof(struct lb_stats) == 224, "lb_stats");

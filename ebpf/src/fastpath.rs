@@ -1,5 +1,6 @@
 //! Loading, attaching and the userspace side of the maps.
 
+use crate::batch::{BatchError, Conntrack};
 use crate::maps::{
     be_ip, be_port, Config, Flow, FlowKey, MaglevTable, MemberVal, RrTable, ServiceKey, ServiceVal,
     Stats, DIR_ORIGINAL, DIR_REPLY, DROP_REASONS, FLOW_FIN, FLOW_RST, MAGLEV_ALLOC,
@@ -7,12 +8,14 @@ use crate::maps::{
 };
 use crate::select::smooth_weighted_slots;
 use crate::{AttachMode, Counters, Error, Options, Selection, Service};
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray};
 use aya::programs::xdp::XdpLinkId;
 use aya::programs::{ProgramError, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddrV4;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 /// Closed flows (RST seen, or FIN seen both ways) are expired after at most
@@ -126,6 +129,18 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// A random u32 from the kernel (getrandom); the clock if that fails.
+fn random_u32() -> u32 {
+    let mut buf = [0u8; 4];
+    // SAFETY: writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n == buf.len() as isize {
+        u32::from_ne_bytes(buf)
+    } else {
+        monotonic_ns() as u32
+    }
+}
+
 /// What userspace last wrote for one service.
 struct SvcState {
     id: u32,
@@ -147,6 +162,12 @@ pub struct FastPath {
     rr_cursor: Array<MapData, u64>,
     maglev_tables: Array<MapData, MaglevTable>,
     conntrack: BpfHashMap<MapData, FlowKey, Flow>,
+    /// The same map, for batch reads and deletes.
+    conntrack_batch: Conntrack,
+    /// Whether the kernel did batch lookups / deletes on it (until it
+    /// refuses once).
+    batch_lookup: Cell<bool>,
+    batch_delete: bool,
     stats: PerCpuArray<MapData, Stats>,
     opts: Options,
     state: BTreeMap<SocketAddrV4, SvcState>,
@@ -245,7 +266,20 @@ impl FastPath {
         let rr_tables = take_map!(ebpf, "rr_tables");
         let rr_cursor = take_map!(ebpf, "rr_cursor");
         let maglev_tables = take_map!(ebpf, "maglev_tables");
-        let conntrack = take_map!(ebpf, "conntrack");
+        let conntrack_map: Map = ebpf
+            .take_map("conntrack")
+            .ok_or_else(|| Error::Load("the XDP object has no map conntrack".into()))?;
+        let conntrack_fd = match &conntrack_map {
+            Map::LruHashMap(data) | Map::HashMap(data) => data
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Error::Load(format!("conntrack map: {e}").into()))?,
+            _ => return Err(Error::Load("conntrack is not a hash map".into())),
+        };
+        let conntrack = conntrack_map
+            .try_into()
+            .map_err(|e| map_error("conntrack", e))?;
         let stats = take_map!(ebpf, "stats");
         let mut config: Array<MapData, Config> = take_map!(ebpf, "config");
         let (lo, hi) = (*opts.snat_ports.start(), *opts.snat_ports.end());
@@ -256,6 +290,11 @@ impl FastPath {
                     port_min: lo,
                     pad0: 0,
                     port_count: u32::from(hi - lo) + 1,
+                    // A fresh start per load, so that a restarted lbd does
+                    // not hand out the ports its previous run just used
+                    // (members may still hold them in TIME_WAIT).
+                    port_offset: random_u32(),
+                    pad1: 0,
                 },
                 0,
             )
@@ -269,6 +308,9 @@ impl FastPath {
             rr_cursor,
             maglev_tables,
             conntrack,
+            conntrack_batch: Conntrack::new(conntrack_fd),
+            batch_lookup: Cell::new(true),
+            batch_delete: true,
             stats,
             opts: opts.clone(),
             state: BTreeMap::new(),
@@ -635,8 +677,24 @@ impl FastPath {
         self.opts.conntrack_entries as usize * 2 + 1024
     }
 
-    /// A snapshot of the conntrack map.
+    /// A snapshot of the conntrack map: batch reads (a few syscalls), or
+    /// a walk (two per entry) where the kernel does not do them.
     fn snapshot(&self) -> Result<HashMap<FlowKey, Flow>, Error> {
+        if self.batch_lookup.get() {
+            match self.conntrack_batch.read_all() {
+                Ok(entries) => return Ok(entries.into_iter().collect()),
+                Err(BatchError::Unsupported) => {
+                    tracing::info!("conntrack: no batch lookups on this kernel; walking the map");
+                    self.batch_lookup.set(false);
+                }
+                Err(BatchError::Io(e)) => {
+                    return Err(Error::Map {
+                        map: "conntrack",
+                        source: Box::new(e),
+                    })
+                }
+            }
+        }
         let mut out = HashMap::new();
         for item in self.conntrack.iter().take(self.walk_limit()) {
             match item {
@@ -652,12 +710,35 @@ impl FastPath {
         Ok(out)
     }
 
-    fn delete_flow_entry(&mut self, key: &FlowKey) -> Result<(), Error> {
-        match self.conntrack.remove(key) {
-            Ok(()) => Ok(()),
-            Err(e) if has_errno(&e, libc::ENOENT) => Ok(()),
-            Err(e) => Err(map_error("conntrack", e)),
+    /// Deletes conntrack entries (those already gone are skipped): in
+    /// batches, or one by one where the kernel does not do batch deletes.
+    fn delete_flow_entries(&mut self, keys: &[FlowKey]) -> Result<(), Error> {
+        if keys.is_empty() {
+            return Ok(());
         }
+        if self.batch_delete {
+            match self.conntrack_batch.delete(keys) {
+                Ok(_) => return Ok(()),
+                Err(BatchError::Unsupported) => {
+                    tracing::info!("conntrack: no batch deletes on this kernel; one by one");
+                    self.batch_delete = false;
+                }
+                Err(BatchError::Io(e)) => {
+                    return Err(Error::Map {
+                        map: "conntrack",
+                        source: Box::new(e),
+                    })
+                }
+            }
+        }
+        for key in keys {
+            match self.conntrack.remove(key) {
+                Ok(()) => {}
+                Err(e) if has_errno(&e, libc::ENOENT) => {}
+                Err(e) => return Err(map_error("conntrack", e)),
+            }
+        }
+        Ok(())
     }
 
     /// Deletes the flows whose service or member is no longer configured.
@@ -687,11 +768,9 @@ impl FastPath {
                 doomed.push((*k, f.dir == DIR_ORIGINAL));
             }
         }
-        let mut flows = 0;
-        for (k, original) in doomed {
-            self.delete_flow_entry(&k)?;
-            flows += usize::from(original);
-        }
+        let flows = doomed.iter().filter(|(_, original)| *original).count();
+        let keys: Vec<FlowKey> = doomed.into_iter().map(|(k, _)| k).collect();
+        self.delete_flow_entries(&keys)?;
         if flows > 0 {
             tracing::debug!(flows, "deleted fast-path flows of removed members/services");
         }
@@ -722,32 +801,37 @@ impl FastPath {
 
     /// Deletes the flows idle for longer than `idle` (closed flows: RST
     /// seen, or FIN seen in both directions, after `min(idle,
-    /// CLOSED_LINGER)`); returns how many flows ended. Walks the whole
-    /// conntrack map (two syscalls per entry): call it every few seconds,
-    /// not per packet.
-    pub fn expire_idle(&mut self, idle: Duration) -> Result<usize, Error> {
+    /// CLOSED_LINGER)`). Reads the whole conntrack map (in batches where the
+    /// kernel can): call it every second or so, not per packet. An idle
+    /// open flow is read again just before it is deleted, in case a packet
+    /// came meanwhile; a closed one is not (that would cost two syscalls
+    /// per connection): a client reopening the same 4-tuple in the
+    /// milliseconds between the read and the delete, after more than the
+    /// linger time, loses that connection (its next packet goes to the
+    /// kernel, which resets it).
+    pub fn expire_idle(&mut self, idle: Duration) -> Result<Expiry, Error> {
         let idle_ns = idle.as_nanos().min(u128::from(u64::MAX)) as u64;
         let closed_ns = idle.min(CLOSED_LINGER).as_nanos() as u64;
         let snap = self.snapshot()?;
         let now = monotonic_ns();
+        let closed = |a: &Flow, b: Option<&Flow>| {
+            let flags = a.flags | b.map_or(0, |b| b.flags);
+            flags & FLOW_RST != 0 || b.is_some_and(|b| a.flags & b.flags & FLOW_FIN != 0)
+        };
         let expired = |a: &Flow, b: Option<&Flow>| {
             let last = b.map_or(a.last_seen_ns, |b| a.last_seen_ns.max(b.last_seen_ns));
-            let flags = a.flags | b.map_or(0, |b| b.flags);
-            let fin_both = b.is_some_and(|b| a.flags & b.flags & FLOW_FIN != 0);
-            let limit = if flags & FLOW_RST != 0 || fin_both {
-                closed_ns
-            } else {
-                idle_ns
-            };
+            let limit = if closed(a, b) { closed_ns } else { idle_ns };
             now.saturating_sub(last) > limit
         };
+        let mut doomed = Vec::new();
+        let mut flows = 0;
         let mut ended = 0;
         for (k, f) in &snap {
             let other_key = f.other_key();
             let other = snap.get(&other_key);
             let orphan = other.is_none_or(|o| o.other_key() != *k);
             match (f.dir, orphan) {
-                (DIR_ORIGINAL, _) => {}
+                (DIR_ORIGINAL, _) => flows += 1,
                 // Handled with its original entry.
                 (DIR_REPLY, false) => continue,
                 // A reply entry whose original is gone (LRU eviction).
@@ -758,27 +842,39 @@ impl FastPath {
             if !expired(f, other) {
                 continue;
             }
-            // Re-read: a packet may have arrived since the snapshot.
-            let Ok(f_now) = self.conntrack.get(k, 0) else {
-                continue;
-            };
-            let other_now = if orphan {
-                None
-            } else {
-                self.conntrack.get(&other_key, 0).ok()
-            };
-            if !expired(&f_now, other_now.as_ref()) {
-                continue;
+            if !closed(f, other) {
+                // Re-read: a packet may have arrived since the snapshot.
+                let Ok(f_now) = self.conntrack.get(k, 0) else {
+                    continue;
+                };
+                let other_now = if orphan {
+                    None
+                } else {
+                    self.conntrack.get(&other_key, 0).ok()
+                };
+                if !expired(&f_now, other_now.as_ref()) {
+                    continue;
+                }
             }
-            self.delete_flow_entry(k)?;
+            doomed.push(*k);
             if !orphan {
-                self.delete_flow_entry(&other_key)?;
+                doomed.push(other_key);
             }
             if f.dir == DIR_ORIGINAL {
                 ended += 1;
             }
         }
-        Ok(ended)
+        self.delete_flow_entries(&doomed)?;
+        Ok(Expiry {
+            ended,
+            flows: flows - ended,
+        })
+    }
+
+    /// Whether conntrack reads and deletes still go in batches (the kernel
+    /// has not refused them; Linux 5.6+ does them).
+    pub fn uses_batches(&self) -> bool {
+        self.batch_lookup.get() && self.batch_delete
     }
 
     /// Current flows (original-direction conntrack entries). Walks the map.
@@ -817,6 +913,15 @@ impl FastPath {
         out.sort_by_key(|f| (f.vip, f.client));
         Ok(out)
     }
+}
+
+/// What [`FastPath::expire_idle`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// Flows that ended (deleted).
+    pub ended: usize,
+    /// Flows left in the table.
+    pub flows: usize,
 }
 
 /// One fast-path flow, see [`FastPath::flow_table`].

@@ -39,13 +39,32 @@
 //!
 //! # SNAT ports
 //!
-//! Per new flow, up to 8 random ports from [`Options::snat_ports`] (default
+//! Per new flow, up to 8 ports from [`Options::snat_ports`] (default
 //! 20000-32767, disjoint from Linux's default ephemeral range 32768-60999 so
 //! the fast path never takes over a reply meant for a socket of the host
 //! using `snat_ip`) are tried: the reply entry `(member ip:port -> snat_ip:
 //! port)` is inserted only if absent, which makes the port unique per
 //! `(snat_ip, member ip:port)`. When all tries collide the SYN is dropped
 //! (counted `snat_ports_exhausted`) and the client retransmits.
+//!
+//! The ports are tried **in order per member** (a cursor per member, started
+//! at a random place at every load), not at random: a member that closed a
+//! flow first keeps its 4-tuple in TIME_WAIT (60 s on Linux), and a SYN of
+//! *another* client connection landing on that pair is accepted only if its
+//! timestamp (or sequence number) happens to be newer: a coin toss, as
+//! clients derive both per 4-tuple. A rejected SYN costs the client a
+//! retransmission. In order, a pair comes back only after the member has had
+//! as many flows as there are ports; a member taking more new flows per
+//! second than `ports / 60` still meets its TIME_WAIT entries: use a wider
+//! range there (the bench measures this).
+//!
+//! **A SYN that reuses a closed flow's client 4-tuple keeps that flow's
+//! member and SNAT port** while the member is usable. That is what a client
+//! does right after such a rejection: it answers the member's ACK with a RST
+//! (which ends that TIME_WAIT) and retransmits the SYN ~10 ms later, which
+//! then gets through, instead of drawing another port that may meet another
+//! TIME_WAIT (and then waiting a full second). It also keeps one client
+//! 4-tuple on one member 4-tuple, whose timestamps keep increasing.
 //!
 //! # Flow end
 //!
@@ -80,6 +99,7 @@
 //! errors for fast-path flows (passed to the kernel, which does not know the
 //! flows), backup tiers (pass only the active tier's members).
 
+mod batch;
 mod fastpath;
 mod maps;
 pub mod select;
@@ -246,7 +266,7 @@ pub enum Error {
     Invalid(String),
 }
 
-pub use fastpath::{attach_pass, FastPath, FlowInfo, PassGuard, CLOSED_LINGER};
+pub use fastpath::{attach_pass, Expiry, FastPath, FlowInfo, PassGuard, CLOSED_LINGER};
 
 /// Whether this build contains the XDP programs (clang was available).
 pub const fn built() -> bool {

@@ -105,6 +105,8 @@ pub(crate) struct Config {
     pub port_min: u16,
     pub pad0: u16,
     pub port_count: u32,
+    pub port_offset: u32,
+    pub pad1: u32,
 }
 
 #[repr(C)]
@@ -178,7 +180,7 @@ const _: () = {
     assert!(size_of::<ServiceKey>() == 8);
     assert!(size_of::<ServiceVal>() == 16);
     assert!(size_of::<MemberVal>() == 8);
-    assert!(size_of::<Config>() == 8);
+    assert!(size_of::<Config>() == 16);
     assert!(size_of::<FlowKey>() == 16);
     assert!(size_of::<Flow>() == 32);
     assert!(size_of::<Stats>() == 224);

@@ -381,13 +381,17 @@ fn scenario(mode: AttachMode) {
     // and an expired flow's next packet goes to the kernel: reset.
     let mut open = KeepAlive::open(env.lab.client(), env.vip(), TIMEOUT).unwrap();
     check_body(&open.get().unwrap());
-    env.fp().expire_idle(Duration::from_secs(3600)).unwrap();
+    let kept = env.fp().expire_idle(Duration::from_secs(3600)).unwrap();
     check_body(&open.get().expect("flow survives a 1 h idle expiry"));
-    assert!(env.fp().flows().unwrap() >= 1);
+    let flows = env.fp().flows().unwrap();
+    assert!(flows >= 1);
+    assert_eq!(kept.flows, flows, "{kept:?}");
     std::thread::sleep(Duration::from_millis(300));
     let expired = env.fp().expire_idle(Duration::from_millis(100)).unwrap();
-    assert!(expired >= 1, "expired {expired}");
+    assert!(expired.ended >= 1, "{expired:?}");
+    assert_eq!(expired.flows, 0, "{expired:?}");
     assert_eq!(env.fp().flows().unwrap(), 0);
+    assert!(env.fp().uses_batches(), "batch map operations refused");
     assert!(open.get().is_err(), "expired flow still works");
     drop(open);
 
@@ -519,4 +523,170 @@ fn xdp_snat_ports_exhausted() {
     drop(d);
     drop(fp);
     drop(servers);
+}
+
+/// A `Connection: close` GET of `vip` from `ns`, the client socket bound to
+/// `port` (SO_REUSEADDR) first; returns the member that answered.
+fn get_from_port(ns: &Ns, vip: SocketAddrV4, port: u16) -> Result<usize, String> {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    ns.run(move || {
+        // SAFETY: plain socket calls on a descriptor this closure owns;
+        // `addr` outlives the calls that read it.
+        let stream = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                return Err(format!("socket: {}", std::io::Error::last_os_error()));
+            }
+            let stream = TcpStream::from_raw_fd(fd);
+            let one: libc::c_int = 1;
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+            let sockaddr = |a: SocketAddrV4| libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let local = sockaddr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+            if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
+                return Err(format!("bind :{port}: {}", std::io::Error::last_os_error()));
+            }
+            let remote = sockaddr(vip);
+            if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
+                return Err(format!("connect: {}", std::io::Error::last_os_error()));
+            }
+            stream
+        };
+        let mut stream = stream;
+        stream
+            .set_read_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(
+                format!("GET / HTTP/1.1\r\nHost: {vip}\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .map_err(|e| format!("send: {e}"))?;
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .map_err(|e| format!("receive: {e}"))?;
+        let start = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or("no response head")?;
+        Ok(check_body(&answer[start + 4..]))
+    })
+}
+
+/// SNAT ports are handed out in order per member, so a (SNAT port, member)
+/// pair comes back as late as possible (the member may hold the previous
+/// flow on it in TIME_WAIT); a client that reuses its 4-tuple after a
+/// close keeps its member and SNAT port (the member's TIME_WAIT accepts
+/// the SYN: same 4-tuple, increasing timestamps).
+#[test]
+fn xdp_snat_ports_in_order_and_kept_when_the_client_reuses_its_port() {
+    let lab = match Lab::new(1) {
+        Ok(lab) => lab,
+        Err(e) => return skip(&e),
+    };
+    lab.add_vip(VIP).expect("add_vip");
+    lab.complete_checksums().expect("checksum offload off");
+    let addr = SocketAddrV4::new(lab.member_ip(0), MEMBER_PORT);
+    let server = HttpServer::start(&lab.members()[0], addr, "m0", BODY_LEN).unwrap();
+    http_get(lab.lb(), addr, "/", TIMEOUT).unwrap();
+    let ifs = vec![
+        lab.lb_client_if().to_string(),
+        lab.lb_member_if(0).to_string(),
+    ];
+    const PORTS: std::ops::RangeInclusive<u16> = 20_000..=20_009;
+    let opts = Options {
+        mode: Some(AttachMode::Generic),
+        conntrack_entries: 1024,
+        snat_ports: PORTS,
+        ..Options::default()
+    };
+    let mut fp = match lab.lb().run(move || FastPath::attach_with(&ifs, &opts)) {
+        Ok(fp) => fp,
+        Err(e @ (Error::PermissionDenied { .. } | Error::NotBuilt)) => return skip(&e.to_string()),
+        Err(e) => panic!("{e}"),
+    };
+    let vip = SocketAddrV4::new(VIP, VIP_PORT);
+    fp.set_services(&[Service {
+        vip,
+        snat_ip: lab.lb_client_side_ip(),
+        members: vec![Member {
+            addr,
+            weight: 1,
+            usable: true,
+        }],
+        selection: Selection::RoundRobin,
+    }])
+    .unwrap();
+
+    // Six flows, one after the other: each takes the port after the
+    // previous one's (wrapping inside the range), closed flows keep theirs.
+    let mut seen: Vec<SocketAddrV4> = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..6 {
+        assert_eq!(
+            http_get(lab.client(), vip, "/", TIMEOUT).map(|b| check_body(&b)),
+            Ok(0)
+        );
+        let flows = fp.flow_table().unwrap();
+        let new: Vec<_> = flows.iter().filter(|f| !seen.contains(&f.client)).collect();
+        assert_eq!(new.len(), 1, "{flows:?}");
+        seen.push(new[0].client);
+        ports.push(new[0].snat.port());
+    }
+    let next = |p: u16| {
+        if p == *PORTS.end() {
+            *PORTS.start()
+        } else {
+            p + 1
+        }
+    };
+    for w in ports.windows(2) {
+        assert_eq!(w[1], next(w[0]), "SNAT ports not in order: {ports:?}");
+    }
+
+    // The same client port twice: the server closes first, so the client
+    // keeps no TIME_WAIT and can reuse its 4-tuple at once.
+    let client_port = 40_123;
+    assert_eq!(get_from_port(lab.client(), vip, client_port), Ok(0));
+    let find = |fp: &FastPath| {
+        fp.flow_table()
+            .unwrap()
+            .into_iter()
+            .find(|f| f.client.port() == client_port)
+            .expect("flow of the fixed client port")
+    };
+    let first = find(&fp);
+    // Wait for the close to finish on both ends (bounded).
+    for _ in 0..50 {
+        if find(&fp).closed {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(find(&fp).closed, "{first:?}");
+    let before = fp.counters().unwrap().new_flows;
+    assert_eq!(get_from_port(lab.client(), vip, client_port), Ok(0));
+    let second = find(&fp);
+    assert_eq!(
+        second.snat, first.snat,
+        "the reused 4-tuple got another SNAT port"
+    );
+    assert_eq!(second.member, first.member);
+    assert_eq!(fp.counters().unwrap().new_flows, before + 1);
+    drop(fp);
+    drop(server);
 }

@@ -18,6 +18,7 @@
 //! sockets stay bound either way.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -61,17 +62,25 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<()> {
         .map(drop)
 }
 
+/// What the program is attached with: `[xdp]` minus the SNAT address
+/// (which is per service and changes without re-attaching).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Wanted {
+    interfaces: Vec<String>,
+    snat_ports: RangeInclusive<u16>,
+}
+
 /// The attached program and what it was last told.
 struct Attached {
-    interfaces: Vec<String>,
+    wanted: Wanted,
     fast_path: lbd_ebpf::FastPath,
     services: Vec<lbd_ebpf::Service>,
 }
 
 fn run(shared: &Shared) {
     let mut attached: Option<Attached> = None;
-    // Interfaces whose attach failed: not retried until the config changes.
-    let mut failed: Option<(Vec<String>, String)> = None;
+    // What failed to attach, and why: not retried until the next reload.
+    let mut failed: Option<(Wanted, String)> = None;
     let mut housekeeping = Instant::now();
     let mut seen = 0;
     let mut generation = 0;
@@ -82,23 +91,18 @@ fn run(shared: &Shared) {
             generation = snapshot.generation;
             failed = None;
         }
-        let wanted = wanted_interfaces(&snapshot);
-        let current = attached.as_ref().map(|a| &a.interfaces);
+        let wanted = wanted(&snapshot);
+        let current = attached.as_ref().map(|a| &a.wanted);
         if wanted.as_ref() != current {
             if let Some(old) = attached.take() {
-                info!("xdp: detached from {}", old.interfaces.join(", "));
+                info!("xdp: detached from {}", old.wanted.interfaces.join(", "));
             }
-            if let Some(interfaces) = wanted.filter(|w| failed.as_ref().map(|f| &f.0) != Some(w)) {
-                match lbd_ebpf::FastPath::attach(&interfaces) {
+            if let Some(wanted) = wanted.filter(|w| failed.as_ref().map(|f| &f.0) != Some(w)) {
+                match attach(&wanted) {
                     Ok(fast_path) => {
-                        let modes: Vec<String> = interfaces
-                            .iter()
-                            .map(|i| format!("{i} ({})", mode_name(fast_path.mode(i))))
-                            .collect();
-                        info!("xdp: attached to {}", modes.join(", "));
                         failed = None;
                         attached = Some(Attached {
-                            interfaces,
+                            wanted,
                             fast_path,
                             services: Vec::new(),
                         });
@@ -107,10 +111,10 @@ fn run(shared: &Shared) {
                         error!(
                             "xdp: cannot attach to {}: {e}; listener(s) {} stay on the \
                              userspace proxy",
-                            interfaces.join(", "),
+                            wanted.interfaces.join(", "),
                             fast_path_listeners(&snapshot).join(", ")
                         );
-                        failed = Some((interfaces, e.to_string()));
+                        failed = Some((wanted, e.to_string()));
                     }
                 }
             }
@@ -134,11 +138,51 @@ fn run(shared: &Shared) {
     }
 }
 
+/// Loads and attaches the program; logs how, and warns when the SNAT ports
+/// overlap the host's ephemeral range.
+fn attach(wanted: &Wanted) -> Result<lbd_ebpf::FastPath, lbd_ebpf::Error> {
+    let opts = lbd_ebpf::Options {
+        snat_ports: wanted.snat_ports.clone(),
+        ..Default::default()
+    };
+    let fast_path = lbd_ebpf::FastPath::attach_with(&wanted.interfaces, &opts)?;
+    let modes: Vec<String> = wanted
+        .interfaces
+        .iter()
+        .map(|i| format!("{i} ({})", mode_name(fast_path.mode(i))))
+        .collect();
+    info!(
+        "xdp: attached to {}; SNAT ports {}-{}",
+        modes.join(", "),
+        wanted.snat_ports.start(),
+        wanted.snat_ports.end()
+    );
+    if let Some((lo, hi)) = ephemeral_ports() {
+        if *wanted.snat_ports.start() <= hi && lo <= *wanted.snat_ports.end() {
+            warn!(
+                "xdp: snat_ports {}-{} overlap net.ipv4.ip_local_port_range {lo}-{hi}: replies \
+                 to lbd's own connections (proxy, health checks) from the SNAT address on \
+                 those ports may be taken by the fast path",
+                wanted.snat_ports.start(),
+                wanted.snat_ports.end()
+            );
+        }
+    }
+    Ok(fast_path)
+}
+
+/// The host's ephemeral port range (this network namespace's).
+fn ephemeral_ports() -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = text.split_whitespace().map(|p| p.parse::<u16>().ok());
+    Some((it.next()??, it.next()??))
+}
+
 /// Expires idle flows and collects the status; `None` when no listener
 /// asks for the fast path.
 fn housekeep(
     attached: Option<&mut Attached>,
-    failed: &Option<(Vec<String>, String)>,
+    failed: &Option<(Wanted, String)>,
     snapshot: &Snapshot,
 ) -> Option<XdpStatus> {
     let listeners = fast_path_listeners(snapshot);
@@ -163,10 +207,12 @@ fn housekeep(
         .map(|l| l.cfg.client_idle.max(l.cfg.member_idle))
         .max()
         .unwrap_or(Duration::from_secs(50));
-    if let Err(e) = a.fast_path.expire_idle(idle) {
-        warn!("xdp: cannot expire idle flows: {e}");
+    match a.fast_path.expire_idle(idle) {
+        Ok(expiry) => status.flows = expiry.flows as u64,
+        Err(e) => warn!("xdp: cannot expire idle flows: {e}"),
     }
     status.interfaces = a
+        .wanted
         .interfaces
         .iter()
         .map(|i| (i.clone(), mode_name(a.fast_path.mode(i))))
@@ -180,7 +226,6 @@ fn housekeep(
         }
         Err(e) => status.error = Some(format!("cannot read the counters: {e}")),
     }
-    status.flows = a.fast_path.flows().map(|n| n as u64).unwrap_or(0);
     Some(status)
 }
 
@@ -192,10 +237,13 @@ fn mode_name(mode: Option<lbd_ebpf::AttachMode>) -> &'static str {
     }
 }
 
-/// `[xdp] interfaces` if any listener asks for the fast path.
-fn wanted_interfaces(snapshot: &Snapshot) -> Option<Vec<String>> {
+/// `[xdp]`'s attach settings if any listener asks for the fast path.
+fn wanted(snapshot: &Snapshot) -> Option<Wanted> {
     let xdp = snapshot.config.xdp.as_ref()?;
-    (!fast_path_listeners(snapshot).is_empty()).then(|| xdp.interfaces.clone())
+    (!fast_path_listeners(snapshot).is_empty()).then(|| Wanted {
+        interfaces: xdp.interfaces.clone(),
+        snat_ports: xdp.snat_ports.clone(),
+    })
 }
 
 fn fast_path_listeners(snapshot: &Snapshot) -> Vec<String> {

@@ -176,7 +176,7 @@ fn config_text(lab: &Lab, weight0: u32, extra_interfaces: &[&str]) -> String {
     interfaces.extend((0..MEMBERS).map(|i| format!("{:?}", lab.lb_member_if(i))));
     interfaces.extend(extra_interfaces.iter().map(|i| format!("{i:?}")));
     let mut text = format!(
-        "[admin]\nbind = \"{ADMIN}\"\n\n[xdp]\ninterfaces = [{}]\n\n\
+        "[admin]\nbind = \"{ADMIN}\"\n\n[xdp]\ninterfaces = [{}]\nsnat_ports = \"21000-21999\"\n\n\
          [[listener]]\nname = \"web\"\nbind = \"{VIP}:{VIP_PORT}\"\npool = \"web\"\n\
          fast_path = \"xdp\"\n\n[[pool]]\nname = \"web\"\n\n[pool.health]\ntype = \"tcp\"\n\
          interval = \"200ms\"\ntimeout = \"150ms\"\nrise = 1\nfall = 1\n",
@@ -216,6 +216,11 @@ fn the_fast_path_balances_in_the_kernel_and_follows_health_and_config() {
     assert!(
         s.log_text().contains("lb-c (native)"),
         "native mode on the veths:\n{}",
+        s.log_text()
+    );
+    assert!(
+        s.log_text().contains("SNAT ports 21000-21999"),
+        "snat_ports from the config:\n{}",
         s.log_text()
     );
     // Neighbour entries: the checks make lbd's namespace resolve the

@@ -75,6 +75,9 @@ pub struct XdpSection {
     /// default: lbd's own address on the route to each member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snat_address: Option<String>,
+    /// SNAT source ports, `"FIRST-LAST"` (default `"20000-32767"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snat_ports: Option<String>,
 }
 
 /// `[[listener]]`
@@ -242,6 +245,11 @@ impl From<&Xdp> for XdpSection {
         XdpSection {
             interfaces: xdp.interfaces.clone(),
             snat_address: xdp.snat_address.map(|a| a.to_string()),
+            snat_ports: Some(format!(
+                "{}-{}",
+                xdp.snat_ports.start(),
+                xdp.snat_ports.end()
+            )),
         }
     }
 }

@@ -137,7 +137,13 @@ pub struct Xdp {
     pub interfaces: Vec<String>,
     /// Source address toward members; `None`: the route's own address.
     pub snat_address: Option<std::net::Ipv4Addr>,
+    /// Source ports toward members (unique per member).
+    pub snat_ports: std::ops::RangeInclusive<u16>,
 }
+
+/// `[xdp] snat_ports` by default: below Linux's default ephemeral range
+/// (32768-60999), which lbd's own proxy and check connections use.
+pub const DEFAULT_SNAT_PORTS: std::ops::RangeInclusive<u16> = 20_000..=32_767;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyProtocol {

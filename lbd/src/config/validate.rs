@@ -31,7 +31,8 @@ use super::model::{
     Global, HealthCheck, HttpCheck, Listener, Member, Pool, ProxyProtocol, TlsCheck, Xdp,
     DEFAULT_ADMIN_BIND, DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, DEFAULT_CLIENT_IDLE,
     DEFAULT_CONNECTION_LIMIT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_FALL, DEFAULT_MEMBER_CONNECT,
-    DEFAULT_MEMBER_IDLE, DEFAULT_RETRIES, DEFAULT_RISE, DEFAULT_WEIGHT, MAX_RISE_FALL, MAX_WEIGHT,
+    DEFAULT_MEMBER_IDLE, DEFAULT_RETRIES, DEFAULT_RISE, DEFAULT_SNAT_PORTS, DEFAULT_WEIGHT,
+    MAX_RISE_FALL, MAX_WEIGHT,
 };
 
 /// One problem in a config: where (`pool "api": member 2`) and why
@@ -688,10 +689,34 @@ fn validate_xdp(section: &XdpSection, errors: &mut Vec<ConfigError>) -> Option<X
             }
         },
     };
+    let snat_ports = match section.snat_ports.as_deref() {
+        None => Some(DEFAULT_SNAT_PORTS),
+        Some(text) => {
+            let range = parse_port_range(text);
+            if range.is_none() {
+                scope.error(format!(
+                    "snat_ports {text:?} is not a port range FIRST-LAST with \
+                     1024 <= FIRST <= LAST <= 65535"
+                ));
+                ok = false;
+            }
+            range
+        }
+    };
     ok.then(|| Xdp {
         interfaces: section.interfaces.clone(),
         snat_address,
+        snat_ports: snat_ports.unwrap_or(DEFAULT_SNAT_PORTS),
     })
+}
+
+/// `"FIRST-LAST"` with 1024 <= FIRST <= LAST (ports below 1024 are left to
+/// privileged services).
+fn parse_port_range(text: &str) -> Option<RangeInclusive<u16>> {
+    let (first, last) = text.split_once('-')?;
+    let first: u16 = first.trim().parse().ok()?;
+    let last: u16 = last.trim().parse().ok()?;
+    (1024 <= first && first <= last).then_some(first..=last)
 }
 
 /// What a `fast_path = "xdp"` listener needs: an `[xdp]` section, a
@@ -2247,6 +2272,7 @@ weight = 9223372036854775807
         let x = config.xdp.as_ref().expect("xdp");
         assert_eq!(x.interfaces, ["veth-c", "veth-m"]);
         assert_eq!(x.snat_address, Some("10.0.0.1".parse().expect("ip")));
+        assert_eq!(x.snat_ports, 20_000..=32_767);
         // Round trip through the file shape.
         let back = ConfigFile::from(&config);
         assert_eq!(validate(&back).expect("valid"), config);
@@ -2291,5 +2317,17 @@ weight = 9223372036854775807
             invalid("[xdp]\n"),
             ["xdp: interfaces is required (the interfaces packets arrive on)"]
         );
+        let ports = |p: &str| format!("[xdp]\ninterfaces = [\"eth0\"]\nsnat_ports = \"{p}\"\n");
+        let config = valid(&ports(" 1024 - 65535"));
+        assert_eq!(config.xdp.as_ref().expect("xdp").snat_ports, 1024..=65_535);
+        for bad in ["1023-2000", "3000-2000", "20000", "a-b", "20000-70000"] {
+            assert_eq!(
+                invalid(&ports(bad)),
+                [format!(
+                    "xdp: snat_ports {bad:?} is not a port range FIRST-LAST with \
+                     1024 <= FIRST <= LAST <= 65535"
+                )]
+            );
+        }
     }
 }
