@@ -12,7 +12,15 @@ use serde::Serialize;
 use crate::procs::{self, Pin};
 
 /// Debian packages the bench runs.
-pub const PACKAGES: &[&str] = &["haproxy", "nginx", "libnginx-mod-stream", "wrk", "iperf3"];
+pub const PACKAGES: &[&str] = &[
+    "haproxy",
+    "nginx",
+    "libnginx-mod-stream",
+    "wrk",
+    "iperf3",
+    // The `xdp` bench reads the XDP program's run statistics with it.
+    "bpftool",
+];
 
 /// Where Debian's nginx keeps the stream module.
 pub const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
