@@ -150,13 +150,21 @@ pub fn stats(values: &[f64]) -> Option<Stats> {
 pub type Summary = BTreeMap<String, BTreeMap<String, Stats>>;
 
 pub fn summarize(samples: &[Sample]) -> Summary {
+    summarize_by(samples.iter().map(|s| (s.proxy.as_str(), &s.metrics)))
+}
+
+/// Medians and ranges of `(group, metrics)` samples: metric -> group ->
+/// stats (a group is a proxy here, a path in the `xdp` bench).
+pub fn summarize_by<'a>(
+    samples: impl IntoIterator<Item = (&'a str, &'a BTreeMap<String, f64>)>,
+) -> Summary {
     let mut values: BTreeMap<String, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
-    for s in samples {
-        for (k, v) in &s.metrics {
+    for (group, metrics) in samples {
+        for (k, v) in metrics {
             values
                 .entry(k.clone())
                 .or_default()
-                .entry(s.proxy.clone())
+                .entry(group.to_string())
                 .or_default()
                 .push(*v);
         }
@@ -182,7 +190,8 @@ pub fn fmt_num(x: f64, decimals: usize) -> String {
     }
 }
 
-fn cell(s: &Stats, decimals: usize) -> String {
+/// A table cell: the median, then `(min–max)` when they differ.
+pub fn cell(s: &Stats, decimals: usize) -> String {
     if s.n > 1 && s.min != s.max {
         format!(
             "{} ({}–{})",

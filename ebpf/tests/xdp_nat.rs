@@ -443,46 +443,50 @@ fn xdp_attach_unknown_interface() {
     }
 }
 
-/// SNAT ports are unique per (snat_ip, member): with a one-port range, one
-/// flow per member at a time; a third SYN is dropped (counted) until a flow
-/// ends.
-#[test]
-fn xdp_snat_ports_exhausted() {
-    let lab = match Lab::new(2) {
+/// A small generic-mode set-up: a lab with `members` HTTP servers (checked
+/// once from the lb ns, which resolves their neighbour entries), the
+/// program attached with `snat_ports`, and one round-robin service on the
+/// VIP over all members. `None`: skipped.
+fn small_generic_lab(
+    members: usize,
+    snat_ports: std::ops::RangeInclusive<u16>,
+) -> Option<(Lab, Vec<HttpServer>, FastPath)> {
+    let lab = match Lab::new(members) {
         Ok(lab) => lab,
-        Err(e) => return skip(&e),
+        Err(e) => {
+            skip(&e);
+            return None;
+        }
     };
     lab.add_vip(VIP).expect("add_vip");
     lab.complete_checksums().expect("checksum offload off");
     let mut servers = Vec::new();
-    for i in 0..2 {
+    for i in 0..members {
         let addr = SocketAddrV4::new(lab.member_ip(i), MEMBER_PORT);
         servers
             .push(HttpServer::start(&lab.members()[i], addr, &format!("m{i}"), BODY_LEN).unwrap());
-        // Health check: neighbour entries.
         http_get(lab.lb(), addr, "/", TIMEOUT).unwrap();
     }
-    let ifs = vec![
-        lab.lb_client_if().to_string(),
-        lab.lb_member_if(0).to_string(),
-        lab.lb_member_if(1).to_string(),
-    ];
+    let mut ifs = vec![lab.lb_client_if().to_string()];
+    ifs.extend((0..members).map(|i| lab.lb_member_if(i).to_string()));
     let opts = Options {
         mode: Some(AttachMode::Generic),
         conntrack_entries: 1024,
-        snat_ports: 20_000..=20_000,
+        snat_ports,
         ..Options::default()
     };
     let mut fp = match lab.lb().run(move || FastPath::attach_with(&ifs, &opts)) {
         Ok(fp) => fp,
-        Err(e @ (Error::PermissionDenied { .. } | Error::NotBuilt)) => return skip(&e.to_string()),
+        Err(e @ (Error::PermissionDenied { .. } | Error::NotBuilt)) => {
+            skip(&e.to_string());
+            return None;
+        }
         Err(e) => panic!("{e}"),
     };
-    let vip = SocketAddrV4::new(VIP, VIP_PORT);
     let svc = Service {
-        vip,
+        vip: SocketAddrV4::new(VIP, VIP_PORT),
         snat_ip: lab.lb_client_side_ip(),
-        members: (0..2)
+        members: (0..members)
             .map(|i| Member {
                 addr: SocketAddrV4::new(lab.member_ip(i), MEMBER_PORT),
                 weight: 1,
@@ -492,6 +496,18 @@ fn xdp_snat_ports_exhausted() {
         selection: Selection::RoundRobin,
     };
     fp.set_services(&[svc]).unwrap();
+    Some((lab, servers, fp))
+}
+
+/// SNAT ports are unique per (snat_ip, member): with a one-port range, one
+/// flow per member at a time; a third SYN is dropped (counted) until a flow
+/// ends.
+#[test]
+fn xdp_snat_ports_exhausted() {
+    let Some((lab, servers, mut fp)) = small_generic_lab(2, 20_000..=20_000) else {
+        return;
+    };
+    let vip = SocketAddrV4::new(VIP, VIP_PORT);
 
     let mut a = KeepAlive::open(lab.client(), vip, TIMEOUT).expect("first flow");
     let mut b = KeepAlive::open(lab.client(), vip, TIMEOUT).expect("second flow, other member");
@@ -594,43 +610,11 @@ fn get_from_port(ns: &Ns, vip: SocketAddrV4, port: u16) -> Result<usize, String>
 /// the SYN: same 4-tuple, increasing timestamps).
 #[test]
 fn xdp_snat_ports_in_order_and_kept_when_the_client_reuses_its_port() {
-    let lab = match Lab::new(1) {
-        Ok(lab) => lab,
-        Err(e) => return skip(&e),
-    };
-    lab.add_vip(VIP).expect("add_vip");
-    lab.complete_checksums().expect("checksum offload off");
-    let addr = SocketAddrV4::new(lab.member_ip(0), MEMBER_PORT);
-    let server = HttpServer::start(&lab.members()[0], addr, "m0", BODY_LEN).unwrap();
-    http_get(lab.lb(), addr, "/", TIMEOUT).unwrap();
-    let ifs = vec![
-        lab.lb_client_if().to_string(),
-        lab.lb_member_if(0).to_string(),
-    ];
     const PORTS: std::ops::RangeInclusive<u16> = 20_000..=20_009;
-    let opts = Options {
-        mode: Some(AttachMode::Generic),
-        conntrack_entries: 1024,
-        snat_ports: PORTS,
-        ..Options::default()
-    };
-    let mut fp = match lab.lb().run(move || FastPath::attach_with(&ifs, &opts)) {
-        Ok(fp) => fp,
-        Err(e @ (Error::PermissionDenied { .. } | Error::NotBuilt)) => return skip(&e.to_string()),
-        Err(e) => panic!("{e}"),
+    let Some((lab, server, fp)) = small_generic_lab(1, PORTS) else {
+        return;
     };
     let vip = SocketAddrV4::new(VIP, VIP_PORT);
-    fp.set_services(&[Service {
-        vip,
-        snat_ip: lab.lb_client_side_ip(),
-        members: vec![Member {
-            addr,
-            weight: 1,
-            usable: true,
-        }],
-        selection: Selection::RoundRobin,
-    }])
-    .unwrap();
 
     // Six flows, one after the other: each takes the port after the
     // previous one's (wrapping inside the range), closed flows keep theirs.

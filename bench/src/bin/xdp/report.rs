@@ -1,10 +1,9 @@
 //! Medians over the repetitions, the markdown table, the ratios and the
 //! issue's targets.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use bench::report::{fmt_num, stats, Stats};
+use bench::report::{cell, fmt_num};
 use serde::Serialize;
 
 use crate::measure::Sample;
@@ -235,48 +234,14 @@ const ROWS: &[Row] = &[
 ];
 
 /// metric -> path -> stats over the repetitions.
-pub type Summary = BTreeMap<String, BTreeMap<String, Stats>>;
+pub use bench::report::Summary;
 
 pub fn summarize(samples: &[Sample]) -> Summary {
-    let mut values: BTreeMap<String, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
-    for s in samples {
-        for (k, v) in &s.metrics {
-            values
-                .entry(k.clone())
-                .or_default()
-                .entry(s.path.name().to_string())
-                .or_default()
-                .push(*v);
-        }
-    }
-    values
-        .into_iter()
-        .map(|(k, per)| {
-            let per = per
-                .into_iter()
-                .filter_map(|(p, v)| stats(&v).map(|s| (p, s)))
-                .collect();
-            (k, per)
-        })
-        .collect()
+    bench::report::summarize_by(samples.iter().map(|s| (s.path.name(), &s.metrics)))
 }
 
 fn median(summary: &Summary, key: &str, path: &str) -> Option<f64> {
     summary.get(key)?.get(path).map(|s| s.median)
-}
-
-/// As in `bench`'s table: the median, then `(min–max)` when they differ.
-fn cell(s: &Stats, decimals: usize) -> String {
-    if s.n > 1 && s.min != s.max {
-        format!(
-            "{} ({}–{})",
-            fmt_num(s.median, decimals),
-            fmt_num(s.min, decimals),
-            fmt_num(s.max, decimals)
-        )
-    } else {
-        fmt_num(s.median, decimals)
-    }
 }
 
 /// The ratio columns: xdp against each of these, where both ran.
@@ -364,6 +329,7 @@ pub fn targets_text(t: &[TargetResult]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bench::report::stats;
 
     fn summary(entries: &[(&str, &str, &[f64])]) -> Summary {
         let mut s = Summary::new();
