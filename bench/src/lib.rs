@@ -3,6 +3,7 @@
 //! `failover` (member death to the last routed attempt; `bin/failover.rs`).
 
 pub mod backends;
+pub mod cli;
 pub mod iperf;
 pub mod procfs;
 pub mod procs;

@@ -25,7 +25,7 @@ use scenarios::{Scenario, Settings};
 )]
 struct Cli {
     /// Length of each measured run, e.g. 10s, 1m [default: 10s; --quick: 2s]
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = bench::cli::parse_duration)]
     duration: Option<Duration>,
     /// Repetitions of every run (medians and min-max are reported) [default: 3; --quick: 1]
     #[arg(long)]
@@ -64,23 +64,6 @@ enum PinningChoice {
     Both,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, mult) = if let Some(n) = s.strip_suffix('s') {
-        (n, 1)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60)
-    } else {
-        (s, 1)
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected whole seconds like 10s or minutes like 1m"))?;
-    if n == 0 {
-        return Err("the duration must be at least 1s".into());
-    }
-    Ok(Duration::from_secs(n * mult))
-}
-
 /// The options in force (after --quick and the defaults).
 #[derive(Debug, Clone, Serialize)]
 struct Options {
@@ -100,20 +83,8 @@ struct Options {
 impl Options {
     fn from_cli(cli: Cli) -> Options {
         let q = cli.quick;
-        let mut proxies = if cli.proxies.is_empty() {
-            Kind::ALL.to_vec()
-        } else {
-            cli.proxies
-        };
-        proxies.sort();
-        proxies.dedup();
-        let mut scenarios = if cli.scenarios.is_empty() {
-            Scenario::ALL.to_vec()
-        } else {
-            cli.scenarios
-        };
-        scenarios.sort();
-        scenarios.dedup();
+        let proxies = bench::cli::selection(cli.proxies, &Kind::ALL);
+        let scenarios = bench::cli::selection(cli.scenarios, &Scenario::ALL);
         let idle = cli.idle_conns.unwrap_or(if q { 1000 } else { 10_000 });
         Options {
             quick: q,
@@ -132,9 +103,7 @@ impl Options {
             idle_conns_requested: idle,
             idle_conns: idle,
             reloads: cli.reloads.unwrap_or(if q { 10 } else { 100 }),
-            out: cli
-                .out
-                .unwrap_or_else(|| setup::workspace_root().join("bench").join("results")),
+            out: cli.out.unwrap_or_else(bench::cli::default_results_dir),
             lbd: cli.lbd,
         }
     }
@@ -591,15 +560,6 @@ fn print_variant(v: &VariantResult, m: &setup::Machine, opts: &Options) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("1.5s").is_err());
-    }
 
     #[test]
     fn quick_defaults_and_explicit_options() {

@@ -6,10 +6,14 @@
 use anyhow::{bail, Context, Result};
 
 /// What the bench needs from `/proc/PID/stat`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stat {
+    /// Field 2: the command (thread) name, without the parentheses.
+    pub comm: String,
     /// Field 5: the process group.
     pub pgrp: i32,
+    /// Field 9: the kernel's `PF_*` flags.
+    pub flags: u64,
     /// Field 14: user time, clock ticks.
     pub utime: u64,
     /// Field 15: system time, clock ticks.
@@ -39,11 +43,31 @@ pub fn parse_stat(text: &str) -> Result<Stat> {
     let pgrp = pgrp_text
         .parse::<i32>()
         .with_context(|| format!("/proc/PID/stat field 5 is not a pid ({pgrp_text:?})"))?;
+    let comm = text
+        .find('(')
+        .filter(|&open| open < close)
+        .map_or_else(String::new, |open| text[open + 1..close].to_string());
     Ok(Stat {
+        comm,
         pgrp,
+        flags: num(9)?,
         utime: num(14)?,
         stime: num(15)?,
     })
+}
+
+/// `PF_KTHREAD` in [`Stat::flags`]: a kernel thread.
+pub const PF_KTHREAD: u64 = 0x0020_0000;
+
+impl Stat {
+    /// User + system time, clock ticks.
+    pub fn ticks(&self) -> u64 {
+        self.utime + self.stime
+    }
+
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & PF_KTHREAD != 0
+    }
 }
 
 /// `VmRSS` from `/proc/PID/status`, in bytes. `None` for a process without
@@ -141,7 +165,9 @@ mod tests {
         assert_eq!(
             s,
             Stat {
+                comm: "nginx".into(),
                 pgrp: 4241,
+                flags: 4194624,
                 utime: 153,
                 stime: 287
             }
@@ -149,10 +175,26 @@ mod tests {
     }
 
     #[test]
+    fn stat_flags() {
+        // Captured: `cat /proc/14/stat` (ksoftirqd/0) and an nginx worker.
+        let ksoftirqd = "14 (ksoftirqd/0) S 2 0 0 0 -1 69238848 0 0 0 0 17 3270 0 0 20 0 1 0 \
+            24 0 0 18446744073709551615 0 0 0 0 0 0 0 2147483647 0 1 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0";
+        let k = parse_stat(ksoftirqd).unwrap();
+        assert!(k.is_kernel_thread());
+        assert_eq!(k.ticks(), 3287);
+        assert_eq!(k.comm, "ksoftirqd/0");
+        let n = parse_stat(NGINX_STAT).unwrap();
+        assert!(!n.is_kernel_thread());
+        assert_eq!(n.ticks(), 440);
+        assert!(parse_stat("1 (x) S 0").is_err());
+    }
+
+    #[test]
     fn stat_with_parentheses_and_spaces_in_comm() {
         let text = "77 (a) b (c)) R 1 77 77 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 1 1 1";
         let s = parse_stat(text).unwrap();
         assert_eq!((s.pgrp, s.utime, s.stime), (77, 5, 6));
+        assert_eq!(s.comm, "a) b (c)");
     }
 
     #[test]

@@ -439,7 +439,16 @@ pub fn clk_tck() -> u64 {
 /// Pids whose process group is `pgid` (the leader and everything it forked
 /// that did not move to another group).
 pub fn group_pids(pgid: i32) -> Result<Vec<i32>> {
-    let mut pids = Vec::new();
+    Ok(all_stats()?
+        .into_iter()
+        .filter(|(_, s)| s.pgrp == pgid)
+        .map(|(pid, _)| pid)
+        .collect())
+}
+
+/// Every process's `/proc/PID/stat`, parsed, by pid.
+pub fn all_stats() -> Result<Vec<(i32, procfs::Stat)>> {
+    let mut out = Vec::new();
     for entry in fs::read_dir("/proc").context("cannot list /proc")? {
         let Ok(entry) = entry else { continue };
         let Some(pid) = entry
@@ -453,11 +462,9 @@ pub fn group_pids(pgid: i32) -> Result<Vec<i32>> {
         let Ok(text) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
-        if procfs::parse_stat(&text)?.pgrp == pgid {
-            pids.push(pid);
-        }
+        out.push((pid, procfs::parse_stat(&text)?));
     }
-    Ok(pids)
+    Ok(out)
 }
 
 /// CPU seconds (user + system) used so far by every process of the group.

@@ -43,7 +43,7 @@ struct Cli {
     #[arg(long)]
     reps: Option<u32>,
     /// Length of each measured wrk run, e.g. 10s, 1m [default: 10s; --quick: 3s]
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = bench::cli::parse_duration)]
     duration: Option<Duration>,
     /// wrk connections (-c) [default: 50]
     #[arg(long)]
@@ -65,24 +65,6 @@ struct Cli {
     lbd: Option<PathBuf>,
 }
 
-/// `10s`, `1m` or plain seconds (as `bench --duration`).
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, mult) = if let Some(n) = s.strip_suffix('s') {
-        (n, 1)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60)
-    } else {
-        (s, 1)
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected whole seconds like 10s or minutes like 1m"))?;
-    if n == 0 || n > 600 {
-        return Err("the duration must be between 1s and 10m".into());
-    }
-    Ok(Duration::from_secs(n * mult))
-}
-
 /// The options in force.
 #[derive(Debug, Clone, Serialize)]
 struct Options {
@@ -100,13 +82,7 @@ struct Options {
 impl Options {
     fn from_cli(cli: Cli) -> Options {
         let q = cli.quick;
-        let mut paths = if cli.paths.is_empty() {
-            PathKind::ALL.to_vec()
-        } else {
-            cli.paths
-        };
-        paths.sort();
-        paths.dedup();
+        let paths = bench::cli::selection(cli.paths, &PathKind::ALL);
         Options {
             quick: q,
             reps: cli.reps.unwrap_or(if q { 1 } else { 3 }).clamp(1, 50),
@@ -118,9 +94,7 @@ impl Options {
             member_tw_buckets: cli.member_tw_buckets,
             paths,
             scenarios: Scenario::ALL.to_vec(),
-            out: cli
-                .out
-                .unwrap_or_else(|| setup::workspace_root().join("bench").join("results")),
+            out: cli.out.unwrap_or_else(bench::cli::default_results_dir),
             lbd: cli.lbd,
         }
     }
@@ -588,7 +562,10 @@ mod tests {
         ]));
         assert_eq!(x.reps, 2);
         assert_eq!(x.paths, vec![PathKind::Direct, PathKind::Xdp]);
-        assert!(parse_duration("0s").is_err());
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(bench::cli::parse_duration("0s").is_err());
+        assert_eq!(
+            bench::cli::parse_duration("1m"),
+            Ok(Duration::from_secs(60))
+        );
     }
 }

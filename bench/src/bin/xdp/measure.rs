@@ -146,41 +146,14 @@ pub fn enable_bpf_stats() -> std::io::Result<BpfStats> {
     }))
 }
 
-/// `PF_KTHREAD` in the flags field (9) of `/proc/PID/stat`.
-const PF_KTHREAD: u64 = 0x0020_0000;
-
-/// (flags, utime + stime) from a `/proc/PID/stat` line (fields counted
-/// from the last `)`, as `bench::procfs::parse_stat` does).
-pub fn stat_flags_and_ticks(text: &str) -> Option<(u64, u64)> {
-    let rest: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
-    // After ") ": field 3 (state) is index 0.
-    let field = |n: usize| rest.get(n - 3)?.parse::<u64>().ok();
-    Some((field(9)?, field(14)? + field(15)?))
-}
-
 /// CPU ticks of every kernel thread (ksoftirqd: softirq work deferred
 /// from the tasks that raised it, kworkers, ...), by pid.
 fn kthread_ticks() -> Result<BTreeMap<u32, u64>> {
-    let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir("/proc").context("cannot list /proc")? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        if let Some((flags, t)) = stat_flags_and_ticks(&text) {
-            if flags & PF_KTHREAD != 0 {
-                out.insert(pid, t);
-            }
-        }
-    }
-    Ok(out)
+    Ok(procs::all_stats()?
+        .into_iter()
+        .filter(|(_, s)| s.is_kernel_thread())
+        .map(|(pid, s)| (pid as u32, s.ticks()))
+        .collect())
 }
 
 /// CPU seconds kernel threads used between two [`kthread_ticks`]: per pid
@@ -205,13 +178,8 @@ fn thread_ticks(pgid: i32) -> Result<BTreeMap<String, u64>> {
             let Ok(text) = std::fs::read_to_string(t.path().join("stat")) else {
                 continue;
             };
-            let (Some(open), Some(close)) = (text.find('('), text.rfind(')')) else {
-                continue;
-            };
-            if let Some((_, ticks)) = stat_flags_and_ticks(&text) {
-                *by_name
-                    .entry(text[open + 1..close].to_string())
-                    .or_insert(0) += ticks;
+            if let Ok(stat) = bench::procfs::parse_stat(&text) {
+                *by_name.entry(stat.comm.clone()).or_insert(0) += stat.ticks();
             }
         }
     }
@@ -647,22 +615,6 @@ mod tests {
         assert!(parse_proc_stat("cpu0 1 2 3\n").is_err());
         assert!(parse_proc_stat("cpu  1 2 x 4 5 6 7 8\n").is_err());
         assert!(parse_proc_stat("cpu  1 2 3\n").is_err());
-    }
-
-    #[test]
-    fn stat_flags() {
-        // Captured: `cat /proc/14/stat` (ksoftirqd/0) and an nginx worker.
-        let ksoftirqd = "14 (ksoftirqd/0) S 2 0 0 0 -1 69238848 0 0 0 0 17 3270 0 0 20 0 1 0 \
-            24 0 0 18446744073709551615 0 0 0 0 0 0 0 2147483647 0 1 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0";
-        let (flags, ticks) = stat_flags_and_ticks(ksoftirqd).unwrap();
-        assert!(flags & PF_KTHREAD != 0);
-        assert_eq!(ticks, 3287);
-        let nginx = "4242 (nginx) S 4241 4241 4241 0 -1 4194624 1071 0 0 0 \
-            153 287 0 0 20 0 1 0 12345678 58757120 1203 18446744073709551615 1 1 0 0 0 0 0";
-        let (flags, ticks) = stat_flags_and_ticks(nginx).unwrap();
-        assert!(flags & PF_KTHREAD == 0);
-        assert_eq!(ticks, 440);
-        assert_eq!(stat_flags_and_ticks("1 (x) S 0"), None);
     }
 
     #[test]

@@ -434,16 +434,10 @@ impl Running {
             .unwrap_or_default()
     }
 
+    /// Kills the process group now (dropping `self` does it too: the
+    /// guard kills on drop).
     pub fn stop(&mut self) {
-        if let Some(mut g) = self.guard.take() {
-            g.kill();
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop();
+        self.guard = None;
     }
 }
 
