@@ -1,6 +1,7 @@
-//! The bench's building blocks, shared by its two programs: `bench` (lbd
-//! side by side with HAProxy, nginx and a direct connection; `main.rs`) and
-//! `failover` (member death to the last routed attempt; `bin/failover.rs`).
+//! The bench's building blocks, shared by its programs: `bench` (lbd side
+//! by side with HAProxy, nginx and a direct connection; `main.rs`),
+//! `failover` (member death to the last routed attempt; `bin/failover.rs`)
+//! and `xdp` (the XDP fast path in a netns lab; `bin/xdp.rs`).
 
 pub mod backends;
 pub mod cli;
