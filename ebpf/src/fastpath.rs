@@ -15,6 +15,7 @@ use aya::{Ebpf, EbpfLoader};
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddrV4;
+use std::ops::RangeInclusive;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
@@ -169,6 +170,9 @@ pub struct FastPath {
     batch_lookup: Cell<bool>,
     batch_delete: bool,
     stats: PerCpuArray<MapData, Stats>,
+    config: Array<MapData, Config>,
+    /// Where the per-member SNAT port cursors start (random per load).
+    port_offset: u32,
     opts: Options,
     state: BTreeMap<SocketAddrV4, SvcState>,
     free_ids: Vec<u32>,
@@ -281,24 +285,7 @@ impl FastPath {
             .try_into()
             .map_err(|e| map_error("conntrack", e))?;
         let stats = take_map!(ebpf, "stats");
-        let mut config: Array<MapData, Config> = take_map!(ebpf, "config");
-        let (lo, hi) = (*opts.snat_ports.start(), *opts.snat_ports.end());
-        config
-            .set(
-                0,
-                Config {
-                    port_min: lo,
-                    pad0: 0,
-                    port_count: u32::from(hi - lo) + 1,
-                    // A fresh start per load, so that a restarted lbd does
-                    // not hand out the ports its previous run just used
-                    // (members may still hold them in TIME_WAIT).
-                    port_offset: random_u32(),
-                    pad1: 0,
-                },
-                0,
-            )
-            .map_err(|e| map_error("config", e))?;
+        let config: Array<MapData, Config> = take_map!(ebpf, "config");
 
         let mut fp = FastPath {
             links: Vec::new(),
@@ -312,12 +299,18 @@ impl FastPath {
             batch_lookup: Cell::new(true),
             batch_delete: true,
             stats,
+            config,
+            // A fresh start per load, so that a restarted lbd does not hand
+            // out the ports its previous run just used (members may still
+            // hold them in TIME_WAIT).
+            port_offset: random_u32(),
             opts: opts.clone(),
             state: BTreeMap::new(),
             free_ids: (0..opts.max_services).rev().collect(),
             free_maglev: (0..opts.max_maglev_services as u16).rev().collect(),
             ebpf,
         };
+        fp.write_config()?;
         // On error, dropping `fp` detaches what was attached so far.
         for interface in interfaces {
             let prog: &mut Xdp = fp
@@ -374,9 +367,36 @@ impl FastPath {
             .map(|(_, m, _)| *m)
     }
 
-    /// The options it was attached with.
+    /// The options it was attached with (`snat_ports` as last set).
     pub fn options(&self) -> &Options {
         &self.opts
+    }
+
+    /// Changes the SNAT port range for new flows. Established flows keep
+    /// their ports (and stay unique per member: a port is taken only if no
+    /// flow holds it).
+    pub fn set_snat_ports(&mut self, ports: RangeInclusive<u16>) -> Result<(), Error> {
+        if ports.is_empty() {
+            return Err(Error::Invalid("empty SNAT port range".into()));
+        }
+        let old = std::mem::replace(&mut self.opts.snat_ports, ports);
+        self.write_config()
+            .inspect_err(|_| self.opts.snat_ports = old)
+    }
+
+    /// Writes the program's `config` map from `opts.snat_ports`.
+    fn write_config(&mut self) -> Result<(), Error> {
+        let (lo, hi) = (*self.opts.snat_ports.start(), *self.opts.snat_ports.end());
+        let config = Config {
+            port_min: lo,
+            pad0: 0,
+            port_count: u32::from(hi - lo) + 1,
+            port_offset: self.port_offset,
+            pad1: 0,
+        };
+        self.config
+            .set(0, config, 0)
+            .map_err(|e| map_error("config", e))
     }
 
     /// Makes the kernel maps say exactly `services`: services not listed are

@@ -611,7 +611,7 @@ fn get_from_port(ns: &Ns, vip: SocketAddrV4, port: u16) -> Result<usize, String>
 #[test]
 fn xdp_snat_ports_in_order_and_kept_when_the_client_reuses_its_port() {
     const PORTS: std::ops::RangeInclusive<u16> = 20_000..=20_009;
-    let Some((lab, server, fp)) = small_generic_lab(1, PORTS) else {
+    let Some((lab, server, mut fp)) = small_generic_lab(1, PORTS) else {
         return;
     };
     let vip = SocketAddrV4::new(VIP, VIP_PORT);
@@ -671,6 +671,24 @@ fn xdp_snat_ports_in_order_and_kept_when_the_client_reuses_its_port() {
     );
     assert_eq!(second.member, first.member);
     assert_eq!(fp.counters().unwrap().new_flows, before + 1);
+
+    // Another range applies to new flows; the existing ones keep theirs.
+    let kept = fp.flow_table().unwrap().len();
+    fp.set_snat_ports(30_000..=30_009).unwrap();
+    assert_eq!(
+        http_get(lab.client(), vip, "/", TIMEOUT).map(|b| check_body(&b)),
+        Ok(0)
+    );
+    let flows = fp.flow_table().unwrap();
+    assert_eq!(flows.len(), kept + 1, "{flows:?}");
+    let in_new = flows
+        .iter()
+        .filter(|f| (30_000..=30_009).contains(&f.snat.port()))
+        .count();
+    assert_eq!(in_new, 1, "{flows:?}");
+    let (lo, hi) = (2, 1);
+    assert!(fp.set_snat_ports(lo..=hi).is_err());
+    assert_eq!(fp.options().snat_ports, 30_000..=30_009);
     drop(fp);
     drop(server);
 }

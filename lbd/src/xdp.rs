@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::config::{Algorithm, FastPath};
+use crate::config::{Algorithm, FastPath, DEFAULT_SNAT_PORTS};
 use crate::server::Shared;
 use crate::snapshot::{PoolRt, Snapshot};
 use crate::state::{Status, MEMBER_EVENTS};
@@ -62,25 +62,18 @@ pub fn spawn(shared: Arc<Shared>) -> std::io::Result<()> {
         .map(drop)
 }
 
-/// What the program is attached with: `[xdp]` minus the SNAT address
-/// (which is per service and changes without re-attaching).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Wanted {
-    interfaces: Vec<String>,
-    snat_ports: RangeInclusive<u16>,
-}
-
 /// The attached program and what it was last told.
 struct Attached {
-    wanted: Wanted,
+    interfaces: Vec<String>,
     fast_path: lbd_ebpf::FastPath,
     services: Vec<lbd_ebpf::Service>,
 }
 
 fn run(shared: &Shared) {
     let mut attached: Option<Attached> = None;
-    // What failed to attach, and why: not retried until the next reload.
-    let mut failed: Option<(Wanted, String)> = None;
+    // Interfaces whose attach failed, and why: not retried until the next
+    // reload.
+    let mut failed: Option<(Vec<String>, String)> = None;
     let mut housekeeping = Instant::now();
     let mut seen = 0;
     let mut generation = 0;
@@ -91,18 +84,23 @@ fn run(shared: &Shared) {
             generation = snapshot.generation;
             failed = None;
         }
-        let wanted = wanted(&snapshot);
-        let current = attached.as_ref().map(|a| &a.wanted);
+        let ports = snapshot
+            .config
+            .xdp
+            .as_ref()
+            .map_or(DEFAULT_SNAT_PORTS, |x| x.snat_ports.clone());
+        let wanted = wanted_interfaces(&snapshot);
+        let current = attached.as_ref().map(|a| &a.interfaces);
         if wanted.as_ref() != current {
             if let Some(old) = attached.take() {
-                info!("xdp: detached from {}", old.wanted.interfaces.join(", "));
+                info!("xdp: detached from {}", old.interfaces.join(", "));
             }
-            if let Some(wanted) = wanted.filter(|w| failed.as_ref().map(|f| &f.0) != Some(w)) {
-                match attach(&wanted) {
+            if let Some(interfaces) = wanted.filter(|w| failed.as_ref().map(|f| &f.0) != Some(w)) {
+                match attach(&interfaces, &ports) {
                     Ok(fast_path) => {
                         failed = None;
                         attached = Some(Attached {
-                            wanted,
+                            interfaces,
                             fast_path,
                             services: Vec::new(),
                         });
@@ -111,15 +109,26 @@ fn run(shared: &Shared) {
                         error!(
                             "xdp: cannot attach to {}: {e}; listener(s) {} stay on the \
                              userspace proxy",
-                            wanted.interfaces.join(", "),
+                            interfaces.join(", "),
                             fast_path_listeners(&snapshot).join(", ")
                         );
-                        failed = Some((wanted, e.to_string()));
+                        failed = Some((interfaces, e.to_string()));
                     }
                 }
             }
         }
         if let Some(a) = attached.as_mut() {
+            // A new range applies to new flows; established ones keep
+            // their ports (re-attaching would drop them all).
+            if a.fast_path.options().snat_ports != ports {
+                match a.fast_path.set_snat_ports(ports.clone()) {
+                    Ok(()) => {
+                        info!("xdp: SNAT ports {}-{}", ports.start(), ports.end());
+                        warn_if_ephemeral(&ports);
+                    }
+                    Err(e) => warn!("xdp: cannot change the SNAT ports: {e}"),
+                }
+            }
             let snat = snapshot.config.xdp.as_ref().and_then(|x| x.snat_address);
             let services = services(&snapshot, snat);
             if services != a.services {
@@ -140,35 +149,42 @@ fn run(shared: &Shared) {
 
 /// Loads and attaches the program; logs how, and warns when the SNAT ports
 /// overlap the host's ephemeral range.
-fn attach(wanted: &Wanted) -> Result<lbd_ebpf::FastPath, lbd_ebpf::Error> {
+fn attach(
+    interfaces: &[String],
+    ports: &RangeInclusive<u16>,
+) -> Result<lbd_ebpf::FastPath, lbd_ebpf::Error> {
     let opts = lbd_ebpf::Options {
-        snat_ports: wanted.snat_ports.clone(),
+        snat_ports: ports.clone(),
         ..Default::default()
     };
-    let fast_path = lbd_ebpf::FastPath::attach_with(&wanted.interfaces, &opts)?;
-    let modes: Vec<String> = wanted
-        .interfaces
+    let fast_path = lbd_ebpf::FastPath::attach_with(interfaces, &opts)?;
+    let modes: Vec<String> = interfaces
         .iter()
         .map(|i| format!("{i} ({})", mode_name(fast_path.mode(i))))
         .collect();
     info!(
         "xdp: attached to {}; SNAT ports {}-{}",
         modes.join(", "),
-        wanted.snat_ports.start(),
-        wanted.snat_ports.end()
+        ports.start(),
+        ports.end()
     );
+    warn_if_ephemeral(ports);
+    Ok(fast_path)
+}
+
+/// Warns when the SNAT ports overlap this namespace's ephemeral range.
+fn warn_if_ephemeral(ports: &RangeInclusive<u16>) {
     if let Some((lo, hi)) = ephemeral_ports() {
-        if *wanted.snat_ports.start() <= hi && lo <= *wanted.snat_ports.end() {
+        if *ports.start() <= hi && lo <= *ports.end() {
             warn!(
                 "xdp: snat_ports {}-{} overlap net.ipv4.ip_local_port_range {lo}-{hi}: replies \
                  to lbd's own connections (proxy, health checks) from the SNAT address on \
                  those ports may be taken by the fast path",
-                wanted.snat_ports.start(),
-                wanted.snat_ports.end()
+                ports.start(),
+                ports.end()
             );
         }
     }
-    Ok(fast_path)
 }
 
 /// The host's ephemeral port range (this network namespace's).
@@ -182,7 +198,7 @@ fn ephemeral_ports() -> Option<(u16, u16)> {
 /// asks for the fast path.
 fn housekeep(
     attached: Option<&mut Attached>,
-    failed: &Option<(Wanted, String)>,
+    failed: &Option<(Vec<String>, String)>,
     snapshot: &Snapshot,
 ) -> Option<XdpStatus> {
     let listeners = fast_path_listeners(snapshot);
@@ -212,7 +228,6 @@ fn housekeep(
         Err(e) => warn!("xdp: cannot expire idle flows: {e}"),
     }
     status.interfaces = a
-        .wanted
         .interfaces
         .iter()
         .map(|i| (i.clone(), mode_name(a.fast_path.mode(i))))
@@ -237,13 +252,10 @@ fn mode_name(mode: Option<lbd_ebpf::AttachMode>) -> &'static str {
     }
 }
 
-/// `[xdp]`'s attach settings if any listener asks for the fast path.
-fn wanted(snapshot: &Snapshot) -> Option<Wanted> {
+/// `[xdp] interfaces` if any listener asks for the fast path.
+fn wanted_interfaces(snapshot: &Snapshot) -> Option<Vec<String>> {
     let xdp = snapshot.config.xdp.as_ref()?;
-    (!fast_path_listeners(snapshot).is_empty()).then(|| Wanted {
-        interfaces: xdp.interfaces.clone(),
-        snat_ports: xdp.snat_ports.clone(),
-    })
+    (!fast_path_listeners(snapshot).is_empty()).then(|| xdp.interfaces.clone())
 }
 
 fn fast_path_listeners(snapshot: &Snapshot) -> Vec<String> {

@@ -289,13 +289,23 @@ fn the_fast_path_balances_in_the_kernel_and_follows_health_and_config() {
     );
     assert!(after.contains(&0) && after.contains(&2), "{after:?}");
 
-    // A reload (member 0's weight 0: no new flows to it) leaves the
-    // established flow alone.
-    std::fs::write(&s.config, config_text(&s.lab, 0, &[])).expect("config");
+    // A reload (member 0's weight 0: no new flows to it; other SNAT ports)
+    // leaves the established flow alone: the program stays attached.
+    let reloaded = config_text(&s.lab, 0, &[]).replace("21000-21999", "22000-22999");
+    std::fs::write(&s.config, reloaded).expect("config");
     // SAFETY: kill(2) on the lbd child this test started.
     let sent = unsafe { libc::kill(s.lbd.id() as i32, libc::SIGHUP) };
     assert_eq!(sent, 0);
     eventually("the reload", || s.log_text().contains("reloaded"));
+    eventually("the new SNAT ports", || {
+        s.log_text().contains("xdp: SNAT ports 22000-22999")
+    });
+    assert_eq!(
+        s.log_text().matches("xdp: attached to").count(),
+        1,
+        "re-attached on reload:\n{}",
+        s.log_text()
+    );
     std::thread::sleep(Duration::from_millis(100));
     let after: Vec<usize> = (0..4).map(|_| s.get()).collect();
     assert_eq!(after, [2, 2, 2, 2], "only member 2 takes new flows");
