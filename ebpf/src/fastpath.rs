@@ -313,50 +313,110 @@ impl FastPath {
         fp.write_config()?;
         // On error, dropping `fp` detaches what was attached so far.
         for interface in interfaces {
-            let prog: &mut Xdp = fp
-                .ebpf
-                .program_mut(PROG_LB)
-                .expect("checked above")
-                .try_into()
-                .expect("checked above");
-            let (mode, link) = match opts.mode {
-                Some(mode) => {
-                    let link = attach_one(prog, interface, mode)
-                        .map_err(|e| attach_error(interface, format!("{mode:?} mode: {e}"), e))?;
-                    (mode, link)
-                }
-                None => match attach_one(prog, interface, AttachMode::Native) {
-                    Ok(link) => (AttachMode::Native, link),
-                    Err(native) => {
-                        if matches!(native, ProgramError::UnknownInterface { .. }) {
-                            return Err(Error::NoSuchInterface(interface.clone()));
-                        }
-                        tracing::warn!(
-                            interface = interface.as_str(),
-                            error = %native,
-                            "native XDP attach failed; falling back to generic (skb) mode, \
-                             which is slower"
-                        );
-                        let link =
-                            attach_one(prog, interface, AttachMode::Generic).map_err(|e| {
-                                attach_error(
-                                    interface,
-                                    format!("native mode: {native}; generic mode: {e}"),
-                                    e,
-                                )
-                            })?;
-                        (AttachMode::Generic, link)
-                    }
-                },
-            };
-            tracing::info!(
-                interface = interface.as_str(),
-                ?mode,
-                "XDP fast path attached"
-            );
-            fp.links.push((interface.clone(), mode, link));
+            fp.attach_interface(interface)?;
         }
         Ok(fp)
+    }
+
+    /// Attaches the loaded program to one more interface: the mode from
+    /// the options, else native with generic as the fallback (logged).
+    fn attach_interface(&mut self, interface: &str) -> Result<(), Error> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROG_LB)
+            .ok_or_else(|| Error::Load("the XDP object has no program xdp_lb".into()))?
+            .try_into()
+            .map_err(|e: ProgramError| load_error("loading the XDP program", e))?;
+        let (mode, link) = match self.opts.mode {
+            Some(mode) => {
+                let link = attach_one(prog, interface, mode)
+                    .map_err(|e| attach_error(interface, format!("{mode:?} mode: {e}"), e))?;
+                (mode, link)
+            }
+            None => match attach_one(prog, interface, AttachMode::Native) {
+                Ok(link) => (AttachMode::Native, link),
+                Err(native) => {
+                    if matches!(native, ProgramError::UnknownInterface { .. }) {
+                        return Err(Error::NoSuchInterface(interface.to_string()));
+                    }
+                    tracing::warn!(
+                        interface,
+                        error = %native,
+                        "native XDP attach failed; falling back to generic (skb) mode, \
+                         which is slower"
+                    );
+                    let link = attach_one(prog, interface, AttachMode::Generic).map_err(|e| {
+                        attach_error(
+                            interface,
+                            format!("native mode: {native}; generic mode: {e}"),
+                            e,
+                        )
+                    })?;
+                    (AttachMode::Generic, link)
+                }
+            },
+        };
+        tracing::info!(interface, ?mode, "XDP fast path attached");
+        self.links.push((interface.to_string(), mode, link));
+        Ok(())
+    }
+
+    /// Detaches the program from the interfaces `keep` says no to (logged).
+    fn detach_interfaces(&mut self, keep: impl Fn(&str) -> bool) {
+        let (stay, go): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links)
+            .into_iter()
+            .partition(|(interface, _, _)| keep(interface));
+        self.links = stay;
+        let Some(Ok(prog)) = self.ebpf.program_mut(PROG_LB).map(<&mut Xdp>::try_from) else {
+            return;
+        };
+        for (interface, mode, link) in go {
+            match prog.detach(link) {
+                Ok(()) => tracing::info!(
+                    interface = interface.as_str(),
+                    ?mode,
+                    "XDP fast path detached"
+                ),
+                Err(e) => tracing::warn!(
+                    interface = interface.as_str(),
+                    error = %e,
+                    "detaching the XDP fast path failed"
+                ),
+            }
+        }
+    }
+
+    /// Attaches to exactly `interfaces` (names in the calling thread's
+    /// network namespace, as for [`FastPath::attach`]), keeping the loaded program, its
+    /// maps and so every flow: detaches from the interfaces no longer
+    /// listed, attaches to the new ones. On error, the interfaces attached
+    /// before the call that are still listed stay attached, and so do the
+    /// new ones attached before the failing one.
+    pub fn set_interfaces(&mut self, interfaces: &[String]) -> Result<(), Error> {
+        if interfaces.is_empty() {
+            return Err(Error::Invalid("no interfaces to attach to".into()));
+        }
+        let mut seen = HashSet::new();
+        for i in interfaces {
+            if !seen.insert(i) {
+                return Err(Error::Invalid(format!("interface {i} listed twice")));
+            }
+            if !interface_exists(i) {
+                return Err(Error::NoSuchInterface(i.clone()));
+            }
+        }
+        self.detach_interfaces(|i| interfaces.iter().any(|w| w == i));
+        for interface in interfaces {
+            if self.mode(interface).is_none() {
+                self.attach_interface(interface)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The interfaces the program is attached to, in attach order.
+    pub fn interfaces(&self) -> Vec<String> {
+        self.links.iter().map(|(i, _, _)| i.clone()).collect()
     }
 
     /// How `interface` runs the program (`None`: not attached to it).
@@ -960,26 +1020,7 @@ pub struct FlowInfo {
 
 impl Drop for FastPath {
     fn drop(&mut self) {
-        let links = std::mem::take(&mut self.links);
-        if let Some(prog) = self.ebpf.program_mut(PROG_LB) {
-            let prog: Result<&mut Xdp, _> = prog.try_into();
-            if let Ok(prog) = prog {
-                for (interface, mode, link) in links {
-                    match prog.detach(link) {
-                        Ok(()) => tracing::info!(
-                            interface = interface.as_str(),
-                            ?mode,
-                            "XDP fast path detached"
-                        ),
-                        Err(e) => tracing::warn!(
-                            interface = interface.as_str(),
-                            error = %e,
-                            "detaching the XDP fast path failed"
-                        ),
-                    }
-                }
-            }
-        }
+        self.detach_interfaces(|_| false);
     }
 }
 

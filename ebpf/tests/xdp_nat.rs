@@ -692,3 +692,65 @@ fn xdp_snat_ports_in_order_and_kept_when_the_client_reuses_its_port() {
     drop(fp);
     drop(server);
 }
+
+/// Moving the program to other interfaces keeps its maps: a flow set up
+/// before goes on, and the counters continue.
+#[test]
+fn xdp_set_interfaces_keeps_the_flows() {
+    let Some((lab, servers, mut fp)) = small_generic_lab(2, 20_000..=32_767) else {
+        return;
+    };
+    let vip = SocketAddrV4::new(VIP, VIP_PORT);
+    let mut flow = KeepAlive::open(lab.client(), vip, TIMEOUT).expect("flow");
+    let m = check_body(&flow.get().unwrap());
+    let all = fp.interfaces();
+    // Interface names are looked up in the calling thread's namespace.
+    let set = |fp: FastPath, interfaces: Vec<String>| {
+        lab.lb().run(move || {
+            let mut fp = fp;
+            let r = fp.set_interfaces(&interfaces);
+            (fp, r)
+        })
+    };
+    assert_eq!(all.len(), 3, "{all:?}");
+
+    // Only the client side and the flow's member: the other member's
+    // interface is detached.
+    let fewer = vec![
+        lab.lb_client_if().to_string(),
+        lab.lb_member_if(m).to_string(),
+    ];
+    let (f, r) = set(fp, fewer.clone());
+    fp = f;
+    r.unwrap();
+    assert_eq!(fp.interfaces(), fewer);
+    assert_eq!(fp.mode(lab.lb_member_if(1 - m)), None);
+    assert_eq!(check_body(&flow.get().expect("flow after detaching")), m);
+
+    // Back to all three, in another order; a bad name changes nothing.
+    let mut again = all.clone();
+    again.reverse();
+    let (f, r) = set(fp, again);
+    fp = f;
+    r.unwrap();
+    let mut now = fp.interfaces();
+    now.sort();
+    let mut want = all.clone();
+    want.sort();
+    assert_eq!(now, want);
+    let (f, r) = set(fp, vec!["lbd-nosuch9".to_string()]);
+    fp = f;
+    assert!(matches!(r, Err(Error::NoSuchInterface(_))), "{r:?}");
+    assert_eq!(fp.interfaces().len(), 3);
+    assert_eq!(check_body(&flow.get().expect("flow after re-attaching")), m);
+    let before = fp.counters().unwrap().new_flows;
+    let other = (0..2)
+        .map(|_| http_get(lab.client(), vip, "/", TIMEOUT).map(|b| check_body(&b)))
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    assert!(other.contains(&(1 - m)), "{other:?}");
+    assert_eq!(fp.counters().unwrap().new_flows, before + 2);
+    drop(flow);
+    drop(fp);
+    drop(servers);
+}

@@ -92,9 +92,31 @@ fn run(shared: &Shared) {
         let wanted = wanted_interfaces(&snapshot);
         let current = attached.as_ref().map(|a| &a.interfaces);
         if wanted.as_ref() != current {
-            if let Some(old) = attached.take() {
-                info!("xdp: detached from {}", old.interfaces.join(", "));
+            match (attached.as_mut(), wanted.as_ref()) {
+                // Other interfaces: the loaded program moves, with its
+                // flows (those arriving on a dropped interface end).
+                (Some(a), Some(interfaces)) => {
+                    let moved = a.fast_path.set_interfaces(interfaces);
+                    match moved {
+                        Ok(()) => {
+                            info!("xdp: now attached to {}", modes(&a.fast_path, interfaces));
+                            a.interfaces = interfaces.clone();
+                        }
+                        Err(e) => {
+                            failed = Some(attach_failed(interfaces, &e, &snapshot));
+                            attached = None;
+                        }
+                    }
+                }
+                (Some(_), None) => {
+                    if let Some(old) = attached.take() {
+                        info!("xdp: detached from {}", old.interfaces.join(", "));
+                    }
+                }
+                (None, _) => {}
             }
+        }
+        if attached.is_none() {
             if let Some(interfaces) = wanted.filter(|w| failed.as_ref().map(|f| &f.0) != Some(w)) {
                 match attach(&interfaces, &ports) {
                     Ok(fast_path) => {
@@ -105,15 +127,7 @@ fn run(shared: &Shared) {
                             services: Vec::new(),
                         });
                     }
-                    Err(e) => {
-                        error!(
-                            "xdp: cannot attach to {}: {e}; listener(s) {} stay on the \
-                             userspace proxy",
-                            interfaces.join(", "),
-                            fast_path_listeners(&snapshot).join(", ")
-                        );
-                        failed = Some((interfaces, e.to_string()));
-                    }
+                    Err(e) => failed = Some(attach_failed(&interfaces, &e, &snapshot)),
                 }
             }
         }
@@ -158,18 +172,38 @@ fn attach(
         ..Default::default()
     };
     let fast_path = lbd_ebpf::FastPath::attach_with(interfaces, &opts)?;
-    let modes: Vec<String> = interfaces
-        .iter()
-        .map(|i| format!("{i} ({})", mode_name(fast_path.mode(i))))
-        .collect();
     info!(
         "xdp: attached to {}; SNAT ports {}-{}",
-        modes.join(", "),
+        modes(&fast_path, interfaces),
         ports.start(),
         ports.end()
     );
     warn_if_ephemeral(ports);
     Ok(fast_path)
+}
+
+/// Logs a failed attach; returns what `failed` keeps (the interfaces are
+/// not tried again until the next reload).
+fn attach_failed(
+    interfaces: &[String],
+    e: &lbd_ebpf::Error,
+    snapshot: &Snapshot,
+) -> (Vec<String>, String) {
+    error!(
+        "xdp: cannot attach to {}: {e}; listener(s) {} stay on the userspace proxy",
+        interfaces.join(", "),
+        fast_path_listeners(snapshot).join(", ")
+    );
+    (interfaces.to_vec(), e.to_string())
+}
+
+/// `lb-c (native), lb-m0 (generic)`.
+fn modes(fast_path: &lbd_ebpf::FastPath, interfaces: &[String]) -> String {
+    interfaces
+        .iter()
+        .map(|i| format!("{i} ({})", mode_name(fast_path.mode(i))))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Warns when the SNAT ports overlap this namespace's ephemeral range.

@@ -289,9 +289,24 @@ fn the_fast_path_balances_in_the_kernel_and_follows_health_and_config() {
     );
     assert!(after.contains(&0) && after.contains(&2), "{after:?}");
 
-    // A reload (member 0's weight 0: no new flows to it; other SNAT ports)
-    // leaves the established flow alone: the program stays attached.
-    let reloaded = config_text(&s.lab, 0, &[]).replace("21000-21999", "22000-22999");
+    // A reload (member 0's weight 0: no new flows to it; other SNAT ports;
+    // one more interface) leaves the established flow alone: the loaded
+    // program stays, and is attached to the new interface too.
+    s.lab
+        .lb()
+        .sh(&[
+            "ip",
+            "link",
+            "add",
+            "lbd-extra0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lbd-extra1",
+        ])
+        .expect("one more interface in lbd's namespace");
+    let reloaded = config_text(&s.lab, 0, &["lbd-extra0"]).replace("21000-21999", "22000-22999");
     std::fs::write(&s.config, reloaded).expect("config");
     // SAFETY: kill(2) on the lbd child this test started.
     let sent = unsafe { libc::kill(s.lbd.id() as i32, libc::SIGHUP) };
@@ -300,10 +315,13 @@ fn the_fast_path_balances_in_the_kernel_and_follows_health_and_config() {
     eventually("the new SNAT ports", || {
         s.log_text().contains("xdp: SNAT ports 22000-22999")
     });
+    eventually("attached to the new interface", || {
+        s.log_text().contains("xdp: now attached to") && s.log_text().contains("lbd-extra0 (")
+    });
     assert_eq!(
         s.log_text().matches("xdp: attached to").count(),
         1,
-        "re-attached on reload:\n{}",
+        "loaded again on reload:\n{}",
         s.log_text()
     );
     std::thread::sleep(Duration::from_millis(100));
