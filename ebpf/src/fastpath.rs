@@ -82,6 +82,24 @@ fn map_error(map: &'static str, e: MapError) -> Error {
     }
 }
 
+/// A non-empty list of distinct interfaces that exist (in the calling
+/// thread's network namespace).
+fn check_interfaces(interfaces: &[String]) -> Result<(), Error> {
+    if interfaces.is_empty() {
+        return Err(Error::Invalid("no interfaces to attach to".into()));
+    }
+    let mut seen = HashSet::new();
+    for i in interfaces {
+        if !seen.insert(i) {
+            return Err(Error::Invalid(format!("interface {i} listed twice")));
+        }
+        if !interface_exists(i) {
+            return Err(Error::NoSuchInterface(i.clone()));
+        }
+    }
+    Ok(())
+}
+
 fn interface_exists(name: &str) -> bool {
     let Ok(c) = std::ffi::CString::new(name) else {
         return false;
@@ -216,18 +234,7 @@ impl FastPath {
         if !crate::built() {
             return Err(Error::NotBuilt);
         }
-        if interfaces.is_empty() {
-            return Err(Error::Invalid("no interfaces to attach to".into()));
-        }
-        let mut seen = HashSet::new();
-        for i in interfaces {
-            if !seen.insert(i) {
-                return Err(Error::Invalid(format!("interface {i} listed twice")));
-            }
-            if !interface_exists(i) {
-                return Err(Error::NoSuchInterface(i.clone()));
-            }
-        }
+        check_interfaces(interfaces)?;
         if opts.snat_ports.is_empty() {
             return Err(Error::Invalid("empty SNAT port range".into()));
         }
@@ -387,24 +394,14 @@ impl FastPath {
     }
 
     /// Attaches to exactly `interfaces` (names in the calling thread's
-    /// network namespace, as for [`FastPath::attach`]), keeping the loaded program, its
-    /// maps and so every flow: detaches from the interfaces no longer
-    /// listed, attaches to the new ones. On error, the interfaces attached
-    /// before the call that are still listed stay attached, and so do the
-    /// new ones attached before the failing one.
+    /// network namespace, as for [`FastPath::attach`]), keeping the loaded
+    /// program, its maps and so every flow: detaches from the interfaces no
+    /// longer listed, attaches to the new ones. A list with an unknown or
+    /// repeated name changes nothing; if attaching to a new interface
+    /// fails, the ones attached so far stay attached (the caller decides:
+    /// lbd then drops the whole fast path).
     pub fn set_interfaces(&mut self, interfaces: &[String]) -> Result<(), Error> {
-        if interfaces.is_empty() {
-            return Err(Error::Invalid("no interfaces to attach to".into()));
-        }
-        let mut seen = HashSet::new();
-        for i in interfaces {
-            if !seen.insert(i) {
-                return Err(Error::Invalid(format!("interface {i} listed twice")));
-            }
-            if !interface_exists(i) {
-                return Err(Error::NoSuchInterface(i.clone()));
-            }
-        }
+        check_interfaces(interfaces)?;
         self.detach_interfaces(|i| interfaces.iter().any(|w| w == i));
         for interface in interfaces {
             if self.mode(interface).is_none() {
