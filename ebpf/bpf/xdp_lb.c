@@ -373,7 +373,8 @@ static __always_inline __u32 cursor_index(__be32 ip, __be16 port)
  * 4-tuple on one member 4-tuple, whose timestamps then keep increasing.
  * Returns 1 if the flow was reopened (flags cleared in both entries), 0 if
  * the caller must start over: the service, member or SNAT address changed,
- * the member is not usable, or the reply entry is gone. */
+ * the member is not usable, the service is full, or the reply entry is
+ * gone. */
 static __always_inline int restart_flow(struct lb_flow *f, const struct lb_flow_key *key,
 					__u64 now)
 {
@@ -387,7 +388,8 @@ static __always_inline int restart_flow(struct lb_flow *f, const struct lb_flow_
 	sk.port = key->dport;
 	sk.proto = IPPROTO_TCP;
 	svc = bpf_map_lookup_elem(&services, &sk);
-	if (!svc || svc->id != f->service_id || svc->snat_ip != f->nat_saddr)
+	if (!svc || svc->id != f->service_id || svc->snat_ip != f->nat_saddr ||
+	    (svc->flags & LB_SVC_FULL))
 		return 0;
 	m = usable_member(svc->id, f->member);
 	if (!m || m->ip != f->nat_daddr || m->port != f->nat_dport)
@@ -506,6 +508,8 @@ int xdp_lb(struct xdp_md *ctx)
 			return pass(st, LB_PASS_NO_FLOW);
 		if (iph->ttl <= 1)
 			return pass(st, LB_PASS_TTL);
+		if (svc->flags & LB_SVC_FULL)
+			return drop(st, LB_DROP_CONN_LIMIT);
 		cfg = bpf_map_lookup_elem(&config, &zero);
 		if (!cfg || !cfg->port_count)
 			return drop(st, LB_DROP_PORTS_EXHAUSTED);

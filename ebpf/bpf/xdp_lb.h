@@ -62,8 +62,12 @@ struct lb_service {
 	__u16 rr_len;   /* used entries of rr_tables[id]; 0 = no usable member */
 	__u16 maglev;   /* index into maglev_tables, or LB_NO_MAGLEV */
 	__u16 members;  /* number of member slots in use (informational) */
-	__u16 pad;      /* 0 */
+	__u16 flags;    /* LB_SVC_* */
 };                      /* 16 bytes */
+
+/* lb_service.flags: at its connection limit: SYNs of new flows are dropped
+ * (counted LB_DROP_CONN_LIMIT) until userspace clears it. */
+#define LB_SVC_FULL 0x0001
 
 /* members: ARRAY, key u32 (id * LB_MAX_MEMBERS + index) -> lb_member. */
 struct lb_member {
@@ -152,6 +156,7 @@ enum lb_drop_reason {
 	LB_DROP_NO_MEMBER = 0,       /* new flow, no usable member */
 	LB_DROP_PORTS_EXHAUSTED = 1, /* new flow, no free SNAT port found */
 	LB_DROP_CT_INSERT = 2,       /* new flow, conntrack insert failed */
+	LB_DROP_CONN_LIMIT = 3,      /* new flow, service at its connection limit */
 	LB_DROP_MAX = 8,
 };
 

@@ -2,9 +2,10 @@
 
 use crate::batch::{BatchError, Conntrack};
 use crate::maps::{
-    be_ip, be_port, Config, Flow, FlowKey, MaglevTable, MemberVal, RrTable, ServiceKey, ServiceVal,
-    Stats, DIR_ORIGINAL, DIR_REPLY, DROP_REASONS, FLOW_FIN, FLOW_RST, MAGLEV_ALLOC,
-    MAGLEV_TABLE_SIZE, MAX_MEMBERS, NO_MAGLEV, PASS_REASONS, RR_SLOTS,
+    be_ip, be_port, ip_from_be, port_from_be, Config, Flow, FlowKey, MaglevTable, MemberVal,
+    RrTable, ServiceKey, ServiceVal, Stats, DIR_ORIGINAL, DIR_REPLY, DROP_REASONS, FLOW_FIN,
+    FLOW_RST, MAGLEV_ALLOC, MAGLEV_TABLE_SIZE, MAX_MEMBERS, NO_MAGLEV, PASS_REASONS, RR_SLOTS,
+    SVC_FULL,
 };
 use crate::select::smooth_weighted_slots;
 use crate::{AttachMode, Counters, Error, Options, Selection, Service};
@@ -734,7 +735,7 @@ impl FastPath {
             rr_len: st.rr.len() as u16,
             maglev: st.maglev.unwrap_or(NO_MAGLEV),
             members: svc.members.len() as u16,
-            pad: 0,
+            flags: if svc.full { SVC_FULL } else { 0 },
         };
         if is_new || val != st.val {
             self.services
@@ -903,6 +904,7 @@ impl FastPath {
         let mut doomed = Vec::new();
         let mut flows = 0;
         let mut ended = 0;
+        let mut open: HashMap<SocketAddrV4, usize> = HashMap::new();
         for (k, f) in &snap {
             let other_key = f.other_key();
             let other = snap.get(&other_key);
@@ -917,6 +919,10 @@ impl FastPath {
             }
             let other = if orphan { None } else { other };
             if !expired(f, other) {
+                if f.dir == DIR_ORIGINAL && !closed(f, other) {
+                    let vip = SocketAddrV4::new(ip_from_be(k.daddr), port_from_be(k.dport));
+                    *open.entry(vip).or_default() += 1;
+                }
                 continue;
             }
             if !closed(f, other) {
@@ -945,6 +951,7 @@ impl FastPath {
         Ok(Expiry {
             ended,
             flows: flows - ended,
+            open,
         })
     }
 
@@ -966,7 +973,6 @@ impl FastPath {
     /// Current flows as (client, vip, snat address, member), for
     /// diagnostics and tests. Walks the map.
     pub fn flow_table(&self) -> Result<Vec<FlowInfo>, Error> {
-        use crate::maps::{ip_from_be, port_from_be};
         let snap = self.snapshot()?;
         let mut out: Vec<FlowInfo> = snap
             .iter()
@@ -993,12 +999,14 @@ impl FastPath {
 }
 
 /// What [`FastPath::expire_idle`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expiry {
     /// Flows that ended (deleted).
     pub ended: usize,
     /// Flows left in the table.
     pub flows: usize,
+    /// Of those, the open ones (no RST, not FIN both ways) by VIP:port.
+    pub open: HashMap<SocketAddrV4, usize>,
 }
 
 /// One fast-path flow, see [`FastPath::flow_table`].

@@ -66,6 +66,10 @@
 //! TIME_WAIT (and then waiting a full second). It also keeps one client
 //! 4-tuple on one member 4-tuple, whose timestamps keep increasing.
 //!
+//! A [`Service::full`] service (lbd sets it at the listener's
+//! `connection_limit`) drops the SYNs of new flows (counted
+//! `connection_limit`); its established flows go on.
+//!
 //! # Flow end
 //!
 //! FIN and RST are recorded in the entries; userspace expires flows with
@@ -158,6 +162,10 @@ pub struct Service {
     /// At most [`MAX_MEMBERS`]; addresses unique within the service.
     pub members: Vec<Member>,
     pub selection: Selection,
+    /// At its connection limit: SYNs of new flows are dropped (counted
+    /// `connection_limit`; clients retry) while established flows go on.
+    /// The caller decides, e.g. from [`Expiry::open`].
+    pub full: bool,
 }
 
 /// Counters summed over CPUs since the program was loaded.
@@ -170,7 +178,7 @@ pub struct Counters {
     /// Flows created.
     pub new_flows: u64,
     /// Dropped packets by reason: `no_member`, `snat_ports_exhausted`,
-    /// `conntrack_insert`.
+    /// `conntrack_insert`, `connection_limit`.
     pub drops: Vec<(&'static str, u64)>,
     /// Packets passed to the kernel by reason: `not_ipv4`, `not_tcp`,
     /// `ip_options_or_fragment`, `malformed`, `not_service`, `no_flow`,

@@ -27,7 +27,12 @@ pub(crate) const DROP_MAX: usize = 8;
 pub(crate) const PASS_MAX: usize = 16;
 
 /// Drop reasons, by index (`enum lb_drop_reason`).
-pub(crate) const DROP_REASONS: &[&str] = &["no_member", "snat_ports_exhausted", "conntrack_insert"];
+pub(crate) const DROP_REASONS: &[&str] = &[
+    "no_member",
+    "snat_ports_exhausted",
+    "conntrack_insert",
+    "connection_limit",
+];
 /// Pass reasons, by index (`enum lb_pass_reason`).
 pub(crate) const PASS_REASONS: &[&str] = &[
     "not_ipv4",
@@ -87,8 +92,11 @@ pub(crate) struct ServiceVal {
     pub rr_len: u16,
     pub maglev: u16,
     pub members: u16,
-    pub pad: u16,
+    pub flags: u16,
 }
+
+/// `lb_service.flags`: no new flows (`LB_SVC_FULL`).
+pub(crate) const SVC_FULL: u16 = 0x0001;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

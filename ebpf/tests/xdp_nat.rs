@@ -131,6 +131,7 @@ impl Env {
                 })
                 .collect(),
             selection,
+            full: false,
         }
     }
 
@@ -494,6 +495,7 @@ fn small_generic_lab(
             })
             .collect(),
         selection: Selection::RoundRobin,
+        full: false,
     };
     fp.set_services(&[svc]).unwrap();
     Some((lab, servers, fp))
@@ -750,6 +752,55 @@ fn xdp_set_interfaces_keeps_the_flows() {
         .unwrap();
     assert!(other.contains(&(1 - m)), "{other:?}");
     assert_eq!(fp.counters().unwrap().new_flows, before + 2);
+    drop(flow);
+    drop(fp);
+    drop(servers);
+}
+
+/// A full service takes no new flows (SYNs dropped, counted) while its
+/// open flows go on; `expire_idle` counts the open flows per VIP.
+#[test]
+fn xdp_a_full_service_takes_no_new_flows() {
+    let Some((lab, servers, mut fp)) = small_generic_lab(1, 20_000..=32_767) else {
+        return;
+    };
+    let vip = SocketAddrV4::new(VIP, VIP_PORT);
+    let mut flow = KeepAlive::open(lab.client(), vip, TIMEOUT).expect("flow");
+    check_body(&flow.get().unwrap());
+    assert_eq!(
+        http_get(lab.client(), vip, "/", TIMEOUT).map(|b| check_body(&b)),
+        Ok(0)
+    );
+    // The closed GET is not open; the kept-alive flow is.
+    let expiry = fp.expire_idle(Duration::from_secs(3600)).unwrap();
+    assert_eq!(expiry.open.get(&vip), Some(&1), "{expiry:?}");
+    assert_eq!(expiry.flows, 2, "{expiry:?}");
+
+    let service = |full| Service {
+        vip,
+        snat_ip: lab.lb_client_side_ip(),
+        members: vec![Member {
+            addr: SocketAddrV4::new(lab.member_ip(0), MEMBER_PORT),
+            weight: 1,
+            usable: true,
+        }],
+        selection: Selection::RoundRobin,
+        full,
+    };
+    fp.set_services(&[service(true)]).unwrap();
+    let client = lab.client().clone();
+    let refused = client
+        .run(move || TcpStream::connect_timeout(&SocketAddr::V4(vip), Duration::from_millis(1500)));
+    assert!(refused.is_err(), "a new flow on a full service");
+    let c = fp.counters().unwrap();
+    assert!(c.dropped("connection_limit") >= 1, "{c:?}");
+    check_body(&flow.get().expect("the open flow of a full service"));
+
+    fp.set_services(&[service(false)]).unwrap();
+    assert_eq!(
+        http_get(lab.client(), vip, "/", TIMEOUT).map(|b| check_body(&b)),
+        Ok(0)
+    );
     drop(flow);
     drop(fp);
     drop(servers);

@@ -17,6 +17,7 @@
 //! shown, and the listeners keep being served by the userspace proxy, whose
 //! sockets stay bound either way.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -67,6 +68,8 @@ struct Attached {
     interfaces: Vec<String>,
     fast_path: lbd_ebpf::FastPath,
     services: Vec<lbd_ebpf::Service>,
+    /// Open flows per VIP at the last expiry pass (for `connection_limit`).
+    open: HashMap<SocketAddrV4, usize>,
 }
 
 fn run(shared: &Shared) {
@@ -125,6 +128,7 @@ fn run(shared: &Shared) {
                             interfaces,
                             fast_path,
                             services: Vec::new(),
+                            open: HashMap::new(),
                         });
                     }
                     Err(e) => failed = Some(attach_failed(&interfaces, &e, &snapshot)),
@@ -144,7 +148,8 @@ fn run(shared: &Shared) {
                 }
             }
             let snat = snapshot.config.xdp.as_ref().and_then(|x| x.snat_address);
-            let services = services(&snapshot, snat);
+            let services = services(&snapshot, snat, &a.open);
+            log_limit_changes(&snapshot, &a.services, &services);
             if services != a.services {
                 match a.fast_path.set_services(&services) {
                     Ok(()) => a.services = services,
@@ -258,7 +263,10 @@ fn housekeep(
         .max()
         .unwrap_or(Duration::from_secs(50));
     match a.fast_path.expire_idle(idle) {
-        Ok(expiry) => status.flows = expiry.flows as u64,
+        Ok(expiry) => {
+            status.flows = expiry.flows as u64;
+            a.open = expiry.open;
+        }
         Err(e) => warn!("xdp: cannot expire idle flows: {e}"),
     }
     status.interfaces = a
@@ -302,7 +310,15 @@ fn fast_path_listeners(snapshot: &Snapshot) -> Vec<String> {
 }
 
 /// What the kernel should know, from the snapshot and the health state.
-fn services(snapshot: &Snapshot, snat: Option<Ipv4Addr>) -> Vec<lbd_ebpf::Service> {
+/// A listener's `connection_limit` applies to its open fast-path flows as
+/// counted at the last expiry pass (once a second): at the limit, the
+/// kernel drops new SYNs (clients retry) until flows end, so a burst can
+/// pass the limit by up to a second's worth of new connections.
+fn services(
+    snapshot: &Snapshot,
+    snat: Option<Ipv4Addr>,
+    open: &HashMap<SocketAddrV4, usize>,
+) -> Vec<lbd_ebpf::Service> {
     let mut services = Vec::new();
     for listener in &snapshot.listeners {
         if listener.cfg.fast_path != FastPath::Xdp {
@@ -325,14 +341,45 @@ fn services(snapshot: &Snapshot, snat: Option<Ipv4Addr>) -> Vec<lbd_ebpf::Servic
             },
             Algorithm::RoundRobin | Algorithm::LeastConnections => lbd_ebpf::Selection::RoundRobin,
         };
+        let limit = usize::try_from(listener.cfg.connection_limit).unwrap_or(usize::MAX);
         services.push(lbd_ebpf::Service {
             vip,
             snat_ip,
             members,
             selection,
+            full: open.get(&vip).is_some_and(|&n| n >= limit),
         });
     }
     services
+}
+
+/// Logs the listeners whose fast path reached or left its connection limit.
+fn log_limit_changes(snapshot: &Snapshot, old: &[lbd_ebpf::Service], new: &[lbd_ebpf::Service]) {
+    for svc in new {
+        let was = old
+            .iter()
+            .find(|o| o.vip == svc.vip)
+            .is_some_and(|o| o.full);
+        if svc.full == was {
+            continue;
+        }
+        let Some(listener) = snapshot
+            .listeners
+            .iter()
+            .find(|l| l.cfg.bind == SocketAddr::V4(svc.vip))
+        else {
+            continue;
+        };
+        let (name, limit) = (&listener.cfg.name, listener.cfg.connection_limit);
+        if svc.full {
+            warn!(
+                "xdp: listener {name} has {limit} open fast-path connections (its \
+                 connection_limit): new ones are dropped until some end"
+            );
+        } else {
+            info!("xdp: listener {name} is below its connection_limit ({limit}) again");
+        }
+    }
 }
 
 /// The pool's IPv4 members; usable ones may take new flows: up or

@@ -348,6 +348,46 @@ fn the_fast_path_balances_in_the_kernel_and_follows_health_and_config() {
         "{metrics}"
     );
     assert!(metrics.contains("lbd_xdp_new_flows_total "), "{metrics}");
+
+    // connection_limit = 1 with the kept-alive flow open: the kernel drops
+    // new SYNs (counted) and the open flow goes on; once it ends, new
+    // connections get through again.
+    let limited = config_text(&s.lab, 0, &["lbd-extra0"])
+        .replace("21000-21999", "22000-22999")
+        .replace(
+            "fast_path = \"xdp\"\n",
+            "fast_path = \"xdp\"\nconnection_limit = 1\n",
+        );
+    std::fs::write(&s.config, limited).expect("config");
+    // SAFETY: kill(2) on the lbd child this test started.
+    assert_eq!(unsafe { libc::kill(s.lbd.id() as i32, libc::SIGHUP) }, 0);
+    eventually("the listener at its limit", || {
+        s.log_text()
+            .contains("listener web has 1 open fast-path connections")
+    });
+    let vip = SocketAddr::V4(s.vip());
+    let refused = s
+        .lab
+        .client()
+        .run(move || TcpStream::connect_timeout(&vip, Duration::from_millis(1500)));
+    assert!(refused.is_err(), "a connection over the limit was set up");
+    eventually("the drop counted", || {
+        s.stats()["xdp"]["drops_total"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|d| d["reason"] == "connection_limit" && d["packets"].as_u64() >= Some(1))
+    });
+    assert_eq!(
+        member_of(&kept.get().expect("the open flow at the limit")),
+        kept_member
+    );
+    drop(kept);
+    eventually("the listener below its limit", || {
+        s.log_text()
+            .contains("listener web is below its connection_limit")
+    });
+    assert_eq!(s.get(), 2);
 }
 
 #[test]
