@@ -103,6 +103,9 @@ pub struct ListenerCounters {
     pub limit_hits: AtomicU64,
     /// Closed because no member could be connected.
     pub no_member: AtomicU64,
+    /// Closed because lbd ran out of a local resource (descriptors, memory,
+    /// local ports) while connecting to a member.
+    pub local_errors: AtomicU64,
     /// Bytes from clients to members.
     pub bytes_in: AtomicU64,
     /// Bytes from members to clients.
@@ -119,6 +122,8 @@ pub struct ListenerState {
     pub counters: PerWorker<ListenerCounters>,
     /// Keeps "no usable member" warnings to one per 10 s.
     pub warn_limiter: LogLimiter,
+    /// Keeps "out of a local resource" warnings to one per 10 s.
+    pub local_error_limiter: LogLimiter,
 }
 
 impl ListenerState {
@@ -128,6 +133,7 @@ impl ListenerState {
             max_active: AtomicU64::new(0),
             counters: PerWorker::new(workers),
             warn_limiter: LogLimiter::new(10_000),
+            local_error_limiter: LogLimiter::new(10_000),
         }
     }
 
@@ -272,8 +278,18 @@ pub const PASSIVE_BACKOFF_MAX: Duration = Duration::from_secs(16);
 /// Health follows HAProxy's model: `fall` consecutive failures take an up
 /// member down, `rise` consecutive passed checks bring a down member up.
 /// Failed connects of real traffic count as failures too (HAProxy
-/// `observe layer4`). A new member starts up but unconfirmed: its first
-/// check decides at once (HAProxy `init-state up`).
+/// `observe layer4`), but a successful proxied connect says nothing about
+/// the check (a terminating apiserver still accepts connections while its
+/// `/readyz` fails), so only a passed check ends a failure streak. A new
+/// member starts up but unconfirmed: its first check decides at once
+/// (HAProxy `init-state up`).
+///
+/// Two streaks, kept apart:
+/// * the check streak (`fall_streak`, `rise_streak`): active checks, plus
+///   failed connects of checked pools; ended only by a check result;
+/// * the passive streak (`connect_failures`): failed connects in a row,
+///   which set the member aside for a back-off; ended by a successful
+///   connect (or a passed check that brings the member up).
 #[derive(Debug)]
 pub struct MemberState {
     /// Established connections right now (all workers); least_connections
@@ -286,9 +302,12 @@ pub struct MemberState {
     /// Whether a check has decided this member's health since it appeared
     /// (or left maint).
     confirmed: AtomicBool,
-    /// Failed checks and failed connects in a row (reset by a success of
-    /// either kind).
-    consecutive_failures: AtomicU32,
+    /// Failed checks and failed connects (of a checked pool) in a row since
+    /// the last passed check. Only a passed check resets it.
+    fall_streak: AtomicU32,
+    /// Failed connects in a row since the last successful connect: the
+    /// passive back-off. Says nothing about health checks.
+    connect_failures: AtomicU32,
     /// Passed checks in a row while down.
     rise_streak: AtomicU32,
     /// Failed health checks, ever (HAProxy `chkfail`).
@@ -309,7 +328,8 @@ impl MemberState {
             health: AtomicU8::new(Health::Up as u8),
             checked: AtomicBool::new(false),
             confirmed: AtomicBool::new(false),
-            consecutive_failures: AtomicU32::new(0),
+            fall_streak: AtomicU32::new(0),
+            connect_failures: AtomicU32::new(0),
             rise_streak: AtomicU32::new(0),
             check_failures: AtomicU64::new(0),
             went_down: AtomicU64::new(0),
@@ -390,8 +410,10 @@ impl MemberState {
         MEMBER_EVENTS.notify();
     }
 
-    pub fn consecutive_failures(&self) -> u32 {
-        self.consecutive_failures.load(Relaxed)
+    /// Failed checks and failed connects in a row since the last passed
+    /// check.
+    pub fn fall_streak(&self) -> u32 {
+        self.fall_streak.load(Relaxed)
     }
 
     /// Whether new connections may go here. `ignore_passive` looks past the
@@ -404,32 +426,42 @@ impl MemberState {
             && (ignore_passive || now_ms >= self.skip_until_ms.load(Relaxed))
     }
 
-    /// Records a successful connect. Returns how many failures in a row it
-    /// ends (0 when the member was fine already), so the caller can log a
-    /// recovery once.
+    /// Records a successful connect: ends the passive back-off, and nothing
+    /// else (the check streak is the checks' business). Returns how many
+    /// failed connects in a row it ends (0 when there were none), so the
+    /// caller can log a recovery once.
     #[inline]
     pub fn connect_succeeded(&self) -> u32 {
         // Read first: on the common path there is nothing to reset and no
         // shared cache line gets written.
-        if self.consecutive_failures.load(Relaxed) == 0 {
+        if self.connect_failures.load(Relaxed) == 0 {
             return 0;
         }
         self.skip_until_ms.store(0, Relaxed);
-        self.consecutive_failures.swap(0, Relaxed)
+        self.connect_failures.swap(0, Relaxed)
     }
 
-    /// Records a failed connect and starts (or extends) the back-off.
-    /// Returns the number of failures in a row, including this one.
+    /// Records a failed connect to the member and starts (or extends) the
+    /// back-off. Returns the failed connects in a row, including this one.
+    /// A checked pool also counts it toward `fall` with
+    /// [`MemberState::failure_observed`].
     pub fn connect_failed(&self, now_ms: u64) -> u32 {
         let n = self
-            .consecutive_failures
+            .connect_failures
             .fetch_add(1, Relaxed)
             .saturating_add(1);
         let shift = (n - 1).min(8);
         let backoff = (PASSIVE_BACKOFF_BASE * (1u32 << shift)).min(PASSIVE_BACKOFF_MAX);
         self.skip_until_ms
-            .store(now_ms + backoff.as_millis() as u64, Relaxed);
+            .store(now_ms.saturating_add(backoff.as_millis() as u64), Relaxed);
         n
+    }
+
+    /// Counts a failure seen in traffic toward `fall` (HAProxy `observe
+    /// layer4`). Returns the failures in a row since the last passed check,
+    /// including this one.
+    pub fn failure_observed(&self) -> u32 {
+        self.fall_streak.fetch_add(1, Relaxed).saturating_add(1)
     }
 
     /// Takes the member down if it is up. Returns whether this call did it
@@ -472,7 +504,7 @@ impl MemberState {
         let first = !self.confirmed.swap(true, Relaxed);
         match self.health() {
             Health::Up => {
-                self.consecutive_failures.store(0, Relaxed);
+                self.fall_streak.store(0, Relaxed);
                 if first {
                     Transition::Confirmed
                 } else {
@@ -485,7 +517,8 @@ impl MemberState {
                     return Transition::None;
                 }
                 self.rise_streak.store(0, Relaxed);
-                self.consecutive_failures.store(0, Relaxed);
+                self.fall_streak.store(0, Relaxed);
+                self.connect_failures.store(0, Relaxed);
                 self.skip_until_ms.store(0, Relaxed);
                 let went = self
                     .health
@@ -509,10 +542,7 @@ impl MemberState {
             self.confirmed.store(true, Relaxed);
             return Transition::None;
         }
-        let failures = self
-            .consecutive_failures
-            .fetch_add(1, Relaxed)
-            .saturating_add(1);
+        let failures = self.fall_streak.fetch_add(1, Relaxed).saturating_add(1);
         if (first || failures >= fall) && self.mark_down() {
             Transition::WentDown
         } else {
@@ -537,7 +567,7 @@ pub struct LogLimiter {
 }
 
 impl LogLimiter {
-    pub fn new(period_ms: u64) -> Self {
+    pub const fn new(period_ms: u64) -> Self {
         LogLimiter {
             period_ms,
             last: AtomicU64::new(0),
@@ -640,8 +670,30 @@ mod tests {
         m.set_checked(true);
         assert_eq!(check(&m, true), Transition::Confirmed);
         assert_eq!(check(&m, false), Transition::None);
-        assert_eq!(m.connect_failed(0), 2, "one failed check + one connect");
+        assert_eq!(m.connect_failed(0), 1, "the first failed connect");
+        assert_eq!(m.failure_observed(), 2, "one failed check + one connect");
         assert_eq!(check(&m, false), Transition::WentDown, "third failure");
+    }
+
+    #[test]
+    fn successful_connects_do_not_end_a_check_failure_streak() {
+        // A terminating apiserver: /readyz fails, the port still accepts.
+        let m = MemberState::new(1);
+        m.set_checked(true);
+        assert_eq!(check(&m, true), Transition::Confirmed);
+        assert_eq!(check(&m, false), Transition::None);
+        assert_eq!(m.connect_succeeded(), 0, "no failed connect to end");
+        assert_eq!(check(&m, false), Transition::None);
+        assert_eq!(m.connect_succeeded(), 0);
+        assert_eq!(m.fall_streak(), 2);
+        assert_eq!(check(&m, false), Transition::WentDown, "fall = 3");
+        // ... and a passed check ends the failed-connect back-off.
+        m.connect_failed(0);
+        assert!(!m.takes_new_connections(10, true), "down");
+        assert_eq!(check(&m, true), Transition::None);
+        assert_eq!(check(&m, true), Transition::WentUp);
+        assert!(m.takes_new_connections(10, false));
+        assert_eq!(m.connect_succeeded(), 0, "the back-off ended with it");
     }
 
     #[test]

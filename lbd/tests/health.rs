@@ -9,9 +9,11 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::apiserver::{http_get, http_get_once, ApiServer, SilentServer};
+use common::apiserver::{http_get, http_get_once, tls_connect, ApiServer, SilentServer};
 use common::*;
 
 /// Checks every 200 ms: fast enough for tests, slow enough that a test can
@@ -379,6 +381,168 @@ async fn all_members_down_resets_new_clients(rt: &str) {
     lbd.wait_for_log("no usable member", 1).await;
 }
 
+/// Steady concurrent traffic through lbd: `clients` tasks, each opening a
+/// new connection for `GET /who` every 100 ms (plain HTTP, or TLS trusting
+/// `ca` for `localhost`), until stopped. Counts answers and failures.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    answered: Arc<AtomicUsize>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    started: Instant,
+}
+
+impl Traffic {
+    fn start(bind: SocketAddr, clients: usize, ca: Option<std::path::PathBuf>) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, answered, failures, ca) = (
+                    Arc::clone(&stop),
+                    Arc::clone(&answered),
+                    Arc::clone(&failures),
+                    ca.clone(),
+                );
+                tokio::spawn(async move {
+                    // Bounded: at most 10 minutes' worth of requests.
+                    for _ in 0..6000 {
+                        if stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        let next = tokio::time::Instant::now() + Duration::from_millis(100);
+                        let result = match &ca {
+                            None => http_get_once(bind, "/who").await,
+                            Some(ca) => match tls_connect(bind, ca, "localhost", None).await {
+                                Ok(mut conn) => http_get(&mut conn, "/who").await,
+                                Err(e) => Err(e),
+                            },
+                        };
+                        match result {
+                            Ok((200, _)) => {
+                                answered.fetch_add(1, Ordering::SeqCst);
+                            }
+                            other => failures.lock().expect("failures").push(format!("{other:?}")),
+                        }
+                        tokio::time::sleep_until(next).await;
+                    }
+                })
+            })
+            .collect();
+        Traffic {
+            stop,
+            tasks,
+            answered,
+            failures,
+            started: Instant::now(),
+        }
+    }
+
+    /// Stops the clients; returns (answers, answers per second, failures).
+    async fn stop(self) -> (usize, f64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.expect("traffic task");
+        }
+        let answered = self.answered.load(Ordering::SeqCst);
+        let rate = answered as f64 / self.started.elapsed().as_secs_f64();
+        let failures = self.failures.lock().expect("failures").clone();
+        (answered, rate, failures)
+    }
+}
+
+/// Waits (bounded by `within`) until `needle` is in lbd's log; returns how
+/// long that took, or panics with the log.
+async fn log_within(lbd: &Lbd, needle: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    while !lbd.log().contains(needle) {
+        assert!(
+            start.elapsed() < within,
+            "{needle:?} not logged within {within:?}; log:\n{}",
+            lbd.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+/// A member whose `/readyz` fails while steady traffic keeps connecting to
+/// the pool (a kube-apiserver shutting down: the port stays open). Passed
+/// proxied connects must not end the check's failure streak: the member
+/// goes down within `fall` intervals plus one and then gets no new
+/// connection; `rise` passed checks bring it back. `tls`: members speak
+/// TLS and the check is `https`.
+async fn readyz_503_under_traffic(rt: &str, tls: bool) {
+    let s = if tls {
+        ApiServer::start_tls_sharing_a_certificate(&["a", "b"]).await
+    } else {
+        api_servers(&["a", "b"]).await
+    };
+    let ca = s[0].ca_pem_path();
+    let bind = free_addr();
+    let interval = Duration::from_millis(500);
+    let (fall, rise) = (2u32, 2u32);
+    let mut health = format!(
+        "type = \"{}\"\npath = \"/readyz\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\n\
+         fall = {fall}\nrise = {rise}\n",
+        if tls { "https" } else { "http" }
+    );
+    if let Some(ca) = &ca {
+        health.push_str(&format!("ca_file = \"{}\"\nsni = \"localhost\"\n", ca.display()));
+    }
+    let members: Vec<String> = s.iter().map(|s| member_at(s.addr())).collect();
+    let lbd = Lbd::start(rt, 2, &config(bind, &health, &members)).await;
+    for server in &s {
+        lbd.wait_for_log(&checked_up(server.addr()), 1).await;
+    }
+    let traffic = Traffic::start(bind, 6, ca.clone());
+
+    // Both members take traffic.
+    let deadline = Instant::now() + WAIT;
+    while s[1].data_requests() < 5 || s[0].data_requests() < 5 {
+        assert!(Instant::now() < deadline, "traffic does not reach both members");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    s[1].set_ready(false);
+    let bound = interval * (fall + 1) + Duration::from_millis(700);
+    let took = log_within(&lbd, &went_down(s[1].addr()), bound).await;
+    // In flight at that moment may still arrive; after that, nothing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let at_down = s[1].data_requests();
+    tokio::time::sleep(interval * 4).await;
+    assert_eq!(
+        s[1].data_requests(),
+        at_down,
+        "a member down by its check got new connections"
+    );
+
+    s[1].set_ready(true);
+    log_within(&lbd, &went_up(s[1].addr()), interval * (rise + 1) + Duration::from_millis(700)).await;
+    let deadline = Instant::now() + WAIT;
+    while s[1].data_requests() < at_down + 5 {
+        assert!(Instant::now() < deadline, "back up, but no traffic");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let (answered, rate, failures) = traffic.stop().await;
+    assert!(failures.is_empty(), "client-visible failures: {failures:?}");
+    assert!(rate >= 20.0, "traffic was not steady: {answered} answers, {rate:.1}/s");
+    let log = lbd.log();
+    assert!(!log.contains("reachable again"), "no connect failed, none may be reported:\n{log}");
+    assert_eq!(log.matches(&went_down(s[1].addr())).count(), 1, "{log}");
+    eprintln!("down after {took:?}; {answered} answers at {rate:.1}/s");
+}
+
+async fn readyz_503_takes_member_out_under_traffic(rt: &str) {
+    readyz_503_under_traffic(rt, false).await;
+}
+
+async fn https_readyz_503_takes_member_out_under_traffic(rt: &str) {
+    readyz_503_under_traffic(rt, true).await;
+}
+
 on_both_runtimes!(
     http_check_follows_rise_and_fall,
     https_check_with_ca_file_and_sni,
@@ -389,4 +553,6 @@ on_both_runtimes!(
     failover_under_load_loses_no_connection,
     reload_keeps_health_of_unchanged_members,
     all_members_down_resets_new_clients,
+    readyz_503_takes_member_out_under_traffic,
+    https_readyz_503_takes_member_out_under_traffic,
 );

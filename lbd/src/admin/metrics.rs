@@ -234,6 +234,12 @@ const FE_NO_MEMBER: MetricInfo = lbd(
     PROXY,
     "Connections reset because no member was usable or every connect attempt failed.",
 );
+const FE_LOCAL_ERRORS: MetricInfo = lbd(
+    "lbd_frontend_local_errors_total",
+    C,
+    PROXY,
+    "Connections reset because lbd ran out of a local resource (file descriptors, memory, local ports) while connecting to a member; members are not blamed for these.",
+);
 const FE_INFO: MetricInfo = lbd(
     "lbd_frontend_info",
     G,
@@ -454,6 +460,7 @@ pub const METRICS: &[MetricInfo] = &[
     FE_DENIED,
     FE_LIMIT_HITS,
     FE_NO_MEMBER,
+    FE_LOCAL_ERRORS,
     FE_INFO,
     BE_STATUS,
     BE_ACTIVE,
@@ -668,6 +675,10 @@ fn families(s: &Stats) -> Vec<MetricFamily> {
     f.add(&FE_LIMIT_HITS, per_listener(|l| l.limit_hits_total as f64));
     f.add(&FE_NO_MEMBER, per_listener(|l| l.no_member_total as f64));
     f.add(
+        &FE_LOCAL_ERRORS,
+        per_listener(|l| l.local_errors_total as f64),
+    );
+    f.add(
         &FE_INFO,
         fe.iter()
             .map(|l| (vec![l.name.as_str(), l.bind.as_str(), l.pool.as_str()], 1.0)),
@@ -847,6 +858,7 @@ mod tests {
             denied_total: 4,
             limit_hits_total: 6,
             no_member_total: 3,
+            local_errors_total: 0,
         }
     }
 

@@ -813,6 +813,7 @@ pub(crate) fn sample() -> Stats {
                 denied_total: 120,
                 limit_hits_total: 6,
                 no_member_total: 3,
+                local_errors_total: 0,
             },
             ListenerStats {
                 name: "kube-apiserver".into(),
@@ -830,6 +831,7 @@ pub(crate) fn sample() -> Stats {
                 denied_total: 0,
                 limit_hits_total: 0,
                 no_member_total: 0,
+                local_errors_total: 0,
             },
         ],
         pools: vec![

@@ -118,6 +118,9 @@ pub struct ListenerStats {
     pub limit_hits_total: u64,
     /// Reset because no member was usable or every connect failed.
     pub no_member_total: u64,
+    /// Reset because lbd ran out of a local resource (descriptors, memory,
+    /// local ports) while connecting to a member.
+    pub local_errors_total: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -265,6 +268,7 @@ fn listener_stats(
         denied_total: denied,
         limit_hits_total: limit_hits,
         no_member_total: c.sum(|c| &c.no_member),
+        local_errors_total: c.sum(|c| &c.local_errors),
     }
 }
 

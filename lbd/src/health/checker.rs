@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 use crate::config::{AdminState, HealthCheck};
 use crate::server::Shared;
 use crate::snapshot::Snapshot;
-use crate::state::{MemberState, Transition};
+use crate::state::{now_ms, LogLimiter, MemberState, Transition};
 
 use super::probe::Probe;
 
@@ -122,6 +122,13 @@ async fn check_loop(
                 let outcome = probe.run(target).await;
                 match outcome.result {
                     Ok(passed) => (true, passed.to_string(), outcome.took),
+                    Err(failure) if failure.is_local() => {
+                        // lbd's own shortage says nothing about the member.
+                        if LOCAL_SHORTAGE_LOG.allow(now_ms()) {
+                            warn!(member = %label, "health check of {label} not counted: {failure} (logged at most every 10s)");
+                        }
+                        continue;
+                    }
                     Err(failure) => (false, failure.to_string(), outcome.took),
                 }
             }
@@ -132,6 +139,10 @@ async fn check_loop(
         log_transition(&label, transition, &summary, took, since, &state);
     }
 }
+
+/// Keeps "check not counted" warnings (lbd out of descriptors) to one per
+/// 10 s for all members together.
+static LOCAL_SHORTAGE_LOG: LogLimiter = LogLimiter::new(10_000);
 
 /// Logs what a check changed: one line per transition.
 fn log_transition(
@@ -152,7 +163,7 @@ fn log_transition(
         Transition::WentDown => warn!(
             member = %label,
             "member {label} is DOWN: {summary} (check took {took}; {} failure(s) in a row; was up for {since})",
-            state.consecutive_failures().max(1)
+            state.fall_streak().max(1)
         ),
         Transition::WentUp => info!(
             member = %label,
@@ -162,15 +173,16 @@ fn log_transition(
 }
 
 /// Called by the data path after a failed connect to a member of a checked
-/// pool: `failures` failed connects and checks in a row take it down at
-/// `fall` (HAProxy `observe layer4`), without waiting for the next check.
+/// pool: the failure counts toward `fall` (HAProxy `observe layer4`), so
+/// failed checks and failed connects in a row take it down without waiting
+/// for the next check. A successful connect does not end the streak.
 pub fn observe_connect_failure(
     label: &str,
     state: &MemberState,
     check: &HealthCheck,
-    failures: u32,
     error: &std::io::Error,
 ) {
+    let failures = state.failure_observed();
     if failures >= check.fall && state.mark_down() {
         warn!(
             member = %label,

@@ -94,6 +94,18 @@ pub enum Failure {
     /// A read or write error, e.g. `read: Connection reset by peer (os error 104)`.
     #[error("{0}")]
     Io(String),
+    /// lbd itself could not open the check's connection (out of file
+    /// descriptors, memory or local ports): says nothing about the member.
+    #[error("lbd could not open a connection: {0}")]
+    Local(String),
+}
+
+impl Failure {
+    /// Whether the failure is lbd's own shortage, not the member's: such a
+    /// check is not counted either way.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Failure::Local(_))
+    }
 }
 
 impl Probe {
@@ -139,6 +151,8 @@ impl Probe {
         let tcp = TcpStream::connect(target).await.map_err(|e| {
             if e.kind() == io::ErrorKind::ConnectionRefused {
                 Failure::Refused
+            } else if crate::proxy::is_local_shortage(&e) {
+                Failure::Local(e.to_string())
             } else {
                 Failure::Connect(e.to_string())
             }

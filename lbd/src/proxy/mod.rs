@@ -90,17 +90,33 @@ async fn establish<R: Runtime>(
     let _ = with_socket(client, |s| s.set_nodelay(true));
 
     let pool = &view.snap.pools[listener.pool];
-    let Some((index, member)) = connect_member::<R>(worker, &view, listener, pool, peer.ip()).await
-    else {
-        inc(&counters.no_member);
-        if listener.state.warn_limiter.allow(now_ms()) {
-            warn!(
-                listener = %listener.cfg.name,
-                pool = %pool.name,
-                "no usable member: closing new connections (logged at most every 10s)"
-            );
+    let (index, member) = match connect_member::<R>(worker, &view, listener, pool, peer.ip()).await
+    {
+        Ok(connected) => connected,
+        Err(Shed::NoMember) => {
+            inc(&counters.no_member);
+            if listener.state.warn_limiter.allow(now_ms()) {
+                warn!(
+                    listener = %listener.cfg.name,
+                    pool = %pool.name,
+                    "no usable member: closing new connections (logged at most every 10s)"
+                );
+            }
+            return None;
         }
-        return None;
+        Err(Shed::Local(e)) => {
+            inc(&counters.local_errors);
+            if listener.state.local_error_limiter.allow(now_ms()) {
+                warn!(
+                    listener = %listener.cfg.name,
+                    pool = %pool.name,
+                    "cannot open a connection to a member: {e}; lbd is out of a local \
+                     resource, so the client is closed and no member is blamed \
+                     (logged at most every 10s)"
+                );
+            }
+            return None;
+        }
     };
     let m = &pool.members[index];
     inc(&m.state.counters.get(worker.id).connections);
@@ -128,19 +144,43 @@ async fn establish<R: Runtime>(
     })
 }
 
+/// Why a new connection was not given a member.
+enum Shed {
+    /// No member is usable, or every connect attempt failed.
+    NoMember,
+    /// lbd itself ran out of something (descriptors, memory, local ports):
+    /// the member is not to blame.
+    Local(std::io::Error),
+}
+
+/// Whether a connect error is lbd's own shortage rather than the member's
+/// fault: no descriptors (EMFILE, ENFILE), no kernel memory (ENOBUFS,
+/// ENOMEM) or no local address/port to connect from (EADDRNOTAVAIL).
+/// Trying another member would not help, and the member's health must not
+/// suffer for it.
+pub fn is_local_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
+}
+
 /// Picks members and connects, trying another member after each failure up
-/// to the pool's `retries`. Failures feed the member's passive back-off.
+/// to the pool's `retries`. Failures feed the member's passive back-off and,
+/// in checked pools, its check streak; lbd's own shortages do neither.
 async fn connect_member<R: Runtime>(
     worker: &Worker<R>,
     view: &LocalView,
     listener: &ListenerRt,
     pool: &PoolRt,
     client_ip: IpAddr,
-) -> Option<(usize, R::Stream)> {
+) -> Result<(usize, R::Stream), Shed> {
     // Allocates only if a connect fails.
     let mut tried: Vec<usize> = Vec::new();
     for attempt in 0..=pool.retries {
-        let index = view.pick(listener.pool, client_ip, &pool.members, &tried)?;
+        let index = view
+            .pick(listener.pool, client_ip, &pool.members, &tried)
+            .ok_or(Shed::NoMember)?;
         let m = &pool.members[index];
         match R::connect(m.addr, listener.cfg.member_connect).await {
             Ok(stream) => {
@@ -149,14 +189,15 @@ async fn connect_member<R: Runtime>(
                 if ended > 0 {
                     info!(member = %m.label, "member reachable again after {ended} failed connect(s)");
                 }
-                return Some((index, stream));
+                return Ok((index, stream));
             }
+            Err(e) if is_local_shortage(&e) => return Err(Shed::Local(e)),
             Err(e) => {
                 let c = m.state.counters.get(worker.id);
                 inc(&c.connect_errors);
                 let failures = m.state.connect_failed(now_ms());
                 if let Some(check) = &pool.health {
-                    crate::health::observe_connect_failure(&m.label, &m.state, check, failures, &e);
+                    crate::health::observe_connect_failure(&m.label, &m.state, check, &e);
                 }
                 if failures == 1 {
                     warn!(member = %m.label, "connect failed: {e}; avoiding it for new connections until a connect succeeds");
@@ -170,7 +211,7 @@ async fn connect_member<R: Runtime>(
             }
         }
     }
-    None
+    Err(Shed::NoMember)
 }
 
 /// Members a new connection may go to right now.

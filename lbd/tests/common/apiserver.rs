@@ -111,6 +111,22 @@ impl ApiServer {
         Self::launch(tag, Some(config), Some(ca_pem)).await
     }
 
+    /// Starts TLS servers that all present one self-signed certificate, so
+    /// a client trusting [`ApiServer::ca_pem_path`] of any of them can
+    /// reach each one (through a load balancer, say).
+    pub async fn start_tls_sharing_a_certificate(tags: &[&str]) -> Vec<ApiServer> {
+        let (chain, key, ca_pem) = server_cert();
+        let mut servers = Vec::new();
+        for tag in tags {
+            let config = tls_builder()
+                .with_no_client_auth()
+                .with_single_cert(chain.clone(), key.clone_key())
+                .expect("server TLS config");
+            servers.push(Self::launch(tag, Some(config), Some(ca_pem.clone())).await);
+        }
+        servers
+    }
+
     /// Starts a TLS server that requires a client certificate signed by a
     /// fresh test CA, and returns the PEM files of one such certificate.
     pub async fn start_tls_with_client_auth(tag: &str) -> (ApiServer, ClientCreds) {
