@@ -423,7 +423,10 @@ impl Traffic {
                             Ok((200, _)) => {
                                 answered.fetch_add(1, Ordering::SeqCst);
                             }
-                            other => failures.lock().expect("failures").push(format!("{other:?}")),
+                            other => failures
+                                .lock()
+                                .expect("failures")
+                                .push(format!("{other:?}")),
                         }
                         tokio::time::sleep_until(next).await;
                     }
@@ -489,7 +492,10 @@ async fn readyz_503_under_traffic(rt: &str, tls: bool) {
         if tls { "https" } else { "http" }
     );
     if let Some(ca) = &ca {
-        health.push_str(&format!("ca_file = \"{}\"\nsni = \"localhost\"\n", ca.display()));
+        health.push_str(&format!(
+            "ca_file = \"{}\"\nsni = \"localhost\"\n",
+            ca.display()
+        ));
     }
     let members: Vec<String> = s.iter().map(|s| member_at(s.addr())).collect();
     let lbd = Lbd::start(rt, 2, &config(bind, &health, &members)).await;
@@ -501,7 +507,10 @@ async fn readyz_503_under_traffic(rt: &str, tls: bool) {
     // Both members take traffic.
     let deadline = Instant::now() + WAIT;
     while s[1].data_requests() < 5 || s[0].data_requests() < 5 {
-        assert!(Instant::now() < deadline, "traffic does not reach both members");
+        assert!(
+            Instant::now() < deadline,
+            "traffic does not reach both members"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -519,7 +528,12 @@ async fn readyz_503_under_traffic(rt: &str, tls: bool) {
     );
 
     s[1].set_ready(true);
-    log_within(&lbd, &went_up(s[1].addr()), interval * (rise + 1) + Duration::from_millis(700)).await;
+    log_within(
+        &lbd,
+        &went_up(s[1].addr()),
+        interval * (rise + 1) + Duration::from_millis(700),
+    )
+    .await;
     let deadline = Instant::now() + WAIT;
     while s[1].data_requests() < at_down + 5 {
         assert!(Instant::now() < deadline, "back up, but no traffic");
@@ -528,9 +542,15 @@ async fn readyz_503_under_traffic(rt: &str, tls: bool) {
 
     let (answered, rate, failures) = traffic.stop().await;
     assert!(failures.is_empty(), "client-visible failures: {failures:?}");
-    assert!(rate >= 20.0, "traffic was not steady: {answered} answers, {rate:.1}/s");
+    assert!(
+        rate >= 20.0,
+        "traffic was not steady: {answered} answers, {rate:.1}/s"
+    );
     let log = lbd.log();
-    assert!(!log.contains("reachable again"), "no connect failed, none may be reported:\n{log}");
+    assert!(
+        !log.contains("reachable again"),
+        "no connect failed, none may be reported:\n{log}"
+    );
     assert_eq!(log.matches(&went_down(s[1].addr())).count(), 1, "{log}");
     eprintln!("down after {took:?}; {answered} answers at {rate:.1}/s");
 }
