@@ -36,6 +36,10 @@ enum Command {
         /// The config file (TOML).
         #[arg(short, long)]
         config: PathBuf,
+        /// Write lbd's pid here and hold a lock on it: a second lbd with
+        /// the same pid file refuses to start. Removed at exit.
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
     },
     /// Validate a config file and print every error with its field path.
     CheckConfig {
@@ -56,9 +60,17 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
+    lbd::service::log_panics();
     match &cli.command {
         Command::CheckConfig { file } => check_config(file),
-        Command::Run { config } => exit_code(run(&cli, Source::File(config.clone()))),
+        Command::Run { config, pid_file } => exit_code(
+            pid_file
+                .as_deref()
+                .map(lbd::pidfile::PidFile::acquire)
+                .transpose()
+                .map_err(anyhow::Error::from)
+                .and_then(|_held| run(&cli, Source::File(config.clone()))),
+        ),
         Command::Demo { bind, admin_bind } => {
             exit_code(run(&cli, Source::Demo(*bind, *admin_bind)))
         }
@@ -141,15 +153,24 @@ fn run(cli: &Cli, source: Source) -> anyhow::Result<()> {
             print_demo_help(*bind, *admin, &config);
         }
 
+        let mut worker_died = false;
         loop {
             tokio::select! {
                 _ = hup.recv() => reload(&server, &source),
                 _ = term.recv() => { info!("SIGTERM: shutting down"); break }
                 _ = int.recv() => { info!("SIGINT: shutting down"); break }
+                _ = server.shared().worker_died.notified() => {
+                    error!("a data-plane worker died: draining the others, then exiting with an error");
+                    worker_died = true;
+                    break
+                }
             }
         }
         let drain_timeout = server.shared().snapshot().config.global.drain_timeout;
         server.drain(drain_timeout).await;
+        if worker_died {
+            anyhow::bail!("stopped after a worker died");
+        }
         info!("stopped");
         Ok(())
     })

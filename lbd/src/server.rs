@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::runtime::{epoll::Epoll, uring::Uring, RuntimeKind};
@@ -35,6 +35,10 @@ pub struct Shared {
     /// The XDP fast path's state, published by its thread; `None` while no
     /// listener asks for it.
     pub xdp: arc_swap::ArcSwapOption<crate::xdp::XdpStatus>,
+    /// Signalled when a worker thread ended by a panic: its listening
+    /// sockets would keep taking connections nobody accepts, so lbd must
+    /// stop (see `lbd run`).
+    pub worker_died: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -108,6 +112,7 @@ impl Server {
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             xdp: arc_swap::ArcSwapOption::empty(),
+            worker_died: tokio::sync::Notify::new(),
         });
 
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -116,9 +121,18 @@ impl Server {
             let ready = ready_tx.clone();
             thread::Builder::new()
                 .name(format!("lbd-worker-{id}"))
-                .spawn(move || match runtime {
-                    RuntimeKind::IoUring => worker::run::<Uring>(id, shared, ready),
-                    RuntimeKind::Epoll => worker::run::<Epoll>(id, shared, ready),
+                .spawn(move || {
+                    let run = std::panic::AssertUnwindSafe(|| match runtime {
+                        RuntimeKind::IoUring => {
+                            worker::run::<Uring>(id, Arc::clone(&shared), ready)
+                        }
+                        RuntimeKind::Epoll => worker::run::<Epoll>(id, Arc::clone(&shared), ready),
+                    });
+                    if std::panic::catch_unwind(run).is_err() {
+                        // The panic itself was logged by the panic hook.
+                        error!("worker {id} stopped by a panic; lbd must stop");
+                        shared.worker_died.notify_one();
+                    }
                 })
                 .context("cannot spawn a worker thread")?;
         }
@@ -198,7 +212,8 @@ impl Server {
     /// `timeout` passed. Returns how many connections were still open.
     pub async fn drain(&self, timeout: Duration) -> u64 {
         self.stop_accepting();
-        let deadline = Instant::now() + timeout;
+        // Validation bounds the timeout; never panic on one that is not.
+        let deadline = Instant::now().checked_add(timeout);
         let open = self.shared.active_connections();
         if open > 0 {
             info!(
@@ -211,7 +226,7 @@ impl Server {
             if open == 0 {
                 return 0;
             }
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 warn!("drain timeout: closing {open} connection(s) still open");
                 return open;
             }

@@ -59,13 +59,15 @@ pub struct Built {
     pub retired: Vec<Arc<ListenerSockets>>,
 }
 
+/// A listener's address could not be bound. The message includes the OS
+/// error, so the error carries no `source` (an error chain would print
+/// the cause twice).
 #[derive(Debug, thiserror::Error)]
-#[error("listener {listener:?}: cannot listen on {bind}: {source}")]
+#[error("listener {listener:?}: cannot listen on {bind}: {error}")]
 pub struct BindError {
     pub listener: String,
     pub bind: SocketAddr,
-    #[source]
-    pub source: std::io::Error,
+    pub error: std::io::Error,
 }
 
 impl Snapshot {
@@ -89,10 +91,10 @@ impl Snapshot {
             let sockets = match prev.and_then(|p| p.listener_at(l.bind)) {
                 Some(old) if !old.sockets.is_closed() => Arc::clone(&old.sockets),
                 _ => Arc::new(ListenerSockets::open(l.bind, workers, l.freebind).map_err(
-                    |source| BindError {
+                    |error| BindError {
                         listener: l.name.clone(),
                         bind: l.bind,
-                        source,
+                        error,
                     },
                 )?),
             };

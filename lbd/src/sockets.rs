@@ -27,7 +27,12 @@ pub struct ListenerSockets {
 impl ListenerSockets {
     /// Opens `workers` sockets bound to `bind` in one SO_REUSEPORT group.
     /// `freebind`: bind even if `bind`'s address is not on this host yet.
+    ///
+    /// Refuses an address another socket is listening on already (another
+    /// lbd with the same config, a HAProxy): SO_REUSEPORT would otherwise
+    /// let both processes share it silently and split its connections.
     pub fn open(bind: SocketAddr, workers: usize, freebind: bool) -> io::Result<Self> {
+        refuse_if_listened_on(bind, freebind)?;
         let per_worker = (0..workers.max(1))
             .map(|_| open_one(bind, freebind))
             .collect::<io::Result<Vec<_>>>()?;
@@ -62,10 +67,26 @@ impl ListenerSockets {
     }
 }
 
-fn open_one(bind: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
+/// Binds `bind` once without SO_REUSEPORT and lets go at once: that fails
+/// with EADDRINUSE exactly when some socket is listening there (SO_REUSEADDR
+/// still allows connections in TIME_WAIT and closed listeners of our own).
+fn refuse_if_listened_on(bind: SocketAddr, freebind: bool) -> io::Result<()> {
+    let probe = unshared_socket(bind, freebind)?;
+    match probe.bind(&bind.into()) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "address already in use by another process (another lbd with this config, or a \
+             HAProxy?); lbd does not share a listening address",
+        )),
+        other => other,
+    }
+}
+
+/// A TCP socket for `bind` with SO_REUSEADDR (and the v6-only and freebind
+/// options), not yet bound.
+fn unshared_socket(bind: SocketAddr, freebind: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(bind), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     if bind.is_ipv6() {
         // `[::]:80` and `0.0.0.0:80` are separate listeners.
         socket.set_only_v6(true)?;
@@ -75,6 +96,12 @@ fn open_one(bind: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
     } else if freebind {
         socket.set_freebind(true)?;
     }
+    Ok(socket)
+}
+
+fn open_one(bind: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
+    let socket = unshared_socket(bind, freebind)?;
+    socket.set_reuse_port(true)?;
     socket.bind(&bind.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())

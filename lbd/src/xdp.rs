@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
@@ -55,12 +54,10 @@ pub struct XdpStatus {
     pub drops: Vec<(&'static str, u64)>,
 }
 
-/// Starts the loop; it runs for the life of the process.
+/// Starts the loop; it runs for the life of the process. A panic restarts
+/// it (the program is detached with it and attached again).
 pub fn spawn(shared: Arc<Shared>) -> std::io::Result<()> {
-    thread::Builder::new()
-        .name("lbd-xdp".into())
-        .spawn(move || run(&shared))
-        .map(drop)
+    crate::service::spawn_restarting("lbd-xdp", move || run(&shared)).map(drop)
 }
 
 /// The attached program and what it was last told.

@@ -102,7 +102,8 @@ fn set_choice(slot: &mut String, value: &str, allowed: &[&str]) -> bool {
 }
 
 fn set_duration(slot: &mut String, value: &str) -> bool {
-    let ok = humantime::parse_duration(value).is_ok_and(|d| !d.is_zero());
+    let ok = humantime::parse_duration(value)
+        .is_ok_and(|d| !d.is_zero() && d <= lbd::config::validate::MAX_DURATION);
     if ok {
         *slot = value.to_owned();
     }
@@ -157,6 +158,14 @@ mod tests {
                 "annotation lbd.io/health-rise: \"11\" is not valid; the default is used",
             ]
         );
+    }
+
+    #[test]
+    fn durations_past_lbds_limit_are_not_used() {
+        let a = annotations(&[("lbd.io/health-interval", "18446744073709551615s")]);
+        let (s, problems) = parse(Some(&a));
+        assert_eq!(s.interval, Settings::default().interval);
+        assert_eq!(problems.len(), 1, "{problems:?}");
     }
 
     #[test]

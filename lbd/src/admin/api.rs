@@ -93,7 +93,18 @@ pub fn parse_config(body: &[u8], toml: bool) -> Result<Config, ApiError> {
             other => ApiError::new(400, other.to_string()),
         });
     }
-    let file: ConfigFile = serde_json::from_str(text)
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::new(400, format!("pushed config: {e}")))?;
+    // serde would take an array as a struct's fields in order
+    // (`[{...}, {...}]` as [global], [admin]): only an object is a config.
+    if !value.is_object() {
+        return Err(ApiError::new(
+            400,
+            "pushed config: the JSON document must be an object ({\"listener\": [...], ...}), \
+             the running config stays",
+        ));
+    }
+    let file: ConfigFile = serde_json::from_value(value)
         .map_err(|e| ApiError::new(400, format!("pushed config: {e}")))?;
     config::validate(&file).map_err(invalid)
 }
@@ -115,8 +126,19 @@ fn invalid(errors: Vec<config::ConfigError>) -> ApiError {
     }
 }
 
-/// `PUT /api/config`.
+/// `PUT /api/config`. A config without `[admin]` is refused: applying it
+/// would shut down the admin server the request came through, and nothing
+/// could be pushed after it (SIGHUP with a file can still remove it).
 pub fn replace_config(server: &Server, config: Config) -> Result<Applied, ApiError> {
+    if config.admin.is_none() {
+        server.note_rejected_reload();
+        return Err(ApiError::new(
+            400,
+            "refused: the pushed config has no [admin], so applying it would stop the admin \
+             server this request came through; the running config stays (to remove [admin], \
+             edit the config file and send SIGHUP)",
+        ));
+    }
     Ok(server.reload(config)?.into())
 }
 

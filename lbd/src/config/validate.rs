@@ -45,9 +45,19 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            // About the config as a whole.
+            return f.write_str(&self.reason);
+        }
         write!(f, "{}: {}", self.path, self.reason)
     }
 }
+
+/// Why an empty config is refused: an empty or truncated file (read while
+/// being written) or an empty pushed document would otherwise remove every
+/// listener and the admin server.
+pub const EMPTY_CONFIG: &str = "empty config: it sets nothing (no [global], [admin], [xdp], \
+     [[listener]] or [[pool]]); an empty or truncated file is refused";
 
 /// Largest accepted `connection_limit`.
 pub const MAX_CONNECTION_LIMIT: u32 = 10_000_000;
@@ -125,6 +135,12 @@ pub const fn proxy_protocol_name(version: ProxyProtocol) -> &'static str {
 /// Checks `file` and builds the typed [`Config`], or returns every problem
 /// found, in file order.
 pub fn validate(file: &ConfigFile) -> Result<Config, Vec<ConfigError>> {
+    if *file == ConfigFile::default() {
+        return Err(vec![ConfigError {
+            path: String::new(),
+            reason: EMPTY_CONFIG.to_owned(),
+        }]);
+    }
     let mut errors = Vec::new();
 
     let global = validate_global(file.global.as_ref(), &mut errors);
@@ -1190,8 +1206,13 @@ where
     }
 }
 
+/// The longest duration any field accepts: 30 days. Longer ones are
+/// surely mistakes, and near the top of the range an `Instant` plus the
+/// duration would overflow (HAProxy caps its timeouts at about 24.8 days).
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// An optional duration field (`"30s"`, `"500ms"`, `"2m"`) that must be
-/// greater than zero; `default` when absent.
+/// greater than zero and at most [`MAX_DURATION`]; `default` when absent.
 fn duration_field(
     scope: &mut Scope,
     field: &str,
@@ -1204,6 +1225,13 @@ fn duration_field(
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => {
             scope.error(format!("{field} {text:?} must be greater than zero"));
+            None
+        }
+        Ok(duration) if duration > MAX_DURATION => {
+            scope.error(format!(
+                "{field} {text:?} is too long (at most {})",
+                humantime::format_duration(MAX_DURATION)
+            ));
             None
         }
         Ok(duration) => Some(duration),
@@ -1427,8 +1455,11 @@ algorithm = "source_ip"
     }
 
     #[test]
-    fn empty_file_is_valid_with_default_global() {
-        let config = valid("");
+    fn empty_config_is_refused_and_a_bare_global_is_valid() {
+        for text in ["", "\n\n", "# only a comment\n"] {
+            assert_eq!(invalid(text), [EMPTY_CONFIG], "{text:?}");
+        }
+        let config = valid("[global]\n");
         assert_eq!(config.global.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
         assert!(config.listeners.is_empty() && config.pools.is_empty());
     }
@@ -1777,6 +1808,40 @@ port = 80
     }
 
     #[test]
+    fn durations_are_bounded() {
+        const HUGE: &str = "18446744073709551615s";
+        for field in ["client_idle", "member_connect", "member_idle"] {
+            assert_eq!(
+                invalid(&listener_with(&format!("{field} = \"{HUGE}\""))),
+                [format!(
+                    "listener \"l\": {field} \"{HUGE}\" is too long (at most 30days)"
+                )]
+            );
+        }
+        assert_eq!(
+            invalid(&format!("[global]\ndrain_timeout = \"{HUGE}\"\n")),
+            [format!(
+                "global: drain_timeout \"{HUGE}\" is too long (at most 30days)"
+            )]
+        );
+        for field in ["interval", "timeout"] {
+            let errors = invalid(&format!(
+                "[[pool]]\nname = \"p\"\n[pool.health]\n{field} = \"31days\"\n"
+            ));
+            assert!(
+                errors.contains(&format!(
+                    "pool \"p\": health: {field} \"31days\" is too long (at most 30days)"
+                )),
+                "{errors:?}"
+            );
+        }
+        let longest = listener_with(
+            "client_idle = \"30days\"\nmember_connect = \"30days\"\nmember_idle = \"720h\"",
+        );
+        assert_eq!(valid(&longest).listeners[0].client_idle, MAX_DURATION);
+    }
+
+    #[test]
     fn durations_accept_humantime_forms() {
         let text = listener_with(
             "client_idle = \"1h 2m 3s\"\nmember_connect = \"1.5s\"\nmember_idle = \"250ms\"",
@@ -1915,7 +1980,13 @@ port = -9223372036854775808
 weight = 9223372036854775807
 "#;
         let errors = invalid(text);
-        assert_eq!(errors.len(), 14, "{errors:#?}");
+        assert_eq!(errors.len(), 15, "{errors:#?}");
+        assert!(
+            errors.iter().any(|e| e.starts_with(
+                "listener #1: member_idle \"18446744073709551615s 999999999ns\" is too long"
+            )),
+            "{errors:#?}"
+        );
         assert!(errors.iter().any(|e| e == "listener #1: name \"\\0\\n\" contains '\\0'; only ASCII letters, digits, '_', '.', ':' and '-' are allowed"), "{errors:#?}");
     }
 
@@ -1969,7 +2040,7 @@ weight = 9223372036854775807
         for (i, (duration, proxy)) in [
             (Duration::new(1, 1), None),
             (
-                Duration::new(31_557_600 * 3 + 2_630_016 + 86_399, 999_999_999),
+                Duration::new(29 * 86_400 + 86_399, 999_999_999),
                 Some(ProxyProtocol::V2),
             ),
             (Duration::from_nanos(1), Some(ProxyProtocol::V1)),
@@ -2177,7 +2248,7 @@ weight = 9223372036854775807
 
     #[test]
     fn admin_section() {
-        let none = valid("");
+        let none = valid("[global]\n");
         assert_eq!(none.admin, None);
         let default = valid("[admin]\n").admin.expect("admin");
         assert_eq!(default.bind, AdminBind::Tcp(DEFAULT_ADMIN_BIND));

@@ -17,15 +17,23 @@ use crate::state::{now_ms, LogLimiter, MemberState, Transition};
 use super::probe::Probe;
 
 /// Starts the health-check thread. It follows every snapshot `shared`
-/// publishes and runs for the life of the process.
+/// publishes and runs for the life of the process; a panic restarts it
+/// (and every check task with it).
 pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("lbd-health".to_owned())
-        .spawn(move || runtime.block_on(supervise(shared)))
+    crate::service::spawn_restarting("lbd-health", move || {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(supervise(Arc::clone(&shared))),
+            Err(e) => panic!("cannot start the health-check runtime: {e}"),
+        }
+    })
 }
+
+/// How often the supervisor looks for check tasks that ended by a panic
+/// (a task never ends otherwise), besides every config change.
+const TASK_WATCH: Duration = Duration::from_secs(1);
 
 /// One running check task.
 struct Running {
@@ -41,14 +49,20 @@ impl Drop for Running {
     }
 }
 
-/// Keeps the set of check tasks equal to what the current snapshot wants.
+/// Keeps the set of check tasks equal to what the current snapshot wants,
+/// restarting any that a panic ended.
 async fn supervise(shared: Arc<Shared>) {
     let mut changed = shared.subscribe();
     let mut running: HashMap<Arc<str>, Running> = HashMap::new();
+    let mut watch = tokio::time::interval(TASK_WATCH);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         sync_tasks(&shared.snapshot(), &mut running);
-        if changed.changed().await.is_err() {
-            return;
+        tokio::select! {
+            result = changed.changed() => if result.is_err() {
+                return;
+            },
+            _ = watch.tick() => {}
         }
     }
 }
@@ -67,10 +81,17 @@ fn sync_tasks(snap: &Snapshot, running: &mut HashMap<Arc<str>, Running>) {
         for m in &pool.members {
             wanted.insert(Arc::clone(&m.label));
             let target = m.cfg.check_addr();
-            let unchanged = running.get(&m.label).is_some_and(|r| {
-                r.check == *check && r.target == target && Arc::ptr_eq(&r.state, &m.state)
-            });
-            if unchanged {
+            let (unchanged, ended) = match running.get(&m.label) {
+                Some(r) => (
+                    r.check == *check && r.target == target && Arc::ptr_eq(&r.state, &m.state),
+                    r.task.is_finished(),
+                ),
+                None => (false, false),
+            };
+            if ended {
+                // The panic itself was logged where it happened.
+                error!(member = %m.label, "health checks of {} stopped by a panic; restarting them", m.label);
+            } else if unchanged {
                 continue;
             }
             let probe = probe.get_or_insert_with(|| {
