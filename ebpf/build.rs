@@ -7,6 +7,9 @@
 //! missing toolchain is a build error instead. A C compile error with the
 //! toolchain present is always a build error.
 //!
+//! The script runs again when clang or the headers change, or appear (see
+//! `watch_toolchain`).
+//!
 //! Environment: `LBD_EBPF_CLANG` (clang binary, default: `clang`, then
 //! `clang-22` .. `clang-14`), `LBD_EBPF_REQUIRE`, `LBD_EBPF_CFLAGS` (extra
 //! flags, whitespace-separated).
@@ -28,7 +31,12 @@ fn main() {
         println!("cargo::rerun-if-changed={src}");
     }
     println!("cargo::rerun-if-changed=bpf/xdp_lb.h");
-    for var in ["LBD_EBPF_CLANG", "LBD_EBPF_REQUIRE", "LBD_EBPF_CFLAGS"] {
+    for var in [
+        "LBD_EBPF_CLANG",
+        "LBD_EBPF_REQUIRE",
+        "LBD_EBPF_CFLAGS",
+        "PATH",
+    ] {
         println!("cargo::rerun-if-env-changed={var}");
     }
 
@@ -36,7 +44,9 @@ fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let require = env::var("LBD_EBPF_REQUIRE").is_ok_and(|v| !v.is_empty() && v != "0");
 
-    match toolchain() {
+    let found = toolchain();
+    watch_toolchain(found.as_ref().ok());
+    match found {
         Ok(tc) => {
             for (src, obj) in PROGRAMS {
                 compile(&tc, &manifest.join(src), &out_dir.join(obj));
@@ -66,6 +76,60 @@ fn main() {
 struct Toolchain {
     clang: String,
     flags: Vec<String>,
+}
+
+/// The libbpf and kernel headers the programs include.
+const HEADERS: &[&str] = &["bpf/bpf_helpers.h", "linux/bpf.h"];
+
+/// Makes cargo run this script again when the toolchain changes: the
+/// clang binary and the headers it uses when found; when something is
+/// missing, whatever changes when it is installed (the package database
+/// and the `PATH` directories), so that an lbd built before
+/// `apt-get install clang libbpf-dev` gets the XDP programs at the next
+/// build instead of staying without them.
+fn watch_toolchain(found: Option<&Toolchain>) {
+    let Some(tc) = found else {
+        for path in ["/var/lib/dpkg/status"] {
+            if Path::new(path).exists() {
+                println!("cargo::rerun-if-changed={path}");
+            }
+        }
+        for dir in env::split_paths(&env::var_os("PATH").unwrap_or_default()) {
+            if dir.is_dir() {
+                println!("cargo::rerun-if-changed={}", dir.display());
+            }
+        }
+        return;
+    };
+    if let Some(path) = which(&tc.clang) {
+        println!("cargo::rerun-if-changed={}", path.display());
+    }
+    let mut include_dirs = vec![PathBuf::from("/usr/include")];
+    include_dirs.extend(
+        tc.flags
+            .iter()
+            .filter_map(|f| f.strip_prefix("-I"))
+            .map(PathBuf::from),
+    );
+    for header in HEADERS {
+        if let Some(path) = include_dirs
+            .iter()
+            .map(|d| d.join(header))
+            .find(|p| p.is_file())
+        {
+            println!("cargo::rerun-if-changed={}", path.display());
+        }
+    }
+}
+
+/// Where `program` is found on `PATH` (or itself, when it is a path).
+fn which(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    env::split_paths(&env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
 }
 
 /// Finds clang and the libbpf headers; `Err` says what is missing.

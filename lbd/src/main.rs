@@ -14,7 +14,11 @@ use lbd::runtime::{self, RuntimeChoice};
 use lbd::server::Server;
 
 #[derive(Parser)]
-#[command(name = "lbd", version, about = "L4 (TCP) load balancer on io_uring")]
+#[command(
+    name = "lbd",
+    version = lbd::xdp::VERSION_TEXT,
+    about = "L4 (TCP) load balancer on io_uring"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -208,9 +212,10 @@ fn demo_config(bind: std::net::SocketAddr, admin: std::net::SocketAddr) -> anyho
 
 fn log_started(config: &Config, workers: usize, runtime: &str) {
     info!(
-        "lbd {} started: pid {}, {workers} worker(s), runtime {runtime}",
+        "lbd {} started: pid {}, {workers} worker(s), runtime {runtime}, {}",
         env!("CARGO_PKG_VERSION"),
-        std::process::id()
+        std::process::id(),
+        lbd::xdp::BUILD_NOTE
     );
     for l in &config.listeners {
         let members = config.pool(&l.pool).map_or(0, |p| p.members.len());

@@ -54,6 +54,26 @@ pub struct XdpStatus {
     pub drops: Vec<(&'static str, u64)>,
 }
 
+/// Whether this lbd was built with the XDP programs, for `lbd --version`
+/// and the startup line: built without clang or the libbpf headers, lbd
+/// runs but cannot attach the fast path.
+pub const BUILD_NOTE: &str = if lbd_ebpf::built() {
+    "XDP fast path: built in"
+} else {
+    "XDP fast path: NOT built (clang or libbpf-dev were missing at build time; \
+     install them and rebuild)"
+};
+
+/// `lbd --version`: the version and [`BUILD_NOTE`].
+pub const VERSION_TEXT: &str = if lbd_ebpf::built() {
+    concat!(env!("CARGO_PKG_VERSION"), " (XDP fast path: built in)")
+} else {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (XDP fast path: NOT built: clang or libbpf-dev were missing at build time)"
+    )
+};
+
 /// Starts the loop; it runs for the life of the process. A panic restarts
 /// it (the program is detached with it and attached again).
 pub fn spawn(shared: Arc<Shared>) -> std::io::Result<()> {

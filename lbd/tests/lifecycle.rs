@@ -249,6 +249,24 @@ fn lbd_cmd() -> Command {
 }
 
 #[test]
+fn version_says_whether_the_xdp_fast_path_is_built_in() {
+    let out = lbd_cmd().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("lbd 0."), "{text}");
+    let want = if lbd_ebpf::built() {
+        "(XDP fast path: built in)"
+    } else {
+        "(XDP fast path: NOT built: clang or libbpf-dev were missing at build time)"
+    };
+    assert!(text.contains(want), "{text}");
+    // scripts/test builds with LBD_EBPF_REQUIRE=1: the programs must be in.
+    if std::env::var("LBD_EBPF_REQUIRE").is_ok_and(|v| v == "1") {
+        assert!(lbd_ebpf::built(), "{text}");
+    }
+}
+
+#[test]
 fn check_config_prints_every_error_with_its_path() {
     let dir = scratch_dir();
     let bad = dir.join("bad.toml");
