@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::apiserver::{http_get, http_get_once, tls_connect, ApiServer, SilentServer};
+use common::haproxy::Haproxy;
 use common::*;
 
 /// Checks every 200 ms: fast enough for tests, slow enough that a test can
@@ -455,19 +456,74 @@ impl Traffic {
     }
 }
 
-/// Waits (bounded by `within`) until `needle` is in lbd's log; returns how
-/// long that took, or panics with the log.
-async fn log_within(lbd: &Lbd, needle: &str, within: Duration) -> Duration {
+/// Waits (bounded by `within`) until each side has logged its line
+/// `which` picks (polled together, so each time is measured from now);
+/// returns how long each took, or panics with the slow side's log.
+async fn all_logged_within(
+    sides: &[UnderTest<'_>],
+    which: for<'s> fn(&'s UnderTest<'_>) -> &'s str,
+    within: Duration,
+) -> Vec<Duration> {
     let start = Instant::now();
-    while !lbd.log().contains(needle) {
-        assert!(
-            start.elapsed() < within,
-            "{needle:?} not logged within {within:?}; log:\n{}",
-            lbd.log()
-        );
+    let mut took: Vec<Option<Duration>> = vec![None; sides.len()];
+    while took.iter().any(Option::is_none) {
+        for (side, took) in sides.iter().zip(took.iter_mut()) {
+            if took.is_none() && (side.log)().contains(which(side)) {
+                *took = Some(start.elapsed());
+            }
+            assert!(
+                took.is_some() || start.elapsed() < within,
+                "{}: {:?} not logged within {within:?}; log:\n{}",
+                side.name,
+                which(side),
+                (side.log)()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    start.elapsed()
+    took.into_iter().flatten().collect()
+}
+
+/// One load balancer in the comparison: where clients connect, its two
+/// members ("b" is the one whose `/readyz` fails), how it logs b's
+/// transitions.
+struct UnderTest<'a> {
+    name: &'static str,
+    bind: SocketAddr,
+    servers: Vec<ApiServer>,
+    log: Box<dyn Fn() -> String + 'a>,
+    down: String,
+    up: String,
+}
+
+/// Two members for one load balancer, plain or TLS (one certificate).
+async fn member_pair(tls: bool) -> Vec<ApiServer> {
+    if tls {
+        ApiServer::start_tls_sharing_a_certificate(&["a", "b"]).await
+    } else {
+        api_servers(&["a", "b"]).await
+    }
+}
+
+/// The HAProxy twin of lbd's config: `mode tcp`, round robin, the same
+/// check (`option httpchk`, `check-ssl` for https) every 500 ms.
+fn haproxy_config(bind: SocketAddr, servers: &[ApiServer], tls: bool) -> String {
+    let ssl = if tls { " check-ssl verify none" } else { "" };
+    let mut text = format!(
+        "global\n  maxconn 1000\n\
+         defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 50s\n  \
+         timeout server 50s\n  timeout check 400ms\n\
+         listen api\n  bind {bind}\n  balance roundrobin\n  option httpchk GET /readyz\n  \
+         default-server inter 500ms fall 2 rise 2\n"
+    );
+    for server in servers {
+        text.push_str(&format!(
+            "  server {} {} check{ssl}\n",
+            server.tag,
+            server.addr()
+        ));
+    }
+    text
 }
 
 /// A member whose `/readyz` fails while steady traffic keeps connecting to
@@ -476,16 +532,16 @@ async fn log_within(lbd: &Lbd, needle: &str, within: Duration) -> Duration {
 /// goes down within `fall` intervals plus one and then gets no new
 /// connection; `rise` passed checks bring it back. `tls`: members speak
 /// TLS and the check is `https`.
+///
+/// HAProxy, the oracle, runs the same scenario side by side (its own two
+/// members, the same check and traffic) and must behave the same.
 async fn readyz_503_under_traffic(rt: &str, tls: bool) {
-    let s = if tls {
-        ApiServer::start_tls_sharing_a_certificate(&["a", "b"]).await
-    } else {
-        api_servers(&["a", "b"]).await
-    };
-    let ca = s[0].ca_pem_path();
-    let bind = free_addr();
     let interval = Duration::from_millis(500);
     let (fall, rise) = (2u32, 2u32);
+
+    let servers = member_pair(tls).await;
+    let ca = servers[0].ca_pem_path();
+    let bind = free_addr();
     let mut health = format!(
         "type = \"{}\"\npath = \"/readyz\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\n\
          fall = {fall}\nrise = {rise}\n",
@@ -497,62 +553,117 @@ async fn readyz_503_under_traffic(rt: &str, tls: bool) {
             ca.display()
         ));
     }
-    let members: Vec<String> = s.iter().map(|s| member_at(s.addr())).collect();
+    let members: Vec<String> = servers.iter().map(|s| member_at(s.addr())).collect();
     let lbd = Lbd::start(rt, 2, &config(bind, &health, &members)).await;
-    for server in &s {
+    for server in &servers {
         lbd.wait_for_log(&checked_up(server.addr()), 1).await;
     }
-    let traffic = Traffic::start(bind, 6, ca.clone());
+    let ha_servers = member_pair(tls).await;
+    let ha_bind = free_addr();
+    let haproxy = Haproxy::start(&haproxy_config(ha_bind, &ha_servers, tls), ha_bind).await;
+    let b = servers[1].addr();
+    let mut sides = vec![UnderTest {
+        name: "lbd",
+        bind,
+        servers,
+        log: Box::new(|| lbd.log()),
+        down: went_down(b),
+        up: went_up(b),
+    }];
 
-    // Both members take traffic.
-    let deadline = Instant::now() + WAIT;
-    while s[1].data_requests() < 5 || s[0].data_requests() < 5 {
-        assert!(
-            Instant::now() < deadline,
-            "traffic does not reach both members"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if let Some(haproxy) = &haproxy {
+        sides.push(UnderTest {
+            name: "haproxy",
+            bind: ha_bind,
+            servers: ha_servers,
+            log: Box::new(|| haproxy.log()),
+            down: "Server api/b is DOWN".to_owned(),
+            up: "Server api/b is UP".to_owned(),
+        });
     }
 
-    s[1].set_ready(false);
+    let traffic: Vec<Traffic> = sides
+        .iter()
+        .map(|side| Traffic::start(side.bind, 6, side.servers[0].ca_pem_path()))
+        .collect();
+    // Both members of each take traffic.
+    let deadline = Instant::now() + WAIT;
+    for side in &sides {
+        while side.servers.iter().any(|s| s.data_requests() < 5) {
+            assert!(
+                Instant::now() < deadline,
+                "{}: traffic does not reach both members",
+                side.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // Every member passed a few checks: each load balancer knows it up
+    // (a server HAProxy has just added goes down at its first failure,
+    // like an unconfirmed member of lbd's).
+    for side in &sides {
+        for server in &side.servers {
+            server.wait_health_answers(200, 3).await;
+        }
+    }
+    for side in &sides {
+        side.servers[1].set_ready(false);
+    }
     let bound = interval * (fall + 1) + Duration::from_millis(700);
-    let took = log_within(&lbd, &went_down(s[1].addr()), bound).await;
+    let took = all_logged_within(&sides, |s| &s.down, bound).await;
     // In flight at that moment may still arrive; after that, nothing.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let at_down = s[1].data_requests();
+    let at_down: Vec<usize> = sides.iter().map(|s| s.servers[1].data_requests()).collect();
     tokio::time::sleep(interval * 4).await;
-    assert_eq!(
-        s[1].data_requests(),
-        at_down,
-        "a member down by its check got new connections"
-    );
-
-    s[1].set_ready(true);
-    log_within(
-        &lbd,
-        &went_up(s[1].addr()),
-        interval * (rise + 1) + Duration::from_millis(700),
-    )
-    .await;
-    let deadline = Instant::now() + WAIT;
-    while s[1].data_requests() < at_down + 5 {
-        assert!(Instant::now() < deadline, "back up, but no traffic");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    for (side, at_down) in sides.iter().zip(&at_down) {
+        assert_eq!(
+            side.servers[1].data_requests(),
+            *at_down,
+            "{}: a member down by its check got new connections",
+            side.name
+        );
     }
 
-    let (answered, rate, failures) = traffic.stop().await;
-    assert!(failures.is_empty(), "client-visible failures: {failures:?}");
-    assert!(
-        rate >= 20.0,
-        "traffic was not steady: {answered} answers, {rate:.1}/s"
-    );
+    for side in &sides {
+        side.servers[1].set_ready(true);
+    }
+    let bound = interval * (rise + 1) + Duration::from_millis(700);
+    all_logged_within(&sides, |s| &s.up, bound).await;
+    let deadline = Instant::now() + WAIT;
+    for (side, at_down) in sides.iter().zip(&at_down) {
+        while side.servers[1].data_requests() < at_down + 5 {
+            assert!(
+                Instant::now() < deadline,
+                "{}: back up, but no traffic",
+                side.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    for (side, traffic) in sides.iter().zip(traffic) {
+        let (answered, rate, failures) = traffic.stop().await;
+        assert!(
+            failures.is_empty(),
+            "{}: client-visible failures: {failures:?}",
+            side.name
+        );
+        assert!(
+            rate >= 20.0,
+            "{}: traffic was not steady: {answered} answers, {rate:.1}/s",
+            side.name
+        );
+        eprintln!("{}: {answered} answers at {rate:.1}/s", side.name);
+    }
     let log = lbd.log();
     assert!(
         !log.contains("reachable again"),
         "no connect failed, none may be reported:\n{log}"
     );
-    assert_eq!(log.matches(&went_down(s[1].addr())).count(), 1, "{log}");
-    eprintln!("down after {took:?}; {answered} answers at {rate:.1}/s");
+    assert_eq!(log.matches(&went_down(b)).count(), 1, "{log}");
+    let names: Vec<&str> = sides.iter().map(|s| s.name).collect();
+    eprintln!("down after: {names:?} {took:?}");
 }
 
 async fn readyz_503_takes_member_out_under_traffic(rt: &str) {

@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod apiserver;
+pub mod haproxy;
 pub mod tools;
 
 use std::io;
