@@ -154,7 +154,9 @@ fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
         socket.set_only_v6(true)?;
     }
     socket.bind(&addr.into())?;
-    socket.listen(128)?;
+    // Room for a burst of connections while the accept loop catches up: a
+    // full queue drops SYNs, and a retried SYN costs a client a second.
+    socket.listen(1024)?;
     Ok(socket.into())
 }
 
