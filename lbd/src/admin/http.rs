@@ -11,30 +11,27 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::api::{self, ApiError};
+use super::limit::{Phase, Slot, Tracker, BODY_TIMEOUT};
 use super::stats::{RateTracker, Stats};
+use super::watched::Watched;
 use super::{csv, metrics, page};
 use crate::server::Server;
 
 /// Largest accepted request body (a pushed config).
 const MAX_BODY: usize = 16 * 1024 * 1024;
-/// Admin connections served at once; more wait in the accept queue.
-const MAX_CONNECTIONS: usize = 64;
-/// Time for a client to send its request head (and finish a TLS handshake).
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +52,6 @@ pub struct Context {
     pub local_bind: bool,
     /// Serializes read-modify-write changes of the running config.
     pub writes: Mutex<()>,
-    limit: Arc<Semaphore>,
 }
 
 impl Context {
@@ -66,40 +62,58 @@ impl Context {
             token,
             local_bind,
             writes: Mutex::new(()),
-            limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         }
     }
 }
 
-/// Serves one accepted connection (TLS first when `tls` is set).
-pub async fn serve<S>(stream: S, ctx: Arc<Context>, role: Role, tls: Option<TlsAcceptor>)
-where
+/// Serves one accepted connection (TLS first when `tls` is set) until it
+/// ends or its limiter closes it (timeout or eviction); the slot is
+/// released when this returns.
+pub async fn serve<S>(
+    stream: S,
+    ctx: Arc<Context>,
+    role: Role,
+    tls: Option<TlsAcceptor>,
+    slot: Slot,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Ok(_permit) = Arc::clone(&ctx.limit).acquire_owned().await else {
-        return;
+    let tracker = slot.tracker();
+    let stream = Watched::new(stream, tracker.clone());
+    let work = async move {
+        match tls {
+            None => serve_http(stream, ctx, role, tracker).await,
+            // The limiter bounds the handshake like a request head.
+            Some(acceptor) => match acceptor.accept(stream).await {
+                Ok(stream) => serve_http(stream, ctx, role, tracker).await,
+                Err(e) => debug!("admin: TLS handshake failed: {e}"),
+            },
+        }
     };
-    match tls {
-        None => serve_http(stream, ctx, role).await,
-        Some(acceptor) => match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => serve_http(stream, ctx, role).await,
-            Ok(Err(e)) => debug!("admin: TLS handshake failed: {e}"),
-            Err(_) => debug!("admin: TLS handshake timed out"),
-        },
+    tokio::select! {
+        () = work => {}
+        why = slot.closed() => debug!("admin: connection closed: {why}"),
     }
 }
 
-async fn serve_http<S>(stream: S, ctx: Arc<Context>, role: Role)
+async fn serve_http<S>(stream: S, ctx: Arc<Context>, role: Role, tracker: Tracker)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req| {
         let ctx = Arc::clone(&ctx);
-        async move { Ok::<_, Infallible>(route(req, &ctx, role).await) }
+        let tracker = tracker.clone();
+        tracker.set(Phase::Busy);
+        async move {
+            let reply = route(req, &ctx, role, &tracker).await;
+            tracker.set(Phase::Idle);
+            Ok::<_, Infallible>(reply)
+        }
     });
+    // hyper's own header timer would also cut keep-alive idle time to the
+    // head timeout; the limiter times each phase instead.
     let result = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
+        .header_read_timeout(None)
         .serve_connection(TokioIo::new(stream), service)
         .await;
     if let Err(e) = result {
@@ -109,7 +123,7 @@ where
 
 type Reply = Response<Full<Bytes>>;
 
-async fn route(req: Request<Incoming>, ctx: &Context, role: Role) -> Reply {
+async fn route(req: Request<Incoming>, ctx: &Context, role: Role, conn: &Tracker) -> Reply {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -139,10 +153,10 @@ async fn route(req: Request<Incoming>, ctx: &Context, role: Role) -> Reply {
             403,
             "the runtime API is not served on stats_bind; use the admin bind",
         )),
-        (_, ["api", "config"]) => config_route(req, ctx).await,
+        (_, ["api", "config"]) => config_route(req, ctx, conn).await,
         (_, ["api", "pools", pool, "members", address]) => {
             let (pool, address) = (pool.to_string(), address.to_string());
-            member_route(req, ctx, &pool, &address).await
+            member_route(req, ctx, conn, &pool, &address).await
         }
         (_, [""] | ["stats.json"] | ["stats.csv"] | ["metrics"] | ["healthz"]) => error(
             &ApiError::new(405, format!("{method} is not allowed on {path}")),
@@ -151,7 +165,7 @@ async fn route(req: Request<Incoming>, ctx: &Context, role: Role) -> Reply {
     }
 }
 
-async fn config_route(req: Request<Incoming>, ctx: &Context) -> Reply {
+async fn config_route(req: Request<Incoming>, ctx: &Context, conn: &Tracker) -> Reply {
     match *req.method() {
         Method::GET => json(200, &api::running_config(&ctx.server)),
         Method::PUT => {
@@ -160,9 +174,9 @@ async fn config_route(req: Request<Incoming>, ctx: &Context) -> Reply {
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("toml"));
-            let body = match authorized_body(req, ctx).await {
+            let body = match authorized_body(req, ctx, conn).await {
                 Ok(body) => body,
-                Err(e) => return error(&e),
+                Err(e) => return e,
             };
             let _one_at_a_time = ctx.writes.lock().await;
             let result = match api::parse_config(&body, toml) {
@@ -180,7 +194,13 @@ async fn config_route(req: Request<Incoming>, ctx: &Context) -> Reply {
     }
 }
 
-async fn member_route(req: Request<Incoming>, ctx: &Context, pool: &str, address: &str) -> Reply {
+async fn member_route(
+    req: Request<Incoming>,
+    ctx: &Context,
+    conn: &Tracker,
+    pool: &str,
+    address: &str,
+) -> Reply {
     match *req.method() {
         Method::GET => {
             let stats = Stats::collect(ctx.server.shared(), &ctx.rates);
@@ -198,9 +218,9 @@ async fn member_route(req: Request<Incoming>, ctx: &Context, pool: &str, address
             }
         }
         Method::PUT => {
-            let body = match authorized_body(req, ctx).await {
+            let body = match authorized_body(req, ctx, conn).await {
                 Ok(body) => body,
-                Err(e) => return error(&e),
+                Err(e) => return e,
             };
             let _one_at_a_time = ctx.writes.lock().await;
             let result = api::change_member(&ctx.server, pool, address, &body);
@@ -211,8 +231,14 @@ async fn member_route(req: Request<Incoming>, ctx: &Context, pool: &str, address
     }
 }
 
-/// Checks that this request may write, then reads its body (bounded).
-async fn authorized_body(req: Request<Incoming>, ctx: &Context) -> Result<Bytes, ApiError> {
+/// Checks that this request may write, then reads its body, bounded in
+/// size and in time (a body that never completes gets a 408). On an error
+/// the reply to send; it closes the connection when the body was not read.
+async fn authorized_body(
+    req: Request<Incoming>,
+    ctx: &Context,
+    conn: &Tracker,
+) -> Result<Bytes, Reply> {
     match &ctx.token {
         Some(token) => {
             let presented = req
@@ -221,26 +247,51 @@ async fn authorized_body(req: Request<Incoming>, ctx: &Context) -> Result<Bytes,
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
             if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
-                return Err(ApiError::new(
+                return Err(closing(error(&ApiError::new(
                     401,
                     "a valid bearer token is required to write",
-                ));
+                ))));
             }
         }
         None if !ctx.local_bind => {
-            return Err(ApiError::new(
+            return Err(closing(error(&ApiError::new(
                 403,
                 "writes are refused: the admin bind is not loopback or a unix socket, and no \
                  token_file is configured",
-            ))
+            ))))
         }
         None => {}
     }
-    Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map(|collected| collected.to_bytes())
-        .map_err(|e| ApiError::new(400, format!("cannot read the body (at most 16 MiB): {e}")))
+    conn.set(Phase::Body);
+    let read = tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    );
+    let body = read.await;
+    conn.set(Phase::Busy);
+    match body {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) => Err(closing(error(&ApiError::new(
+            400,
+            format!("cannot read the body (at most 16 MiB): {e}"),
+        )))),
+        Err(_) => Err(closing(error(&ApiError::new(
+            408,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )))),
+    }
+}
+
+/// Marks a reply as the last on its connection: the request body it
+/// answers was not (fully) read, so the connection cannot be reused.
+fn closing(mut reply: Reply) -> Reply {
+    reply
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    reply
 }
 
 /// Compares secrets without stopping at the first difference.

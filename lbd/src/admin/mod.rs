@@ -7,17 +7,31 @@
 //! * [`api`] changes the running config through `Server::reload`.
 //! * `http` serves it all over HTTP/1.1 (hyper), optionally TLS.
 //!
+//! * `accept`, `limit` and `watched` keep slow or hostile clients from
+//!   starving the others: each listener has its own connection limit and a
+//!   per-client share, every phase that waits on the client is timed, and a
+//!   full listener closes its longest-waiting connection to admit a new one.
+//!
 //! The listeners follow the config: a reload that changes `[admin]` binds
 //! the new addresses first and only then closes the old ones; if the new
-//! ones cannot be bound, the old ones stay and the error is logged.
+//! ones cannot be bound, the old ones stay and the error is logged. An
+//! address the reload keeps keeps its socket (and its limiter), so a new
+//! token or certificate refuses nothing. The sockets do not use
+//! SO_REUSEPORT: a second lbd on the same admin address fails to start
+//! instead of silently sharing the port.
 
+mod accept;
 pub mod api;
 pub mod csv;
 mod http;
+mod limit;
 pub mod metrics;
 pub mod page;
 pub mod stats;
+mod watched;
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -27,25 +41,44 @@ use tracing::{error, info};
 
 use crate::config::{validate::read_token, Admin, AdminBind};
 use crate::server::Server;
+use accept::Serving;
 use http::{Context, Role};
+use limit::{Limiter, Limits};
 
 /// Listening sockets of one `[admin]` setting, bound but not yet serving.
 struct Bound {
     config: Admin,
     admin: BoundSocket,
-    stats: Option<std::net::TcpListener>,
+    stats: Option<TcpSeat>,
     tls: Option<TlsAcceptor>,
     token: Option<String>,
 }
 
 enum BoundSocket {
-    Tcp(std::net::TcpListener),
-    Unix(std::os::unix::net::UnixListener),
+    Tcp(TcpSeat),
+    Unix(std::os::unix::net::UnixListener, Arc<Limiter>),
 }
 
+/// A TCP listener and its limiter, fresh or kept from the running setting.
+struct TcpSeat {
+    addr: SocketAddr,
+    socket: TcpSocket,
+    limiter: Arc<Limiter>,
+}
+
+enum TcpSocket {
+    /// Bound just now (maybe outside the admin runtime).
+    New(std::net::TcpListener),
+    /// Served already; a reload keeps the address.
+    Kept(Arc<tokio::net::TcpListener>),
+}
+
+/// The TCP listeners being served, by address: what a reload may keep.
+type Held = HashMap<SocketAddr, (Arc<tokio::net::TcpListener>, Arc<Limiter>)>;
+
 /// Binds what `config` asks for (in the calling thread, so errors reach
-/// the caller).
-fn bind(config: &Admin) -> anyhow::Result<Bound> {
+/// the caller), reusing the sockets in `held` for addresses it keeps.
+fn bind(config: &Admin, held: &Held) -> anyhow::Result<Bound> {
     let token = match &config.token_file {
         Some(path) => Some(
             read_token(path)
@@ -61,7 +94,7 @@ fn bind(config: &Admin) -> anyhow::Result<Bound> {
     };
     let admin = match &config.bind {
         AdminBind::Tcp(addr) => BoundSocket::Tcp(
-            tcp_listener(*addr).with_context(|| format!("admin: cannot listen on {addr}"))?,
+            tcp_seat(*addr, held).with_context(|| format!("admin: cannot listen on {addr}"))?,
         ),
         AdminBind::Unix(path) => {
             // A socket file left by a previous run would make bind fail.
@@ -70,15 +103,15 @@ fn bind(config: &Admin) -> anyhow::Result<Bound> {
             {
                 let _ = std::fs::remove_file(path);
             }
-            BoundSocket::Unix(
-                std::os::unix::net::UnixListener::bind(path)
-                    .with_context(|| format!("admin: cannot listen on {}", path.display()))?,
-            )
+            let listener = std::os::unix::net::UnixListener::bind(path)
+                .with_context(|| format!("admin: cannot listen on {}", path.display()))?;
+            let limiter = Limiter::new(format!("unix:{}", path.display()), Limits::default());
+            BoundSocket::Unix(listener, limiter)
         }
     };
     let stats = match config.stats_bind {
         Some(addr) => Some(
-            tcp_listener(addr)
+            tcp_seat(addr, held)
                 .with_context(|| format!("admin: cannot listen on stats_bind {addr}"))?,
         ),
         None => None,
@@ -92,19 +125,38 @@ fn bind(config: &Admin) -> anyhow::Result<Bound> {
     })
 }
 
-/// A listening TCP socket. SO_REUSEPORT lets a reload that keeps the
-/// address (a new token or certificate) bind it again before the old socket
-/// closes.
-fn tcp_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// The listener for `addr`: the one already served there, or a new one.
+fn tcp_seat(addr: SocketAddr, held: &Held) -> std::io::Result<TcpSeat> {
+    Ok(match held.get(&addr) {
+        Some((socket, limiter)) => TcpSeat {
+            addr,
+            socket: TcpSocket::Kept(Arc::clone(socket)),
+            limiter: Arc::clone(limiter),
+        },
+        None => TcpSeat {
+            addr,
+            socket: TcpSocket::New(tcp_listener(addr)?),
+            limiter: Limiter::new(addr.to_string(), Limits::default()),
+        },
+    })
+}
+
+/// A listening TCP socket. No SO_REUSEPORT: that would let another process
+/// bind the same address and take part of the requests; a reload that
+/// keeps the address reuses this socket instead of binding again.
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // Only lets a restart bind over TIME_WAIT leftovers; on Linux it does
+    // not allow two listeners on one address.
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.bind(&addr.into())?;
-    socket.listen(128)?;
+    // Room for a burst of connections while the accept loop catches up: a
+    // full queue drops SYNs, and a retried SYN costs a client a second.
+    socket.listen(1024)?;
     Ok(socket.into())
 }
 
@@ -113,7 +165,7 @@ fn tcp_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpList
 /// reload adds it.
 pub fn spawn(server: Arc<Server>) -> anyhow::Result<()> {
     let initial = match &server.shared().snapshot().config.admin {
-        Some(config) => Some(bind(config)?),
+        Some(config) => Some(bind(config, &Held::new())?),
         None => None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -131,13 +183,21 @@ pub fn spawn(server: Arc<Server>) -> anyhow::Result<()> {
 async fn follow_config(server: Arc<Server>, mut bound: Option<Bound>) {
     let mut changed = server.shared().subscribe();
     let mut current: Option<Admin> = None;
+    let mut held = Held::new();
     let mut serving = JoinSet::new();
     loop {
         if let Some(new) = bound.take() {
             serving.abort_all();
             match start_serving(new, &server, &mut serving) {
-                Ok(config) => current = Some(config),
-                Err(e) => error!("{e:#}"),
+                Ok((config, now_held)) => {
+                    current = Some(config);
+                    held = now_held;
+                }
+                Err(e) => {
+                    error!("{e:#}");
+                    current = None;
+                    held.clear();
+                }
             }
         }
         if changed.changed().await.is_err() {
@@ -150,10 +210,11 @@ async fn follow_config(server: Arc<Server>, mut bound: Option<Bound>) {
         match &wanted {
             None => {
                 serving.abort_all();
+                held.clear();
                 info!("admin server stopped: [admin] was removed");
                 current = None;
             }
-            Some(config) => match bind(config) {
+            Some(config) => match bind(config, &held) {
                 Ok(new) => bound = Some(new),
                 Err(e) => error!("{e:#}; the admin server stays as it was"),
             },
@@ -161,44 +222,40 @@ async fn follow_config(server: Arc<Server>, mut bound: Option<Bound>) {
     }
 }
 
-/// Turns bound sockets into serving tasks. Returns the config it serves.
+/// Turns bound sockets into serving tasks. Returns the config it serves
+/// and its TCP listeners.
 fn start_serving(
     bound: Bound,
     server: &Arc<Server>,
     serving: &mut JoinSet<()>,
-) -> anyhow::Result<Admin> {
+) -> anyhow::Result<(Admin, Held)> {
     let ctx = Arc::new(Context::new(
         Arc::clone(server),
         bound.token,
         bound.config.bind.is_local(),
     ));
     let scheme = if bound.tls.is_some() { "https" } else { "http" };
+    let mut held = Held::new();
+    let with = |role, limiter| Serving {
+        ctx: Arc::clone(&ctx),
+        role,
+        tls: bound.tls.clone(),
+        limiter,
+    };
     match bound.admin {
-        BoundSocket::Tcp(listener) => {
-            listener.set_nonblocking(true)?;
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            serving.spawn(accept_tcp(
-                listener,
-                Arc::clone(&ctx),
-                Role::Admin,
-                bound.tls.clone(),
-            ));
+        BoundSocket::Tcp(seat) => {
+            let (listener, limiter) = into_tokio(seat, &mut held)?;
+            serving.spawn(accept::tcp(listener, with(Role::Admin, limiter)));
         }
-        BoundSocket::Unix(listener) => {
+        BoundSocket::Unix(listener, limiter) => {
             listener.set_nonblocking(true)?;
             let listener = tokio::net::UnixListener::from_std(listener)?;
-            serving.spawn(accept_unix(listener, Arc::clone(&ctx), bound.tls.clone()));
+            serving.spawn(accept::unix(listener, with(Role::Admin, limiter)));
         }
     }
-    if let Some(listener) = bound.stats {
-        listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        serving.spawn(accept_tcp(
-            listener,
-            Arc::clone(&ctx),
-            Role::StatsOnly,
-            bound.tls,
-        ));
+    if let Some(seat) = bound.stats {
+        let (listener, limiter) = into_tokio(seat, &mut held)?;
+        serving.spawn(accept::tcp(listener, with(Role::StatsOnly, limiter)));
     }
     let writes = match (&ctx.token, ctx.local_bind) {
         (Some(_), _) => "writes need the bearer token",
@@ -214,47 +271,25 @@ fn start_serving(
             .map(|a| format!(", read-only stats on {scheme}://{a}"))
             .unwrap_or_default()
     );
-    Ok(bound.config)
+    Ok((bound.config, held))
 }
 
-async fn accept_tcp(
-    listener: tokio::net::TcpListener,
-    ctx: Arc<Context>,
-    role: Role,
-    tls: Option<TlsAcceptor>,
-) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(http::serve(stream, Arc::clone(&ctx), role, tls.clone()));
-            }
-            Err(e) => accept_error(e).await,
+/// The tokio listener of `seat` (registered with this runtime if new),
+/// recorded in `held`.
+fn into_tokio(
+    seat: TcpSeat,
+    held: &mut Held,
+) -> std::io::Result<(Arc<tokio::net::TcpListener>, Arc<Limiter>)> {
+    let listener = match seat.socket {
+        TcpSocket::Kept(listener) => listener,
+        TcpSocket::New(listener) => {
+            listener.set_nonblocking(true)?;
+            Arc::new(tokio::net::TcpListener::from_std(listener)?)
         }
-    }
-}
-
-async fn accept_unix(
-    listener: tokio::net::UnixListener,
-    ctx: Arc<Context>,
-    tls: Option<TlsAcceptor>,
-) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(http::serve(
-                    stream,
-                    Arc::clone(&ctx),
-                    Role::Admin,
-                    tls.clone(),
-                ));
-            }
-            Err(e) => accept_error(e).await,
-        }
-    }
-}
-
-/// Out of descriptors and the like: log, pause, go on.
-async fn accept_error(e: std::io::Error) {
-    error!("admin: accept failed: {e}");
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    held.insert(
+        seat.addr,
+        (Arc::clone(&listener), Arc::clone(&seat.limiter)),
+    );
+    Ok((listener, seat.limiter))
 }
