@@ -36,6 +36,33 @@ async fn a_panicking_health_thread_is_logged_and_restarted(rt: &str) {
     assert!(lbd.exited().is_none());
 }
 
+async fn a_panicking_admin_thread_binds_again_and_serves(rt: &str) {
+    let backend = Backend::start("a", Mode::TaggedEcho).await;
+    let (bind, admin) = (free_addr(), free_addr());
+    let text = format!("[admin]\nbind = \"{admin}\"\n{}", config(bind, &backend));
+    let lbd = Lbd::start_with(rt, 1, &text, |cmd| {
+        cmd.env("LBD_TEST_PANIC", "admin");
+    })
+    .await;
+    lbd.wait_for_log("thread lbd-admin panicked at", 1).await;
+    lbd.wait_for_log("lbd-admin stopped by a panic; restarting it in 1s", 1)
+        .await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Ok((200, body)) = common::apiserver::http_get_once(admin, "/healthz").await {
+            assert_eq!(body, "ok\n");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the admin server did not come back:\n{}",
+            lbd.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(hit(bind).await.expect("serves"), "a");
+}
+
 async fn a_panicking_worker_stops_lbd_with_an_error(rt: &str) {
     let backend = Backend::start("a", Mode::TaggedEcho).await;
     let bind = free_addr();
@@ -62,5 +89,6 @@ async fn a_panicking_worker_stops_lbd_with_an_error(rt: &str) {
 
 on_both_runtimes!(
     a_panicking_health_thread_is_logged_and_restarted,
+    a_panicking_admin_thread_binds_again_and_serves,
     a_panicking_worker_stops_lbd_with_an_error,
 );

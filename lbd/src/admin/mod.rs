@@ -168,19 +168,33 @@ pub fn spawn(server: Arc<Server>) -> anyhow::Result<()> {
         Some(config) => Some(bind(config, &Held::new())?),
         None => None,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the admin runtime")?;
-    std::thread::Builder::new()
-        .name("lbd-admin".to_owned())
-        .spawn(move || runtime.block_on(follow_config(server, initial)))
-        .context("cannot start the admin thread")?;
+    let mut initial = Some(initial);
+    // A panic restarts the thread (its sockets closed with it): it binds
+    // the current `[admin]` again, and until that works it keeps failing
+    // and being restarted with the service back-off.
+    crate::service::spawn_restarting("lbd-admin", move || {
+        let bound = initial.take().unwrap_or_else(|| {
+            let config = server.shared().snapshot().config.admin.clone()?;
+            match bind(&config, &Held::new()) {
+                Ok(bound) => Some(bound),
+                Err(e) => panic!("admin server cannot start again: {e:#}"),
+            }
+        });
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(follow_config(Arc::clone(&server), bound)),
+            Err(e) => panic!("cannot start the admin runtime: {e}"),
+        }
+    })
+    .context("cannot start the admin thread")?;
     Ok(())
 }
 
 /// Serves `bound`, and rebinds whenever a reload changes `[admin]`.
 async fn follow_config(server: Arc<Server>, mut bound: Option<Bound>) {
+    crate::service::injected_panic("admin");
     let mut changed = server.shared().subscribe();
     let mut current: Option<Admin> = None;
     let mut held = Held::new();
