@@ -90,13 +90,19 @@ impl Snapshot {
         for l in &config.listeners {
             let sockets = match prev.and_then(|p| p.listener_at(l.bind)) {
                 Some(old) if !old.sockets.is_closed() => Arc::clone(&old.sockets),
-                _ => Arc::new(ListenerSockets::open(l.bind, workers, l.freebind).map_err(
-                    |error| BindError {
+                _ => Arc::new(
+                    ListenerSockets::open(
+                        l.bind,
+                        workers,
+                        l.freebind,
+                        !prev.is_some_and(|p| p.listens_near(l.bind)),
+                    )
+                    .map_err(|error| BindError {
                         listener: l.name.clone(),
                         bind: l.bind,
                         error,
-                    },
-                )?),
+                    })?,
+                ),
             };
             let state = prev
                 .and_then(|p| p.listeners.iter().find(|o| o.cfg.name == l.name))
@@ -167,6 +173,23 @@ impl Snapshot {
 
     pub fn pool(&self, name: &str) -> Option<&PoolRt> {
         self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// Whether one of this snapshot's own open listeners would make a new
+    /// bind of `bind` look taken (the same port, one side a wildcard of the
+    /// same family): a reload moving a listener from `0.0.0.0:80` to
+    /// `10.0.0.1:80` must not mistake lbd's own socket for another
+    /// process's.
+    pub fn listens_near(&self, bind: SocketAddr) -> bool {
+        self.listeners.iter().any(|l| {
+            let own = l.cfg.bind;
+            !l.sockets.is_closed()
+                && own.port() == bind.port()
+                && own.is_ipv4() == bind.is_ipv4()
+                && (own.ip() == bind.ip()
+                    || own.ip().is_unspecified()
+                    || bind.ip().is_unspecified())
+        })
     }
 }
 

@@ -31,8 +31,17 @@ impl ListenerSockets {
     /// Refuses an address another socket is listening on already (another
     /// lbd with the same config, a HAProxy): SO_REUSEPORT would otherwise
     /// let both processes share it silently and split its connections.
-    pub fn open(bind: SocketAddr, workers: usize, freebind: bool) -> io::Result<Self> {
-        refuse_if_listened_on(bind, freebind)?;
+    /// `check_others`: false when lbd's own open listeners overlap `bind`
+    /// (see `Snapshot::listens_near`); the check would see those.
+    pub fn open(
+        bind: SocketAddr,
+        workers: usize,
+        freebind: bool,
+        check_others: bool,
+    ) -> io::Result<Self> {
+        if check_others {
+            refuse_if_listened_on(bind, freebind)?;
+        }
         let per_worker = (0..workers.max(1))
             .map(|_| open_one(bind, freebind))
             .collect::<io::Result<Vec<_>>>()?;

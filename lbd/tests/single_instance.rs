@@ -106,7 +106,23 @@ async fn a_held_pid_file_refuses_a_second_lbd(rt: &str) {
     assert!(!pid_file.exists(), "removed at exit");
 }
 
+/// lbd's own listener is not "another process": a reload may move a
+/// listener between a specific address and the wildcard of its port.
+async fn a_reload_may_move_a_listener_onto_its_ports_wildcard(rt: &str) {
+    let backend = Backend::start("a", Mode::TaggedEcho).await;
+    let port = free_port();
+    let specific = SocketAddr::from(([127, 0, 0, 1], port));
+    let wildcard = SocketAddr::from(([0, 0, 0, 0], port));
+    let lbd = Lbd::start(rt, 2, &config(specific, &backend)).await;
+    assert_eq!(hit(specific).await.expect("serves"), "a");
+    assert!(lbd.reload(&config(wildcard, &backend)).await, "{}", lbd.log());
+    assert_eq!(hit(specific).await.expect("serves on the wildcard"), "a");
+    assert!(lbd.reload(&config(specific, &backend)).await, "{}", lbd.log());
+    assert_eq!(hit(specific).await.expect("serves again"), "a");
+}
+
 on_both_runtimes!(
+    a_reload_may_move_a_listener_onto_its_ports_wildcard,
     a_second_lbd_on_the_same_addresses_refuses_to_start,
     a_held_pid_file_refuses_a_second_lbd,
 );
