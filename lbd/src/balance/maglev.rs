@@ -1,41 +1,7 @@
-//! Maglev consistent hashing (Eisenbud et al., "Maglev: A Fast and Reliable
-//! Software Network Load Balancer", NSDI 2016), with weights.
-//!
-//! # The table
-//!
-//! A lookup table of [`TABLE_SIZE`] slots (the prime 65 537, whatever the
-//! member count) maps `client_hash % TABLE_SIZE` to a member. Every member has
-//! its own *preference list*, a permutation of all slots derived only from
-//! its key (never from its position in the config):
-//!
-//! ```text
-//! offset = hash64(SEED_OFFSET, key) % M
-//! skip   = hash64(SEED_SKIP,   key) % (M - 1) + 1
-//! slot j = (offset + j * skip) % M          (a permutation because M is prime)
-//! ```
-//!
-//! Members take turns claiming the next still-empty slot of their preference
-//! list until the table is full. Because each member mostly gets its own
-//! favourite slots, adding or removing a member mostly moves only the slots
-//! it gains or loses: about 1/N of clients, not almost all of them as with
-//! `hash % N`.
-//!
-//! # Weights
-//!
-//! Plain Maglev gives each member one turn per round, so every member ends up
-//! with ~M/N slots. For weights, turns are rationed by credit: in round
-//! `r = 1, 2, ...` a member with weight `w` takes a turn only while the number
-//! of turns it has taken is below its share `ceil(r * w / w_max)`, where
-//! `w_max` is the largest weight in the table. The heaviest member therefore
-//! takes a turn every round, a member of half its weight every other round,
-//! and so on, and each turn fills exactly one slot. When the table is full,
-//! every member holds `M * w / sum(w)` slots to within one. The `ceil` gives
-//! every member its first turn in round 1, so each member with weight > 0
-//! owns at least one slot (as long as there are fewer members than slots).
-//!
-//! Within a round, members take their turns in order of key (then config
-//! index, for duplicate keys), so the table depends only on the set of
-//! `(key, weight)` pairs, not on the order of members in the config file.
+//! Maglev lookups for `source_ip` pools. The table itself (weighted Maglev,
+//! independent of config order), the client hash and where a walk starts
+//! and steps are in `lbd_select` (`select/src/maglev.rs`), shared with the
+//! XDP fast path, so a client gets the same member from either path.
 //!
 //! # Lookups and unusable members
 //!
@@ -63,15 +29,9 @@
 //! members with weight > 0); the backup table is used only when no non-backup
 //! member is usable.
 
-use super::hash::{hash64, SEED_OFFSET, SEED_SKIP};
+use lbd_select::maglev::{self, Entry, TABLE_SIZE};
+
 use super::{MemberStatus, PlanMember};
-
-/// Number of slots in every Maglev table: a prime, so that every `skip` in
-/// `1..M` generates a full permutation.
-pub(super) const TABLE_SIZE: usize = 65_537;
-
-/// Marks a slot nobody has claimed yet (only during construction).
-const EMPTY: u32 = u32::MAX;
 
 /// The Maglev tables of one pool: one per tier.
 #[derive(Debug)]
@@ -109,80 +69,25 @@ impl std::fmt::Debug for Table {
     }
 }
 
-/// A member's progress through its preference list during construction.
-struct Turns {
-    index: u32,
-    weight: u64,
-    /// The next slot on this member's preference list.
-    next: usize,
-    skip: usize,
-    /// Slots claimed so far.
-    taken: u64,
-}
-
 impl Table {
     /// Builds the table for the members with `backup == backup` and
-    /// `weight > 0`.
+    /// `weight > 0`; slots hold indices into `members`.
     pub(super) fn build(members: &[PlanMember], backup: bool) -> Table {
-        let mut order: Vec<usize> = (0..members.len())
-            .filter(|&i| members[i].backup == backup && members[i].weight > 0)
-            .collect();
-        if order.is_empty() {
-            return Table {
-                slots: Box::new([]),
-                owners: 0,
-            };
-        }
-        // Independent of config order: by key, then index for duplicate keys.
-        order.sort_by(|&a, &b| members[a].key.cmp(&members[b].key).then(a.cmp(&b)));
-
-        let m = TABLE_SIZE as u64;
-        let mut turns: Vec<Turns> = order
+        let entries: Vec<Entry<'_>> = members
             .iter()
-            .map(|&i| {
-                let key = members[i].key.as_bytes();
-                Turns {
-                    index: u32::try_from(i).expect("member index fits in u32"),
-                    weight: u64::from(members[i].weight),
-                    next: (hash64(SEED_OFFSET, key) % m) as usize,
-                    skip: (hash64(SEED_SKIP, key) % (m - 1) + 1) as usize,
-                    taken: 0,
-                }
+            .enumerate()
+            .filter(|(_, m)| m.backup == backup)
+            .map(|(i, m)| Entry {
+                id: u32::try_from(i).expect("member index fits in u32"),
+                key: m.key.as_bytes(),
+                weight: m.weight,
             })
             .collect();
-        let max_weight = turns.iter().map(|t| t.weight).max().unwrap_or(1);
-
-        let mut slots = vec![EMPTY; TABLE_SIZE].into_boxed_slice();
-        let mut filled = 0;
-        // The heaviest member takes a turn every round and each turn fills a
-        // slot, so this ends within TABLE_SIZE rounds.
-        'fill: for round in 1u64.. {
-            for t in turns.iter_mut() {
-                let share = (round * t.weight).div_ceil(max_weight);
-                if t.taken >= share {
-                    continue;
-                }
-                // Claim the next free slot on this member's preference list.
-                // The table is not full and the list visits every slot, so
-                // this finds one.
-                loop {
-                    let slot = t.next;
-                    t.next = (t.next + t.skip) % TABLE_SIZE;
-                    if slots[slot] == EMPTY {
-                        slots[slot] = t.index;
-                        break;
-                    }
-                }
-                t.taken += 1;
-                filled += 1;
-                if filled == TABLE_SIZE {
-                    break 'fill;
-                }
-            }
+        let table = maglev::Table::build(&entries);
+        Table {
+            owners: table.owners(),
+            slots: table.into_slots(),
         }
-
-        let owners = turns.iter().filter(|t| t.taken > 0).count();
-        Table { slots, owners }
     }
 
     /// The member for a client with hash `hash`: its own slot's member if
@@ -198,7 +103,7 @@ impl Table {
         if self.slots.is_empty() {
             return None;
         }
-        let mut slot = (hash % TABLE_SIZE as u64) as usize;
+        let mut slot = maglev::home_slot(hash);
 
         // Fast path: the client's own member is usable.
         let first = self.slots[slot] as usize;
@@ -206,10 +111,9 @@ impl Table {
             return Some(first);
         }
 
-        // Walk on with a per-client stride in 1..M, taken from the quotient
-        // of the hash (independent of the remainder that chose the slot).
-        // M is prime, so any stride visits every slot within M steps.
-        let stride = (hash / TABLE_SIZE as u64 % (TABLE_SIZE as u64 - 1) + 1) as usize;
+        // Walk on with the client's stride (M is prime: any stride visits
+        // every slot within M steps).
+        let stride = maglev::stride(hash);
 
         seen.reset();
         seen.mark(first);
@@ -218,10 +122,7 @@ impl Table {
             if unusable == self.owners {
                 break;
             }
-            slot += stride;
-            if slot >= TABLE_SIZE {
-                slot -= TABLE_SIZE;
-            }
+            slot = maglev::next_slot(slot, stride);
             let member = self.slots[slot] as usize;
             // Already known to be unusable: don't ask again.
             if seen.contains(member) {

@@ -26,13 +26,13 @@
 //! # Algorithms
 //!
 //! * [`Algorithm::RoundRobin`]: nginx's smooth weighted round robin
-//!   (`round_robin.rs`).
+//!   (`round_robin.rs`, the step is `lbd_select::swrr`).
 //! * [`Algorithm::LeastConnections`]: fewest active connections per unit of
 //!   weight, ties in rotation (`least_conn.rs`).
 //! * [`Algorithm::SourceIp`]: weighted Maglev consistent hashing of the
-//!   client address (`maglev.rs`, `hash.rs`).
+//!   client address (`maglev.rs`; the hash and the table are in
+//!   `lbd_select`, shared with the XDP fast path).
 
-mod hash;
 mod least_conn;
 mod maglev;
 mod round_robin;
@@ -187,7 +187,7 @@ impl Balancer {
                 .or_else(|| lc.pick(members, true, status)),
             State::SourceIp(seen) => {
                 let tables = self.plan.maglev.as_ref()?;
-                let hash = hash::client_hash(client);
+                let hash = lbd_select::client_hash(client);
                 tables
                     .primary
                     .lookup(hash, status, seen)

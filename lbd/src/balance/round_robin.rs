@@ -1,14 +1,6 @@
-//! Smooth weighted round robin, exactly as nginx does it.
-//!
-//! Every member carries a `current` counter (per worker). On each pick:
-//!
-//! 1. every candidate's `current` grows by its weight,
-//! 2. the candidate with the largest `current` wins (ties: lowest index),
-//! 3. the winner's `current` shrinks by the sum of all candidates' weights.
-//!
-//! Over any window of `sum(weights)` picks with a fixed candidate set, each
-//! member is chosen exactly `weight` times, and the picks are spread out
-//! ("smooth"): weights 5,1,1 give `a a b a c a a`, never a burst of five `a`s.
+//! Smooth weighted round robin, exactly as nginx does it: per-worker
+//! counters, one `lbd_select::swrr::step` per pick (the step is shared with
+//! the XDP loader's slot table, see there for the algorithm).
 //!
 //! Members that are not candidates right now (unusable, weight 0, other tier)
 //! neither gain nor lose: their counter is frozen, and the remaining
@@ -37,25 +29,14 @@ impl RoundRobin {
         backup: bool,
         status: &impl MemberStatus,
     ) -> Option<usize> {
-        let mut total: i64 = 0;
-        let mut best: Option<usize> = None;
-
-        for (i, member) in members.iter().enumerate() {
-            if !member.is_candidate(i, backup, status) {
-                continue;
-            }
-            let weight = i64::from(member.weight);
-            self.current[i] += weight;
-            total += weight;
-            // Strictly greater: on a tie the earlier (lower) index stays.
-            if best.is_none_or(|b| self.current[i] > self.current[b]) {
-                best = Some(i);
-            }
-        }
-
-        let chosen = best?;
-        self.current[chosen] -= total;
-        Some(chosen)
+        lbd_select::swrr::step(
+            &mut self.current,
+            members
+                .iter()
+                .enumerate()
+                .filter(|(i, member)| member.is_candidate(*i, backup, status))
+                .map(|(i, member)| (i, i64::from(member.weight))),
+        )
     }
 }
 
