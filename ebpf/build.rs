@@ -31,6 +31,7 @@ fn main() {
         println!("cargo::rerun-if-changed={src}");
     }
     println!("cargo::rerun-if-changed=bpf/xdp_lb.h");
+    println!("cargo::rerun-if-changed=bpf/lb_select.h");
     for var in [
         "LBD_EBPF_CLANG",
         "LBD_EBPF_REQUIRE",

@@ -26,6 +26,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "xdp_lb.h"
+#include "lb_select.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -136,35 +137,6 @@ static __always_inline __u16 csum_apply(__u16 check, __u64 delta)
 	return (__u16)~s;
 }
 
-/* ---- lbd's client hash (lbd/src/balance/hash.rs client_hash, IPv4) ----- */
-
-#define FNV_OFFSET_BASIS 0xcbf29ce484222325ULL
-#define FNV_PRIME 0x00000100000001b3ULL
-#define SEED_CLIENT 0x6c62640000000003ULL
-
-static __always_inline __u64 client_hash(__be32 addr)
-{
-	__u64 h = FNV_OFFSET_BASIS;
-	__u64 seed = SEED_CLIENT;
-	__u8 *b = (__u8 *)&addr;
-	int i;
-
-#pragma unroll
-	for (i = 0; i < 8; i++) { /* seed, little-endian bytes */
-		h ^= (seed >> (8 * i)) & 0xff;
-		h *= FNV_PRIME;
-	}
-#pragma unroll
-	for (i = 0; i < 4; i++) { /* the address octets, in order */
-		h ^= b[i];
-		h *= FNV_PRIME;
-	}
-	/* splitmix64 finalizer */
-	h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
-	return h ^ (h >> 31);
-}
-
 /* ---- member selection --------------------------------------------------- */
 
 static __always_inline struct lb_member *usable_member(__u32 svc_id, __u32 idx)
@@ -215,12 +187,12 @@ static __always_inline struct lb_member *pick_member(struct lb_service *svc, __b
 	if (svc->maglev != LB_NO_MAGLEV) {
 		__u32 mk = svc->maglev;
 		struct lb_maglev_table *t = bpf_map_lookup_elem(&maglev_tables, &mk);
-		__u64 h = client_hash(client);
+		__u64 h = lb_client_hash(client);
 
 		if (t) {
-			__u32 slot = h % LB_MAGLEV_SIZE;
+			__u32 slot = lb_maglev_home(h);
 			/* lbd's walk: stride from the quotient, in 1..M-1 */
-			__u32 stride = (h / LB_MAGLEV_SIZE) % (LB_MAGLEV_SIZE - 1) + 1;
+			__u32 stride = lb_maglev_stride(h);
 
 			for (i = 0; i <= LB_MAGLEV_WALK; i++) {
 				barrier_var(slot);

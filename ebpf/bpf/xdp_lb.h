@@ -30,7 +30,7 @@
 #define LB_RR_SLOTS 1024
 
 /* Maglev lookup table length: a prime, the same as lbd's userspace Maglev
- * (lbd/src/balance/maglev.rs TABLE_SIZE), so the daemon can hand its table
+ * (select/src/maglev.rs TABLE_SIZE), so the daemon can hand its table
  * over unchanged. LB_MAGLEV_ALLOC rounds the value up to 8 bytes. */
 #define LB_MAGLEV_SIZE 65537
 #define LB_MAGLEV_ALLOC 65540

@@ -9,9 +9,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 pub const MAX_MEMBERS: usize = 256;
 /// Round-robin slot table length (`LB_RR_SLOTS`).
 pub const RR_SLOTS: usize = 1024;
-/// Maglev lookup table length (`LB_MAGLEV_SIZE`): the prime 65 537, the same
-/// as lbd's userspace Maglev.
-pub const MAGLEV_TABLE_SIZE: usize = 65_537;
+/// Maglev lookup table length (`LB_MAGLEV_SIZE`): the prime 65 537, the size
+/// of every table `lbd_select` builds (lbd hands its table over unchanged).
+pub const MAGLEV_TABLE_SIZE: usize = lbd_select::maglev::TABLE_SIZE;
 /// Allocated Maglev table length (`LB_MAGLEV_ALLOC`, 8-byte multiple).
 pub(crate) const MAGLEV_ALLOC: usize = 65_540;
 /// `lb_service.maglev` of a round-robin service (`LB_NO_MAGLEV`).
@@ -194,6 +194,8 @@ const _: () = {
     assert!(size_of::<Stats>() == 224);
     assert!(size_of::<RrTable>() == 2048);
     assert!(size_of::<MaglevTable>() == 131_080);
+    // LB_MAGLEV_SIZE in bpf/xdp_lb.h.
+    assert!(MAGLEV_TABLE_SIZE == 65_537 && MAGLEV_TABLE_SIZE <= MAGLEV_ALLOC);
     assert!(DROP_REASONS.len() <= DROP_MAX);
     assert!(PASS_REASONS.len() <= PASS_MAX);
 };

@@ -1,9 +1,19 @@
 //! Pure helpers for member selection, shared by the map sync and the tests:
-//! the smooth weighted round-robin slot table, lbd's client hash, and a
-//! userspace mirror of the kernel's pick (to predict where a client goes).
+//! the smooth weighted round-robin slot table and a userspace mirror of the
+//! kernel's pick (to predict where a client goes). The arithmetic itself
+//! (client hash, Maglev walk, SWRR step) is `lbd_select`'s, the same code
+//! lbd's proxy runs.
 
 use crate::maps::{MAGLEV_TABLE_SIZE, RR_SLOTS};
+use lbd_select::maglev;
 use std::net::Ipv4Addr;
+
+/// lbd's stable client hash of an IPv4 address
+/// ([`lbd_select::client_hash_v4`]). The kernel program computes the same
+/// (`bpf/lb_select.h`, checked by `tests/select_c.rs`), so a `source_ip`
+/// pool sends a client to the same member on the fast path as in the
+/// userspace proxy (given the same table).
+pub use lbd_select::client_hash_v4 as client_hash;
 
 /// Smooth weighted round robin (as in nginx) over `(member index, weight)`
 /// pairs with weight > 0: a cycle in which every member appears `weight`
@@ -44,18 +54,16 @@ pub fn smooth_weighted_slots(members: &[(u16, u32)]) -> Vec<u16> {
             heaviest.1 -= 1;
         }
     }
-    let total: i64 = entries.iter().map(|e| e.1 as i64).sum();
+    // One nginx step per slot: a full cycle.
+    let total: u64 = entries.iter().map(|e| e.1).sum();
     let mut current = vec![0i64; entries.len()];
     let mut out = Vec::with_capacity(total as usize);
     for _ in 0..total {
-        let mut best = 0;
-        for (j, e) in entries.iter().enumerate() {
-            current[j] += e.1 as i64;
-            if current[j] > current[best] {
-                best = j;
-            }
-        }
-        current[best] -= total;
+        let best = lbd_select::swrr::step(
+            &mut current,
+            entries.iter().enumerate().map(|(j, e)| (j, e.1 as i64)),
+        )
+        .expect("entries is not empty");
         out.push(entries[best].0);
     }
     out
@@ -67,30 +75,6 @@ fn gcd(a: u64, b: u64) -> u64 {
     } else {
         gcd(b, a % b)
     }
-}
-
-const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-const SEED_CLIENT: u64 = 0x6c62_6400_0000_0003;
-
-/// lbd's stable client hash (`lbd/src/balance/hash.rs` `client_hash`) of an
-/// IPv4 address: FNV-1a 64 over the seed's little-endian bytes and the
-/// address octets, then the splitmix64 finalizer. The kernel program
-/// computes the same, so a `source_ip` pool sends a client to the same
-/// member on the fast path as in the userspace proxy (given the same table).
-pub fn client_hash(client: Ipv4Addr) -> u64 {
-    let mut h = FNV_OFFSET_BASIS;
-    for b in SEED_CLIENT
-        .to_le_bytes()
-        .iter()
-        .chain(client.octets().iter())
-    {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(FNV_PRIME);
-    }
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
 }
 
 /// Steps the kernel walks past the client's own Maglev slot (`LB_MAGLEV_WALK`).
@@ -109,18 +93,14 @@ pub fn maglev_pick(
 ) -> Option<u16> {
     assert_eq!(table.len(), MAGLEV_TABLE_SIZE, "Maglev table length");
     let h = client_hash(client);
-    let m = MAGLEV_TABLE_SIZE as u64;
-    let mut slot = (h % m) as usize;
-    let stride = ((h / m) % (m - 1) + 1) as usize;
+    let mut slot = maglev::home_slot(h);
+    let stride = maglev::stride(h);
     for _ in 0..=MAGLEV_WALK {
         let idx = table[slot];
         if usable(idx) {
             return Some(idx);
         }
-        slot += stride;
-        if slot >= MAGLEV_TABLE_SIZE {
-            slot -= MAGLEV_TABLE_SIZE;
-        }
+        slot = maglev::next_slot(slot, stride);
     }
     if rr.is_empty() {
         return None;
@@ -182,7 +162,7 @@ mod tests {
 
     #[test]
     fn client_hash_matches_lbd() {
-        // Pinned in lbd/src/balance/hash.rs (PINNED_CLIENT).
+        // Pinned in select/src/hash.rs (PINNED_CLIENT).
         assert_eq!(
             client_hash(Ipv4Addr::new(192, 0, 2, 1)),
             0x1805_95ab_c238_d6b4
