@@ -31,6 +31,7 @@ pub const SEED_SKIP: u64 = 0x6c62_6400_0000_0002;
 pub const SEED_CLIENT: u64 = 0x6c62_6400_0000_0003;
 
 /// Plain FNV-1a 64 of `bytes`, continuing from `state`.
+#[inline]
 fn fnv1a64_from(mut state: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
         state ^= u64::from(b);
@@ -40,6 +41,7 @@ fn fnv1a64_from(mut state: u64, bytes: &[u8]) -> u64 {
 }
 
 /// The `splitmix64` finalizer: a bijective avalanche mix of 64 bits.
+#[inline]
 fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -48,6 +50,7 @@ fn mix64(mut z: u64) -> u64 {
 
 /// Seeded stable 64-bit hash of `bytes`. Different seeds give independent
 /// hashes of the same input.
+#[inline]
 pub fn hash64(seed: u64, bytes: &[u8]) -> u64 {
     let state = fnv1a64_from(FNV_OFFSET_BASIS, &seed.to_le_bytes());
     mix64(fnv1a64_from(state, bytes))
@@ -58,6 +61,7 @@ pub fn hash64(seed: u64, bytes: &[u8]) -> u64 {
 /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, which is what a dual-stack
 /// socket reports for IPv4 clients) hashes exactly like `a.b.c.d`, so a client
 /// keeps its member whichever kind of listener it came through.
+#[inline]
 pub fn client_hash(client: IpAddr) -> u64 {
     match client {
         IpAddr::V4(v4) => client_hash_v4(v4),
@@ -74,6 +78,7 @@ pub fn client_hash(client: IpAddr) -> u64 {
 /// `lb_client_hash`: the seed's little-endian bytes, then the octets in
 /// order), so a `source_ip` client gets the same member on the fast path as
 /// through the proxy.
+#[inline]
 pub fn client_hash_v4(client: Ipv4Addr) -> u64 {
     hash64(SEED_CLIENT, &client.octets())
 }
