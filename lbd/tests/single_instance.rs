@@ -115,9 +115,17 @@ async fn a_reload_may_move_a_listener_onto_its_ports_wildcard(rt: &str) {
     let wildcard = SocketAddr::from(([0, 0, 0, 0], port));
     let lbd = Lbd::start(rt, 2, &config(specific, &backend)).await;
     assert_eq!(hit(specific).await.expect("serves"), "a");
-    assert!(lbd.reload(&config(wildcard, &backend)).await, "{}", lbd.log());
+    assert!(
+        lbd.reload(&config(wildcard, &backend)).await,
+        "{}",
+        lbd.log()
+    );
     assert_eq!(hit(specific).await.expect("serves on the wildcard"), "a");
-    assert!(lbd.reload(&config(specific, &backend)).await, "{}", lbd.log());
+    assert!(
+        lbd.reload(&config(specific, &backend)).await,
+        "{}",
+        lbd.log()
+    );
     assert_eq!(hit(specific).await.expect("serves again"), "a");
 }
 
