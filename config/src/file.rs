@@ -2,8 +2,8 @@
 //!
 //! Types here are deliberately loose (strings for addresses and durations,
 //! `i64` for numbers, `Option` for required fields) so that parsing never
-//! stops at the first mistake: [`super::validate`] turns a [`ConfigFile`] into
-//! a typed [`super::Config`] and reports *every* problem with its field path.
+//! stops at the first mistake: [`crate::validate`] turns a [`ConfigFile`] into
+//! a typed [`crate::Config`] and reports *every* problem with its field path.
 //! Unknown fields are rejected at parse time (`deny_unknown_fields`).
 //!
 //! lb-agent builds a `ConfigFile` and serializes it (TOML for `lbd -c`, the
@@ -206,14 +206,11 @@ pub struct HealthSection {
 
 use std::time::Duration;
 
-use super::model::{Admin, CheckKind, Config, Global, HealthCheck, Listener, Member, Pool, Xdp};
-use super::validate::{
-    admin_state_name, algorithm_name, check_kind_name, fast_path_name, proxy_protocol_name,
-};
+use crate::model::{Admin, CheckKind, Config, Global, HealthCheck, Listener, Member, Pool, Xdp};
 
 /// Renders a typed config back into the file model, every setting written
 /// out explicitly (defaults included), so that for any `cfg` returned by
-/// [`super::validate`], `validate(&ConfigFile::from(&cfg)) == Ok(cfg)`.
+/// [`crate::validate`], `validate(&ConfigFile::from(&cfg)) == Ok(cfg)`.
 /// lb-agent uses this to write configs.
 impl From<&Config> for ConfigFile {
     fn from(config: &Config) -> Self {
@@ -279,9 +276,9 @@ impl From<&Listener> for ListenerSection {
             member_idle: Some(duration_text(listener.member_idle)),
             proxy_protocol: listener
                 .proxy_protocol
-                .map(|version| proxy_protocol_name(version).to_owned()),
+                .map(|version| version.name().to_owned()),
             freebind: Some(listener.freebind),
-            fast_path: Some(fast_path_name(listener.fast_path).to_owned()),
+            fast_path: Some(listener.fast_path.name().to_owned()),
         }
     }
 }
@@ -290,7 +287,7 @@ impl From<&Pool> for PoolSection {
     fn from(pool: &Pool) -> Self {
         PoolSection {
             name: Some(pool.name.clone()),
-            algorithm: Some(algorithm_name(pool.algorithm).to_owned()),
+            algorithm: Some(pool.algorithm.name().to_owned()),
             retries: Some(i64::from(pool.retries)),
             health: pool.health.as_ref().map(HealthSection::from),
             members: pool.members.iter().map(MemberSection::from).collect(),
@@ -305,7 +302,7 @@ impl From<&Member> for MemberSection {
             port: Some(i64::from(member.port)),
             weight: Some(i64::from(member.weight)),
             backup: Some(member.backup),
-            admin_state: Some(admin_state_name(member.admin_state).to_owned()),
+            admin_state: Some(member.admin_state.name().to_owned()),
             monitor_address: member.monitor_address.map(|a| a.to_string()),
             monitor_port: member.monitor_port.map(i64::from),
             id: member.id.clone(),
@@ -323,7 +320,7 @@ impl From<&HealthCheck> for HealthSection {
         let path_text =
             |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
         HealthSection {
-            kind: Some(check_kind_name(check.kind).to_owned()),
+            kind: Some(check.kind.name().to_owned()),
             interval: Some(duration_text(check.interval)),
             timeout: Some(duration_text(check.timeout)),
             rise: Some(i64::from(check.rise)),

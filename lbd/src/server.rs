@@ -12,11 +12,11 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
 use crate::runtime::{epoll::Epoll, uring::Uring, RuntimeKind};
 use crate::snapshot::{BindError, Snapshot};
 use crate::state::WorkerCounters;
 use crate::worker;
+use lbd_config::Config;
 
 /// What workers and the control thread share.
 pub struct Shared {

@@ -39,10 +39,10 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{error, info};
 
-use crate::config::{validate::read_token, Admin, AdminBind};
 use crate::server::Server;
 use accept::Serving;
 use http::{Context, Role};
+use lbd_config::{read_token, Admin, AdminBind};
 use limit::{Limiter, Limits};
 
 /// Listening sockets of one `[admin]` setting, bound but not yet serving.

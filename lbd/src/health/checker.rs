@@ -9,10 +9,10 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::config::{AdminState, HealthCheck};
 use crate::server::Shared;
 use crate::snapshot::Snapshot;
 use crate::state::{now_ms, LogLimiter, MemberState, Transition};
+use lbd_config::{AdminState, HealthCheck};
 
 use super::probe::Probe;
 

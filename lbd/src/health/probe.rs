@@ -14,8 +14,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::http;
-use crate::config::model::{CheckKind, HealthCheck, HttpCheck};
 use crate::tls::{self, TlsSetupError};
+use lbd_config::model::{CheckKind, HealthCheck, HttpCheck};
 
 /// One configured check, built once per pool health config and shared
 /// (`Arc`) by the tasks that check each member.
@@ -272,8 +272,8 @@ mod tests {
     use tokio_rustls::TlsAcceptor;
 
     use super::*;
-    use crate::config::model::{ExpectedCodes, TlsCheck};
     use crate::tls::tests::{self_signed, TempFile};
+    use lbd_config::model::{ExpectedCodes, TlsCheck};
 
     const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
 
