@@ -342,3 +342,100 @@ impl From<&HealthCheck> for HealthSection {
 fn duration_text(duration: Duration) -> String {
     humantime::format_duration(duration).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::tests::*;
+
+    #[test]
+    fn unknown_fields_are_rejected_at_parse_time() {
+        for text in [
+            "colour = \"blue\"\n",
+            "[global]\ndrain = \"1s\"\n",
+            "[[listener]]\nname = \"a\"\nport = 80\n",
+            "[[pool]]\nname = \"a\"\nlb_algorithm = \"ROUND_ROBIN\"\n",
+            "[[pool]]\nname = \"a\"\n[[pool.member]]\naddress = \"10.0.0.1\"\nprotocol_port = 80\n",
+        ] {
+            match from_toml_str(text, "test.toml") {
+                Err(LoadError::Syntax { origin, message }) => {
+                    assert_eq!(origin, "test.toml");
+                    assert!(message.contains("unknown field"), "{message}");
+                }
+                other => panic!("{text:?}: expected a syntax error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn round_trip_full_config() {
+        let config = valid(FULL);
+        let file = ConfigFile::from(&config);
+        assert_eq!(validate(&file), Ok(config.clone()));
+        // Also through TOML text, as lb-agent writes it.
+        let text = toml::to_string(&file).expect("serializes");
+        assert_eq!(from_toml_str(&text, "rendered").ok(), Some(config));
+    }
+
+    #[test]
+    fn round_trip_odd_durations_and_every_enum_value() {
+        let mut config = valid(&format!(
+            "{}\n[[pool]]\nname = \"q\"\n[[pool]]\nname = \"r\"\n",
+            listener_with("proxy_protocol = \"v1\"")
+        ));
+        let listener = config.listeners[0].clone();
+        for (i, (duration, proxy)) in [
+            (Duration::new(1, 1), None),
+            (
+                Duration::new(29 * 86_400 + 86_399, 999_999_999),
+                Some(ProxyProtocol::V2),
+            ),
+            (Duration::from_nanos(1), Some(ProxyProtocol::V1)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            config.listeners.push(Listener {
+                name: format!("extra-{i}"),
+                bind: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                client_idle: duration,
+                member_connect: duration,
+                member_idle: duration,
+                proxy_protocol: proxy,
+                ..listener.clone()
+            });
+        }
+        assert_eq!(config.pools.len(), Algorithm::ALL.len());
+        for (pool, algorithm) in config.pools.iter_mut().zip(Algorithm::ALL) {
+            pool.algorithm = algorithm;
+        }
+        config.global.drain_timeout = Duration::from_millis(1234);
+        assert_eq!(validate(&ConfigFile::from(&config)), Ok(config));
+    }
+
+    #[test]
+    fn round_trip_health_checks_and_member_settings() {
+        for check in [
+            "type = \"tcp\"\ninterval = \"1s 500ms\"\ntimeout = \"300ms\"",
+            "type = \"http\"\nmethod = \"OPTIONS\"\nhost = \"h\"\nexpected_codes = \"200-299,401\"",
+            "type = \"https\"\npath = \"/readyz\"\nsni = \"localhost\"",
+            "type = \"tls_hello\"\nrise = 5\nfall = 1",
+        ] {
+            let text = health_with(check)
+                + "[[pool.member]]\naddress = \"::1\"\nport = 6443\nadmin_state = \"maint\"\n\
+                   monitor_address = \"::2\"\nmonitor_port = 1\n";
+            let config = valid(&text);
+            assert_eq!(validate(&ConfigFile::from(&config)), Ok(config), "{check}");
+        }
+    }
+
+    #[test]
+    fn round_trip_admin() {
+        for text in [
+            "[admin]\n",
+            "[admin]\nbind = \"unix:/run/lbd.sock\"\nstats_bind = \"[::]:32700\"\n",
+        ] {
+            let config = valid(text);
+            assert_eq!(validate(&ConfigFile::from(&config)), Ok(config), "{text}");
+        }
+    }
+}

@@ -3,9 +3,16 @@
 //! ([`load`]). A crate of its own so that the control plane (lb-agent)
 //! can build and check configs without compiling lbd's data plane.
 //!
-//! Modules depend on each other in one direction only:
-//! `load` → `validate` → `file` → `model`, and `validate` → `tls_client`
-//! → `tls_files` → `model` for the PEM files a config names.
+//! Modules depend on each other in one direction only (no cycles):
+//!
+//! * `model`: on nothing (the typed config and the enums' spellings);
+//! * `file` → `model` (rendering a typed config back into a file);
+//! * `tls_files` → `model`; `tls_client` → `tls_files`, `model`;
+//! * `validate` → `file`, `model`; inside it, `mod` → `global`, `admin`,
+//!   `listener`, `pool`, `xdp`; `pool` → `health`; each of them →
+//!   `fields` (which uses std only); `admin` → `tls_files`, `health` →
+//!   `tls_client`;
+//! * `load` → `validate`, `file`, `model`.
 
 pub mod file;
 pub mod load;

@@ -133,3 +133,19 @@ pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, LoadError> {
         errors,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::tests::*;
+
+    #[test]
+    fn from_toml_str_reports_invalid_values_with_origin() {
+        let text = pool_with("", &["address = \"10.0.0.1\"\nport = 70000"]);
+        let err = from_toml_str(&text, "lbd.toml").expect_err("invalid");
+        assert!(matches!(err, LoadError::Invalid { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "lbd.toml: pool \"api\": member 1: port 70000 out of range (1-65535)"
+        );
+    }
+}

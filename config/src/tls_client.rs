@@ -122,36 +122,8 @@ impl ServerCertVerifier for AnyCertificate {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
     use super::*;
-
-    /// A file under the temp directory, removed when dropped.
-    struct TempFile(PathBuf);
-
-    impl TempFile {
-        fn new(contents: impl AsRef<[u8]>) -> TempFile {
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let name = format!("lbd-config-test-{}-{n}.pem", std::process::id());
-            let path = std::env::temp_dir().join(name);
-            std::fs::write(&path, contents).unwrap();
-            TempFile(path)
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-
-    /// A self-signed certificate for `localhost` and `127.0.0.1`.
-    fn self_signed() -> rcgen::CertifiedKey {
-        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        rcgen::generate_simple_self_signed(names).unwrap()
-    }
+    use crate::tls_files::tests::{self_signed, TempFile};
 
     fn tls(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> TlsCheck {
         TlsCheck {

@@ -179,3 +179,58 @@ fn pem_reason(e: pem::Error) -> String {
     };
     reason
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A file under the temp directory, removed when dropped.
+    pub(crate) struct TempFile(pub(crate) PathBuf);
+
+    impl TempFile {
+        pub(crate) fn new(contents: impl AsRef<[u8]>) -> TempFile {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let name = format!("lbd-config-test-{}-{n}.pem", std::process::id());
+            let path = std::env::temp_dir().join(name);
+            std::fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// A self-signed certificate for `localhost` and `127.0.0.1`.
+    pub(crate) fn self_signed() -> rcgen::CertifiedKey {
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        rcgen::generate_simple_self_signed(names).unwrap()
+    }
+
+    #[test]
+    fn server_files_must_hold_a_chain_and_its_key() {
+        let id = self_signed();
+        let cert = TempFile::new(id.cert.pem());
+        let key = TempFile::new(id.key_pair.serialize_pem());
+        assert_eq!(check_server_files(&cert.0, &key.0), Ok(()));
+        let other = TempFile::new(self_signed().key_pair.serialize_pem());
+        let e = check_server_files(&cert.0, &other.0).unwrap_err();
+        assert_eq!((e.field, &e.path), ("tls_key", &other.0));
+        assert!(e.reason.starts_with("does not go with tls_cert: "), "{e}");
+        let e = check_server_files(&key.0, &key.0).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("tls_cert \"{}\": no certificate found", key.0.display())
+        );
+        let e = check_server_files(&cert.0, &cert.0).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("tls_key \"{}\": no private key found", cert.0.display())
+        );
+    }
+}

@@ -117,3 +117,83 @@ pub fn read_token(path: &std::path::Path) -> Result<String, String> {
     }
     Ok(token.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::tests::*;
+
+    #[test]
+    fn admin_section() {
+        let none = valid("[global]\n");
+        assert_eq!(none.admin, None);
+        let default = valid("[admin]\n").admin.expect("admin");
+        assert_eq!(default.bind, AdminBind::Tcp(DEFAULT_ADMIN_BIND));
+        assert!(default.bind.is_local());
+        let unix =
+            valid("[admin]\nbind = \"unix:/run/lbd.sock\"\nstats_bind = \"0.0.0.0:32700\"\n")
+                .admin
+                .expect("admin");
+        assert_eq!(unix.bind, AdminBind::Unix("/run/lbd.sock".into()));
+        assert!(unix.bind.is_local());
+        assert_eq!(
+            unix.stats_bind,
+            Some("0.0.0.0:32700".parse().expect("addr"))
+        );
+        let open = valid("[admin]\nbind = \"0.0.0.0:8404\"\n")
+            .admin
+            .expect("admin");
+        assert!(!open.bind.is_local());
+    }
+
+    #[test]
+    fn admin_errors() {
+        let text = format!(
+            "[admin]\nbind = \"unix:\"\nstats_bind = \"127.0.0.1:8080\"\n\
+             token_file = \"/nonexistent/lbd-token\"\ntls_cert = \"/c.pem\"\n{}",
+            listeners(&[("web", "0.0.0.0:8080")])
+        );
+        let errors = invalid(&text);
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert_eq!(
+            errors[0],
+            "admin: bind \"unix:\" needs a socket path (e.g. \"unix:/run/lbd/admin.sock\")"
+        );
+        assert_eq!(
+            errors[1],
+            "admin: stats_bind 127.0.0.1:8080 clashes with listener \"web\" on 0.0.0.0:8080"
+        );
+        assert!(
+            errors[2].starts_with("admin: token_file \"/nonexistent/lbd-token\": cannot read: "),
+            "{errors:?}"
+        );
+        assert_eq!(
+            errors[3],
+            "admin: tls_cert and tls_key must be set together"
+        );
+    }
+
+    #[test]
+    fn admin_token_file_rules() {
+        let dir = std::env::temp_dir().join(format!("lbd-token-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("write token");
+            path
+        };
+        assert_eq!(
+            read_token(&write("ok", "s3cret\n")),
+            Ok("s3cret".to_owned())
+        );
+        assert_eq!(
+            read_token(&write("empty", " \n")),
+            Err("is empty".to_owned())
+        );
+        assert!(read_token(&write("space", "a b")).is_err());
+        assert!(read_token(&write("long", &"x".repeat(5000))).is_err());
+        let ok = dir.join("ok");
+        let config = valid(&format!("[admin]\ntoken_file = \"{}\"\n", ok.display()));
+        assert_eq!(config.admin.and_then(|a| a.token_file), Some(ok));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -288,3 +288,109 @@ pub(super) fn expected_list<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> 
         None => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::lookup;
+    use crate::validate::tests::*;
+
+    #[test]
+    fn bad_duration() {
+        for field in ["client_idle", "member_connect", "member_idle"] {
+            let errors = invalid(&listener_with(&format!("{field} = \"5 parsecs\"")));
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            let want = format!(
+                "listener \"l\": {field} \"5 parsecs\" is not a duration (e.g. \"30s\", \
+                 \"500ms\", \"2m\"): "
+            );
+            assert!(errors[0].starts_with(&want), "{errors:?}");
+        }
+        let errors = invalid("[global]\ndrain_timeout = \"30\"\n");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("global: drain_timeout \"30\" is not a duration"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn zero_duration() {
+        for zero in ["0", "0s", "0ms"] {
+            assert_eq!(
+                invalid(&listener_with(&format!("member_connect = \"{zero}\""))),
+                [format!(
+                    "listener \"l\": member_connect \"{zero}\" must be greater than zero"
+                )]
+            );
+        }
+        assert_eq!(
+            invalid("[global]\ndrain_timeout = \"0s\"\n"),
+            ["global: drain_timeout \"0s\" must be greater than zero"]
+        );
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        const HUGE: &str = "18446744073709551615s";
+        for field in ["client_idle", "member_connect", "member_idle"] {
+            assert_eq!(
+                invalid(&listener_with(&format!("{field} = \"{HUGE}\""))),
+                [format!(
+                    "listener \"l\": {field} \"{HUGE}\" is too long (at most 30days)"
+                )]
+            );
+        }
+        assert_eq!(
+            invalid(&format!("[global]\ndrain_timeout = \"{HUGE}\"\n")),
+            [format!(
+                "global: drain_timeout \"{HUGE}\" is too long (at most 30days)"
+            )]
+        );
+        for field in ["interval", "timeout"] {
+            let errors = invalid(&format!(
+                "[[pool]]\nname = \"p\"\n[pool.health]\n{field} = \"31days\"\n"
+            ));
+            assert!(
+                errors.contains(&format!(
+                    "pool \"p\": health: {field} \"31days\" is too long (at most 30days)"
+                )),
+                "{errors:?}"
+            );
+        }
+        let longest = listener_with(
+            "client_idle = \"30days\"\nmember_connect = \"30days\"\nmember_idle = \"720h\"",
+        );
+        assert_eq!(valid(&longest).listeners[0].client_idle, MAX_DURATION);
+    }
+
+    #[test]
+    fn durations_accept_humantime_forms() {
+        let text = listener_with(
+            "client_idle = \"1h 2m 3s\"\nmember_connect = \"1.5s\"\nmember_idle = \"250ms\"",
+        );
+        let listener = &valid(&text).listeners[0];
+        assert_eq!(listener.client_idle, Duration::from_secs(3723));
+        assert_eq!(listener.member_connect, Duration::from_millis(1500));
+        assert_eq!(listener.member_idle, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn spellings_round_trip() {
+        for algorithm in Algorithm::ALL {
+            assert_eq!(
+                lookup(&Algorithm::ALL, Algorithm::name, Algorithm::name(algorithm)),
+                Some(algorithm)
+            );
+        }
+        for version in ProxyProtocol::ALL {
+            assert_eq!(
+                lookup(
+                    &ProxyProtocol::ALL,
+                    ProxyProtocol::name,
+                    ProxyProtocol::name(version)
+                ),
+                Some(version)
+            );
+        }
+    }
+}

@@ -218,3 +218,108 @@ fn parse_expected_codes(text: &str) -> Option<ExpectedCodes> {
         .collect::<Option<Vec<_>>>()?;
     Some(ExpectedCodes(ranges))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::tests::*;
+
+    #[test]
+    fn health_defaults_and_values() {
+        let tcp = valid(&health_with(""));
+        let check = tcp.pools[0].health.as_ref().expect("health");
+        assert_eq!(check.kind, CheckKind::Tcp);
+        assert_eq!(check.interval, DEFAULT_CHECK_INTERVAL);
+        assert_eq!(check.timeout, DEFAULT_CHECK_TIMEOUT);
+        assert_eq!((check.rise, check.fall), (DEFAULT_RISE, DEFAULT_FALL));
+        assert_eq!(check.http, HttpCheck::default());
+
+        let http = valid(&health_with(
+            "type = \"https\"\ninterval = \"5s\"\ntimeout = \"5s\"\nrise = 1\nfall = 10\n\
+             method = \"HEAD\"\npath = \"/readyz?verbose\"\nhost = \"api.example\"\n\
+             expected_codes = \"200, 202-204\"\nsni = \"kubernetes.default\"",
+        ));
+        let check = http.pools[0].health.as_ref().expect("health");
+        assert_eq!(check.kind, CheckKind::Https);
+        assert_eq!(check.interval, Duration::from_secs(5));
+        assert_eq!((check.rise, check.fall), (1, 10));
+        assert_eq!(check.http.method, "HEAD");
+        assert_eq!(check.http.path, "/readyz?verbose");
+        assert_eq!(check.http.host.as_deref(), Some("api.example"));
+        assert_eq!(check.http.expected_codes.0, vec![200..=200, 202..=204]);
+        assert!(check.http.expected_codes.contains(203));
+        assert!(!check.http.expected_codes.contains(201));
+        assert_eq!(check.tls.sni.as_deref(), Some("kubernetes.default"));
+        assert_eq!(check.tls.ca_file, None);
+    }
+
+    #[test]
+    fn health_errors_are_all_reported() {
+        assert_eq!(
+            invalid(&health_with(
+                "type = \"httpz\"\ninterval = \"1s\"\ntimeout = \"2s\"\nrise = 0\nfall = 11"
+            )),
+            [
+                "pool \"api\": health: type \"httpz\" is not valid (expected \"tcp\", \"http\", \
+                 \"https\" or \"tls_hello\")",
+                "pool \"api\": health: timeout 2s must not exceed interval 1s",
+                "pool \"api\": health: rise 0 out of range (1-10)",
+                "pool \"api\": health: fall 11 out of range (1-10)",
+            ]
+        );
+        assert_eq!(
+            invalid(&health_with(
+                "type = \"http\"\nmethod = \"GET /\"\npath = \"readyz\"\nhost = \"a b\"\n\
+                 expected_codes = \"204-200\""
+            )),
+            [
+                "pool \"api\": health: method \"GET /\" is not an HTTP method (e.g. \"GET\")",
+                "pool \"api\": health: path \"readyz\" must start with '/' and contain no spaces \
+                 or control characters",
+                "pool \"api\": health: host \"a b\" must be non-empty, without spaces or control \
+                 characters",
+                "pool \"api\": health: expected_codes \"204-200\" is not valid (e.g. \"200\", \
+                 \"200,202\", \"200-204\"; codes 100-599)",
+            ]
+        );
+        for codes in ["", "abc", "600", "200,", "99"] {
+            assert_eq!(
+                invalid(&health_with(&format!(
+                    "type = \"http\"\nexpected_codes = \"{codes}\""
+                )))
+                .len(),
+                1,
+                "{codes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn health_fields_of_another_check_type_are_refused() {
+        assert_eq!(
+            invalid(&health_with("path = \"/healthz\"\nsni = \"x\"")),
+            [
+                "pool \"api\": health: path is only used by http and https checks, not \"tcp\"",
+                "pool \"api\": health: sni is only used by https and tls_hello checks, not \"tcp\"",
+            ]
+        );
+        assert_eq!(
+            invalid(&health_with(
+                "type = \"tls_hello\"\nclient_cert = \"/c.pem\""
+            )),
+            ["pool \"api\": health: client_cert and client_key must be set together"]
+        );
+    }
+
+    #[test]
+    fn health_tls_files_are_checked() {
+        let errors = invalid(&health_with(
+            "type = \"https\"\nca_file = \"/nonexistent/lbd-test-ca.pem\"",
+        ));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .starts_with("pool \"api\": health: ca_file \"/nonexistent/lbd-test-ca.pem\": "),
+            "{errors:?}"
+        );
+    }
+}

@@ -220,3 +220,208 @@ fn proxy_protocol_field(scope: &mut Scope, value: Option<&str>) -> Option<Option
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::tests::*;
+
+    #[test]
+    fn listener_name_rules() {
+        let text = listeners(&[
+            ("", "0.0.0.0:1"),
+            ("a b", "0.0.0.0:2"),
+            ("x", "0.0.0.0:3"),
+            ("x", "0.0.0.0:4"),
+        ]);
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener #1: name is empty",
+                "listener #2: name \"a b\" contains ' '; only ASCII letters, digits, '_', '.', \
+                 ':' and '-' are allowed",
+                "listener #4: name \"x\" is already used by listener #3",
+            ]
+        );
+        let ok = valid(&listeners(&[("Az09_.:-", "0.0.0.0:1")]));
+        assert_eq!(ok.listeners[0].name, "Az09_.:-");
+    }
+
+    #[test]
+    fn listener_and_pool_may_share_a_name() {
+        let config = valid(
+            "[[listener]]\nname = \"p\"\nbind = \"0.0.0.0:80\"\npool = \"p\"\n[[pool]]\nname = \"p\"\n",
+        );
+        assert_eq!(config.listeners[0].pool, "p");
+    }
+
+    #[test]
+    fn bind_must_be_socket_address_with_nonzero_port() {
+        let text = listeners(&[("a", "localhost:80"), ("b", "10.0.0.1"), ("c", "0.0.0.0:0")]);
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener \"a\": bind \"localhost:80\" is not an address:port (e.g. \
+                 \"0.0.0.0:8080\", \"[::]:8080\")",
+                "listener \"b\": bind \"10.0.0.1\" is not an address:port (e.g. \
+                 \"0.0.0.0:8080\", \"[::]:8080\")",
+                "listener \"c\": bind 0.0.0.0:0: port 0 is not allowed",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_bind() {
+        let text = listeners(&[("a", "127.0.0.1:80"), ("b", "127.0.0.1:80")]);
+        assert_eq!(
+            invalid(&text),
+            ["listener \"b\": bind 127.0.0.1:80 is already used by listener \"a\""]
+        );
+    }
+
+    #[test]
+    fn duplicate_bind_names_unnamed_listener_by_position() {
+        let text = format!(
+            "[[listener]]\nbind = \"[::1]:80\"\npool = \"p\"\n{}",
+            listeners(&[("b", "[::1]:80")])
+        );
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener #1: name is required",
+                "listener \"b\": bind [::1]:80 is already used by listener #1",
+            ]
+        );
+    }
+
+    #[test]
+    fn wildcard_overlap_ipv4() {
+        let text = listeners(&[("a", "0.0.0.0:80"), ("b", "10.0.0.1:80")]);
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener \"b\": bind 10.0.0.1:80 overlaps 0.0.0.0:80 of listener \"a\" (same \
+              port, and a wildcard address takes the port on every address)"
+            ]
+        );
+    }
+
+    #[test]
+    fn wildcard_overlap_ipv6_specific_first() {
+        let text = listeners(&[("a", "[::1]:80"), ("b", "[::]:80")]);
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener \"b\": bind [::]:80 overlaps [::1]:80 of listener \"a\" (same port, and \
+              a wildcard address takes the port on every address)"
+            ]
+        );
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_wildcards_do_not_conflict() {
+        let config = valid(&listeners(&[
+            ("v4", "0.0.0.0:80"),
+            ("v6", "[::]:80"),
+            ("v4-other-port", "10.0.0.1:81"),
+            ("v6-specific", "[fd00::1]:81"),
+        ]));
+        assert_eq!(config.listeners.len(), 4);
+    }
+
+    #[test]
+    fn unknown_pool() {
+        let text = listeners(&[("a", "0.0.0.0:80")]).replace("pool = \"p\"\n", "pool = \"nope\"\n");
+        assert_eq!(
+            invalid(&text),
+            ["listener \"a\": pool \"nope\" does not exist"]
+        );
+    }
+
+    #[test]
+    fn reference_to_badly_named_pool_reports_only_the_pool() {
+        let text = "[[listener]]\nname = \"l\"\nbind = \"0.0.0.0:80\"\npool = \"a b\"\n\
+                    [[pool]]\nname = \"a b\"\n";
+        let errors = invalid(text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("pool #1: name \"a b\""), "{errors:?}");
+    }
+
+    #[test]
+    fn connection_limit_rules() {
+        assert_eq!(
+            invalid(&listener_with("connection_limit = -1")),
+            [
+                "listener \"l\": connection_limit -1 (unlimited) is not supported: use a number; \
+              leave it out for the default 50000"
+            ]
+        );
+        for bad in [0, 10_000_001, i64::MIN, i64::MAX] {
+            assert_eq!(
+                invalid(&listener_with(&format!("connection_limit = {bad}"))),
+                [format!(
+                    "listener \"l\": connection_limit {bad} out of range (1-10000000); leave it \
+                     out for the default 50000"
+                )]
+            );
+        }
+        for good in [1, 10_000_000] {
+            let config = valid(&listener_with(&format!("connection_limit = {good}")));
+            assert_eq!(i64::from(config.listeners[0].connection_limit), good);
+        }
+    }
+
+    #[test]
+    fn bad_cidr() {
+        let text =
+            listener_with(r#"allowed_cidrs = ["10.0.0.0/8", "10.0.0.0/33", "nope", "::/129"]"#);
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener \"l\": allowed_cidrs[2]: \"10.0.0.0/33\" is not a CIDR",
+                "listener \"l\": allowed_cidrs[3]: \"nope\" is not a CIDR",
+                "listener \"l\": allowed_cidrs[4]: \"::/129\" is not a CIDR",
+            ]
+        );
+    }
+
+    #[test]
+    fn cidr_host_bits_are_truncated() {
+        let config = valid(&listener_with(
+            r#"allowed_cidrs = ["10.0.0.1/24", "2001:db8::1/64"]"#,
+        ));
+        assert_eq!(
+            config.listeners[0].allowed_cidrs,
+            vec![
+                "10.0.0.0/24".parse::<IpNet>().expect("net"),
+                "2001:db8::/64".parse().expect("net"),
+            ]
+        );
+    }
+
+    #[test]
+    fn bare_ip_cidr_is_a_host_route() {
+        let config = valid(&listener_with(
+            r#"allowed_cidrs = ["192.0.2.7", "2001:db8::7"]"#,
+        ));
+        assert_eq!(
+            config.listeners[0].allowed_cidrs,
+            vec![
+                "192.0.2.7/32".parse::<IpNet>().expect("net"),
+                "2001:db8::7/128".parse().expect("net"),
+            ]
+        );
+    }
+
+    #[test]
+    fn proxy_protocol_values() {
+        assert_eq!(
+            invalid(&listener_with("proxy_protocol = \"V2\"")),
+            [
+                "listener \"l\": proxy_protocol \"V2\" is not valid (expected \"v1\" or \"v2\"; \
+              leave it out for none)"
+            ]
+        );
+        let v1 = valid(&listener_with("proxy_protocol = \"v1\""));
+        assert_eq!(v1.listeners[0].proxy_protocol, Some(ProxyProtocol::V1));
+    }
+}

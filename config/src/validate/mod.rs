@@ -92,4 +92,4 @@ pub fn validate(file: &ConfigFile) -> Result<Config, Vec<ConfigError>> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

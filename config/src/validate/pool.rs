@@ -176,3 +176,175 @@ fn member_port(scope: &mut Scope, value: Option<i64>) -> Option<u16> {
     let port = *scope.required("port", value.as_ref())?;
     int_in_range(scope, "port", port, 1..=u16::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::tests::*;
+
+    #[test]
+    fn pool_name_rules() {
+        let text = "[[pool]]\nname = \"api\"\n[[pool]]\nname = \"api\"\n[[pool]]\nname = \"é\"\n";
+        assert_eq!(
+            invalid(text),
+            [
+                "pool #2: name \"api\" is already used by pool #1",
+                "pool #3: name \"é\" contains 'é'; only ASCII letters, digits, '_', '.', ':' and \
+                 '-' are allowed",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_algorithm() {
+        assert_eq!(
+            invalid(&pool_with("algorithm = \"roundrobin\"", &[])),
+            [
+                "pool \"api\": algorithm \"roundrobin\" is not valid (expected \"round_robin\", \
+              \"least_connections\" or \"source_ip\")"
+            ]
+        );
+    }
+
+    #[test]
+    fn retries_range() {
+        assert_eq!(
+            invalid(&pool_with("retries = -1", &[])),
+            ["pool \"api\": retries -1 out of range (0-100)"]
+        );
+        assert_eq!(
+            valid(&pool_with("retries = 100", &[])).pools[0].retries,
+            100
+        );
+    }
+
+    #[test]
+    fn weight_257_is_rejected() {
+        let text = pool_with("", &["address = \"10.0.0.1\"\nport = 80\nweight = 257"]);
+        assert_eq!(
+            invalid(&text),
+            ["pool \"api\": member 1: weight 257 out of range (0-256)"]
+        );
+        let text = pool_with("", &["address = \"10.0.0.1\"\nport = 80\nweight = -1"]);
+        assert_eq!(
+            invalid(&text),
+            ["pool \"api\": member 1: weight -1 out of range (0-256)"]
+        );
+    }
+
+    #[test]
+    fn weight_0_and_256_are_accepted() {
+        let text = pool_with(
+            "",
+            &[
+                "address = \"10.0.0.1\"\nport = 80\nweight = 0",
+                "address = \"10.0.0.2\"\nport = 80\nweight = 256",
+                "address = \"10.0.0.3\"\nport = 80",
+            ],
+        );
+        let weights: Vec<u32> = valid(&text).pools[0]
+            .members
+            .iter()
+            .map(|m| m.weight)
+            .collect();
+        assert_eq!(weights, [0, MAX_WEIGHT, DEFAULT_WEIGHT]);
+    }
+
+    #[test]
+    fn duplicate_member() {
+        let text = pool_with(
+            "",
+            &[
+                "address = \"fd00::1\"\nport = 80",
+                "address = \"fd00::1\"\nport = 81",
+                "address = \"fd00:0::1\"\nport = 80\nweight = 999",
+            ],
+        );
+        assert_eq!(
+            invalid(&text),
+            [
+                "pool \"api\": member 3: address [fd00::1]:80 is already used by member 1",
+                "pool \"api\": member 3: weight 999 out of range (0-256)",
+            ]
+        );
+    }
+
+    #[test]
+    fn same_member_in_two_pools_is_fine() {
+        let text = format!("{POOL_P}{}", POOL_P.replace("\"p\"", "\"q\""));
+        assert_eq!(valid(&text).pools.len(), 2);
+    }
+
+    #[test]
+    fn hostname_address() {
+        let text = pool_with("", &["address = \"db.internal\"\nport = 5432"]);
+        assert_eq!(
+            invalid(&text),
+            [
+                "pool \"api\": member 1: address \"db.internal\" is not an IP address (hostnames \
+              are not resolved)"
+            ]
+        );
+    }
+
+    #[test]
+    fn member_port_out_of_range_exact_message() {
+        let text = pool_with(
+            "",
+            &[
+                "address = \"10.0.0.1\"\nport = 80",
+                "address = \"10.0.0.2\"\nport = 70000",
+            ],
+        );
+        assert_eq!(
+            invalid(&text),
+            ["pool \"api\": member 2: port 70000 out of range (1-65535)"]
+        );
+        let errors = validate(&parse(&text)).expect_err("invalid");
+        assert_eq!(
+            errors,
+            [ConfigError {
+                path: "pool \"api\": member 2".into(),
+                reason: "port 70000 out of range (1-65535)".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn member_admin_state_and_monitor_fields() {
+        let config = valid(&pool_with(
+            "",
+            &[
+                "address = \"10.0.0.1\"\nport = 80\nadmin_state = \"drain\"\n\
+                 monitor_address = \"10.0.1.1\"\nmonitor_port = 8081",
+                "address = \"10.0.0.2\"\nport = 80\nmonitor_port = 10256",
+            ],
+        ));
+        let members = &config.pools[0].members;
+        assert_eq!(members[0].admin_state, AdminState::Drain);
+        assert_eq!(
+            members[0].check_addr(),
+            "10.0.1.1:8081".parse().expect("addr")
+        );
+        assert_eq!(members[1].admin_state, AdminState::Ready);
+        assert_eq!(
+            members[1].check_addr(),
+            "10.0.0.2:10256".parse().expect("addr")
+        );
+        assert_eq!(
+            invalid(&pool_with(
+                "",
+                &[
+                    "address = \"10.0.0.1\"\nport = 80\nadmin_state = \"disabled\"\n\
+                   monitor_address = \"node-1\"\nmonitor_port = 0"
+                ]
+            )),
+            [
+                "pool \"api\": member 1: admin_state \"disabled\" is not valid (expected \
+                 \"ready\", \"drain\" or \"maint\")",
+                "pool \"api\": member 1: monitor_address \"node-1\" is not an IP address \
+                 (hostnames are not resolved)",
+                "pool \"api\": member 1: monitor_port 0 out of range (1-65535)",
+            ]
+        );
+    }
+}

@@ -124,3 +124,78 @@ pub(super) fn fast_path_rules(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::tests::*;
+
+    #[test]
+    fn xdp_section_and_fast_path_rules() {
+        let xdp = "[xdp]\ninterfaces = [\"veth-c\", \"veth-m\"]\nsnat_address = \"10.0.0.1\"\n";
+        let good = format!(
+            "{xdp}[[listener]]\nname = \"l\"\nbind = \"10.0.0.1:80\"\npool = \"p\"\nfast_path = \"xdp\"\n{POOL_P}"
+        );
+        let config = valid(&good);
+        assert_eq!(config.listeners[0].fast_path, FastPath::Xdp);
+        let x = config.xdp.as_ref().expect("xdp");
+        assert_eq!(x.interfaces, ["veth-c", "veth-m"]);
+        assert_eq!(x.snat_address, Some("10.0.0.1".parse().expect("ip")));
+        assert_eq!(x.snat_ports, 20_000..=32_767);
+        // Round trip through the file shape.
+        let back = ConfigFile::from(&config);
+        assert_eq!(validate(&back).expect("valid"), config);
+
+        assert_eq!(
+            invalid(&listener_with("fast_path = \"dpdk\"")),
+            ["listener \"l\": fast_path \"dpdk\" is not valid (expected \"none\" or \"xdp\")"]
+        );
+        assert_eq!(
+            invalid(&listener_with("fast_path = \"xdp\"")),
+            [
+                "listener \"l\": fast_path \"xdp\" needs an [xdp] section with its interfaces",
+                "listener \"l\": fast_path \"xdp\" needs a specific IPv4 bind address, not 0.0.0.0"
+            ]
+        );
+        let unsupported = format!(
+            "{xdp}[[listener]]\nname = \"l\"\nbind = \"10.0.0.1:80\"\npool = \"p\"\n\
+             fast_path = \"xdp\"\nproxy_protocol = \"v2\"\nallowed_cidrs = [\"10.0.0.0/8\"]\n\
+             [[pool]]\nname = \"p\"\nalgorithm = \"least_connections\"\n\
+             [[pool.member]]\naddress = \"::1\"\nport = 80\n"
+        );
+        assert_eq!(
+            invalid(&unsupported),
+            [
+                "listener \"l\": proxy_protocol is not supported with fast_path \"xdp\"",
+                "listener \"l\": allowed_cidrs is not supported with fast_path \"xdp\"",
+                "listener \"l\": pool \"p\" uses least_connections, which fast_path \"xdp\" does \
+                 not do (round_robin or source_ip)",
+                "listener \"l\": pool \"p\" has IPv6 members; fast_path \"xdp\" is IPv4 only"
+            ]
+        );
+        assert_eq!(
+            invalid("[xdp]\ninterfaces = [\"a/b\", \"eth0\", \"eth0\", \"averyveryverylongname\"]\nsnat_address = \"::1\"\n"),
+            [
+                "xdp: interface \"a/b\" is not a valid interface name (1-15 characters, no '/', ':' or spaces)",
+                "xdp: interface \"eth0\" is listed twice",
+                "xdp: interface \"averyveryverylongname\" is not a valid interface name (1-15 characters, no '/', ':' or spaces)",
+                "xdp: snat_address \"::1\" is not an IPv4 address (the fast path is IPv4 only)"
+            ]
+        );
+        assert_eq!(
+            invalid("[xdp]\n"),
+            ["xdp: interfaces is required (the interfaces packets arrive on)"]
+        );
+        let ports = |p: &str| format!("[xdp]\ninterfaces = [\"eth0\"]\nsnat_ports = \"{p}\"\n");
+        let config = valid(&ports(" 1024 - 65535"));
+        assert_eq!(config.xdp.as_ref().expect("xdp").snat_ports, 1024..=65_535);
+        for bad in ["1023-2000", "3000-2000", "20000", "a-b", "20000-70000"] {
+            assert_eq!(
+                invalid(&ports(bad)),
+                [format!(
+                    "xdp: snat_ports {bad:?} is not a port range FIRST-LAST with \
+                     1024 <= FIRST <= LAST <= 65535"
+                )]
+            );
+        }
+    }
+}
