@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use lbd_config::Config;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -16,7 +17,6 @@ use crate::runtime::{epoll::Epoll, uring::Uring, RuntimeKind};
 use crate::snapshot::{BindError, Snapshot};
 use crate::state::WorkerCounters;
 use crate::worker;
-use lbd_config::Config;
 
 /// What workers and the control thread share.
 pub struct Shared {

@@ -12,10 +12,11 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use lbd_config::{Config, HealthCheck};
+
 use crate::balance::{PlanMember, PoolPlan};
 use crate::sockets::ListenerSockets;
 use crate::state::{ListenerState, MemberState};
-use lbd_config::{Config, HealthCheck};
 
 pub struct Snapshot {
     pub generation: u64,

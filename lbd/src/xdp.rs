@@ -23,12 +23,12 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lbd_config::{Algorithm, FastPath, DEFAULT_SNAT_PORTS};
 use tracing::{error, info, warn};
 
 use crate::server::Shared;
 use crate::snapshot::{PoolRt, Snapshot};
 use crate::state::{Status, MEMBER_EVENTS};
-use lbd_config::{Algorithm, FastPath, DEFAULT_SNAT_PORTS};
 
 /// How often the tables are compared with the snapshot and health state
 /// at the latest; a health transition or a reload wakes the loop at once.

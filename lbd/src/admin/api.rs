@@ -10,10 +10,10 @@
 
 use std::net::SocketAddr;
 
+use lbd_config::{AdminState, Config, ConfigFile, MAX_WEIGHT};
 use serde::{Deserialize, Serialize};
 
 use crate::server::{ReloadError, ReloadSummary, Server};
-use lbd_config::{AdminState, Config, ConfigFile, MAX_WEIGHT};
 
 /// An API error: HTTP status and a JSON body `{"error": ..., "errors": [...]}`.
 #[derive(Debug, Serialize)]

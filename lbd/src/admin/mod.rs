@@ -35,6 +35,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use lbd_config::{read_token, Admin, AdminBind};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{error, info};
@@ -42,7 +43,6 @@ use tracing::{error, info};
 use crate::server::Server;
 use accept::Serving;
 use http::{Context, Role};
-use lbd_config::{read_token, Admin, AdminBind};
 use limit::{Limiter, Limits};
 
 /// Listening sockets of one `[admin]` setting, bound but not yet serving.
