@@ -17,7 +17,7 @@ use anyhow::Context;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::watcher;
-use lbd::config::file::{ConfigFile, MemberSection};
+use lbd_config::file::{ConfigFile, MemberSection};
 use tokio::sync::Notify;
 use tracing::info;
 
@@ -150,7 +150,7 @@ fn set_members(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lbd::config::file::PoolSection;
+    use lbd_config::file::PoolSection;
     use serde_json::json;
 
     fn slice(endpoints: serde_json::Value) -> EndpointSlice {

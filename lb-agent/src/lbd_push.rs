@@ -18,8 +18,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use lbd::config::file::{ListenerSection, PoolSection};
-use lbd::config::{self, ConfigFile};
+use lbd_config::file::{ListenerSection, PoolSection};
+use lbd_config::ConfigFile;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Which listeners and pools of lbd's config lb-agent owns.
@@ -121,11 +121,11 @@ pub async fn reconcile(
 /// as validated configs, so defaults spelled out or left out are equal).
 /// Errors if `merged` is not a valid config.
 fn changes(current: &ConfigFile, merged: &ConfigFile) -> anyhow::Result<bool> {
-    let merged_cfg = config::validate(merged).map_err(|errors| {
+    let merged_cfg = lbd_config::validate(merged).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("the merged config is not valid: {}", lines.join("; "))
     })?;
-    Ok(config::validate(current).ok().as_ref() != Some(&merged_cfg))
+    Ok(lbd_config::validate(current).ok().as_ref() != Some(&merged_cfg))
 }
 
 fn read_toml(path: &std::path::Path) -> anyhow::Result<ConfigFile> {

@@ -365,7 +365,7 @@ fn heartbeat(args: HeartbeatArgs) -> anyhow::Result<Option<octavia::agent::Heart
         bail!("heartbeats need --health-manager (or controller_ip_port_list)");
     }
     let key = match &args.heartbeat_key_file {
-        Some(path) => lbd::config::validate::read_token(path)
+        Some(path) => lbd_config::read_token(path)
             .map_err(|e| anyhow::anyhow!("--heartbeat-key-file {}: {e}", path.display()))?,
         None => file
             .heartbeat_key
@@ -384,9 +384,9 @@ fn heartbeat(args: HeartbeatArgs) -> anyhow::Result<Option<octavia::agent::Heart
 
 fn lbd_token(args: &TargetArgs) -> anyhow::Result<Option<String>> {
     match &args.lbd_token_file {
-        Some(path) => Ok(Some(lbd::config::validate::read_token(path).map_err(
-            |e| anyhow::anyhow!("--lbd-token-file {}: {e}", path.display()),
-        )?)),
+        Some(path) => Ok(Some(lbd_config::read_token(path).map_err(|e| {
+            anyhow::anyhow!("--lbd-token-file {}: {e}", path.display())
+        })?)),
         None => Ok(None),
     }
 }

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
 
-use crate::config::{self, Config};
+use lbd_config::Config;
 
 /// Starts `n` demo HTTP backends on 127.0.0.1 (ephemeral ports), each on its
 /// own thread, answering every request with its number and address.
@@ -60,7 +60,7 @@ pub fn config(
     bind: SocketAddr,
     admin: SocketAddr,
     backends: &[SocketAddr],
-) -> Result<Config, config::LoadError> {
+) -> Result<Config, lbd_config::LoadError> {
     let mut text = format!(
         "[admin]\nbind = \"{admin}\"\n\n\
          [[listener]]\nname = \"demo\"\nbind = \"{bind}\"\npool = \"demo\"\n\n\
@@ -74,5 +74,5 @@ pub fn config(
             b.port()
         ));
     }
-    config::from_toml_str(&text, "built-in demo config")
+    lbd_config::from_toml_str(&text, "built-in demo config")
 }

@@ -1,6 +1,7 @@
 //! lbd: an L4 (TCP) load balancer.
 //!
-//! * [`config`]: the config file, its validation and the typed model.
+//! * the config file, its validation and the typed model: the `lbd-config`
+//!   crate ([`lbd_config`]).
 //! * [`balance`]: member selection (round robin, least connections, Maglev).
 //! * [`runtime`]: the seam to the I/O runtime (io_uring or epoll).
 //! * [`proxy`]: one proxied connection, accept to close.
@@ -11,7 +12,6 @@
 
 pub mod admin;
 pub mod balance;
-pub mod config;
 pub mod demo;
 pub mod health;
 pub mod limits;

@@ -2,7 +2,7 @@
 
 use tracing::{info, warn};
 
-use crate::config::Config;
+use lbd_config::Config;
 
 /// File descriptors lbd needs beyond two per proxied connection (listening
 /// sockets, rings, logs, admin).

@@ -9,9 +9,9 @@ use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
 
-use lbd::config::{self, Config};
 use lbd::runtime::{self, RuntimeChoice};
 use lbd::server::Server;
+use lbd_config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -103,7 +103,7 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match config::load_file(file) {
+    match lbd_config::load_file(file) {
         Ok(cfg) => {
             let members: usize = cfg.pools.iter().map(|p| p.members.len()).sum();
             println!(
@@ -143,7 +143,7 @@ fn run(cli: &Cli, source: Source) -> anyhow::Result<()> {
         let mut int = signal(SignalKind::interrupt())?;
 
         let config = match &source {
-            Source::File(path) => config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?,
+            Source::File(path) => lbd_config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?,
             Source::Demo(bind, admin) => demo_config(*bind, *admin)?,
         };
         let workers = cli
@@ -186,7 +186,7 @@ fn reload(server: &Server, source: &Source) {
         return;
     };
     info!("SIGHUP: reloading {}", path.display());
-    match config::load_file(path) {
+    match lbd_config::load_file(path) {
         Err(e) => {
             server.note_rejected_reload();
             error!("reload rejected, the running config stays:\n{e}")

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use lbd_config::Config;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
 use crate::runtime::{epoll::Epoll, uring::Uring, RuntimeKind};
 use crate::snapshot::{BindError, Snapshot};
 use crate::state::WorkerCounters;

@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use lbd_config::{Config, HealthCheck};
+
 use crate::balance::{PlanMember, PoolPlan};
-use crate::config::validate::admin_state_name;
-use crate::config::{self, Config, HealthCheck};
 use crate::sockets::ListenerSockets;
 use crate::state::{ListenerState, MemberState};
 
@@ -27,7 +27,7 @@ pub struct Snapshot {
 }
 
 pub struct ListenerRt {
-    pub cfg: config::Listener,
+    pub cfg: lbd_config::Listener,
     /// Index into [`Snapshot::pools`].
     pub pool: usize,
     pub state: Arc<ListenerState>,
@@ -45,7 +45,7 @@ pub struct PoolRt {
 }
 
 pub struct MemberRt {
-    pub cfg: config::Member,
+    pub cfg: lbd_config::Member,
     pub addr: SocketAddr,
     /// `pool/address:port`, for logs (shared by the member's connections).
     pub label: Arc<str>,
@@ -156,8 +156,8 @@ impl Snapshot {
                         member = %m.label,
                         "member {}: admin state {} -> {}",
                         m.label,
-                        admin_state_name(old),
-                        admin_state_name(m.cfg.admin_state)
+                        old.name(),
+                        m.cfg.admin_state.name()
                     );
                 }
                 m.state.set_checked(pool.health.is_some());
@@ -193,7 +193,7 @@ impl Snapshot {
     }
 }
 
-fn build_pool(p: &config::Pool, prev: Option<&Snapshot>, workers: usize) -> PoolRt {
+fn build_pool(p: &lbd_config::Pool, prev: Option<&Snapshot>, workers: usize) -> PoolRt {
     let old_pool = prev.and_then(|s| s.pool(&p.name));
     let members: Vec<MemberRt> = p
         .members

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Re
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::config::AdminState;
+use lbd_config::AdminState;
 
 /// Wakes what follows member states from outside the data path (the XDP
 /// fast path's thread) as soon as a member's health or admin state changes,

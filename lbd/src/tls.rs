@@ -1,275 +1,37 @@
-//! rustls settings built from PEM files: the client side of `https` and
-//! `tls_hello` health checks, and the server side of the admin server.
+//! rustls settings built from PEM files: the server side of the admin
+//! server here; the client side of `https` and `tls_hello` health checks
+//! and the PEM reading live in lbd-config (validation builds them too).
 //!
 //! Always uses the ring crypto provider explicitly, never a process default.
 
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{
-    ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms,
-};
-use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::ParsedCertificate;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use lbd_config::tls_files;
+use rustls::sign::SingleCertAndKey;
+use rustls::ServerConfig;
 
-use crate::config::model::TlsCheck;
-
-/// Why TLS settings cannot be used, e.g. `ca_file "/etc/ca.pem": no
-/// certificate found`. For `sni`, `path` holds the rejected name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field} \"{}\": {reason}", path.display())]
-pub struct TlsSetupError {
-    /// The config key: `ca_file`, `client_cert`, `client_key`, `sni`,
-    /// `tls_cert` or `tls_key`.
-    pub field: &'static str,
-    /// The file (or, for `sni`, the name) that cannot be used.
-    pub path: PathBuf,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-impl TlsSetupError {
-    fn new(field: &'static str, path: &Path, reason: impl Into<String>) -> Self {
-        TlsSetupError {
-            field,
-            path: path.to_owned(),
-            reason: reason.into(),
-        }
-    }
-}
-
-/// Builds the client config of `https` (`alpn_http`: offers ALPN
-/// `http/1.1`) and `tls_hello` checks, reading the PEM files of `tls`.
-///
-/// Without `ca_file` the member's certificate is accepted whatever it is,
-/// but the handshake signatures are verified. With it, the certificate must
-/// chain to one of its certificates and match the server name. `sni` is
-/// checked too, so that check-config reports a bad one.
-pub fn client_config(tls: &TlsCheck, alpn_http: bool) -> Result<Arc<ClientConfig>, TlsSetupError> {
-    server_name(tls)?;
-    let provider = Arc::new(ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        // Cannot fail with the ring provider, which has TLS 1.2 and 1.3 suites.
-        .map_err(|e| TlsSetupError::new("tls", Path::new(""), e.to_string()))?;
-    let builder = match &tls.ca_file {
-        Some(path) => {
-            let roots = Arc::new(root_store(path)?);
-            let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-                .build()
-                .map_err(|e| TlsSetupError::new("ca_file", path, e.to_string()))?;
-            builder.with_webpki_verifier(verifier)
-        }
-        None => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(
-                provider.signature_verification_algorithms,
-            ))),
-    };
-    let mut config = match (&tls.client_cert, &tls.client_key) {
-        (None, None) => builder.with_no_client_auth(),
-        (Some(cert), None) => {
-            return Err(TlsSetupError::new(
-                "client_cert",
-                cert,
-                "client_key is not set",
-            ))
-        }
-        (None, Some(key)) => {
-            return Err(TlsSetupError::new(
-                "client_key",
-                key,
-                "client_cert is not set",
-            ))
-        }
-        (Some(cert_path), Some(key_path)) => {
-            let chain = certificates("client_cert", cert_path)?;
-            let key = private_key("client_key", key_path, &provider)?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| {
-                let reason = format!("does not go with client_cert: {e}");
-                TlsSetupError::new("client_key", key_path, reason)
-            })?
-        }
-    };
-    if alpn_http {
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    }
-    Ok(Arc::new(config))
-}
+pub use lbd_config::tls_client::client_config;
+pub use lbd_config::tls_files::{server_name, TlsSetupError};
 
 /// The server config of the admin server: certificate chain and key from
 /// PEM files (`tls_cert`, `tls_key`), ALPN `http/1.1`.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsSetupError> {
-    let provider = Arc::new(ring::default_provider());
-    let chain = certificates("tls_cert", cert)?;
-    let key_der = private_key("tls_key", key, &provider)?;
+    let provider = tls_files::provider();
+    let identity = tls_files::certified_key(("tls_cert", cert), ("tls_key", key), &provider)?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsSetupError::new("tls_cert", cert, e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .map_err(|e| {
-            TlsSetupError::new("tls_key", key, format!("does not go with tls_cert: {e}"))
-        })?;
+        // What `with_single_cert` does, with the key checked above.
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(identity)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
-/// The configured `sni` as a server name, `None` when not set. An IP
-/// address is accepted: nothing is sent then, but a `ca_file` certificate
-/// must be for that address.
-pub(crate) fn server_name(tls: &TlsCheck) -> Result<Option<ServerName<'static>>, TlsSetupError> {
-    let Some(sni) = &tls.sni else {
-        return Ok(None);
-    };
-    ServerName::try_from(sni.as_str())
-        .map(|name| Some(name.to_owned()))
-        .map_err(|_| TlsSetupError::new("sni", Path::new(sni), "not a valid DNS name"))
-}
-
-/// Largest PEM file read: CA bundles are a few hundred KiB; this keeps a
-/// mistake such as `/dev/zero` from hanging config validation.
-const MAX_PEM_FILE: u64 = 4 * 1024 * 1024;
-
-fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsSetupError> {
-    use std::io::Read;
-    let cannot = |e: std::io::Error| TlsSetupError::new(field, path, format!("cannot read: {e}"));
-    let mut pem = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_PEM_FILE + 1).read_to_end(&mut pem))
-        .map_err(cannot)?;
-    if pem.len() as u64 > MAX_PEM_FILE {
-        return Err(TlsSetupError::new(
-            field,
-            path,
-            format!("larger than {} MiB", MAX_PEM_FILE >> 20),
-        ));
-    }
-    Ok(pem)
-}
-
-/// Every certificate in the PEM file, at least one, each parseable.
-fn certificates(
-    field: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
-    let pem = read(field, path)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsSetupError::new(field, path, pem_reason(e)))?;
-    if certs.is_empty() {
-        return Err(TlsSetupError::new(field, path, "no certificate found"));
-    }
-    for (i, cert) in certs.iter().enumerate() {
-        ParsedCertificate::try_from(cert).map_err(|e| {
-            let reason = format!("certificate {} of {}: {e}", i + 1, certs.len());
-            TlsSetupError::new(field, path, reason)
-        })?;
-    }
-    Ok(certs)
-}
-
-fn root_store(path: &Path) -> Result<RootCertStore, TlsSetupError> {
-    let mut roots = RootCertStore::empty();
-    let certs = certificates("ca_file", path)?;
-    let count = certs.len();
-    for (i, cert) in certs.into_iter().enumerate() {
-        roots.add(cert).map_err(|e| {
-            let reason = format!("certificate {} of {count}: {e}", i + 1);
-            TlsSetupError::new("ca_file", path, reason)
-        })?;
-    }
-    Ok(roots)
-}
-
-/// The first private key of the PEM file, checked to be usable.
-fn private_key(
-    field: &'static str,
-    path: &Path,
-    provider: &CryptoProvider,
-) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
-    let pem = read(field, path)?;
-    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
-        let reason = match e {
-            pem::Error::NoItemsFound => "no private key found".to_owned(),
-            e => pem_reason(e),
-        };
-        TlsSetupError::new(field, path, reason)
-    })?;
-    provider
-        .key_provider
-        .load_private_key(key.clone_key())
-        .map_err(|e| TlsSetupError::new(field, path, format!("unusable key: {e}")))?;
-    Ok(key)
-}
-
-/// A PEM syntax error, with the lines it quotes as text, not byte lists.
-fn pem_reason(e: pem::Error) -> String {
-    let mut reason = "invalid PEM: ".to_owned();
-    let _ = match e {
-        pem::Error::MissingSectionEnd { end_marker } => {
-            write!(
-                reason,
-                "section \"{}\" has no END line",
-                end_marker.escape_ascii()
-            )
-        }
-        pem::Error::IllegalSectionStart { line } => {
-            write!(reason, "bad section start \"{}\"", line.escape_ascii())
-        }
-        e => write!(reason, "{e}"),
-    };
-    reason
-}
-
-/// Accepts any certificate for any name (HAProxy `verify none`) but still
-/// verifies the handshake signatures, so the peer must hold the key of the
-/// certificate it sent.
-#[derive(Debug)]
-struct AnyCertificate(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::path::PathBuf;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
@@ -300,137 +62,26 @@ pub(crate) mod tests {
         rcgen::generate_simple_self_signed(names).unwrap()
     }
 
-    fn tls(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> TlsCheck {
-        TlsCheck {
-            ca_file: ca.map(Path::to_owned),
-            sni: None,
-            client_cert: cert.map(Path::to_owned),
-            client_key: key.map(Path::to_owned),
-        }
-    }
-
-    fn error(tls: &TlsCheck) -> String {
-        client_config(tls, false).unwrap_err().to_string()
-    }
-
     #[test]
-    fn builds_with_and_without_files() {
+    fn server_config_from_matching_files() {
         let id = self_signed();
         let cert = TempFile::new(id.cert.pem());
         let key = TempFile::new(id.key_pair.serialize_pem());
-        let config = client_config(&TlsCheck::default(), true).unwrap();
+        let config = server_config(&cert.0, &key.0).unwrap();
         assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
-        assert!(client_config(&TlsCheck::default(), false)
-            .unwrap()
-            .alpn_protocols
-            .is_empty());
-        let all = tls(Some(&cert.0), Some(&cert.0), Some(&key.0));
-        assert!(client_config(&all, false).is_ok());
-        // One file holding both the certificate and its key.
-        let both = TempFile::new(id.cert.pem() + &id.key_pair.serialize_pem());
-        assert!(client_config(&tls(None, Some(&both.0), Some(&both.0)), false).is_ok());
-    }
-
-    #[test]
-    fn unreadable_files_are_reported() {
-        let missing = Path::new("/nonexistent/lbd/ca.pem");
-        assert_eq!(
-            error(&tls(Some(missing), None, None)),
-            "ca_file \"/nonexistent/lbd/ca.pem\": cannot read: \
-             No such file or directory (os error 2)"
-        );
-        let dir = std::env::temp_dir();
-        let e = client_config(&tls(Some(&dir), None, None), false).unwrap_err();
-        assert_eq!((e.field, e.path), ("ca_file", dir));
-        assert!(e.reason.starts_with("cannot read: "), "{}", e.reason);
-    }
-
-    #[test]
-    fn files_without_the_right_pem_are_reported() {
-        let id = self_signed();
-        let empty = TempFile::new("");
-        let text = TempFile::new("not a certificate\n");
-        let cert = TempFile::new(id.cert.pem());
-        let key = TempFile::new(id.key_pair.serialize_pem());
-        let e = error(&tls(Some(&empty.0), None, None));
-        assert_eq!(
-            e,
-            format!("ca_file \"{}\": no certificate found", empty.0.display())
-        );
-        let e = error(&tls(Some(&text.0), None, None));
-        assert!(e.ends_with(": no certificate found"), "{e}");
-        let e = error(&tls(None, Some(&key.0), Some(&key.0)));
+        let other = TempFile::new(self_signed().key_pair.serialize_pem());
+        let e = server_config(&cert.0, &other.0).unwrap_err().to_string();
         assert!(
-            e.starts_with("client_cert ") && e.ends_with("no certificate found"),
+            e.starts_with(&format!(
+                "tls_key \"{}\": does not go with tls_cert: ",
+                other.0.display()
+            )),
             "{e}"
         );
-        let e = error(&tls(None, Some(&cert.0), Some(&cert.0)));
-        assert_eq!(
-            e,
-            format!("client_key \"{}\": no private key found", cert.0.display())
-        );
-        let e = error(&tls(None, Some(&cert.0), Some(&empty.0)));
-        assert!(e.ends_with(": no private key found"), "{e}");
-    }
-
-    #[test]
-    fn broken_pem_is_reported() {
-        let id = self_signed();
-        let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-        let garbage = TempFile::new(garbage);
-        let e = error(&tls(Some(&garbage.0), None, None));
+        let e = server_config(&key.0, &key.0).unwrap_err().to_string();
         assert!(
-            e.starts_with("ca_file ") && e.contains("certificate 1 of 1: "),
+            e.starts_with("tls_cert ") && e.ends_with("no certificate found"),
             "{e}"
         );
-        let cut = id.cert.pem();
-        let cut = TempFile::new(&cut[..cut.len() / 2]);
-        let e = error(&tls(Some(&cut.0), None, None));
-        assert!(
-            e.contains(": invalid PEM: section \"CERTIFICATE\" has no END line"),
-            "{e}"
-        );
-        let bad_key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
-        let bad_key = TempFile::new(bad_key);
-        let cert = TempFile::new(id.cert.pem());
-        let e = error(&tls(None, Some(&cert.0), Some(&bad_key.0)));
-        assert!(
-            e.starts_with("client_key ") && e.contains("unusable key: "),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn key_must_match_certificate() {
-        let (a, b) = (self_signed(), self_signed());
-        let cert = TempFile::new(a.cert.pem());
-        let key = TempFile::new(b.key_pair.serialize_pem());
-        let e = error(&tls(None, Some(&cert.0), Some(&key.0)));
-        assert!(
-            e.starts_with("client_key ") && e.contains("does not go with"),
-            "{e}"
-        );
-        let e = error(&tls(None, Some(&cert.0), None));
-        assert!(e.ends_with(": client_key is not set"), "{e}");
-    }
-
-    #[test]
-    fn endless_files_are_refused() {
-        let tls = TlsCheck {
-            ca_file: Some("/dev/zero".into()),
-            ..TlsCheck::default()
-        };
-        assert_eq!(error(&tls), "ca_file \"/dev/zero\": larger than 4 MiB");
-    }
-
-    #[test]
-    fn sni_must_be_a_name() {
-        let mut check = TlsCheck {
-            sni: Some("api.example".to_owned()),
-            ..TlsCheck::default()
-        };
-        assert!(client_config(&check, false).is_ok());
-        check.sni = Some("bad name".to_owned());
-        assert_eq!(error(&check), "sni \"bad name\": not a valid DNS name");
     }
 }

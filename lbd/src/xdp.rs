@@ -23,9 +23,9 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lbd_config::{Algorithm, FastPath, DEFAULT_SNAT_PORTS};
 use tracing::{error, info, warn};
 
-use crate::config::{Algorithm, FastPath, DEFAULT_SNAT_PORTS};
 use crate::server::Shared;
 use crate::snapshot::{PoolRt, Snapshot};
 use crate::state::{Status, MEMBER_EVENTS};

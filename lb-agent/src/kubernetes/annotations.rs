@@ -103,7 +103,7 @@ fn set_choice(slot: &mut String, value: &str, allowed: &[&str]) -> bool {
 
 fn set_duration(slot: &mut String, value: &str) -> bool {
     let ok = humantime::parse_duration(value)
-        .is_ok_and(|d| !d.is_zero() && d <= lbd::config::validate::MAX_DURATION);
+        .is_ok_and(|d| !d.is_zero() && d <= lbd_config::MAX_DURATION);
     if ok {
         *slot = value.to_owned();
     }

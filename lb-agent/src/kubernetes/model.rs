@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Node, Service, ServicePort};
-use lbd::config::file::{HealthSection, ListenerSection, MemberSection, PoolSection};
+use lbd_config::file::{HealthSection, ListenerSection, MemberSection, PoolSection};
 
 use super::annotations;
 
@@ -563,11 +563,11 @@ mod tests {
     #[test]
     fn rendered_sections_validate_in_lbd() {
         let r = render(&[web()], &[node("a", "10.0.0.10", true)], &shared());
-        let file = lbd::config::ConfigFile {
+        let file = lbd_config::ConfigFile {
             listeners: r.listeners,
             pools: r.pools,
             ..Default::default()
         };
-        assert!(lbd::config::validate(&file).is_ok());
+        assert!(lbd_config::validate(&file).is_ok());
     }
 }

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use lbd::config::ConfigFile;
+use lbd_config::ConfigFile;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -130,8 +130,8 @@ struct Follower {
     problems: BTreeSet<String>,
     /// The last render lbd accepted (or already had).
     pushed: Option<(
-        Vec<lbd::config::file::ListenerSection>,
-        Vec<lbd::config::file::PoolSection>,
+        Vec<lbd_config::file::ListenerSection>,
+        Vec<lbd_config::file::PoolSection>,
     )>,
 }
 

@@ -226,7 +226,7 @@ fn client_config(tls: &TlsOptions) -> anyhow::Result<(ClientConfig, Option<Arc<s
             }
             warn!("insecure: server certificates are not verified");
         }
-        let check = lbd::config::model::TlsCheck {
+        let check = lbd_config::TlsCheck {
             ca_file: if tls.insecure {
                 None
             } else {
@@ -236,7 +236,7 @@ fn client_config(tls: &TlsOptions) -> anyhow::Result<(ClientConfig, Option<Arc<s
         };
         // Without a ca_file lbd's config accepts any certificate but checks
         // the handshake signatures; with one it verifies chain and name.
-        let config = lbd::tls::client_config(&check, false)?;
+        let config = lbd_config::tls_client::client_config(&check, false)?;
         return Ok((Arc::unwrap_or_clone(config), None));
     }
 

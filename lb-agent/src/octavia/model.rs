@@ -20,8 +20,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use lbd::config::file::{HealthSection, ListenerSection, MemberSection, PoolSection};
-use lbd::config::ConfigFile;
+use lbd_config::file::{HealthSection, ListenerSection, MemberSection, PoolSection};
+use lbd_config::ConfigFile;
 use serde::Deserialize;
 
 /// Prefix of the listener and pool names lb-agent owns in lbd's config.
@@ -275,7 +275,7 @@ fn render_lb(tree: &LbTree, options: &Options, out: &mut Rendered) {
 /// already binds, say) does not hold back every other change. A refused
 /// listener becomes a [`Problem`] quoting lbd's reasons.
 pub fn keep_valid(rendered: &Rendered, base: &ConfigFile) -> Rendered {
-    if lbd::config::validate(base).is_err() {
+    if lbd_config::validate(base).is_err() {
         // Not ours to judge; pushing will report lbd's errors.
         return rendered.clone();
     }
@@ -294,7 +294,7 @@ pub fn keep_valid(rendered: &Rendered, base: &ConfigFile) -> Rendered {
         let mut trial = config.clone();
         trial.listeners.push(listener.clone());
         trial.pools.push(pool.clone());
-        match lbd::config::validate(&trial) {
+        match lbd_config::validate(&trial) {
             Ok(_) => {
                 config = trial;
                 out.listeners.push(listener.clone());
@@ -560,13 +560,13 @@ mod tests {
         }
     }
 
-    fn valid(rendered: &Rendered) -> lbd::config::Config {
-        let file = lbd::config::ConfigFile {
+    fn valid(rendered: &Rendered) -> lbd_config::Config {
+        let file = lbd_config::ConfigFile {
             listeners: rendered.listeners.clone(),
             pools: rendered.pools.clone(),
             ..Default::default()
         };
-        lbd::config::validate(&file).unwrap_or_else(|errors| {
+        lbd_config::validate(&file).unwrap_or_else(|errors| {
             panic!(
                 "{}",
                 errors

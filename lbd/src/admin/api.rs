@@ -10,9 +10,9 @@
 
 use std::net::SocketAddr;
 
+use lbd_config::{AdminState, Config, ConfigFile, MAX_WEIGHT};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{self, AdminState, Config, ConfigFile, MAX_WEIGHT};
 use crate::server::{ReloadError, ReloadSummary, Server};
 
 /// An API error: HTTP status and a JSON body `{"error": ..., "errors": [...]}`.
@@ -88,8 +88,8 @@ pub fn parse_config(body: &[u8], toml: bool) -> Result<Config, ApiError> {
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::new(400, "the body is not UTF-8"))?;
     if toml {
-        return config::from_toml_str(text, "pushed config").map_err(|e| match e {
-            config::LoadError::Invalid { errors, .. } => invalid(errors),
+        return lbd_config::from_toml_str(text, "pushed config").map_err(|e| match e {
+            lbd_config::LoadError::Invalid { errors, .. } => invalid(errors),
             other => ApiError::new(400, other.to_string()),
         });
     }
@@ -106,10 +106,10 @@ pub fn parse_config(body: &[u8], toml: bool) -> Result<Config, ApiError> {
     }
     let file: ConfigFile = serde_json::from_value(value)
         .map_err(|e| ApiError::new(400, format!("pushed config: {e}")))?;
-    config::validate(&file).map_err(invalid)
+    lbd_config::validate(&file).map_err(invalid)
 }
 
-fn invalid(errors: Vec<config::ConfigError>) -> ApiError {
+fn invalid(errors: Vec<lbd_config::ConfigError>) -> ApiError {
     ApiError {
         status: 400,
         error: format!(
@@ -183,7 +183,7 @@ fn find_member<'a>(
     config: &'a mut Config,
     pool: &str,
     address: &str,
-) -> Result<&'a mut config::Member, ApiError> {
+) -> Result<&'a mut lbd_config::Member, ApiError> {
     let addr: SocketAddr = address.parse().map_err(|_| {
         ApiError::new(
             400,
@@ -203,9 +203,9 @@ fn find_member<'a>(
 }
 
 fn parse_admin_state(text: &str) -> Result<AdminState, ApiError> {
-    [AdminState::Ready, AdminState::Drain, AdminState::Maint]
+    AdminState::ALL
         .into_iter()
-        .find(|s| config::validate::admin_state_name(*s) == text)
+        .find(|s| s.name() == text)
         .ok_or_else(|| {
             ApiError::new(
                 400,

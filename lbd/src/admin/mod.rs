@@ -35,11 +35,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use lbd_config::{read_token, Admin, AdminBind};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{error, info};
 
-use crate::config::{validate::read_token, Admin, AdminBind};
 use crate::server::Server;
 use accept::Serving;
 use http::{Context, Role};

@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::validate::{admin_state_name, algorithm_name, check_kind_name};
 use crate::server::Shared;
 use crate::snapshot::{ListenerRt, MemberRt, PoolRt};
 use crate::state::{MemberCounters, Status};
@@ -287,8 +286,8 @@ fn pool_stats(p: &PoolRt) -> PoolStats {
     };
     PoolStats::with_totals(
         p.name.clone(),
-        algorithm_name(p.plan.algorithm()),
-        p.health.as_ref().map(|h| check_kind_name(h.kind)),
+        p.plan.algorithm().name(),
+        p.health.as_ref().map(|h| h.kind.name()),
         (usable(false), usable(true)),
         members,
     )
@@ -347,7 +346,7 @@ fn member_stats(m: &MemberRt, server: String) -> MemberStats {
         name: m.cfg.name.clone(),
         id: m.cfg.id.clone(),
         status: s.status().name(),
-        admin_state: admin_state_name(s.admin()),
+        admin_state: s.admin().name(),
         weight: m.cfg.weight,
         backup: m.cfg.backup,
         current_sessions: s.active.load(Relaxed),

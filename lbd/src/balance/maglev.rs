@@ -190,7 +190,7 @@ mod tests {
     use super::super::test_support::{members, Status};
     use super::super::{Balancer, PlanMember, PoolPlan};
     use super::*;
-    use crate::config::Algorithm;
+    use lbd_config::Algorithm;
     use std::net::{IpAddr, Ipv4Addr};
     use std::sync::Arc;
 

@@ -39,7 +39,7 @@ mod round_robin;
 
 use std::{net::IpAddr, sync::Arc};
 
-use crate::config::Algorithm;
+use lbd_config::Algorithm;
 
 use least_conn::LeastConnections;
 use maglev::{Seen, Tables};
@@ -201,7 +201,7 @@ impl Balancer {
 #[cfg(test)]
 mod test_support {
     use super::{Balancer, MemberStatus, PlanMember, PoolPlan};
-    use crate::config::Algorithm;
+    use lbd_config::Algorithm;
     use std::cell::Cell;
     use std::net::{IpAddr, Ipv4Addr};
     use std::sync::Arc;

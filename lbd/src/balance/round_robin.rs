@@ -44,7 +44,7 @@ impl RoundRobin {
 mod tests {
     use super::super::test_support::{Status, CLIENT};
     use super::super::Balancer;
-    use crate::config::Algorithm;
+    use lbd_config::Algorithm;
 
     fn balancer(weights: &[u32]) -> Balancer {
         super::super::test_support::balancer(Algorithm::RoundRobin, weights)

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lbd_config::{AdminState, HealthCheck};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::config::{AdminState, HealthCheck};
 use crate::server::Shared;
 use crate::snapshot::Snapshot;
 use crate::state::{now_ms, LogLimiter, MemberState, Transition};

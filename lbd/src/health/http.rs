@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use crate::config::model::HttpCheck;
+use lbd_config::model::HttpCheck;
 
 /// The longest status line read before giving up (HAProxy's default
 /// `tune.bufsize` is larger, but a status line is never near this).

@@ -7,6 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use lbd_config::model::{CheckKind, HealthCheck, HttpCheck};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -14,7 +15,6 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::http;
-use crate::config::model::{CheckKind, HealthCheck, HttpCheck};
 use crate::tls::{self, TlsSetupError};
 
 /// One configured check, built once per pool health config and shared
@@ -263,6 +263,7 @@ fn io_failure(what: &str, e: io::Error) -> Failure {
 mod tests {
     use std::sync::Arc;
 
+    use lbd_config::model::{ExpectedCodes, TlsCheck};
     use rustls::crypto::ring;
     use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
     use rustls::server::WebPkiClientVerifier;
@@ -272,7 +273,6 @@ mod tests {
     use tokio_rustls::TlsAcceptor;
 
     use super::*;
-    use crate::config::model::{ExpectedCodes, TlsCheck};
     use crate::tls::tests::{self_signed, TempFile};
 
     const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";

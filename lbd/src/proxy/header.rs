@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use crate::config::ProxyProtocol;
+use lbd_config::ProxyProtocol;
 
 /// The 12-byte signature that starts every v2 header.
 pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";

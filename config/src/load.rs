@@ -1,17 +1,13 @@
-//! Configuration: the file format ([`file`]), the validated model ([`model`])
-//! and the checks between them ([`validate`]).
-
-pub mod file;
-pub mod model;
-pub mod validate;
+//! Loading a config file: reading it once it has settled, parsing the
+//! TOML and validating it, with errors that name the file.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use file::ConfigFile;
-pub use model::*;
-pub use validate::{validate, ConfigError};
+use crate::file::ConfigFile;
+use crate::model::Config;
+use crate::validate::{validate, ConfigError};
 
 /// Why a config could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -136,4 +132,20 @@ pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, LoadError> {
         origin: origin.to_owned(),
         errors,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::tests::*;
+
+    #[test]
+    fn from_toml_str_reports_invalid_values_with_origin() {
+        let text = pool_with("", &["address = \"10.0.0.1\"\nport = 70000"]);
+        let err = from_toml_str(&text, "lbd.toml").expect_err("invalid");
+        assert!(matches!(err, LoadError::Invalid { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "lbd.toml: pool \"api\": member 1: port 70000 out of range (1-65535)"
+        );
+    }
 }

@@ -2,8 +2,8 @@
 //!
 //! Types here are deliberately loose (strings for addresses and durations,
 //! `i64` for numbers, `Option` for required fields) so that parsing never
-//! stops at the first mistake: [`super::validate`] turns a [`ConfigFile`] into
-//! a typed [`super::Config`] and reports *every* problem with its field path.
+//! stops at the first mistake: [`crate::validate`] turns a [`ConfigFile`] into
+//! a typed [`crate::Config`] and reports *every* problem with its field path.
 //! Unknown fields are rejected at parse time (`deny_unknown_fields`).
 //!
 //! lb-agent builds a `ConfigFile` and serializes it (TOML for `lbd -c`, the
@@ -206,14 +206,11 @@ pub struct HealthSection {
 
 use std::time::Duration;
 
-use super::model::{Admin, CheckKind, Config, Global, HealthCheck, Listener, Member, Pool, Xdp};
-use super::validate::{
-    admin_state_name, algorithm_name, check_kind_name, fast_path_name, proxy_protocol_name,
-};
+use crate::model::{Admin, CheckKind, Config, Global, HealthCheck, Listener, Member, Pool, Xdp};
 
 /// Renders a typed config back into the file model, every setting written
 /// out explicitly (defaults included), so that for any `cfg` returned by
-/// [`super::validate`], `validate(&ConfigFile::from(&cfg)) == Ok(cfg)`.
+/// [`crate::validate`], `validate(&ConfigFile::from(&cfg)) == Ok(cfg)`.
 /// lb-agent uses this to write configs.
 impl From<&Config> for ConfigFile {
     fn from(config: &Config) -> Self {
@@ -279,9 +276,9 @@ impl From<&Listener> for ListenerSection {
             member_idle: Some(duration_text(listener.member_idle)),
             proxy_protocol: listener
                 .proxy_protocol
-                .map(|version| proxy_protocol_name(version).to_owned()),
+                .map(|version| version.name().to_owned()),
             freebind: Some(listener.freebind),
-            fast_path: Some(fast_path_name(listener.fast_path).to_owned()),
+            fast_path: Some(listener.fast_path.name().to_owned()),
         }
     }
 }
@@ -290,7 +287,7 @@ impl From<&Pool> for PoolSection {
     fn from(pool: &Pool) -> Self {
         PoolSection {
             name: Some(pool.name.clone()),
-            algorithm: Some(algorithm_name(pool.algorithm).to_owned()),
+            algorithm: Some(pool.algorithm.name().to_owned()),
             retries: Some(i64::from(pool.retries)),
             health: pool.health.as_ref().map(HealthSection::from),
             members: pool.members.iter().map(MemberSection::from).collect(),
@@ -305,7 +302,7 @@ impl From<&Member> for MemberSection {
             port: Some(i64::from(member.port)),
             weight: Some(i64::from(member.weight)),
             backup: Some(member.backup),
-            admin_state: Some(admin_state_name(member.admin_state).to_owned()),
+            admin_state: Some(member.admin_state.name().to_owned()),
             monitor_address: member.monitor_address.map(|a| a.to_string()),
             monitor_port: member.monitor_port.map(i64::from),
             id: member.id.clone(),
@@ -323,7 +320,7 @@ impl From<&HealthCheck> for HealthSection {
         let path_text =
             |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
         HealthSection {
-            kind: Some(check_kind_name(check.kind).to_owned()),
+            kind: Some(check.kind.name().to_owned()),
             interval: Some(duration_text(check.interval)),
             timeout: Some(duration_text(check.timeout)),
             rise: Some(i64::from(check.rise)),
@@ -344,4 +341,101 @@ impl From<&HealthCheck> for HealthSection {
 /// exactly.
 fn duration_text(duration: Duration) -> String {
     humantime::format_duration(duration).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::tests::*;
+
+    #[test]
+    fn unknown_fields_are_rejected_at_parse_time() {
+        for text in [
+            "colour = \"blue\"\n",
+            "[global]\ndrain = \"1s\"\n",
+            "[[listener]]\nname = \"a\"\nport = 80\n",
+            "[[pool]]\nname = \"a\"\nlb_algorithm = \"ROUND_ROBIN\"\n",
+            "[[pool]]\nname = \"a\"\n[[pool.member]]\naddress = \"10.0.0.1\"\nprotocol_port = 80\n",
+        ] {
+            match from_toml_str(text, "test.toml") {
+                Err(LoadError::Syntax { origin, message }) => {
+                    assert_eq!(origin, "test.toml");
+                    assert!(message.contains("unknown field"), "{message}");
+                }
+                other => panic!("{text:?}: expected a syntax error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn round_trip_full_config() {
+        let config = valid(FULL);
+        let file = ConfigFile::from(&config);
+        assert_eq!(validate(&file), Ok(config.clone()));
+        // Also through TOML text, as lb-agent writes it.
+        let text = toml::to_string(&file).expect("serializes");
+        assert_eq!(from_toml_str(&text, "rendered").ok(), Some(config));
+    }
+
+    #[test]
+    fn round_trip_odd_durations_and_every_enum_value() {
+        let mut config = valid(&format!(
+            "{}\n[[pool]]\nname = \"q\"\n[[pool]]\nname = \"r\"\n",
+            listener_with("proxy_protocol = \"v1\"")
+        ));
+        let listener = config.listeners[0].clone();
+        for (i, (duration, proxy)) in [
+            (Duration::new(1, 1), None),
+            (
+                Duration::new(29 * 86_400 + 86_399, 999_999_999),
+                Some(ProxyProtocol::V2),
+            ),
+            (Duration::from_nanos(1), Some(ProxyProtocol::V1)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            config.listeners.push(Listener {
+                name: format!("extra-{i}"),
+                bind: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                client_idle: duration,
+                member_connect: duration,
+                member_idle: duration,
+                proxy_protocol: proxy,
+                ..listener.clone()
+            });
+        }
+        assert_eq!(config.pools.len(), Algorithm::ALL.len());
+        for (pool, algorithm) in config.pools.iter_mut().zip(Algorithm::ALL) {
+            pool.algorithm = algorithm;
+        }
+        config.global.drain_timeout = Duration::from_millis(1234);
+        assert_eq!(validate(&ConfigFile::from(&config)), Ok(config));
+    }
+
+    #[test]
+    fn round_trip_health_checks_and_member_settings() {
+        for check in [
+            "type = \"tcp\"\ninterval = \"1s 500ms\"\ntimeout = \"300ms\"",
+            "type = \"http\"\nmethod = \"OPTIONS\"\nhost = \"h\"\nexpected_codes = \"200-299,401\"",
+            "type = \"https\"\npath = \"/readyz\"\nsni = \"localhost\"",
+            "type = \"tls_hello\"\nrise = 5\nfall = 1",
+        ] {
+            let text = health_with(check)
+                + "[[pool.member]]\naddress = \"::1\"\nport = 6443\nadmin_state = \"maint\"\n\
+                   monitor_address = \"::2\"\nmonitor_port = 1\n";
+            let config = valid(&text);
+            assert_eq!(validate(&ConfigFile::from(&config)), Ok(config), "{check}");
+        }
+    }
+
+    #[test]
+    fn round_trip_admin() {
+        for text in [
+            "[admin]\n",
+            "[admin]\nbind = \"unix:/run/lbd.sock\"\nstats_bind = \"[::]:32700\"\n",
+        ] {
+            let config = valid(text);
+            assert_eq!(validate(&ConfigFile::from(&config)), Ok(config), "{text}");
+        }
+    }
 }

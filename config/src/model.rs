@@ -1,6 +1,6 @@
 //! The validated, typed configuration the data plane runs on.
 //!
-//! Every value here has been checked by [`super::validate`]: addresses parse,
+//! Every value here has been checked by [`crate::validate`]: addresses parse,
 //! ports and weights are in range, listener pools exist, binds are unique.
 
 use std::net::{IpAddr, SocketAddr};
@@ -130,6 +130,19 @@ pub enum FastPath {
     Xdp,
 }
 
+impl FastPath {
+    /// Every fast path, in the order error messages list them.
+    pub const ALL: [FastPath; 2] = [FastPath::None, FastPath::Xdp];
+
+    /// The file spelling (`"xdp"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            FastPath::None => "none",
+            FastPath::Xdp => "xdp",
+        }
+    }
+}
+
 /// `[xdp]`: the optional XDP fast path (IPv4 listeners).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Xdp {
@@ -149,6 +162,19 @@ pub const DEFAULT_SNAT_PORTS: std::ops::RangeInclusive<u16> = 20_000..=32_767;
 pub enum ProxyProtocol {
     V1,
     V2,
+}
+
+impl ProxyProtocol {
+    /// Every version, in the order error messages list them.
+    pub const ALL: [ProxyProtocol; 2] = [ProxyProtocol::V1, ProxyProtocol::V2];
+
+    /// The file spelling (`"v2"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            ProxyProtocol::V1 => "v1",
+            ProxyProtocol::V2 => "v2",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +219,26 @@ pub enum CheckKind {
     Https,
     /// Passes when a TLS handshake completes; nothing is sent after it.
     TlsHello,
+}
+
+impl CheckKind {
+    /// Every check type, in the order error messages list them.
+    pub const ALL: [CheckKind; 4] = [
+        CheckKind::Tcp,
+        CheckKind::Http,
+        CheckKind::Https,
+        CheckKind::TlsHello,
+    ];
+
+    /// The file spelling (`"tls_hello"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http => "http",
+            CheckKind::Https => "https",
+            CheckKind::TlsHello => "tls_hello",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,6 +324,24 @@ pub enum Algorithm {
     SourceIp,
 }
 
+impl Algorithm {
+    /// Every algorithm, in the order error messages list them.
+    pub const ALL: [Algorithm; 3] = [
+        Algorithm::RoundRobin,
+        Algorithm::LeastConnections,
+        Algorithm::SourceIp,
+    ];
+
+    /// The file spelling (`"round_robin"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round_robin",
+            Algorithm::LeastConnections => "least_connections",
+            Algorithm::SourceIp => "source_ip",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub address: IpAddr,
@@ -307,6 +371,20 @@ pub enum AdminState {
     /// No new connections and no health checks (HAProxy `disabled`, Octavia
     /// `admin_state_up = false`); established connections continue.
     Maint = 2,
+}
+
+impl AdminState {
+    /// Every admin state, in the order error messages list them.
+    pub const ALL: [AdminState; 3] = [AdminState::Ready, AdminState::Drain, AdminState::Maint];
+
+    /// The file spelling (`"drain"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        }
+    }
 }
 
 impl Member {

@@ -1,0 +1,427 @@
+//! `[[listener]]`: names, binds (unique, not overlapping), the pool
+//! reference and the per-listener settings.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+
+use super::fields::{
+    binds_overlap, duration_field, expected_list, lookup, socket_addr_field, ConfigError, Names,
+    Scope,
+};
+use crate::file::ListenerSection;
+use crate::model::{
+    FastPath, Listener, ProxyProtocol, DEFAULT_CLIENT_IDLE, DEFAULT_CONNECTION_LIMIT,
+    DEFAULT_MEMBER_CONNECT, DEFAULT_MEMBER_IDLE,
+};
+
+/// Largest accepted `connection_limit`.
+pub const MAX_CONNECTION_LIMIT: u32 = 10_000_000;
+
+/// Checks every `[[listener]]`; returns those that are fully valid.
+pub(super) fn validate_listeners(
+    sections: &[ListenerSection],
+    pool_names: &HashSet<&str>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Listener> {
+    let names = Names::check("listener", sections.iter().map(|l| l.name.as_deref()));
+    // Valid binds of earlier listeners, with their index, for conflict checks.
+    let mut binds: Vec<(SocketAddr, usize)> = Vec::new();
+    let mut listeners = Vec::new();
+    for (index, section) in sections.iter().enumerate() {
+        let mut scope = Scope::new(names.label(index), errors);
+        let name = names.take(index, &mut scope);
+        let bind = bind_field(&mut scope, section.bind.as_deref());
+        if let Some(bind) = bind {
+            if let Some(reason) = bind_conflict(bind, &binds, &names) {
+                scope.error(reason);
+            }
+            binds.push((bind, index));
+        }
+        if let Some(listener) = validate_listener(&mut scope, section, name, bind, pool_names) {
+            listeners.push(listener);
+        }
+    }
+    listeners
+}
+
+/// Checks the fields of a listener after `name` and `bind` (checked by the
+/// caller, which needs them for uniqueness) and builds it if all are valid.
+fn validate_listener(
+    scope: &mut Scope,
+    section: &ListenerSection,
+    name: Option<String>,
+    bind: Option<SocketAddr>,
+    pool_names: &HashSet<&str>,
+) -> Option<Listener> {
+    let pool = pool_reference(scope, section.pool.as_deref(), pool_names);
+    let connection_limit = connection_limit_field(scope, section.connection_limit);
+    let allowed_cidrs = cidrs_field(scope, &section.allowed_cidrs);
+    let client_idle = duration_field(
+        scope,
+        "client_idle",
+        section.client_idle.as_deref(),
+        DEFAULT_CLIENT_IDLE,
+    );
+    let member_connect = duration_field(
+        scope,
+        "member_connect",
+        section.member_connect.as_deref(),
+        DEFAULT_MEMBER_CONNECT,
+    );
+    let member_idle = duration_field(
+        scope,
+        "member_idle",
+        section.member_idle.as_deref(),
+        DEFAULT_MEMBER_IDLE,
+    );
+    let proxy_protocol = proxy_protocol_field(scope, section.proxy_protocol.as_deref());
+    let fast_path = fast_path_field(scope, section.fast_path.as_deref());
+    Some(Listener {
+        name: name?,
+        bind: bind?,
+        pool: pool?,
+        connection_limit: connection_limit?,
+        allowed_cidrs: allowed_cidrs?,
+        client_idle: client_idle?,
+        member_connect: member_connect?,
+        member_idle: member_idle?,
+        proxy_protocol: proxy_protocol?,
+        freebind: section.freebind.unwrap_or(false),
+        fast_path: fast_path?,
+    })
+}
+
+/// `fast_path`: absent, `"none"` or `"xdp"`.
+fn fast_path_field(scope: &mut Scope, value: Option<&str>) -> Option<FastPath> {
+    let Some(text) = value else {
+        return Some(FastPath::None);
+    };
+    let found = lookup(&FastPath::ALL, FastPath::name, text);
+    if found.is_none() {
+        scope.error(format!(
+            "fast_path {text:?} is not valid (expected {})",
+            expected_list(&FastPath::ALL, FastPath::name)
+        ));
+    }
+    found
+}
+
+/// `bind`: required `addr:port` with a non-zero port.
+fn bind_field(scope: &mut Scope, value: Option<&str>) -> Option<SocketAddr> {
+    let text = scope.required("bind", value)?;
+    socket_addr_field(scope, "bind", text)
+}
+
+/// Whether binding `bind` clashes with an earlier listener's bind: the same
+/// address and port, or the same port and IP family where one address is the
+/// wildcard. IPv4 and IPv6 never clash (IPv6 sockets are v6only).
+fn bind_conflict(
+    bind: SocketAddr,
+    earlier: &[(SocketAddr, usize)],
+    names: &Names,
+) -> Option<String> {
+    earlier.iter().find_map(|&(other, index)| {
+        let owner = names.label(index);
+        if other == bind {
+            Some(format!("bind {bind} is already used by {owner}"))
+        } else if binds_overlap(bind, other) {
+            Some(format!(
+                "bind {bind} overlaps {other} of {owner} (same port, and a wildcard address \
+                 takes the port on every address)"
+            ))
+        } else {
+            None
+        }
+    })
+}
+
+/// `pool`: required, and must name a `[[pool]]` of the file.
+fn pool_reference(
+    scope: &mut Scope,
+    value: Option<&str>,
+    pool_names: &HashSet<&str>,
+) -> Option<String> {
+    let name = scope.required("pool", value)?;
+    if pool_names.contains(name) {
+        Some(name.to_owned())
+    } else {
+        scope.error(format!("pool {name:?} does not exist"));
+        None
+    }
+}
+
+/// `connection_limit`: 1..=10 000 000, default [`DEFAULT_CONNECTION_LIMIT`].
+fn connection_limit_field(scope: &mut Scope, value: Option<i64>) -> Option<u32> {
+    let Some(limit) = value else {
+        return Some(DEFAULT_CONNECTION_LIMIT);
+    };
+    match u32::try_from(limit) {
+        Ok(limit @ 1..=MAX_CONNECTION_LIMIT) => Some(limit),
+        _ if limit == -1 => {
+            scope.error(format!(
+                "connection_limit -1 (unlimited) is not supported: use a number; leave it out \
+                 for the default {DEFAULT_CONNECTION_LIMIT}"
+            ));
+            None
+        }
+        _ => {
+            scope.error(format!(
+                "connection_limit {limit} out of range (1-{MAX_CONNECTION_LIMIT}); leave it out \
+                 for the default {DEFAULT_CONNECTION_LIMIT}"
+            ));
+            None
+        }
+    }
+}
+
+/// `allowed_cidrs`: every entry a CIDR or a bare IP address.
+fn cidrs_field(scope: &mut Scope, values: &[String]) -> Option<Vec<IpNet>> {
+    let nets: Vec<Option<IpNet>> = values
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let net = parse_cidr(text);
+            if net.is_none() {
+                scope.error(format!(
+                    "allowed_cidrs[{}]: {text:?} is not a CIDR",
+                    index + 1
+                ));
+            }
+            net
+        })
+        .collect();
+    nets.into_iter().collect()
+}
+
+/// Parses `10.0.0.0/8` or `2001:db8::/32`; a bare address is a /32 or /128,
+/// and host bits (`10.0.0.1/24`) are cleared.
+fn parse_cidr(text: &str) -> Option<IpNet> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Some(net.trunc());
+    }
+    text.parse::<IpAddr>().ok().map(IpNet::from)
+}
+
+/// `proxy_protocol`: absent, `"v1"` or `"v2"`.
+fn proxy_protocol_field(scope: &mut Scope, value: Option<&str>) -> Option<Option<ProxyProtocol>> {
+    let Some(text) = value else {
+        return Some(None);
+    };
+    match lookup(&ProxyProtocol::ALL, ProxyProtocol::name, text) {
+        Some(version) => Some(Some(version)),
+        None => {
+            scope.error(format!(
+                "proxy_protocol {text:?} is not valid (expected {}; leave it out for none)",
+                expected_list(&ProxyProtocol::ALL, ProxyProtocol::name)
+            ));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::tests::*;
+
+    #[test]
+    fn listener_name_rules() {
+        let text = listeners(&[
+            ("", "0.0.0.0:1"),
+            ("a b", "0.0.0.0:2"),
+            ("x", "0.0.0.0:3"),
+            ("x", "0.0.0.0:4"),
+        ]);
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener #1: name is empty",
+                "listener #2: name \"a b\" contains ' '; only ASCII letters, digits, '_', '.', \
+                 ':' and '-' are allowed",
+                "listener #4: name \"x\" is already used by listener #3",
+            ]
+        );
+        let ok = valid(&listeners(&[("Az09_.:-", "0.0.0.0:1")]));
+        assert_eq!(ok.listeners[0].name, "Az09_.:-");
+    }
+
+    #[test]
+    fn listener_and_pool_may_share_a_name() {
+        let config = valid(
+            "[[listener]]\nname = \"p\"\nbind = \"0.0.0.0:80\"\npool = \"p\"\n[[pool]]\nname = \"p\"\n",
+        );
+        assert_eq!(config.listeners[0].pool, "p");
+    }
+
+    #[test]
+    fn bind_must_be_socket_address_with_nonzero_port() {
+        let text = listeners(&[("a", "localhost:80"), ("b", "10.0.0.1"), ("c", "0.0.0.0:0")]);
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener \"a\": bind \"localhost:80\" is not an address:port (e.g. \
+                 \"0.0.0.0:8080\", \"[::]:8080\")",
+                "listener \"b\": bind \"10.0.0.1\" is not an address:port (e.g. \
+                 \"0.0.0.0:8080\", \"[::]:8080\")",
+                "listener \"c\": bind 0.0.0.0:0: port 0 is not allowed",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_bind() {
+        let text = listeners(&[("a", "127.0.0.1:80"), ("b", "127.0.0.1:80")]);
+        assert_eq!(
+            invalid(&text),
+            ["listener \"b\": bind 127.0.0.1:80 is already used by listener \"a\""]
+        );
+    }
+
+    #[test]
+    fn duplicate_bind_names_unnamed_listener_by_position() {
+        let text = format!(
+            "[[listener]]\nbind = \"[::1]:80\"\npool = \"p\"\n{}",
+            listeners(&[("b", "[::1]:80")])
+        );
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener #1: name is required",
+                "listener \"b\": bind [::1]:80 is already used by listener #1",
+            ]
+        );
+    }
+
+    #[test]
+    fn wildcard_overlap_ipv4() {
+        let text = listeners(&[("a", "0.0.0.0:80"), ("b", "10.0.0.1:80")]);
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener \"b\": bind 10.0.0.1:80 overlaps 0.0.0.0:80 of listener \"a\" (same \
+              port, and a wildcard address takes the port on every address)"
+            ]
+        );
+    }
+
+    #[test]
+    fn wildcard_overlap_ipv6_specific_first() {
+        let text = listeners(&[("a", "[::1]:80"), ("b", "[::]:80")]);
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener \"b\": bind [::]:80 overlaps [::1]:80 of listener \"a\" (same port, and \
+              a wildcard address takes the port on every address)"
+            ]
+        );
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_wildcards_do_not_conflict() {
+        let config = valid(&listeners(&[
+            ("v4", "0.0.0.0:80"),
+            ("v6", "[::]:80"),
+            ("v4-other-port", "10.0.0.1:81"),
+            ("v6-specific", "[fd00::1]:81"),
+        ]));
+        assert_eq!(config.listeners.len(), 4);
+    }
+
+    #[test]
+    fn unknown_pool() {
+        let text = listeners(&[("a", "0.0.0.0:80")]).replace("pool = \"p\"\n", "pool = \"nope\"\n");
+        assert_eq!(
+            invalid(&text),
+            ["listener \"a\": pool \"nope\" does not exist"]
+        );
+    }
+
+    #[test]
+    fn reference_to_badly_named_pool_reports_only_the_pool() {
+        let text = "[[listener]]\nname = \"l\"\nbind = \"0.0.0.0:80\"\npool = \"a b\"\n\
+                    [[pool]]\nname = \"a b\"\n";
+        let errors = invalid(text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("pool #1: name \"a b\""), "{errors:?}");
+    }
+
+    #[test]
+    fn connection_limit_rules() {
+        assert_eq!(
+            invalid(&listener_with("connection_limit = -1")),
+            [
+                "listener \"l\": connection_limit -1 (unlimited) is not supported: use a number; \
+              leave it out for the default 50000"
+            ]
+        );
+        for bad in [0, 10_000_001, i64::MIN, i64::MAX] {
+            assert_eq!(
+                invalid(&listener_with(&format!("connection_limit = {bad}"))),
+                [format!(
+                    "listener \"l\": connection_limit {bad} out of range (1-10000000); leave it \
+                     out for the default 50000"
+                )]
+            );
+        }
+        for good in [1, 10_000_000] {
+            let config = valid(&listener_with(&format!("connection_limit = {good}")));
+            assert_eq!(i64::from(config.listeners[0].connection_limit), good);
+        }
+    }
+
+    #[test]
+    fn bad_cidr() {
+        let text =
+            listener_with(r#"allowed_cidrs = ["10.0.0.0/8", "10.0.0.0/33", "nope", "::/129"]"#);
+        assert_eq!(
+            invalid(&text),
+            [
+                "listener \"l\": allowed_cidrs[2]: \"10.0.0.0/33\" is not a CIDR",
+                "listener \"l\": allowed_cidrs[3]: \"nope\" is not a CIDR",
+                "listener \"l\": allowed_cidrs[4]: \"::/129\" is not a CIDR",
+            ]
+        );
+    }
+
+    #[test]
+    fn cidr_host_bits_are_truncated() {
+        let config = valid(&listener_with(
+            r#"allowed_cidrs = ["10.0.0.1/24", "2001:db8::1/64"]"#,
+        ));
+        assert_eq!(
+            config.listeners[0].allowed_cidrs,
+            vec![
+                "10.0.0.0/24".parse::<IpNet>().expect("net"),
+                "2001:db8::/64".parse().expect("net"),
+            ]
+        );
+    }
+
+    #[test]
+    fn bare_ip_cidr_is_a_host_route() {
+        let config = valid(&listener_with(
+            r#"allowed_cidrs = ["192.0.2.7", "2001:db8::7"]"#,
+        ));
+        assert_eq!(
+            config.listeners[0].allowed_cidrs,
+            vec![
+                "192.0.2.7/32".parse::<IpNet>().expect("net"),
+                "2001:db8::7/128".parse().expect("net"),
+            ]
+        );
+    }
+
+    #[test]
+    fn proxy_protocol_values() {
+        assert_eq!(
+            invalid(&listener_with("proxy_protocol = \"V2\"")),
+            [
+                "listener \"l\": proxy_protocol \"V2\" is not valid (expected \"v1\" or \"v2\"; \
+              leave it out for none)"
+            ]
+        );
+        let v1 = valid(&listener_with("proxy_protocol = \"v1\""));
+        assert_eq!(v1.listeners[0].proxy_protocol, Some(ProxyProtocol::V1));
+    }
+}

@@ -1,0 +1,350 @@
+//! `[[pool]]` and its `[[pool.member]]` tables.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use super::fields::{
+    expected_list, int_field, int_in_range, ip_field, lookup, ConfigError, Names, Scope,
+};
+use super::health::validate_health;
+use crate::file::{MemberSection, PoolSection};
+use crate::model::{
+    AdminState, Algorithm, Member, Pool, DEFAULT_RETRIES, DEFAULT_WEIGHT, MAX_WEIGHT,
+};
+
+/// Largest accepted pool `retries`.
+pub const MAX_RETRIES: u32 = 100;
+
+/// Checks every `[[pool]]`; returns those that are fully valid.
+pub(super) fn validate_pools(sections: &[PoolSection], errors: &mut Vec<ConfigError>) -> Vec<Pool> {
+    let names = Names::check("pool", sections.iter().map(|p| p.name.as_deref()));
+    let mut pools = Vec::new();
+    for (index, section) in sections.iter().enumerate() {
+        let mut scope = Scope::new(names.label(index), errors);
+        let name = names.take(index, &mut scope);
+        let algorithm = algorithm_field(&mut scope, section.algorithm.as_deref());
+        let retries = int_field(
+            &mut scope,
+            "retries",
+            section.retries,
+            0..=MAX_RETRIES,
+            DEFAULT_RETRIES,
+        );
+        let health = match &section.health {
+            Some(h) => validate_health(&mut scope.child("health"), h).map(Some),
+            None => Some(None),
+        };
+        let members = validate_members(&mut scope, &section.members);
+        if let (Some(name), Some(algorithm), Some(retries), Some(health), Some(members)) =
+            (name, algorithm, retries, health, members)
+        {
+            pools.push(Pool {
+                name,
+                algorithm,
+                retries,
+                health,
+                members,
+            });
+        }
+    }
+    pools
+}
+
+/// `algorithm`: one of [`Algorithm::ALL`], default round robin.
+fn algorithm_field(scope: &mut Scope, value: Option<&str>) -> Option<Algorithm> {
+    let Some(text) = value else {
+        return Some(Algorithm::default());
+    };
+    let algorithm = lookup(&Algorithm::ALL, Algorithm::name, text);
+    if algorithm.is_none() {
+        scope.error(format!(
+            "algorithm {text:?} is not valid (expected {})",
+            expected_list(&Algorithm::ALL, Algorithm::name)
+        ));
+    }
+    algorithm
+}
+
+/// Checks the members of one pool (`pool_scope` is the pool's scope); `None`
+/// if any member is invalid.
+fn validate_members(pool_scope: &mut Scope, sections: &[MemberSection]) -> Option<Vec<Member>> {
+    // Valid address:port of earlier members, with their 1-based number.
+    let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+    let members: Vec<Option<Member>> = sections
+        .iter()
+        .enumerate()
+        .map(|(index, section)| {
+            let number = index + 1;
+            let mut scope = pool_scope.child(format_args!("member {number}"));
+            validate_member(&mut scope, section, number, &mut seen)
+        })
+        .collect();
+    members.into_iter().collect()
+}
+
+/// Checks one `[[pool.member]]`, numbered `number` (1-based); `seen` holds
+/// the address:port of earlier members of the pool, to reject duplicates.
+fn validate_member(
+    scope: &mut Scope,
+    section: &MemberSection,
+    number: usize,
+    seen: &mut HashMap<SocketAddr, usize>,
+) -> Option<Member> {
+    let address = member_address(scope, section.address.as_deref());
+    let port = member_port(scope, section.port);
+    let unique = match (address, port) {
+        (Some(address), Some(port)) => {
+            unique_member_addr(scope, SocketAddr::new(address, port), number, seen)
+        }
+        _ => false,
+    };
+    let weight = int_field(
+        scope,
+        "weight",
+        section.weight,
+        0..=MAX_WEIGHT,
+        DEFAULT_WEIGHT,
+    );
+    let admin_state = admin_state_field(scope, section.admin_state.as_deref());
+    let monitor_address = match section.monitor_address.as_deref() {
+        Some(text) => ip_field(scope, "monitor_address", text).map(Some),
+        None => Some(None),
+    };
+    let monitor_port = match section.monitor_port {
+        Some(port) => int_in_range(scope, "monitor_port", port, 1..=u16::MAX).map(Some),
+        None => Some(None),
+    };
+    if !unique {
+        return None;
+    }
+    Some(Member {
+        address: address?,
+        port: port?,
+        weight: weight?,
+        backup: section.backup.unwrap_or(false),
+        admin_state: admin_state?,
+        monitor_address: monitor_address?,
+        monitor_port: monitor_port?,
+        id: section.id.clone(),
+        name: section.name.clone(),
+    })
+}
+
+/// Records `addr` as used by member `number`, or reports that an earlier
+/// member of the pool already uses it. Returns whether it was unique.
+fn unique_member_addr(
+    scope: &mut Scope,
+    addr: SocketAddr,
+    number: usize,
+    seen: &mut HashMap<SocketAddr, usize>,
+) -> bool {
+    match seen.get(&addr) {
+        Some(first) => {
+            scope.error(format!("address {addr} is already used by member {first}"));
+            false
+        }
+        None => {
+            seen.insert(addr, number);
+            true
+        }
+    }
+}
+
+/// `address`: a required IP address.
+fn member_address(scope: &mut Scope, value: Option<&str>) -> Option<IpAddr> {
+    let text = scope.required("address", value)?;
+    ip_field(scope, "address", text)
+}
+
+/// `admin_state`: one of [`AdminState::ALL`], default ready.
+fn admin_state_field(scope: &mut Scope, value: Option<&str>) -> Option<AdminState> {
+    let Some(text) = value else {
+        return Some(AdminState::default());
+    };
+    let state = lookup(&AdminState::ALL, AdminState::name, text);
+    if state.is_none() {
+        scope.error(format!(
+            "admin_state {text:?} is not valid (expected {})",
+            expected_list(&AdminState::ALL, AdminState::name)
+        ));
+    }
+    state
+}
+
+/// `port`: required, 1..=65535.
+fn member_port(scope: &mut Scope, value: Option<i64>) -> Option<u16> {
+    let port = *scope.required("port", value.as_ref())?;
+    int_in_range(scope, "port", port, 1..=u16::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::tests::*;
+
+    #[test]
+    fn pool_name_rules() {
+        let text = "[[pool]]\nname = \"api\"\n[[pool]]\nname = \"api\"\n[[pool]]\nname = \"é\"\n";
+        assert_eq!(
+            invalid(text),
+            [
+                "pool #2: name \"api\" is already used by pool #1",
+                "pool #3: name \"é\" contains 'é'; only ASCII letters, digits, '_', '.', ':' and \
+                 '-' are allowed",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_algorithm() {
+        assert_eq!(
+            invalid(&pool_with("algorithm = \"roundrobin\"", &[])),
+            [
+                "pool \"api\": algorithm \"roundrobin\" is not valid (expected \"round_robin\", \
+              \"least_connections\" or \"source_ip\")"
+            ]
+        );
+    }
+
+    #[test]
+    fn retries_range() {
+        assert_eq!(
+            invalid(&pool_with("retries = -1", &[])),
+            ["pool \"api\": retries -1 out of range (0-100)"]
+        );
+        assert_eq!(
+            valid(&pool_with("retries = 100", &[])).pools[0].retries,
+            100
+        );
+    }
+
+    #[test]
+    fn weight_257_is_rejected() {
+        let text = pool_with("", &["address = \"10.0.0.1\"\nport = 80\nweight = 257"]);
+        assert_eq!(
+            invalid(&text),
+            ["pool \"api\": member 1: weight 257 out of range (0-256)"]
+        );
+        let text = pool_with("", &["address = \"10.0.0.1\"\nport = 80\nweight = -1"]);
+        assert_eq!(
+            invalid(&text),
+            ["pool \"api\": member 1: weight -1 out of range (0-256)"]
+        );
+    }
+
+    #[test]
+    fn weight_0_and_256_are_accepted() {
+        let text = pool_with(
+            "",
+            &[
+                "address = \"10.0.0.1\"\nport = 80\nweight = 0",
+                "address = \"10.0.0.2\"\nport = 80\nweight = 256",
+                "address = \"10.0.0.3\"\nport = 80",
+            ],
+        );
+        let weights: Vec<u32> = valid(&text).pools[0]
+            .members
+            .iter()
+            .map(|m| m.weight)
+            .collect();
+        assert_eq!(weights, [0, MAX_WEIGHT, DEFAULT_WEIGHT]);
+    }
+
+    #[test]
+    fn duplicate_member() {
+        let text = pool_with(
+            "",
+            &[
+                "address = \"fd00::1\"\nport = 80",
+                "address = \"fd00::1\"\nport = 81",
+                "address = \"fd00:0::1\"\nport = 80\nweight = 999",
+            ],
+        );
+        assert_eq!(
+            invalid(&text),
+            [
+                "pool \"api\": member 3: address [fd00::1]:80 is already used by member 1",
+                "pool \"api\": member 3: weight 999 out of range (0-256)",
+            ]
+        );
+    }
+
+    #[test]
+    fn same_member_in_two_pools_is_fine() {
+        let text = format!("{POOL_P}{}", POOL_P.replace("\"p\"", "\"q\""));
+        assert_eq!(valid(&text).pools.len(), 2);
+    }
+
+    #[test]
+    fn hostname_address() {
+        let text = pool_with("", &["address = \"db.internal\"\nport = 5432"]);
+        assert_eq!(
+            invalid(&text),
+            [
+                "pool \"api\": member 1: address \"db.internal\" is not an IP address (hostnames \
+              are not resolved)"
+            ]
+        );
+    }
+
+    #[test]
+    fn member_port_out_of_range_exact_message() {
+        let text = pool_with(
+            "",
+            &[
+                "address = \"10.0.0.1\"\nport = 80",
+                "address = \"10.0.0.2\"\nport = 70000",
+            ],
+        );
+        assert_eq!(
+            invalid(&text),
+            ["pool \"api\": member 2: port 70000 out of range (1-65535)"]
+        );
+        let errors = validate(&parse(&text)).expect_err("invalid");
+        assert_eq!(
+            errors,
+            [ConfigError {
+                path: "pool \"api\": member 2".into(),
+                reason: "port 70000 out of range (1-65535)".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn member_admin_state_and_monitor_fields() {
+        let config = valid(&pool_with(
+            "",
+            &[
+                "address = \"10.0.0.1\"\nport = 80\nadmin_state = \"drain\"\n\
+                 monitor_address = \"10.0.1.1\"\nmonitor_port = 8081",
+                "address = \"10.0.0.2\"\nport = 80\nmonitor_port = 10256",
+            ],
+        ));
+        let members = &config.pools[0].members;
+        assert_eq!(members[0].admin_state, AdminState::Drain);
+        assert_eq!(
+            members[0].check_addr(),
+            "10.0.1.1:8081".parse().expect("addr")
+        );
+        assert_eq!(members[1].admin_state, AdminState::Ready);
+        assert_eq!(
+            members[1].check_addr(),
+            "10.0.0.2:10256".parse().expect("addr")
+        );
+        assert_eq!(
+            invalid(&pool_with(
+                "",
+                &[
+                    "address = \"10.0.0.1\"\nport = 80\nadmin_state = \"disabled\"\n\
+                   monitor_address = \"node-1\"\nmonitor_port = 0"
+                ]
+            )),
+            [
+                "pool \"api\": member 1: admin_state \"disabled\" is not valid (expected \
+                 \"ready\", \"drain\" or \"maint\")",
+                "pool \"api\": member 1: monitor_address \"node-1\" is not an IP address \
+                 (hostnames are not resolved)",
+                "pool \"api\": member 1: monitor_port 0 out of range (1-65535)",
+            ]
+        );
+    }
+}
