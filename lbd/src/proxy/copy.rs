@@ -177,8 +177,8 @@ async fn idle_watchdog(
     member_idle: Duration,
 ) -> Outcome {
     loop {
-        let client_deadline = activity.client.get() + client_idle;
-        let member_deadline = activity.member.get() + member_idle;
+        let client_deadline = deadline(activity.client.get(), client_idle);
+        let member_deadline = deadline(activity.member.get(), member_idle);
         let now = Instant::now();
         if now >= client_deadline {
             return Outcome::ClientIdle;
@@ -188,6 +188,23 @@ async fn idle_watchdog(
         }
         tokio::time::sleep_until(client_deadline.min(member_deadline).into()).await;
     }
+}
+
+/// `at + timeout`, or a far-future instant when that does not fit in an
+/// `Instant` (a timeout like `18446744073709551615s` means "never"; adding
+/// it would panic).
+fn deadline(at: Instant, timeout: Duration) -> Instant {
+    at.checked_add(timeout).unwrap_or_else(|| far_future(at))
+}
+
+/// About 30 years after `at` (what tokio uses for "never"), or the
+/// latest of a few shorter spans that still fit.
+fn far_future(at: Instant) -> Instant {
+    const YEAR: u64 = 365 * 24 * 3600;
+    [30 * YEAR, YEAR, 24 * 3600]
+        .into_iter()
+        .find_map(|secs| at.checked_add(Duration::from_secs(secs)))
+        .unwrap_or(at)
 }
 
 /// Shuts a socket down both ways so that any read or write still in flight
@@ -221,4 +238,45 @@ fn unsent_bytes(fd: std::os::fd::RawFd) -> Option<i32> {
     // SAFETY: SIOCOUTQ writes one int through the pointer, which is valid.
     let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
     (rc == 0).then_some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_timeouts_mean_never_instead_of_a_panic() {
+        let now = Instant::now();
+        let far = deadline(now, Duration::MAX);
+        assert!(far > now + Duration::from_secs(365 * 24 * 3600));
+        let huge = Duration::from_secs(u64::MAX);
+        assert!(deadline(now, huge) > now + Duration::from_secs(365 * 24 * 3600));
+        let ten = Duration::from_secs(10);
+        assert_eq!(deadline(now, ten), now + ten);
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_takes_a_huge_timeout_on_one_side() {
+        let now = Instant::now();
+        let activity = Activity {
+            client: Cell::new(now),
+            member: Cell::new(now),
+        };
+        let huge = Duration::from_secs(u64::MAX);
+        let short = Duration::from_millis(20);
+        let idle = tokio::time::timeout(
+            Duration::from_secs(10),
+            idle_watchdog(&activity, huge, short),
+        )
+        .await
+        .expect("the member side times out");
+        assert!(matches!(idle, Outcome::MemberIdle), "{idle:?}");
+        let idle = tokio::time::timeout(
+            Duration::from_secs(10),
+            idle_watchdog(&activity, short, huge),
+        )
+        .await
+        .expect("the client side times out");
+        assert!(matches!(idle, Outcome::ClientIdle), "{idle:?}");
+    }
 }
