@@ -7,7 +7,7 @@
 //! * [`worker`]: a data-plane thread and its accept loops.
 //! * [`snapshot`], [`state`], [`sockets`]: what workers share.
 //! * [`server`]: start, reload and drain; [`demo`]: the built-in demo;
-//!   [`limits`]: process limits.
+//!   [`limits`]: process limits; [`memory`]: giving freed memory back.
 
 pub mod admin;
 pub mod balance;
@@ -15,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod limits;
+pub mod memory;
 pub mod proxy;
 pub mod runtime;
 pub mod server;
