@@ -3,7 +3,9 @@
 //!
 //! Each direction reads into a buffer and writes it out before reading
 //! again (back-pressure: a slow reader slows the writer down). Buffers are
-//! borrowed from the worker's pool only while data is in flight. When one side sends EOF, the other side's
+//! borrowed from the worker's pool only while data is in flight: small
+//! ones, or large ones for a direction that moves bulk to a peer that
+//! drains ([`super::sizing`]). When one side sends EOF, the other side's
 //! write half is shut down and the opposite direction keeps flowing, so a
 //! client's `shutdown(SHUT_WR)` reaches the member and the reply still comes
 //! back. An error on either side ends both, and both peers get a reset.
@@ -20,6 +22,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use super::buffers::BufPool;
+use super::sizing::{queued_bytes, Sizer};
 use crate::runtime::Stream;
 use crate::sockets::with_socket;
 use crate::state::add;
@@ -116,7 +119,9 @@ pub async fn copy_both_ways<S: Stream>(
 /// An idle direction waits in `readable` and holds no buffer, so an idle
 /// connection costs no buffer memory. After a read that filled the buffer
 /// (a bulk transfer) more data is likely waiting, so the next read goes
-/// straight ahead without waiting for readiness first.
+/// straight ahead without waiting for readiness first. Each read's buffer
+/// is small unless the [`Sizer`] asks for a large one and the budget has
+/// one to spare.
 async fn pump<S: Stream>(
     from: &S,
     to: &S,
@@ -127,13 +132,24 @@ async fn pump<S: Stream>(
     counters: [&AtomicU64; 2],
 ) -> io::Result<()> {
     let mut bulk = false;
+    let mut sizer = Sizer::default();
     loop {
         if !bulk {
             if let Err(e) = from.readable().await {
                 return Err(fail(from, to, e));
             }
         }
-        let (res, buf) = from.read(pool.take()).await;
+        // The grant (a share of the large-buffer budget) lives as long as
+        // the buffer is out, and returns if this future is dropped.
+        let large = sizer
+            .wants_large(to.as_raw_fd())
+            .then(|| pool.take_large())
+            .flatten();
+        let (buf, _grant) = match large {
+            Some((buf, grant)) => (buf, Some(grant)),
+            None => (pool.take(), None),
+        };
+        let (res, buf) = from.read(buf).await;
         let n = match res {
             Ok(0) => {
                 pool.give(buf);
@@ -149,6 +165,7 @@ async fn pump<S: Stream>(
             }
         };
         bulk = n == buf.capacity();
+        sizer.read(n);
         activity.touch(from_side);
         let (res, buf) = to.write_all(buf).await;
         pool.give(buf);
@@ -226,18 +243,10 @@ pub fn reset(s: &impl Stream) {
     with_socket(s, |sock| {
         let _ = sock.set_linger(Some(Duration::ZERO));
         let _ = sock.shutdown(Shutdown::Read);
-        if unsent_bytes(sock.as_raw_fd()) != Some(0) {
+        if queued_bytes(sock.as_raw_fd()) != Some(0) {
             let _ = sock.shutdown(Shutdown::Write);
         }
     });
-}
-
-/// Bytes in the socket's send queue not yet sent (SIOCOUTQ).
-fn unsent_bytes(fd: std::os::fd::RawFd) -> Option<i32> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ writes one int through the pointer, which is valid.
-    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
-    (rc == 0).then_some(n)
 }
 
 #[cfg(test)]
