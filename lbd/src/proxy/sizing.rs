@@ -1,60 +1,67 @@
 //! Which buffer one direction of a connection reads into next.
 //!
 //! Small by default. Large only when both hold:
-//! - the direction moves bulk: its last [`GROW_AFTER`] reads each returned
-//!   at least a small buffer's worth (a small buffer would have been full);
-//! - the peer it writes to drains: its socket's send buffer has room for a
-//!   whole large buffer now, so the write completes at once and the buffer
-//!   goes straight back to the pool. A peer that stops reading fills its
-//!   send buffer, and from then on the direction reads into small buffers:
-//!   a stuck write pins 16 KiB, not 256.
+//! - the direction moves bulk: [`GROW_AFTER`] reads in a row returned at
+//!   least a small buffer's worth each (a small buffer would have been
+//!   full). A short read halves the count instead of clearing it, so the
+//!   short read at the end of each response of a keep-alive connection
+//!   does not send the next response back to small buffers; a direction
+//!   that turns interactive is back to small ones after three short reads;
+//! - the peer it writes to drains: its socket's send buffer has room for
+//!   a whole large buffer now, with the kernel's per-packet overhead, so
+//!   the write completes at once and the buffer goes straight back to the
+//!   pool. A peer that stops reading fills its send buffer, and from then
+//!   on the direction reads into small buffers: a stuck write pins 16 KiB,
+//!   not 256.
 //!
-//! The room check is one `ioctl` per large read (the send buffer's size is
-//! read again only when the check fails: autotuning grows it). It is an
-//! estimate (the kernel counts send buffer memory with overhead); the
-//! budget in [`super::buffers`] is the hard bound.
+//! The room check is one `getsockopt(SO_MEMINFO)` per large read: the
+//! kernel's own send buffer size and queued memory, the numbers a write
+//! blocks on. It is still an estimate (the overhead of the packets the
+//! write will make is guessed); the budget in [`super::buffers`] is the
+//! hard bound.
 
 use std::os::fd::RawFd;
 
 use super::buffers::{LARGE, SMALL};
 
-/// Consecutive reads of at least [`SMALL`] bytes before large buffers are
+/// Reads of at least [`SMALL`] bytes in a row before large buffers are
 /// used (64 KiB moved: more than an interactive exchange).
 pub const GROW_AFTER: u32 = 4;
+
+/// Free send buffer memory a large read needs: the kernel counts queued
+/// packets with their overhead (about 10% for 8 KiB packets, measured on
+/// loopback towards a client that does not read; more for smaller ones).
+const ROOM_FOR_LARGE: usize = LARGE + LARGE / 2;
+
+/// Where the count of bulk reads stops (three halvings from it fall below
+/// [`GROW_AFTER`]).
+const MAX_STREAK: u32 = 4 * GROW_AFTER;
 
 /// One direction's sizing state.
 #[derive(Default)]
 pub struct Sizer {
-    /// Consecutive reads that would have filled a small buffer.
+    /// Reads that would have filled a small buffer, in a row (halved by
+    /// a short read).
     streak: u32,
-    /// The destination's send buffer size as last read (0: not yet).
-    sndbuf: usize,
 }
 
 impl Sizer {
     /// Whether the next read should use a large buffer, writing to `to`.
-    pub fn wants_large(&mut self, to: RawFd) -> bool {
+    pub fn wants_large(&self, to: RawFd) -> bool {
         self.streak >= GROW_AFTER && self.has_room(to)
     }
 
     /// Records a read of `n` bytes.
     pub fn read(&mut self, n: usize) {
         self.streak = if n >= SMALL {
-            self.streak.saturating_add(1)
+            (self.streak + 1).min(MAX_STREAK)
         } else {
-            0
+            self.streak / 2
         };
     }
 
-    fn has_room(&mut self, to: RawFd) -> bool {
-        let Some(queued) = queued_bytes(to) else {
-            return false;
-        };
-        if queued + LARGE <= self.sndbuf {
-            return true;
-        }
-        self.sndbuf = send_buffer_size(to).unwrap_or(0);
-        queued + LARGE <= self.sndbuf
+    fn has_room(&self, to: RawFd) -> bool {
+        send_room(to).is_some_and(|room| room >= ROOM_FOR_LARGE)
     }
 }
 
@@ -67,21 +74,54 @@ pub fn queued_bytes(fd: RawFd) -> Option<usize> {
     (rc == 0).then(|| usize::try_from(n).ok()).flatten()
 }
 
-/// The socket's send buffer size (SO_SNDBUF, as the kernel counts it).
-fn send_buffer_size(fd: RawFd) -> Option<usize> {
-    let mut n: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `n`, both valid.
+/// `SO_MEMINFO` (the socket's memory counters): 55 in asm-generic, which
+/// these architectures use. Elsewhere no room is ever assumed (small
+/// buffers only).
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "loongarch64",
+    target_arch = "s390x"
+))]
+const SO_MEMINFO: Option<libc::c_int> = Some(55);
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "x86",
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "riscv64",
+    target_arch = "loongarch64",
+    target_arch = "s390x"
+)))]
+const SO_MEMINFO: Option<libc::c_int> = None;
+
+/// Free memory in the socket's send buffer: what a write can queue before
+/// it has to wait (send buffer size minus queued memory, as the kernel
+/// counts them).
+fn send_room(fd: RawFd) -> Option<usize> {
+    const SNDBUF: usize = libc::SK_MEMINFO_SNDBUF as usize;
+    const QUEUED: usize = libc::SK_MEMINFO_WMEM_QUEUED as usize;
+    let option = SO_MEMINFO?;
+    let mut info = [0u32; 9];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, both valid.
     let rc = unsafe {
         libc::getsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&mut n as *mut libc::c_int).cast(),
+            option,
+            info.as_mut_ptr().cast(),
             &mut len,
         )
     };
-    (rc == 0).then(|| usize::try_from(n).ok()).flatten()
+    let filled = len as usize / std::mem::size_of::<u32>();
+    if rc != 0 || filled <= SNDBUF.max(QUEUED) {
+        return None;
+    }
+    Some((info[SNDBUF] as usize).saturating_sub(info[QUEUED] as usize))
 }
 
 #[cfg(test)]
@@ -98,21 +138,33 @@ mod tests {
     }
 
     #[test]
-    fn grows_after_a_streak_of_full_reads_and_shrinks_after_a_short_one() {
+    fn grows_after_a_streak_of_full_reads_and_shrinks_after_short_ones() {
         let (a, _b) = pair();
+        let fd = a.as_raw_fd();
         let mut s = Sizer::default();
         for _ in 0..GROW_AFTER {
-            assert!(!s.wants_large(a.as_raw_fd()));
+            assert!(!s.wants_large(fd));
             s.read(SMALL);
         }
-        assert!(
-            s.wants_large(a.as_raw_fd()),
-            "an empty loopback send queue has room"
-        );
+        assert!(s.wants_large(fd), "an empty loopback send queue has room");
         s.read(LARGE - 1);
-        assert!(s.wants_large(a.as_raw_fd()));
+        assert!(s.wants_large(fd));
+        // Just grown: one short read is enough to go back.
         s.read(SMALL - 1);
-        assert!(!s.wants_large(a.as_raw_fd()));
+        assert!(!s.wants_large(fd));
+        // After a long bulk run, one short read (the end of a response) is
+        // not; three in a row are.
+        (0..100).for_each(|_| s.read(LARGE));
+        s.read(100);
+        assert!(s.wants_large(fd));
+        s.read(100);
+        assert!(s.wants_large(fd));
+        s.read(100);
+        assert!(!s.wants_large(fd));
+        // Interactive traffic never grows.
+        let mut s = Sizer::default();
+        (0..100).for_each(|_| s.read(SMALL - 1));
+        assert!(!s.wants_large(fd));
     }
 
     #[test]
@@ -123,10 +175,7 @@ mod tests {
             .set_send_buffer_size(64 << 10)
             .expect("SO_SNDBUF");
         a.set_nonblocking(true).expect("nonblocking");
-        let mut s = Sizer {
-            streak: GROW_AFTER,
-            sndbuf: 0,
-        };
+        let s = Sizer { streak: GROW_AFTER };
         assert!(!s.wants_large(a.as_raw_fd()), "128 KiB cannot take 256 KiB");
         // A roomy send buffer (as large as net.core.wmem_max allows), then
         // filled by a peer that does not read.
