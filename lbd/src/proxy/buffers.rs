@@ -1,14 +1,14 @@
-//! Copy buffers: a per-worker pool of small and large ones, and the
-//! process-wide budget that caps the large ones.
+//! Copy buffers: a per-worker pool of three sizes, and the process-wide
+//! budget that caps the bigger two.
 //!
 //! A connection borrows a buffer per read and gives it back after the
 //! write, so buffers are shared by all of a worker's connections and an
 //! idle connection holds none. What a connection can pin is the buffer of a
 //! write that waits on a slow peer: small buffers by default keep that to
 //! 16 KiB per direction (HAProxy's `tune.bufsize`). A direction that moves
-//! bulk gets a large buffer per read ([`super::sizing`] decides), which
-//! costs far less CPU per byte, but only while the budget lasts; beyond it
-//! bulk goes on in small buffers, slower but never refused.
+//! bulk gets bigger buffers ([`super::sizing`] decides), which cost far
+//! less CPU per byte, but only while the budget lasts; beyond it bulk goes
+//! on in small buffers, slower but never refused.
 //!
 //! Free buffers go back to the allocator when a free list is full or was
 //! not needed for a while ([`crate::memory`] ticks the epochs), and large
@@ -24,46 +24,88 @@ use crate::memory;
 /// a stuck direction pins no more than this.
 pub const SMALL: usize = 16 * 1024;
 
+/// The buffer of a bulk direction whose peer's send buffer is filling up:
+/// fewer reads and writes than small ones while there is room for it.
+pub const MEDIUM: usize = 64 * 1024;
+
 /// The buffer of a bulk direction. Measured with `bench` (1 MiB objects,
 /// iperf3): 256 KiB needs 20-30% less CPU per GiB than 64 KiB.
 pub const LARGE: usize = 256 * 1024;
 
-/// Large buffers in use at once, in bytes, for the whole process (128
-/// buffers). It bounds what bulk directions can pin when their peers stop
-/// reading; free large buffers kept for reuse are bounded apart, by
-/// [`KEEP_LARGE`] per worker.
-pub const LARGE_BUDGET: usize = 32 << 20;
+/// Medium and large buffers in use at once, in bytes, for the whole
+/// process (128 large ones). It bounds what bulk directions can pin when
+/// their peers stop reading; free buffers kept for reuse are bounded apart,
+/// per worker.
+pub const BIG_BUDGET: usize = 32 << 20;
 
-/// Free small buffers kept per worker (2 MiB).
-const KEEP_SMALL: usize = 128;
+/// A buffer size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    Small,
+    Medium,
+    Large,
+}
 
-/// Free large buffers kept per worker (4 MiB): enough for the bulk reads
-/// and writes in flight at once on one thread, so a steady bulk load does
-/// not map and unmap a buffer per read.
-const KEEP_LARGE: usize = 16;
+impl Size {
+    pub const fn bytes(self) -> usize {
+        match self {
+            Size::Small => SMALL,
+            Size::Medium => MEDIUM,
+            Size::Large => LARGE,
+        }
+    }
 
-/// A share of a [`Budget`]: one large buffer. Dropping it gives the share
-/// back, also when the future that held it is dropped mid-copy.
+    /// Free buffers of this size kept per worker (2, 2 and 4 MiB): enough
+    /// for the reads and writes in flight at once on one thread, so a
+    /// steady load does not allocate (and, for large ones, map and fault
+    /// in) a buffer per read.
+    const fn keep(self) -> usize {
+        match self {
+            Size::Small => 128,
+            Size::Medium => 32,
+            Size::Large => 16,
+        }
+    }
+
+    /// The next smaller size, if any.
+    const fn smaller(self) -> Option<Size> {
+        match self {
+            Size::Small => None,
+            Size::Medium => Some(Size::Small),
+            Size::Large => Some(Size::Medium),
+        }
+    }
+
+    fn of(capacity: usize) -> Option<Size> {
+        [Size::Small, Size::Medium, Size::Large]
+            .into_iter()
+            .find(|s| s.bytes() == capacity)
+    }
+}
+
+/// A share of a [`Budget`]: one medium or large buffer. Dropping it gives
+/// the share back, also when the future that held it is dropped mid-copy.
 #[must_use]
 pub struct Grant {
     budget: &'static Budget,
+    bytes: usize,
 }
 
 impl Drop for Grant {
     fn drop(&mut self) {
-        self.budget.used.fetch_sub(LARGE, Ordering::Relaxed);
+        self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
-/// Bytes of large buffers in use, against a limit. Shared by all workers;
-/// touched once per large read, never per byte.
+/// Bytes of medium and large buffers in use, against a limit. Shared by all
+/// workers; touched once per read into such a buffer, never per byte.
 pub struct Budget {
     used: AtomicUsize,
     limit: usize,
 }
 
-/// The process's budget for large buffers.
-static BUDGET: Budget = Budget::new(LARGE_BUDGET);
+/// The process's budget.
+static BUDGET: Budget = Budget::new(BIG_BUDGET);
 
 impl Budget {
     pub const fn new(limit: usize) -> Self {
@@ -73,17 +115,20 @@ impl Budget {
         }
     }
 
-    /// A share for one large buffer, if the budget has room.
-    fn grant(&'static self) -> Option<Grant> {
+    /// A share of `bytes`, if the budget has room.
+    fn grant(&'static self, bytes: usize) -> Option<Grant> {
         self.used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                (used + LARGE <= self.limit).then_some(used + LARGE)
+                (used + bytes <= self.limit).then_some(used + bytes)
             })
             .ok()
-            .map(|_| Grant { budget: self })
+            .map(|_| Grant {
+                budget: self,
+                bytes,
+            })
     }
 
-    /// Bytes of large buffers in use now.
+    /// Bytes in use now.
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
@@ -101,10 +146,10 @@ struct FreeList {
 }
 
 impl FreeList {
-    fn new(size: usize, keep: usize) -> Self {
+    fn new(size: Size) -> Self {
         FreeList {
-            size,
-            keep,
+            size: size.bytes(),
+            keep: size.keep(),
             bufs: Vec::new(),
             low: 0,
             epoch: memory::epoch(),
@@ -142,8 +187,8 @@ impl FreeList {
 
 /// A worker's free buffers. Single-threaded: no locks.
 pub struct BufPool {
-    small: RefCell<FreeList>,
-    large: RefCell<FreeList>,
+    /// Indexed by [`Size`].
+    lists: [RefCell<FreeList>; 3],
     budget: &'static Budget,
 }
 
@@ -154,44 +199,48 @@ impl Default for BufPool {
 }
 
 impl BufPool {
-    /// A pool whose large buffers count against `budget`.
+    /// A pool whose medium and large buffers count against `budget`.
     pub fn with_budget(budget: &'static Budget) -> Self {
         BufPool {
-            small: RefCell::new(FreeList::new(SMALL, KEEP_SMALL)),
-            large: RefCell::new(FreeList::new(LARGE, KEEP_LARGE)),
+            lists: [Size::Small, Size::Medium, Size::Large].map(|s| RefCell::new(FreeList::new(s))),
             budget,
         }
     }
 
-    /// A small buffer (empty, capacity [`SMALL`]).
-    pub fn take(&self) -> Vec<u8> {
-        self.small.borrow_mut().take()
+    fn list(&self, size: Size) -> &RefCell<FreeList> {
+        &self.lists[size as usize]
     }
 
-    /// A large buffer (empty, capacity [`LARGE`]) and its share of the
-    /// budget, or `None` when the budget is used up. Keep the grant until
-    /// the buffer is given back.
-    pub fn take_large(&self) -> Option<(Vec<u8>, Grant)> {
-        let grant = self.budget.grant()?;
-        Some((self.large.borrow_mut().take(), grant))
+    /// A small buffer (empty, capacity [`SMALL`]).
+    pub fn take(&self) -> Vec<u8> {
+        self.list(Size::Small).borrow_mut().take()
+    }
+
+    /// An empty buffer of `size`, or of the largest smaller size the budget
+    /// allows, with its share of the budget (none for a small one). Keep the
+    /// grant until the buffer is given back.
+    pub fn take_sized(&self, size: Size) -> (Vec<u8>, Option<Grant>) {
+        let mut size = size;
+        while let Some(smaller) = size.smaller() {
+            if let Some(grant) = self.budget.grant(size.bytes()) {
+                return (self.list(size).borrow_mut().take(), Some(grant));
+            }
+            size = smaller;
+        }
+        (self.take(), None)
     }
 
     /// Takes a buffer back for reuse (a buffer of another size, or beyond
     /// what is kept, is freed).
     pub fn give(&self, buf: Vec<u8>) {
-        match buf.capacity() {
-            SMALL => self.small.borrow_mut().give(buf),
-            LARGE => self.large.borrow_mut().give(buf),
-            _ => {}
+        if let Some(size) = Size::of(buf.capacity()) {
+            self.list(size).borrow_mut().give(buf);
         }
     }
 
-    /// Free buffers held: (small, large).
-    pub fn free(&self) -> (usize, usize) {
-        (
-            self.small.borrow().bufs.len(),
-            self.large.borrow().bufs.len(),
-        )
+    /// Free buffers held, by size.
+    pub fn free(&self) -> [usize; 3] {
+        [Size::Small, Size::Medium, Size::Large].map(|s| self.list(s).borrow().bufs.len())
     }
 }
 
@@ -199,56 +248,67 @@ impl BufPool {
 mod tests {
     use super::*;
 
-    fn budget(buffers: usize) -> &'static Budget {
-        Box::leak(Box::new(Budget::new(buffers * LARGE)))
+    fn budget(bytes: usize) -> &'static Budget {
+        Box::leak(Box::new(Budget::new(bytes)))
     }
 
     #[test]
     fn sizes() {
-        let pool = BufPool::with_budget(budget(1));
+        let pool = BufPool::with_budget(budget(LARGE + MEDIUM));
         let small = pool.take();
         assert_eq!((small.len(), small.capacity()), (0, SMALL));
-        let (large, _grant) = pool.take_large().expect("budget for one");
-        assert_eq!((large.len(), large.capacity()), (0, LARGE));
+        for size in [Size::Small, Size::Medium, Size::Large] {
+            let (buf, grant) = pool.take_sized(size);
+            assert_eq!((buf.len(), buf.capacity()), (0, size.bytes()));
+            assert_eq!(grant.is_some(), size != Size::Small);
+        }
     }
 
     #[test]
-    fn large_buffers_stop_at_the_budget_and_come_back_with_the_grant() {
-        let b = budget(2);
+    fn big_buffers_stop_at_the_budget_and_come_back_with_the_grant() {
+        let b = budget(2 * LARGE + MEDIUM);
         let pool = BufPool::with_budget(b);
-        let first = pool.take_large().expect("first");
-        let second = pool.take_large().expect("second");
-        assert!(pool.take_large().is_none(), "a third fits no budget of two");
+        let first = pool.take_sized(Size::Large);
+        let second = pool.take_sized(Size::Large);
         assert_eq!(b.used(), 2 * LARGE);
+        // Out of room for a large one: the largest that fits.
+        let third = pool.take_sized(Size::Large);
+        assert_eq!(third.0.capacity(), MEDIUM);
+        let fourth = pool.take_sized(Size::Large);
+        assert_eq!(fourth.0.capacity(), SMALL);
+        assert!(fourth.1.is_none());
+        assert_eq!(b.used(), 2 * LARGE + MEDIUM);
         // Dropped without being given back (a cancelled copy): the share
         // still returns.
         drop(first);
-        assert_eq!(b.used(), LARGE);
+        assert_eq!(b.used(), LARGE + MEDIUM);
         let (buf, grant) = second;
         pool.give(buf);
         drop(grant);
+        drop(third);
         assert_eq!(b.used(), 0);
-        assert!(pool.take_large().is_some());
+        assert_eq!(pool.take_sized(Size::Large).0.capacity(), LARGE);
     }
 
     #[test]
     fn free_lists_are_bounded() {
-        let pool = BufPool::with_budget(budget(KEEP_LARGE + 10));
-        let small: Vec<_> = (0..KEEP_SMALL + 10).map(|_| pool.take()).collect();
-        let large: Vec<_> = (0..KEEP_LARGE + 10)
-            .map(|_| pool.take_large().expect("budget"))
+        let pool = BufPool::with_budget(budget(usize::MAX / 2));
+        let sizes = [Size::Small, Size::Medium, Size::Large];
+        let taken: Vec<_> = sizes
+            .iter()
+            .flat_map(|&s| (0..s.keep() + 10).map(move |_| s))
+            .map(|s| pool.take_sized(s))
             .collect();
-        small.into_iter().for_each(|b| pool.give(b));
-        large.into_iter().for_each(|(b, _)| pool.give(b));
-        assert_eq!(pool.free(), (KEEP_SMALL, KEEP_LARGE));
+        taken.into_iter().for_each(|(b, _)| pool.give(b));
+        assert_eq!(pool.free(), sizes.map(Size::keep));
         // A buffer of another size is not kept.
         pool.give(Vec::with_capacity(SMALL + 1));
-        assert_eq!(pool.free(), (KEEP_SMALL, KEEP_LARGE));
+        assert_eq!(pool.free(), sizes.map(Size::keep));
     }
 
     #[test]
     fn buffers_unused_for_an_epoch_are_freed() {
-        let mut list = FreeList::new(SMALL, 8);
+        let mut list = FreeList::new(Size::Small);
         let bufs: Vec<_> = (0..6).map(|_| list.take()).collect();
         bufs.into_iter().for_each(|b| list.give(b));
         assert_eq!(list.bufs.len(), 6);

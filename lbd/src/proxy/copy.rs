@@ -4,7 +4,7 @@
 //! Each direction reads into a buffer and writes it out before reading
 //! again (back-pressure: a slow reader slows the writer down). Buffers are
 //! borrowed from the worker's pool only while data is in flight: small
-//! ones, or large ones for a direction that moves bulk to a peer that
+//! ones, or bigger ones for a direction that moves bulk to a peer that
 //! drains ([`super::sizing`]). When one side sends EOF, the other side's
 //! write half is shut down and the opposite direction keeps flowing, so a
 //! client's `shutdown(SHUT_WR)` reaches the member and the reply still comes
@@ -120,7 +120,7 @@ pub async fn copy_both_ways<S: Stream>(
 /// connection costs no buffer memory. After a read that filled the buffer
 /// (a bulk transfer) more data is likely waiting, so the next read goes
 /// straight ahead without waiting for readiness first. Each read's buffer
-/// is small unless the [`Sizer`] asks for a large one and the budget has
+/// is small unless the [`Sizer`] asks for a bigger one and the budget has
 /// one to spare.
 async fn pump<S: Stream>(
     from: &S,
@@ -139,16 +139,9 @@ async fn pump<S: Stream>(
                 return Err(fail(from, to, e));
             }
         }
-        // The grant (a share of the large-buffer budget) lives as long as
+        // The grant (a share of the big-buffer budget) lives as long as
         // the buffer is out, and returns if this future is dropped.
-        let large = sizer
-            .wants_large(to.as_raw_fd())
-            .then(|| pool.take_large())
-            .flatten();
-        let (buf, _grant) = match large {
-            Some((buf, grant)) => (buf, Some(grant)),
-            None => (pool.take(), None),
-        };
+        let (buf, _grant) = pool.take_sized(sizer.next(to.as_raw_fd()));
         let (res, buf) = from.read(buf).await;
         let n = match res {
             Ok(0) => {

@@ -1,6 +1,6 @@
 //! Which buffer one direction of a connection reads into next.
 //!
-//! Small by default. Large only when both hold:
+//! Small by default. Bigger only when both hold:
 //! - the direction moves bulk: [`GROW_AFTER`] reads in a row returned at
 //!   least a small buffer's worth each (a small buffer would have been
 //!   full). A short read halves the count instead of clearing it, so the
@@ -8,13 +8,16 @@
 //!   does not send the next response back to small buffers; a direction
 //!   that turns interactive is back to small ones after three short reads;
 //! - the peer it writes to drains: its socket's send buffer has room for
-//!   a whole large buffer now, with the kernel's per-packet overhead, so
-//!   the write completes at once and the buffer goes straight back to the
-//!   pool. A peer that stops reading fills its send buffer, and from then
-//!   on the direction reads into small buffers: a stuck write pins 16 KiB,
-//!   not 256.
+//!   the whole buffer now, with the kernel's per-packet overhead, so the
+//!   write completes at once and the buffer goes straight back to the
+//!   pool. Large (256 KiB) when there is room for that, else medium
+//!   (64 KiB) when there is room for that: a send buffer that is filling up
+//!   (a receiver slower than its sender) takes a few medium writes instead
+//!   of many small ones. A peer that stops reading fills its send buffer,
+//!   and from then on the direction reads into small buffers: a stuck
+//!   write pins 16 KiB, not 256.
 //!
-//! The room check is one `getsockopt(SO_MEMINFO)` per large read: the
+//! The room check is one `getsockopt(SO_MEMINFO)` per bulk read: the
 //! kernel's own send buffer size and queued memory, the numbers a write
 //! blocks on. It is still an estimate (the overhead of the packets the
 //! write will make is guessed); the budget in [`super::buffers`] is the
@@ -22,16 +25,19 @@
 
 use std::os::fd::RawFd;
 
-use super::buffers::{LARGE, SMALL};
+use super::buffers::{Size, SMALL};
 
 /// Reads of at least [`SMALL`] bytes in a row before large buffers are
 /// used (64 KiB moved: more than an interactive exchange).
 pub const GROW_AFTER: u32 = 4;
 
-/// Free send buffer memory a large read needs: the kernel counts queued
-/// packets with their overhead (about 10% for 8 KiB packets, measured on
-/// loopback towards a client that does not read; more for smaller ones).
-const ROOM_FOR_LARGE: usize = LARGE + LARGE / 2;
+/// Free send buffer memory a read into a buffer of `size` needs: the
+/// kernel counts queued packets with their overhead (about 10% for 8 KiB
+/// packets, measured on loopback towards a client that does not read; more
+/// for smaller ones).
+const fn room_for(size: Size) -> usize {
+    size.bytes() + size.bytes() / 2
+}
 
 /// Where the count of bulk reads stops (three halvings from it fall below
 /// [`GROW_AFTER`]).
@@ -46,9 +52,16 @@ pub struct Sizer {
 }
 
 impl Sizer {
-    /// Whether the next read should use a large buffer, writing to `to`.
-    pub fn wants_large(&self, to: RawFd) -> bool {
-        self.streak >= GROW_AFTER && self.has_room(to)
+    /// The buffer size for the next read, writing to `to`.
+    pub fn next(&self, to: RawFd) -> Size {
+        if self.streak < GROW_AFTER {
+            return Size::Small;
+        }
+        match send_room(to) {
+            Some(room) if room >= room_for(Size::Large) => Size::Large,
+            Some(room) if room >= room_for(Size::Medium) => Size::Medium,
+            _ => Size::Small,
+        }
     }
 
     /// Records a read of `n` bytes.
@@ -58,10 +71,6 @@ impl Sizer {
         } else {
             self.streak / 2
         };
-    }
-
-    fn has_room(&self, to: RawFd) -> bool {
-        send_room(to).is_some_and(|room| room >= ROOM_FOR_LARGE)
     }
 }
 
@@ -126,6 +135,7 @@ fn send_room(fd: RawFd) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::buffers::LARGE;
     use super::*;
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
@@ -143,46 +153,53 @@ mod tests {
         let fd = a.as_raw_fd();
         let mut s = Sizer::default();
         for _ in 0..GROW_AFTER {
-            assert!(!s.wants_large(fd));
+            assert_eq!(s.next(fd), Size::Small);
             s.read(SMALL);
         }
-        assert!(s.wants_large(fd), "an empty loopback send queue has room");
+        assert_eq!(
+            s.next(fd),
+            Size::Large,
+            "an empty loopback send queue has room"
+        );
         s.read(LARGE - 1);
-        assert!(s.wants_large(fd));
+        assert_eq!(s.next(fd), Size::Large);
         // Just grown: one short read is enough to go back.
         s.read(SMALL - 1);
-        assert!(!s.wants_large(fd));
+        assert_eq!(s.next(fd), Size::Small);
         // After a long bulk run, one short read (the end of a response) is
         // not; three in a row are.
         (0..100).for_each(|_| s.read(LARGE));
         s.read(100);
-        assert!(s.wants_large(fd));
+        assert_eq!(s.next(fd), Size::Large);
         s.read(100);
-        assert!(s.wants_large(fd));
+        assert_eq!(s.next(fd), Size::Large);
         s.read(100);
-        assert!(!s.wants_large(fd));
+        assert_eq!(s.next(fd), Size::Small);
         // Interactive traffic never grows.
         let mut s = Sizer::default();
         (0..100).for_each(|_| s.read(SMALL - 1));
-        assert!(!s.wants_large(fd));
+        assert_eq!(s.next(fd), Size::Small);
     }
 
     #[test]
     fn a_peer_that_does_not_read_gets_small_buffers() {
         let (a, mut b) = pair();
-        // The send buffer of a socket towards a real network client.
+        let fd = a.as_raw_fd();
+        a.set_nonblocking(true).expect("nonblocking");
+        let s = Sizer { streak: GROW_AFTER };
+        // A small send buffer (as towards a real network client at first):
+        // 128 KiB (the kernel doubles what is set) has room for a medium
+        // buffer, not for a large one.
         socket2::SockRef::from(&a)
             .set_send_buffer_size(64 << 10)
             .expect("SO_SNDBUF");
-        a.set_nonblocking(true).expect("nonblocking");
-        let s = Sizer { streak: GROW_AFTER };
-        assert!(!s.wants_large(a.as_raw_fd()), "128 KiB cannot take 256 KiB");
+        assert_eq!(s.next(fd), Size::Medium);
         // A roomy send buffer (as large as net.core.wmem_max allows), then
         // filled by a peer that does not read.
         socket2::SockRef::from(&a)
             .set_send_buffer_size(1 << 20)
             .expect("SO_SNDBUF");
-        assert!(s.wants_large(a.as_raw_fd()));
+        assert_eq!(s.next(fd), Size::Large);
         let chunk = vec![0u8; 64 << 10];
         let mut written = 0;
         while written < 64 << 20 {
@@ -192,12 +209,12 @@ mod tests {
                 Err(e) => panic!("write: {e}"),
             }
         }
-        assert!(!s.wants_large(a.as_raw_fd()), "{written} bytes queued");
+        assert_eq!(s.next(fd), Size::Small, "{written} bytes queued");
         // Drained: room again.
         b.set_nonblocking(true).expect("nonblocking");
         let mut sink = vec![0u8; 1 << 20];
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while queued_bytes(a.as_raw_fd()).unwrap_or(0) > 0 {
+        while queued_bytes(fd).unwrap_or(0) > 0 {
             assert!(std::time::Instant::now() < deadline, "never drained");
             match b.read(&mut sink) {
                 Ok(_) => {}
@@ -207,6 +224,6 @@ mod tests {
                 Err(e) => panic!("read: {e}"),
             }
         }
-        assert!(s.wants_large(a.as_raw_fd()));
+        assert_eq!(s.next(fd), Size::Large);
     }
 }
