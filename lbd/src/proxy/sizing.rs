@@ -17,9 +17,10 @@
 //!   and from then on the direction reads into small buffers: a stuck
 //!   write pins 16 KiB, not 256.
 //!
-//! The room check is one `getsockopt(SO_MEMINFO)` per bulk read: the
-//! kernel's own send buffer size and queued memory, the numbers a write
-//! blocks on. It is still an estimate (the overhead of the packets the
+//! The room check is a `getsockopt(SO_MEMINFO)`: the kernel's own send
+//! buffer size and queued memory, the numbers a write blocks on. Room seen
+//! once covers several reads (see [`Sizer`]), so towards a peer that keeps
+//! up it costs one call per several bulk reads. It is still an estimate (the overhead of the packets the
 //! write will make is guessed); the budget in [`super::buffers`] is the
 //! hard bound.
 
@@ -49,19 +50,30 @@ pub struct Sizer {
     /// Reads that would have filled a small buffer, in a row (halved by
     /// a short read).
     streak: u32,
+    /// Send buffer room known to be left for this direction's writes: the
+    /// room last read, less what the reads since may have queued. Only this
+    /// direction writes to its peer, and the peer's acknowledgements only
+    /// add room, so while it lasts no new check is needed: a peer that
+    /// keeps up costs one `getsockopt` per several bulk reads.
+    credit: usize,
 }
 
 impl Sizer {
     /// The buffer size for the next read, writing to `to`.
-    pub fn next(&self, to: RawFd) -> Size {
+    pub fn next(&mut self, to: RawFd) -> Size {
         if self.streak < GROW_AFTER {
             return Size::Small;
         }
-        match send_room(to) {
-            Some(room) if room >= room_for(Size::Large) => Size::Large,
-            Some(room) if room >= room_for(Size::Medium) => Size::Medium,
-            _ => Size::Small,
+        if self.credit < room_for(Size::Large) {
+            self.credit = send_room(to).unwrap_or(0);
         }
+        let size = match self.credit {
+            c if c >= room_for(Size::Large) => Size::Large,
+            c if c >= room_for(Size::Medium) => Size::Medium,
+            _ => Size::Small,
+        };
+        self.credit = self.credit.saturating_sub(room_for(size));
+        size
     }
 
     /// Records a read of `n` bytes.
@@ -181,35 +193,48 @@ mod tests {
         assert_eq!(s.next(fd), Size::Small);
     }
 
+    /// A sizer of a bulk direction that has not looked at its peer yet.
+    fn bulk() -> Sizer {
+        Sizer {
+            streak: GROW_AFTER,
+            credit: 0,
+        }
+    }
+
+    /// Writes to `a` until its send buffer is full.
+    fn fill(a: &std::net::TcpStream) -> usize {
+        let chunk = vec![0u8; 64 << 10];
+        let mut written = 0;
+        while written < 64 << 20 {
+            match (&*a).write(&chunk) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        written
+    }
+
     #[test]
     fn a_peer_that_does_not_read_gets_small_buffers() {
         let (a, mut b) = pair();
         let fd = a.as_raw_fd();
         a.set_nonblocking(true).expect("nonblocking");
-        let s = Sizer { streak: GROW_AFTER };
         // A small send buffer (as towards a real network client at first):
         // 128 KiB (the kernel doubles what is set) has room for a medium
         // buffer, not for a large one.
         socket2::SockRef::from(&a)
             .set_send_buffer_size(64 << 10)
             .expect("SO_SNDBUF");
-        assert_eq!(s.next(fd), Size::Medium);
+        assert_eq!(bulk().next(fd), Size::Medium);
         // A roomy send buffer (as large as net.core.wmem_max allows), then
         // filled by a peer that does not read.
         socket2::SockRef::from(&a)
             .set_send_buffer_size(1 << 20)
             .expect("SO_SNDBUF");
-        assert_eq!(s.next(fd), Size::Large);
-        let chunk = vec![0u8; 64 << 10];
-        let mut written = 0;
-        while written < 64 << 20 {
-            match (&a).write(&chunk) {
-                Ok(n) => written += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => panic!("write: {e}"),
-            }
-        }
-        assert_eq!(s.next(fd), Size::Small, "{written} bytes queued");
+        assert_eq!(bulk().next(fd), Size::Large);
+        let written = fill(&a);
+        assert_eq!(bulk().next(fd), Size::Small, "{written} bytes queued");
         // Drained: room again.
         b.set_nonblocking(true).expect("nonblocking");
         let mut sink = vec![0u8; 1 << 20];
@@ -224,6 +249,28 @@ mod tests {
                 Err(e) => panic!("read: {e}"),
             }
         }
+        assert_eq!(bulk().next(fd), Size::Large);
+    }
+
+    #[test]
+    fn room_seen_once_covers_the_reads_it_has_room_for() {
+        let (a, _b) = pair();
+        let fd = a.as_raw_fd();
+        a.set_nonblocking(true).expect("nonblocking");
+        socket2::SockRef::from(&a)
+            .set_send_buffer_size(1 << 20)
+            .expect("SO_SNDBUF");
+        let room = send_room(fd).expect("SO_MEMINFO");
+        let mut s = bulk();
         assert_eq!(s.next(fd), Size::Large);
+        // The queue fills behind the sizer's back: what it saw still
+        // counts, for as many large reads as it had room for...
+        fill(&a);
+        let covered = room / room_for(Size::Large);
+        for i in 1..covered {
+            assert_eq!(s.next(fd), Size::Large, "read {i} of {covered}");
+        }
+        // ...and then it looks again, and sees the full queue.
+        assert_eq!(s.next(fd), Size::Small);
     }
 }
