@@ -132,6 +132,11 @@ impl Budget {
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
+
+    /// Whether a quarter or less of the budget is in use.
+    pub fn plenty(&self) -> bool {
+        self.used() <= self.limit / 4
+    }
 }
 
 /// Free buffers of one size. Buffers that stayed unused through a whole
@@ -238,6 +243,12 @@ impl BufPool {
         }
     }
 
+    /// Whether the budget for big buffers is mostly unused (a quarter or
+    /// less in use).
+    pub fn plenty(&self) -> bool {
+        self.budget.plenty()
+    }
+
     /// Free buffers held, by size.
     pub fn free(&self) -> [usize; 3] {
         [Size::Small, Size::Medium, Size::Large].map(|s| self.list(s).borrow().bufs.len())
@@ -288,6 +299,19 @@ mod tests {
         drop(third);
         assert_eq!(b.used(), 0);
         assert_eq!(pool.take_sized(Size::Large).0.capacity(), LARGE);
+    }
+
+    #[test]
+    fn plenty_means_a_quarter_or_less_in_use() {
+        let pool = BufPool::with_budget(budget(8 * LARGE));
+        assert!(pool.plenty());
+        let two: Vec<_> = (0..2).map(|_| pool.take_sized(Size::Large)).collect();
+        assert!(pool.plenty());
+        let third = pool.take_sized(Size::Large);
+        assert!(!pool.plenty());
+        drop(third);
+        assert!(pool.plenty());
+        drop(two);
     }
 
     #[test]

@@ -141,7 +141,8 @@ async fn pump<S: Stream>(
         }
         // The grant (a share of the big-buffer budget) lives as long as
         // the buffer is out, and returns if this future is dropped.
-        let (buf, _grant) = pool.take_sized(sizer.next(to.as_raw_fd()));
+        let size = sizer.next(to.as_raw_fd(), pool.plenty());
+        let (buf, _grant) = pool.take_sized(size);
         let (res, buf) = from.read(buf).await;
         let n = match res {
             Ok(0) => {

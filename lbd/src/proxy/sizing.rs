@@ -1,28 +1,34 @@
 //! Which buffer one direction of a connection reads into next.
 //!
-//! Small by default. Bigger only when both hold:
-//! - the direction moves bulk: [`GROW_AFTER`] reads in a row returned at
-//!   least a small buffer's worth each (a small buffer would have been
-//!   full). A short read halves the count instead of clearing it, so the
-//!   short read at the end of each response of a keep-alive connection
-//!   does not send the next response back to small buffers; a direction
-//!   that turns interactive is back to small ones after three short reads;
-//! - the peer it writes to drains: its socket's send buffer has room for
-//!   the whole buffer now, with the kernel's per-packet overhead, so the
-//!   write completes at once and the buffer goes straight back to the
-//!   pool. Large (256 KiB) when there is room for that, else medium
-//!   (64 KiB) when there is room for that: a send buffer that is filling up
-//!   (a receiver slower than its sender) takes a few medium writes instead
-//!   of many small ones. A peer that stops reading fills its send buffer,
-//!   and from then on the direction reads into small buffers: a stuck
-//!   write pins 16 KiB, not 256.
+//! Small by default. Bigger only for a direction that moves bulk:
+//! [`GROW_AFTER`] reads in a row returned at least a small buffer's worth
+//! each (a small buffer would have been full). A short read halves the
+//! count instead of clearing it, so the short read at the end of each
+//! response of a keep-alive connection does not send the next response
+//! back to small buffers; a direction that turns interactive is back to
+//! small ones after three short reads. Then:
+//!
+//! - Large (256 KiB) when the peer it writes to has room for it: its
+//!   socket's send buffer can take the whole buffer now, with the kernel's
+//!   per-packet overhead, so the write completes at once and the buffer goes
+//!   straight back to the pool.
+//! - Large too, without that room, while the process's budget for big
+//!   buffers is mostly unused (a quarter or less): the write then waits for
+//!   a slow receiver holding the buffer, as a plain copy loop would, which
+//!   costs the least CPU per byte. A peer that has stopped reading keeps
+//!   such a buffer, so that share of the budget is all such peers can pin.
+//! - Otherwise medium (64 KiB) when there is room for that (a send buffer
+//!   filling up behind a slow receiver takes a few of these rather than
+//!   many small ones), else small: a peer that stops reading fills its send
+//!   buffer, and from then on the direction reads into small buffers; its
+//!   stuck write pins 16 KiB.
 //!
 //! The room check is a `getsockopt(SO_MEMINFO)`: the kernel's own send
 //! buffer size and queued memory, the numbers a write blocks on. Room seen
 //! once covers several reads (see [`Sizer`]), so towards a peer that keeps
-//! up it costs one call per several bulk reads. It is still an estimate (the overhead of the packets the
-//! write will make is guessed); the budget in [`super::buffers`] is the
-//! hard bound.
+//! up it costs one call per several bulk reads. It is an estimate (the
+//! overhead of the packets the write will make is guessed); the budget in
+//! [`super::buffers`] is the hard bound.
 
 use std::os::fd::RawFd;
 
@@ -59,8 +65,9 @@ pub struct Sizer {
 }
 
 impl Sizer {
-    /// The buffer size for the next read, writing to `to`.
-    pub fn next(&mut self, to: RawFd) -> Size {
+    /// The buffer size for the next read, writing to `to`. `plenty`: the
+    /// budget for big buffers is mostly unused.
+    pub fn next(&mut self, to: RawFd, plenty: bool) -> Size {
         if self.streak < GROW_AFTER {
             return Size::Small;
         }
@@ -69,6 +76,7 @@ impl Sizer {
         }
         let size = match self.credit {
             c if c >= room_for(Size::Large) => Size::Large,
+            _ if plenty => return Size::Large,
             c if c >= room_for(Size::Medium) => Size::Medium,
             _ => Size::Small,
         };
@@ -165,32 +173,32 @@ mod tests {
         let fd = a.as_raw_fd();
         let mut s = Sizer::default();
         for _ in 0..GROW_AFTER {
-            assert_eq!(s.next(fd), Size::Small);
+            assert_eq!(s.next(fd, false), Size::Small);
             s.read(SMALL);
         }
         assert_eq!(
-            s.next(fd),
+            s.next(fd, false),
             Size::Large,
             "an empty loopback send queue has room"
         );
         s.read(LARGE - 1);
-        assert_eq!(s.next(fd), Size::Large);
+        assert_eq!(s.next(fd, false), Size::Large);
         // Just grown: one short read is enough to go back.
         s.read(SMALL - 1);
-        assert_eq!(s.next(fd), Size::Small);
+        assert_eq!(s.next(fd, false), Size::Small);
         // After a long bulk run, one short read (the end of a response) is
         // not; three in a row are.
         (0..100).for_each(|_| s.read(LARGE));
         s.read(100);
-        assert_eq!(s.next(fd), Size::Large);
+        assert_eq!(s.next(fd, false), Size::Large);
         s.read(100);
-        assert_eq!(s.next(fd), Size::Large);
+        assert_eq!(s.next(fd, false), Size::Large);
         s.read(100);
-        assert_eq!(s.next(fd), Size::Small);
+        assert_eq!(s.next(fd, false), Size::Small);
         // Interactive traffic never grows.
         let mut s = Sizer::default();
         (0..100).for_each(|_| s.read(SMALL - 1));
-        assert_eq!(s.next(fd), Size::Small);
+        assert_eq!(s.next(fd, false), Size::Small);
     }
 
     /// A sizer of a bulk direction that has not looked at its peer yet.
@@ -226,15 +234,22 @@ mod tests {
         socket2::SockRef::from(&a)
             .set_send_buffer_size(64 << 10)
             .expect("SO_SNDBUF");
-        assert_eq!(bulk().next(fd), Size::Medium);
+        assert_eq!(bulk().next(fd, false), Size::Medium);
         // A roomy send buffer (as large as net.core.wmem_max allows), then
         // filled by a peer that does not read.
         socket2::SockRef::from(&a)
             .set_send_buffer_size(1 << 20)
             .expect("SO_SNDBUF");
-        assert_eq!(bulk().next(fd), Size::Large);
+        assert_eq!(bulk().next(fd, false), Size::Large);
         let written = fill(&a);
-        assert_eq!(bulk().next(fd), Size::Small, "{written} bytes queued");
+        assert_eq!(
+            bulk().next(fd, false),
+            Size::Small,
+            "{written} bytes queued"
+        );
+        // Unless the budget is mostly unused: then a large buffer waits for
+        // the receiver, as a plain copy loop would.
+        assert_eq!(bulk().next(fd, true), Size::Large);
         // Drained: room again.
         b.set_nonblocking(true).expect("nonblocking");
         let mut sink = vec![0u8; 1 << 20];
@@ -249,7 +264,7 @@ mod tests {
                 Err(e) => panic!("read: {e}"),
             }
         }
-        assert_eq!(bulk().next(fd), Size::Large);
+        assert_eq!(bulk().next(fd, false), Size::Large);
     }
 
     #[test]
@@ -262,15 +277,15 @@ mod tests {
             .expect("SO_SNDBUF");
         let room = send_room(fd).expect("SO_MEMINFO");
         let mut s = bulk();
-        assert_eq!(s.next(fd), Size::Large);
+        assert_eq!(s.next(fd, false), Size::Large);
         // The queue fills behind the sizer's back: what it saw still
         // counts, for as many large reads as it had room for...
         fill(&a);
         let covered = room / room_for(Size::Large);
         for i in 1..covered {
-            assert_eq!(s.next(fd), Size::Large, "read {i} of {covered}");
+            assert_eq!(s.next(fd, false), Size::Large, "read {i} of {covered}");
         }
         // ...and then it looks again, and sees the full queue.
-        assert_eq!(s.next(fd), Size::Small);
+        assert_eq!(s.next(fd, false), Size::Small);
     }
 }
