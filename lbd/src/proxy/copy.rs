@@ -4,8 +4,8 @@
 //! Each direction reads into a buffer and writes it out before reading
 //! again (back-pressure: a slow reader slows the writer down). Buffers are
 //! borrowed from the worker's pool only while data is in flight: small
-//! ones, or bigger ones for a direction that moves bulk to a peer that
-//! drains ([`super::sizing`]). When one side sends EOF, the other side's
+//! ones, or bigger ones for a direction that moves bulk
+//! ([`super::sizing`]). When one side sends EOF, the other side's
 //! write half is shut down and the opposite direction keeps flowing, so a
 //! client's `shutdown(SHUT_WR)` reaches the member and the reply still comes
 //! back. An error on either side ends both, and both peers get a reset.
@@ -139,9 +139,9 @@ async fn pump<S: Stream>(
                 return Err(fail(from, to, e));
             }
         }
+        let size = sizer.next(to.as_raw_fd(), pool.plenty());
         // The grant (a share of the big-buffer budget) lives as long as
         // the buffer is out, and returns if this future is dropped.
-        let size = sizer.next(to.as_raw_fd(), pool.plenty());
         let (buf, _grant) = pool.take_sized(size);
         let (res, buf) = from.read(buf).await;
         let n = match res {
