@@ -8,16 +8,13 @@
 //!
 //! - the mmap threshold is fixed ([`MMAP_THRESHOLD`]): large copy buffers
 //!   are always mapped on their own and unmapped when freed;
-//! - a housekeeping thread ticks once a second: it advances the epoch by
-//!   which buffer pools free what they did not need
-//!   ([`crate::proxy::buffers`]), and calls `malloc_trim(0)` when the
+//! - a housekeeping thread calls `malloc_trim(0)` once a second if the
 //!   allocator holds several MiB more free memory than after the last trim
-//!   (connections' small buffers and state, freed in bulk).
+//!   (connections' small buffers and state, freed in bulk; the buffer pools
+//!   free what they did not need, see [`crate::proxy::buffers`]).
 //!
-//! None of this is on the data path: workers only read the epoch (one
-//! relaxed atomic load per buffer taken or given).
+//! None of this is on the data path.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Once;
 use std::time::Duration;
 
@@ -31,14 +28,6 @@ const TICK: Duration = Duration::from_secs(1);
 /// Free memory held by the allocator beyond what it held after the last
 /// trim that triggers the next one.
 const TRIM_AFTER: usize = 4 << 20;
-
-static EPOCH: AtomicU32 = AtomicU32::new(0);
-
-/// Seconds since [`init`], roughly (stays 0 without it): buffer pools free
-/// what stayed unused for a whole epoch.
-pub fn epoch() -> u32 {
-    EPOCH.load(Ordering::Relaxed)
-}
 
 /// Fixes the mmap threshold and starts the housekeeping thread (once; later
 /// calls do nothing). Call early, before the workers start.
@@ -55,7 +44,6 @@ fn start() {
             let mut trimmer = Trimmer::default();
             loop {
                 std::thread::sleep(TICK);
-                EPOCH.fetch_add(1, Ordering::Relaxed);
                 trimmer.tick();
             }
         });

@@ -11,14 +11,15 @@
 //! on in small buffers, slower but never refused.
 //!
 //! Free buffers go back to the allocator when a free list is full or was
-//! not needed for a while ([`crate::memory`] ticks the epochs), and large
-//! ones are mmapped by the allocator, so freeing them returns them to the
-//! operating system at once.
+//! not needed for a second (a timer task per worker trims the lists, also
+//! when the worker is idle), and large ones are mmapped by the allocator
+//! (see [`crate::memory`]), so freeing them returns them to the operating
+//! system at once.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use crate::memory;
+use std::time::Duration;
 
 /// The default buffer. Reads of interactive traffic are rarely larger, and
 /// a stuck direction pins no more than this.
@@ -139,15 +140,16 @@ impl Budget {
     }
 }
 
-/// Free buffers of one size. Buffers that stayed unused through a whole
-/// epoch (the low-water mark of the list since the last trim) are freed at
-/// the next take or give after the epoch changes.
+/// How often a worker's free lists are trimmed.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// Free buffers of one size. [`FreeList::trim`] frees those that stayed
+/// unused since the last trim (the low-water mark of the list).
 struct FreeList {
     size: usize,
     keep: usize,
     bufs: Vec<Vec<u8>>,
     low: usize,
-    epoch: u32,
 }
 
 impl FreeList {
@@ -157,12 +159,10 @@ impl FreeList {
             keep: size.keep(),
             bufs: Vec::new(),
             low: 0,
-            epoch: memory::epoch(),
         }
     }
 
     fn take(&mut self) -> Vec<u8> {
-        self.trim();
         let buf = self
             .bufs
             .pop()
@@ -172,7 +172,6 @@ impl FreeList {
     }
 
     fn give(&mut self, mut buf: Vec<u8>) {
-        self.trim();
         if self.bufs.len() < self.keep {
             buf.clear();
             self.bufs.push(buf);
@@ -180,21 +179,21 @@ impl FreeList {
     }
 
     fn trim(&mut self) {
-        let epoch = memory::epoch();
-        if epoch != self.epoch {
-            self.epoch = epoch;
-            let unused = self.low.min(self.bufs.len());
-            self.bufs.drain(..unused);
-            self.low = self.bufs.len();
-        }
+        let unused = self.low.min(self.bufs.len());
+        self.bufs.drain(..unused);
+        self.low = self.bufs.len();
     }
 }
 
+/// The free lists, indexed by [`Size`].
+type Lists = [RefCell<FreeList>; 3];
+
 /// A worker's free buffers. Single-threaded: no locks.
 pub struct BufPool {
-    /// Indexed by [`Size`].
-    lists: [RefCell<FreeList>; 3],
+    /// Shared with the trimming task (which holds a weak reference).
+    lists: Rc<Lists>,
     budget: &'static Budget,
+    trimming: Cell<bool>,
 }
 
 impl Default for BufPool {
@@ -207,8 +206,24 @@ impl BufPool {
     /// A pool whose medium and large buffers count against `budget`.
     pub fn with_budget(budget: &'static Budget) -> Self {
         BufPool {
-            lists: [Size::Small, Size::Medium, Size::Large].map(|s| RefCell::new(FreeList::new(s))),
+            lists: Rc::new(
+                [Size::Small, Size::Medium, Size::Large].map(|s| RefCell::new(FreeList::new(s))),
+            ),
             budget,
+            trimming: Cell::new(false),
+        }
+    }
+
+    /// Starts the task that trims the free lists once a second (once; later
+    /// calls do nothing). Call from within the worker's runtime; the task
+    /// ends with the pool.
+    pub fn start_trimming(&self) {
+        self.start_trimming_every(TRIM_EVERY);
+    }
+
+    fn start_trimming_every(&self, every: Duration) {
+        if !self.trimming.replace(true) {
+            tokio::task::spawn_local(trim_every(Rc::downgrade(&self.lists), every));
         }
     }
 
@@ -252,6 +267,19 @@ impl BufPool {
     /// Free buffers held, by size.
     pub fn free(&self) -> [usize; 3] {
         [Size::Small, Size::Medium, Size::Large].map(|s| self.list(s).borrow().bufs.len())
+    }
+}
+
+/// Trims `lists` every `every` until the pool is gone.
+async fn trim_every(lists: Weak<Lists>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(lists) = lists.upgrade() else {
+            return;
+        };
+        for list in lists.iter() {
+            list.borrow_mut().trim();
+        }
     }
 }
 
@@ -331,21 +359,41 @@ mod tests {
     }
 
     #[test]
-    fn buffers_unused_for_an_epoch_are_freed() {
+    fn buffers_unused_since_the_last_trim_are_freed() {
         let mut list = FreeList::new(Size::Small);
         let bufs: Vec<_> = (0..6).map(|_| list.take()).collect();
         bufs.into_iter().for_each(|b| list.give(b));
         assert_eq!(list.bufs.len(), 6);
-        // An epoch in which at most 2 of the 6 were taken at once.
-        list.epoch = list.epoch.wrapping_sub(1);
         list.trim();
+        // A period in which at most 2 of the 6 were taken at once.
         let a = list.take();
         let b = list.take();
         list.give(a);
         list.give(b);
-        // The next epoch frees the 4 that stayed unused.
-        list.epoch = list.epoch.wrapping_sub(1);
+        // The next trim frees the 4 that stayed unused.
         list.trim();
         assert_eq!(list.bufs.len(), 2);
+        list.trim();
+        assert_eq!(list.bufs.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_idle_pool_is_trimmed_by_its_task() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let pool = BufPool::with_budget(budget(LARGE));
+                let bufs = [pool.take(), pool.take_sized(Size::Large).0];
+                bufs.into_iter().for_each(|b| pool.give(b));
+                assert_eq!(pool.free(), [1, 0, 1]);
+                pool.start_trimming_every(Duration::from_millis(10));
+                pool.start_trimming_every(Duration::from_millis(10));
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while pool.free() != [0, 0, 0] {
+                    assert!(std::time::Instant::now() < deadline, "{:?}", pool.free());
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
     }
 }

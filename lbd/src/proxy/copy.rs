@@ -79,6 +79,7 @@ pub async fn copy_both_ways<S: Stream>(
     member_idle: Duration,
     counters: ByteCounters<'_>,
 ) -> Outcome {
+    pool.start_trimming();
     let now = Instant::now();
     let activity = Activity {
         client: Cell::new(now),
