@@ -28,11 +28,11 @@ const STALL: Duration = Duration::from_secs(1);
 /// socket buffers of a client that does not read can take.
 const MAX_PER_CONN: usize = 16 << 20;
 /// RSS with every connection stuck. With one 256 KiB buffer pinned per
-/// stuck direction lbd went from ~20 MB to ~250 MB.
+/// stuck direction lbd went from 8 MiB to 165-241 MiB; now about 30 MiB.
 const STUCK_LIMIT_KIB: u64 = 80 << 10;
 /// How far above its start RSS may stay after every connection closed
-/// (before: up to ~190 MB were kept; now about 4 MiB, mostly the free
-/// lists of the buffer pools).
+/// (before: up to 190 MiB above it were kept; now 3-5 MiB a few seconds
+/// later, up to 11 MiB before the free lists are trimmed).
 const AFTER_MARGIN_KIB: u64 = 12 << 10;
 
 /// One 1,000-connection test at a time: both runtimes' tests in parallel
