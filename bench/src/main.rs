@@ -54,6 +54,9 @@ struct Cli {
     /// Use this lbd binary instead of building it (cargo build --release -p lbd)
     #[arg(long)]
     lbd: Option<PathBuf>,
+    /// The lbd binary of the `lbd-old` column (e.g. built from the commit before a change)
+    #[arg(long)]
+    lbd_old: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -78,6 +81,7 @@ struct Options {
     reloads: usize,
     out: PathBuf,
     lbd: Option<PathBuf>,
+    lbd_old: Option<PathBuf>,
 }
 
 impl Options {
@@ -105,6 +109,7 @@ impl Options {
             reloads: cli.reloads.unwrap_or(if q { 10 } else { 100 }),
             out: cli.out.unwrap_or_else(bench::cli::default_results_dir),
             lbd: cli.lbd,
+            lbd_old: cli.lbd_old,
         }
     }
 }
@@ -221,7 +226,14 @@ fn run(mut opts: Options) -> Result<()> {
 }
 
 fn run_in(opts: &Options, work: &WorkDir, fd: setup::FdLimit, started: Instant) -> Result<()> {
-    let lbd_bin = if opts.proxies.iter().any(|k| k.is_lbd()) {
+    if opts.proxies.contains(&Kind::LbdOld) && opts.lbd_old.is_none() {
+        bail!("the lbd-old column needs --lbd-old PATH");
+    }
+    let lbd_bin = if opts
+        .proxies
+        .iter()
+        .any(|&k| k.is_lbd() && k != Kind::LbdOld)
+    {
         Some(setup::lbd_binary(opts.lbd.as_deref(), &work.logs())?)
     } else {
         None
@@ -324,7 +336,11 @@ fn run_variant(
         } else {
             (ports.take()?, ports.take()?)
         };
-        let p = Proxy::start(kind, pair, &upstreams, &root, lbd, layout.proxy, &logs)
+        let bin = match kind {
+            Kind::LbdOld => opts.lbd_old.as_deref(),
+            _ => lbd,
+        };
+        let p = Proxy::start(kind, pair, &upstreams, &root, bin, layout.proxy, &logs)
             .with_context(|| format!("starting {}", kind.name()))?;
         scenarios::check_http(p.http_port).with_context(|| {
             format!(

@@ -25,6 +25,9 @@ pub enum Kind {
     Lbd,
     /// lbd forced onto its epoll runtime (opt-in: `--proxies ...,lbd-epoll`).
     LbdEpoll,
+    /// Another lbd binary (`--lbd-old PATH`), e.g. the commit before a change,
+    /// measured beside the current one (opt-in: `--proxies ...,lbd-old`).
+    LbdOld,
     Haproxy,
     HaproxySplice,
     Nginx,
@@ -39,9 +42,9 @@ impl Kind {
         Kind::Nginx,
     ];
 
-    /// lbd under either runtime.
+    /// lbd under either runtime, or the other lbd binary.
     pub fn is_lbd(self) -> bool {
-        matches!(self, Kind::Lbd | Kind::LbdEpoll)
+        matches!(self, Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld)
     }
 
     pub fn name(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::Lbd => "lbd",
             Kind::LbdEpoll => "lbd-epoll",
+            Kind::LbdOld => "lbd-old",
             Kind::Haproxy => "haproxy",
             Kind::HaproxySplice => "haproxy-splice",
             Kind::Nginx => "nginx",
@@ -208,7 +212,7 @@ impl Proxy {
         let dir = root.join(kind.name());
         fs::create_dir_all(&dir)?;
         let config_path = dir.join(match kind {
-            Kind::Lbd | Kind::LbdEpoll => "lbd.toml",
+            Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld => "lbd.toml",
             Kind::Haproxy | Kind::HaproxySplice => "haproxy.cfg",
             Kind::Nginx => "nginx.conf",
             Kind::Direct => "none",
@@ -241,7 +245,7 @@ impl Proxy {
         let (h, i, up) = (self.http_port, self.iperf_port, &self.upstreams);
         match self.kind {
             Kind::Direct => String::new(),
-            Kind::Lbd | Kind::LbdEpoll => render_lbd(h, i, up, weights),
+            Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld => render_lbd(h, i, up, weights),
             Kind::Haproxy => render_haproxy(h, i, up, weights, false),
             Kind::HaproxySplice => render_haproxy(h, i, up, weights, true),
             Kind::Nginx => render_nginx(&self.dir, h, i, up, weights),
@@ -265,7 +269,7 @@ impl Proxy {
         let cfg = self.config_path.display().to_string();
         match self.kind {
             Kind::Direct => Vec::new(),
-            Kind::Lbd | Kind::LbdEpoll => vec![
+            Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld => vec![
                 self.lbd
                     .as_ref()
                     .map_or_else(|| "lbd".to_string(), |p| p.display().to_string()),
@@ -384,7 +388,7 @@ impl Proxy {
         let g = self.guard.as_ref().context("not running")?;
         Ok(match self.kind {
             Kind::Direct => (0, 0),
-            Kind::Lbd | Kind::LbdEpoll => {
+            Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld => {
                 let log = g.stderr_text();
                 (
                     log.matches("reloaded:").count(),
@@ -434,7 +438,7 @@ impl Proxy {
     pub fn reload(&mut self, weights: &[u32]) -> Result<Reload> {
         let sig = match self.kind {
             Kind::Direct => bail!("direct has nothing to reload"),
-            Kind::Lbd | Kind::LbdEpoll | Kind::Nginx => libc::SIGHUP,
+            Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld | Kind::Nginx => libc::SIGHUP,
             Kind::Haproxy | Kind::HaproxySplice => libc::SIGUSR2,
         };
         if !procs::wait_until(Duration::from_secs(10), || self.ready_for_signal(sig))? {

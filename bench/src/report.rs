@@ -221,7 +221,8 @@ fn has_ratio(key: &str) -> bool {
 }
 
 /// The markdown table: rows = metrics, columns = configurations, then the
-/// ratios lbd/haproxy and lbd/direct (of medians).
+/// ratios lbd/haproxy, lbd/direct and lbd/lbd-old (of medians), those whose
+/// columns are there.
 pub fn markdown_table(
     summary: &Summary,
     proxies: &[&str],
@@ -229,7 +230,7 @@ pub fn markdown_table(
 ) -> String {
     let mut cols: Vec<String> = proxies.iter().map(|p| p.to_string()).collect();
     let has = |p: &str| proxies.contains(&p);
-    let ratios: Vec<(&str, &str)> = [("lbd", "haproxy"), ("lbd", "direct")]
+    let ratios: Vec<(&str, &str)> = [("lbd", "haproxy"), ("lbd", "direct"), ("lbd", "lbd-old")]
         .into_iter()
         .filter(|(a, b)| has(a) && has(b))
         .collect();

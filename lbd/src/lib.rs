@@ -8,13 +8,14 @@
 //! * [`worker`]: a data-plane thread and its accept loops.
 //! * [`snapshot`], [`state`], [`sockets`]: what workers share.
 //! * [`server`]: start, reload and drain; [`demo`]: the built-in demo;
-//!   [`limits`]: process limits.
+//!   [`limits`]: process limits; [`memory`]: giving freed memory back.
 
 pub mod admin;
 pub mod balance;
 pub mod demo;
 pub mod health;
 pub mod limits;
+pub mod memory;
 pub mod pidfile;
 pub mod proxy;
 pub mod runtime;

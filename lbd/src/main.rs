@@ -130,6 +130,7 @@ enum Source {
 }
 
 fn run(cli: &Cli, source: Source) -> anyhow::Result<()> {
+    lbd::memory::init();
     // Probed outside any runtime: tokio-uring builds a tokio runtime itself.
     let kind = runtime::resolve(cli.runtime)?;
     // Signal handlers next: a SIGHUP that arrives early must not kill us.

@@ -3,7 +3,9 @@
 //!
 //! Each direction reads into a buffer and writes it out before reading
 //! again (back-pressure: a slow reader slows the writer down). Buffers are
-//! borrowed from the worker's pool only while data is in flight. When one side sends EOF, the other side's
+//! borrowed from the worker's pool only while data is in flight: small
+//! ones, or bigger ones for a direction that moves bulk
+//! ([`super::sizing`]). When one side sends EOF, the other side's
 //! write half is shut down and the opposite direction keeps flowing, so a
 //! client's `shutdown(SHUT_WR)` reaches the member and the reply still comes
 //! back. An error on either side ends both, and both peers get a reset.
@@ -20,6 +22,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use super::buffers::BufPool;
+use super::sizing::{queued_bytes, Sizer};
 use crate::runtime::Stream;
 use crate::sockets::with_socket;
 use crate::state::add;
@@ -76,6 +79,7 @@ pub async fn copy_both_ways<S: Stream>(
     member_idle: Duration,
     counters: ByteCounters<'_>,
 ) -> Outcome {
+    pool.start_trimming();
     let now = Instant::now();
     let activity = Activity {
         client: Cell::new(now),
@@ -116,7 +120,9 @@ pub async fn copy_both_ways<S: Stream>(
 /// An idle direction waits in `readable` and holds no buffer, so an idle
 /// connection costs no buffer memory. After a read that filled the buffer
 /// (a bulk transfer) more data is likely waiting, so the next read goes
-/// straight ahead without waiting for readiness first.
+/// straight ahead without waiting for readiness first. Each read's buffer
+/// is small unless the [`Sizer`] asks for a bigger one and the budget has
+/// one to spare.
 async fn pump<S: Stream>(
     from: &S,
     to: &S,
@@ -127,13 +133,18 @@ async fn pump<S: Stream>(
     counters: [&AtomicU64; 2],
 ) -> io::Result<()> {
     let mut bulk = false;
+    let mut sizer = Sizer::default();
     loop {
         if !bulk {
             if let Err(e) = from.readable().await {
                 return Err(fail(from, to, e));
             }
         }
-        let (res, buf) = from.read(pool.take()).await;
+        let size = sizer.next(to.as_raw_fd(), pool.plenty());
+        // The grant (a share of the big-buffer budget) lives as long as
+        // the buffer is out, and returns if this future is dropped.
+        let (buf, _grant) = pool.take_sized(size);
+        let (res, buf) = from.read(buf).await;
         let n = match res {
             Ok(0) => {
                 pool.give(buf);
@@ -149,6 +160,7 @@ async fn pump<S: Stream>(
             }
         };
         bulk = n == buf.capacity();
+        sizer.read(n);
         activity.touch(from_side);
         let (res, buf) = to.write_all(buf).await;
         pool.give(buf);
@@ -177,8 +189,8 @@ async fn idle_watchdog(
     member_idle: Duration,
 ) -> Outcome {
     loop {
-        let client_deadline = activity.client.get() + client_idle;
-        let member_deadline = activity.member.get() + member_idle;
+        let client_deadline = deadline(activity.client.get(), client_idle);
+        let member_deadline = deadline(activity.member.get(), member_idle);
         let now = Instant::now();
         if now >= client_deadline {
             return Outcome::ClientIdle;
@@ -188,6 +200,23 @@ async fn idle_watchdog(
         }
         tokio::time::sleep_until(client_deadline.min(member_deadline).into()).await;
     }
+}
+
+/// `at + timeout`, or a far-future instant when that does not fit in an
+/// `Instant` (a timeout like `18446744073709551615s` means "never"; adding
+/// it would panic).
+fn deadline(at: Instant, timeout: Duration) -> Instant {
+    at.checked_add(timeout).unwrap_or_else(|| far_future(at))
+}
+
+/// About 30 years after `at` (what tokio uses for "never"), or the
+/// latest of a few shorter spans that still fit.
+fn far_future(at: Instant) -> Instant {
+    const YEAR: u64 = 365 * 24 * 3600;
+    [30 * YEAR, YEAR, 24 * 3600]
+        .into_iter()
+        .find_map(|secs| at.checked_add(Duration::from_secs(secs)))
+        .unwrap_or(at)
 }
 
 /// Shuts a socket down both ways so that any read or write still in flight
@@ -209,16 +238,49 @@ pub fn reset(s: &impl Stream) {
     with_socket(s, |sock| {
         let _ = sock.set_linger(Some(Duration::ZERO));
         let _ = sock.shutdown(Shutdown::Read);
-        if unsent_bytes(sock.as_raw_fd()) != Some(0) {
+        if queued_bytes(sock.as_raw_fd()) != Some(0) {
             let _ = sock.shutdown(Shutdown::Write);
         }
     });
 }
 
-/// Bytes in the socket's send queue not yet sent (SIOCOUTQ).
-fn unsent_bytes(fd: std::os::fd::RawFd) -> Option<i32> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: SIOCOUTQ writes one int through the pointer, which is valid.
-    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
-    (rc == 0).then_some(n)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_timeouts_mean_never_instead_of_a_panic() {
+        let now = Instant::now();
+        let far = deadline(now, Duration::MAX);
+        assert!(far > now + Duration::from_secs(365 * 24 * 3600));
+        let huge = Duration::from_secs(u64::MAX);
+        assert!(deadline(now, huge) > now + Duration::from_secs(365 * 24 * 3600));
+        let ten = Duration::from_secs(10);
+        assert_eq!(deadline(now, ten), now + ten);
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_takes_a_huge_timeout_on_one_side() {
+        let now = Instant::now();
+        let activity = Activity {
+            client: Cell::new(now),
+            member: Cell::new(now),
+        };
+        let huge = Duration::from_secs(u64::MAX);
+        let short = Duration::from_millis(20);
+        let idle = tokio::time::timeout(
+            Duration::from_secs(10),
+            idle_watchdog(&activity, huge, short),
+        )
+        .await
+        .expect("the member side times out");
+        assert!(matches!(idle, Outcome::MemberIdle), "{idle:?}");
+        let idle = tokio::time::timeout(
+            Duration::from_secs(10),
+            idle_watchdog(&activity, short, huge),
+        )
+        .await
+        .expect("the client side times out");
+        assert!(matches!(idle, Outcome::ClientIdle), "{idle:?}");
+    }
 }

@@ -8,6 +8,7 @@
 pub mod buffers;
 pub mod copy;
 pub mod header;
+pub mod sizing;
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
