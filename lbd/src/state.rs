@@ -290,6 +290,42 @@ pub const PASSIVE_BACKOFF_MAX: Duration = Duration::from_secs(16);
 /// * the passive streak (`connect_failures`): failed connects in a row,
 ///   which set the member aside for a back-off; ended by a successful
 ///   connect (or a passed check that brings the member up).
+///
+/// # Lifecycle
+///
+/// Three independent parts make a member's [`Status`]:
+///
+/// ```text
+/// health (checked pools only; unchecked members stay Up):
+///
+///   Up, unconfirmed --first check passes--------------> Up (Transition::Confirmed)
+///   Up, unconfirmed --first check fails---------------> Down (WentDown)
+///   Up --`fall` failures in a row (failed checks,
+///        failed connects of real traffic)-------------> Down (WentDown)
+///   Up --a passed check-------------------------------> Up, streak reset
+///   Up --a successful proxied connect-----------------> Up, streak untouched
+///   Down --`rise` passed checks in a row--------------> Up (WentUp)
+///   Down --a failed check-----------------------------> Down, rise streak reset
+///   any --the pool's [pool.health] removed------------> Up, unconfirmed
+///   any --a check lbd could not open (EMFILE...)------> unchanged, not counted
+///
+/// admin (from the config, the API or a reload):
+///
+///   Ready <--> Drain: no new connections, still checked
+///   Ready/Drain --> Maint: no new connections, no checks; leaving Maint
+///                   makes the next check decide at once (unconfirmed)
+///
+/// passive back-off (every pool):
+///
+///   clear --a failed connect--> skipped for 1 s, doubling per failure up to 16 s
+///   skipped --a successful connect, or the member comes Up--> clear
+/// ```
+///
+/// New connections go to members that are Up, Ready, not skipped, with a
+/// weight above 0 (when every member is skipped, the skip is ignored; a
+/// Down member is never tried). Established connections are never cut by
+/// any of these transitions. A reload keeps the state of members whose pool
+/// and address stay; new members start Up, unconfirmed.
 #[derive(Debug)]
 pub struct MemberState {
     /// Established connections right now (all workers); least_connections

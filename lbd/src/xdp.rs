@@ -16,6 +16,28 @@
 //! Nothing here is required: if attaching fails, the error is logged and
 //! shown, and the listeners keep being served by the userspace proxy, whose
 //! sockets stay bound either way.
+//!
+//! # Lifecycle
+//!
+//! ```text
+//! Idle (no fast-path listener)
+//!   --a snapshot wants interfaces-------------> attach: Attached | Failed
+//! Attached (program loaded, maps written)
+//!   --health transition, admin change, reload--> maps rewritten if the
+//!                                               services differ (woken at once)
+//!   --other [xdp] interfaces-------------------> program moved, flows kept
+//!                                               (error: detached, Failed)
+//!   --other snat_ports-------------------------> range rewritten in place
+//!   --no fast-path listener left---------------> detached, Idle
+//!   --every second-----------------------------> idle flows expired, open
+//!                                               flows counted (connection_limit),
+//!                                               counters published
+//! Failed (attach error, shown on the stats page)
+//!   --the next reload--------------------------> attach again
+//!   --a panic anywhere in the loop-------------> the thread restarts (the
+//!                                               program is detached with the
+//!                                               dropped FastPath, then attached anew)
+//! ```
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
