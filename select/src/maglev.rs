@@ -168,19 +168,16 @@ impl Table {
     }
 
     /// The slots (entry ids): empty or [`TABLE_SIZE`] long.
+    #[inline]
     pub fn slots(&self) -> &[u32] {
         &self.slots
     }
 
     /// How many distinct entries own at least one slot: once a walk has seen
     /// that many unusable, it can stop.
+    #[inline]
     pub fn owners(&self) -> usize {
         self.owners
-    }
-
-    /// The slots, without copying them.
-    pub fn into_slots(self) -> Box<[u32]> {
-        self.slots
     }
 }
 

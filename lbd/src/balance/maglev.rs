@@ -49,25 +49,10 @@ impl Tables {
     }
 }
 
-/// One Maglev lookup table: `slots[s]` is an index into the plan's members.
-pub(super) struct Table {
-    /// Either empty (no member in this tier has weight > 0) or exactly
-    /// [`TABLE_SIZE`] long.
-    slots: Box<[u32]>,
-    /// How many distinct members own at least one slot: once that many have
-    /// been seen unusable, a lookup can stop walking.
-    owners: usize,
-}
-
-impl std::fmt::Debug for Table {
-    // 65 537 slots are not useful in a debug print.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Table")
-            .field("slots", &self.slots.len())
-            .field("owners", &self.owners)
-            .finish()
-    }
-}
+/// One Maglev lookup table: `slots()[s]` is an index into the plan's
+/// members (built by `lbd-select`, walked here with the members' state).
+#[derive(Debug)]
+pub(super) struct Table(maglev::Table);
 
 impl Table {
     /// Builds the table for the members with `backup == backup` and
@@ -83,11 +68,7 @@ impl Table {
                 weight: m.weight,
             })
             .collect();
-        let table = maglev::Table::build(&entries);
-        Table {
-            owners: table.owners(),
-            slots: table.into_slots(),
-        }
+        Table(maglev::Table::build(&entries))
     }
 
     /// The member for a client with hash `hash`: its own slot's member if
@@ -100,13 +81,14 @@ impl Table {
         status: &impl MemberStatus,
         seen: &mut Seen,
     ) -> Option<usize> {
-        if self.slots.is_empty() {
+        let slots = self.0.slots();
+        if slots.is_empty() {
             return None;
         }
         let mut slot = maglev::home_slot(hash);
 
         // Fast path: the client's own member is usable.
-        let first = self.slots[slot] as usize;
+        let first = slots[slot] as usize;
         if status.usable(first) {
             return Some(first);
         }
@@ -119,11 +101,11 @@ impl Table {
         seen.mark(first);
         let mut unusable = 1;
         for _ in 1..TABLE_SIZE {
-            if unusable == self.owners {
+            if unusable == self.0.owners() {
                 break;
             }
             slot = maglev::next_slot(slot, stride);
-            let member = self.slots[slot] as usize;
+            let member = slots[slot] as usize;
             // Already known to be unusable: don't ask again.
             if seen.contains(member) {
                 continue;
@@ -139,13 +121,17 @@ impl Table {
 
     /// The slots: member indices, empty or [`TABLE_SIZE`] long.
     pub(super) fn slots(&self) -> &[u32] {
-        &self.slots
+        self.0.slots()
     }
 
     /// Number of slots owned by member `index` (tests and diagnostics).
     #[cfg(test)]
     pub(super) fn slots_of(&self, index: usize) -> usize {
-        self.slots.iter().filter(|&&s| s as usize == index).count()
+        self.0
+            .slots()
+            .iter()
+            .filter(|&&s| s as usize == index)
+            .count()
     }
 }
 
@@ -314,7 +300,7 @@ mod tests {
             );
         }
         assert_eq!(table.slots_of(4), 0, "weight 0 owns no slot");
-        assert_eq!(table.owners, 5);
+        assert_eq!(table.0.owners(), 5);
     }
 
     #[test]
@@ -429,7 +415,7 @@ mod tests {
             .collect();
         let plan = PoolPlan::new(Algorithm::SourceIp, members);
         let table = &plan.maglev.as_ref().unwrap().primary;
-        assert_eq!(table.owners, 100);
+        assert_eq!(table.0.owners(), 100);
         assert_eq!(
             (0..100).map(|i| table.slots_of(i)).sum::<usize>(),
             TABLE_SIZE
