@@ -1,5 +1,6 @@
-//! The stats page: one self-contained HTML5 document (inline CSS, no
-//! JavaScript, no external resources) in the spirit of HAProxy's stats page.
+//! The stats page: one self-contained HTML5 document (its CSS, kept in
+//! `page.css`, is inlined at build time; no JavaScript, no external
+//! resources) in the spirit of HAProxy's stats page.
 //!
 //! Everything that comes from the config or from health checks (names,
 //! addresses, check results) is HTML-escaped. Member rows carry
@@ -509,122 +510,7 @@ fn human_rate(rate: f64) -> String {
 /// Colours: every state badge pairs a tinted background with text of at
 /// least 8:1 contrast (light and dark scheme), and spells the state out;
 /// all other text is at least 4.5:1 (WCAG AA).
-const CSS: &str = r#"
-:root{--bg:#f4f6f8;--card:#fff;--fg:#1b1f24;--muted:#57606a;--line:#d0d7de;--head:#eef1f4;
---link:#0a58b0;--top:#17202b;--top-fg:#f3f6f9;--top-muted:#a9b4c0;--hover:#f6f8fa;
---ok-bg:#d8f5df;--ok-fg:#0b4a1d;--ok-bd:#2f9e50;
---bad-bg:#fde2e1;--bad-fg:#7d1111;--bad-bd:#d1242f;
---warn-bg:#fdeccc;--warn-fg:#6b3a00;--warn-bd:#d4860b;
---maint-bg:#e1e8f7;--maint-fg:#1c3263;--maint-bd:#5a73ad;
---neutral-bg:#eceff2;--neutral-fg:#33393f;--neutral-bd:#8c959f;
---down-row:#fff4f3}
-*{box-sizing:border-box}
-html{-webkit-text-size-adjust:100%;text-size-adjust:100%}
-body{margin:0;background:var(--bg);color:var(--fg);
-font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-a{color:var(--link)}
-.mono,.sub.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"DejaVu Sans Mono",monospace;font-size:12.5px}
-header.top{background:var(--top);color:var(--top-fg);padding:14px 16px 16px}
-.bar{display:flex;flex-wrap:wrap;align-items:center;gap:8px 20px;max-width:1400px;margin:0 auto}
-h1{margin:0;font-size:22px;font-weight:700;letter-spacing:-.01em}
-h1 .ver{font-size:14px;font-weight:500;color:var(--top-muted);margin-left:4px}
-nav{display:flex;flex-wrap:wrap;align-items:center;gap:6px;margin-left:auto}
-nav a,nav .live{color:var(--top-fg);text-decoration:none;border:1px solid #44505e;border-radius:6px;padding:3px 10px;font-size:13px}
-nav a:hover,nav a:focus-visible{background:#2a3644;border-color:#6b7a8b}
-nav .live{border-color:#2f9e50;color:#b6f0c6}
-.facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(128px,1fr));gap:10px;max-width:1400px;margin:14px auto 0;padding:0}
-.facts div{background:#222d3a;border:1px solid #33404f;border-radius:8px;padding:8px 12px;min-width:0}
-.facts dt{font-size:11px;text-transform:uppercase;letter-spacing:.06em;color:var(--top-muted)}
-.facts dd{margin:2px 0 0;font-size:18px;font-weight:600;font-variant-numeric:tabular-nums;overflow-wrap:anywhere}
-.facts .bad{color:#ffb3ad;font-size:13px;font-weight:500}
-.facts .dim{color:var(--top-muted);font-size:13px;font-weight:400}
-main{max-width:1400px;margin:0 auto;padding:8px 16px 24px}
-section{margin-top:22px;min-width:0}
-.head{display:flex;flex-wrap:wrap;align-items:center;gap:6px 12px;margin-bottom:8px}
-h2{margin:0;font-size:18px;font-weight:650;overflow-wrap:anywhere}
-h2 .kind{color:var(--muted);font-weight:500}
-.pill{border-radius:999px;padding:2px 10px;font-size:12.5px;font-weight:600;border:1px solid}
-.pill.ok{background:var(--ok-bg);color:var(--ok-fg);border-color:var(--ok-bd)}
-.pill.warn{background:var(--warn-bg);color:var(--warn-fg);border-color:var(--warn-bd)}
-.pill.bad{background:var(--bad-bg);color:var(--bad-fg);border-color:var(--bad-bd)}
-dl.meta{display:flex;flex-wrap:wrap;gap:4px 18px;margin:0 0 10px;color:var(--muted);font-size:13px}
-dl.meta div{display:flex;gap:5px}
-dl.meta dt::after{content:":"}
-dl.meta dd{margin:0;color:var(--fg);font-weight:600}
-dl.meta dd.dim{color:var(--muted);font-weight:400}
-.scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;background:var(--card);border:1px solid var(--line);border-radius:8px;max-width:100%}
-table{border-collapse:separate;border-spacing:0;width:100%;font-size:13px;font-variant-numeric:tabular-nums}
-th,td{padding:6px 8px;text-align:left;white-space:nowrap;border-bottom:1px solid var(--line);vertical-align:middle}
-thead th{background:var(--head);color:var(--muted);font-size:11.5px;font-weight:650;text-transform:uppercase;letter-spacing:.03em;padding-top:5px;padding-bottom:5px}
-thead th.group{text-align:center;border-left:1px solid var(--line);border-bottom:1px solid var(--line)}
-thead tr:first-child th{border-bottom-color:var(--line)}
-tbody th{font-weight:600}
-tbody tr:last-child>*{border-bottom:0}
-tbody tr:hover>*{background:var(--hover)}
-tfoot>tr>*{border-top:2px solid var(--line);border-bottom:0;background:var(--head);font-weight:600}
-.num{text-align:right}
-.first{position:sticky;left:0;z-index:1;background:var(--card);border-right:1px solid var(--line)}
-thead .first,tfoot .first{background:var(--head)}
-.server{white-space:normal;min-width:9em;max-width:22em;overflow-wrap:anywhere}
-.server .label{display:block}
-.server .label.nowrap{white-space:nowrap}
-.server .sub{display:block;font-weight:400;color:var(--muted);font-size:12px}
-.server .sub.mono{white-space:nowrap;font-size:11.5px}
-.dim{color:var(--muted)}
-td.dim{color:#656e78}
-td.warn{color:var(--warn-fg);background:var(--warn-bg);font-weight:600}
-td.bad{color:var(--bad-fg);background:var(--bad-bg);font-weight:600}
-.badge{display:inline-block;min-width:5.4em;text-align:center;padding:1px 8px;border-radius:999px;border:1px solid;font-size:11.5px;font-weight:700;text-transform:uppercase;letter-spacing:.05em;line-height:1.5}
-.state-up .badge,.lstate-open .badge{background:var(--ok-bg);color:var(--ok-fg);border-color:var(--ok-bd)}
-.state-down .badge{background:var(--bad-bg);color:var(--bad-fg);border-color:var(--bad-bd)}
-.state-drain .badge{background:var(--warn-bg);color:var(--warn-fg);border-color:var(--warn-bd)}
-.state-maint .badge{background:var(--maint-bg);color:var(--maint-fg);border-color:var(--maint-bd)}
-.state-no_check .badge,.lstate-closed .badge{background:var(--neutral-bg);color:var(--neutral-fg);border-color:var(--neutral-bd);border-style:dashed}
-.state-up .badge::before{content:"● "}
-.state-down .badge::before{content:"▼ "}
-.state-drain .badge::before{content:"◐ "}
-.state-maint .badge::before{content:"■ "}
-.state-no_check .badge::before{content:"○ "}
-tr[data-state="down"]>*{background:var(--down-row)}
-tr[data-state="down"]>th.first{box-shadow:inset 3px 0 0 var(--bad-bd)}
-tr[data-state="drain"]>th.first{box-shadow:inset 3px 0 0 var(--warn-bd)}
-tr[data-state="maint"]>th.first{box-shadow:inset 3px 0 0 var(--maint-bd)}
-.tag{font-size:11.5px;border:1px solid var(--neutral-bd);border-radius:4px;padding:0 5px;color:var(--neutral-fg);background:var(--neutral-bg)}
-.admin-drain{color:var(--warn-fg);font-weight:600}
-.admin-maint{color:var(--maint-fg);font-weight:600}
-.check .took{color:var(--muted)}
-.check-ok .mark{color:var(--ok-bd);font-weight:700}
-td.check-fail{color:var(--bad-fg);background:var(--bad-bg);font-weight:600}
-td.check-fail .took{color:var(--bad-fg);font-weight:400}
-.empty{color:var(--muted);margin:0}
-.hint{display:none;margin:0 0 4px;color:var(--muted);font-size:12px}
-footer{max-width:1400px;margin:0 auto;padding:4px 16px 28px;color:var(--muted);font-size:12.5px}
-@media (max-width:1000px){.hint{display:block}}
-@media (max-width:600px){
-body{font-size:13.5px}
-header.top{padding:12px 12px 14px}
-main{padding:4px 10px 20px}
-footer{padding:4px 10px 24px}
-nav{margin-left:0}
-.facts{grid-template-columns:repeat(3,minmax(0,1fr));gap:6px;margin-top:12px}
-.facts div{padding:5px 8px;border-radius:6px}
-.facts dt{font-size:10px;letter-spacing:.04em}
-.facts dd{font-size:15px}
-.server{min-width:7em;max-width:11em}
-}
-@media (prefers-color-scheme:dark){
-:root{--bg:#0f141a;--card:#161c23;--fg:#e4e9ee;--muted:#9aa6b2;--line:#2d3742;--head:#1c242d;
---link:#7db4ff;--top:#0b1016;--hover:#1b232c;
---ok-bg:#0f3a1e;--ok-fg:#b4f0c4;--ok-bd:#3fb35f;
---bad-bg:#481414;--bad-fg:#ffc4bf;--bad-bd:#f0584f;
---warn-bg:#46300a;--warn-fg:#ffd99a;--warn-bd:#d99a2b;
---maint-bg:#1d2a4a;--maint-fg:#c5d4ff;--maint-bd:#6f8ad0;
---neutral-bg:#262e37;--neutral-fg:#d0d7de;--neutral-bd:#7d8790;
---down-row:#2a1517}
-td.dim{color:#838e99}
-.facts div{background:#151d26;border-color:#2a3541}
-}
-"#;
+const CSS: &str = include_str!("page.css");
 
 #[cfg(test)]
 pub(crate) fn sample() -> Stats {
