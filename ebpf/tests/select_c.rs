@@ -13,23 +13,14 @@
 //! Skips with a message when they are missing, unless
 //! `LBD_TEST_REQUIRE_TOOLS` is set: then it fails.
 
+mod common;
+
+use common::skip;
 use lbd_select::{client_hash_v4, maglev};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-fn require() -> bool {
-    std::env::var_os("LBD_TEST_REQUIRE_TOOLS").is_some()
-}
-
-fn skip(why: &str) {
-    assert!(
-        !require(),
-        "LBD_TEST_REQUIRE_TOOLS is set but the test cannot run: {why}"
-    );
-    eprintln!("skipping: {why}");
-}
 
 /// The first working clang, as `build.rs` picks it.
 fn clang() -> Option<String> {

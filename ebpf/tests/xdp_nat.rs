@@ -18,6 +18,9 @@
 //!   predicts;
 //! * idle flows expire.
 
+mod common;
+
+use common::skip;
 use lbd_ebpf::netlab::{expected_body, http_get, HttpServer, KeepAlive, Lab, Ns};
 use lbd_ebpf::select::{client_hash, maglev_pick, smooth_weighted_slots};
 use lbd_ebpf::{
@@ -33,18 +36,6 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 199, 200, 1);
 const VIP_PORT: u16 = 80;
 const MEMBER_PORT: u16 = 8080;
 const MEMBERS: usize = 3;
-
-fn require() -> bool {
-    std::env::var_os("LBD_TEST_REQUIRE_TOOLS").is_some()
-}
-
-fn skip(why: &str) {
-    assert!(
-        !require(),
-        "LBD_TEST_REQUIRE_TOOLS is set but the test cannot run: {why}"
-    );
-    eprintln!("skipping: {why}");
-}
 
 /// Reads `/proc/thread-self/net/snmp` in `ns`: (Tcp InSegs, OutSegs, InCsumErrors).
 fn tcp_counters(ns: &Ns) -> (u64, u64, u64) {

@@ -106,7 +106,7 @@ pub fn queued_bytes(fd: RawFd) -> Option<usize> {
 /// `SO_MEMINFO` (the socket's memory counters): 55 in asm-generic, which
 /// these architectures use. Elsewhere no room is ever assumed (small
 /// buffers only).
-#[cfg(any(
+const SO_MEMINFO: Option<libc::c_int> = if cfg!(any(
     target_arch = "x86_64",
     target_arch = "x86",
     target_arch = "aarch64",
@@ -114,18 +114,11 @@ pub fn queued_bytes(fd: RawFd) -> Option<usize> {
     target_arch = "riscv64",
     target_arch = "loongarch64",
     target_arch = "s390x"
-))]
-const SO_MEMINFO: Option<libc::c_int> = Some(55);
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64",
-    target_arch = "loongarch64",
-    target_arch = "s390x"
-)))]
-const SO_MEMINFO: Option<libc::c_int> = None;
+)) {
+    Some(55)
+} else {
+    None
+};
 
 /// Free memory in the socket's send buffer: what a write can queue before
 /// it has to wait (send buffer size minus queued memory, as the kernel
