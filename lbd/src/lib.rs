@@ -12,10 +12,13 @@
 
 pub mod admin;
 pub mod balance;
+pub mod context;
 pub mod demo;
+pub mod events;
 pub mod health;
 pub mod limits;
 pub mod memory;
+pub mod pick;
 pub mod pidfile;
 pub mod proxy;
 pub mod runtime;

@@ -2,66 +2,19 @@
 //! snapshots (start and reload), and drains on shutdown. Nothing here runs
 //! on the per-connection path.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use lbd_config::Config;
-use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::context::Shared;
 use crate::runtime::{epoll::Epoll, uring::Uring, RuntimeKind};
 use crate::snapshot::{BindError, Snapshot};
-use crate::state::WorkerCounters;
 use crate::worker;
-
-/// What workers and the control thread share.
-pub struct Shared {
-    snapshot: ArcSwap<Snapshot>,
-    changed: watch::Sender<u64>,
-    /// One per worker, indexed by worker id.
-    pub workers: Vec<Arc<WorkerCounters>>,
-    pub runtime: RuntimeKind,
-    /// When the data plane started.
-    pub started: Instant,
-    /// Reloads applied.
-    pub reloads: AtomicU64,
-    /// Reloads rejected (bad config file or pushed config, unbindable
-    /// address); the running config stayed each time.
-    pub reload_failures: AtomicU64,
-    /// The XDP fast path's state, published by its thread; `None` while no
-    /// listener asks for it.
-    pub xdp: arc_swap::ArcSwapOption<crate::xdp::XdpStatus>,
-    /// Signalled when a worker thread ended by a panic: its listening
-    /// sockets would keep taking connections nobody accepts, so lbd must
-    /// stop (see `lbd run`).
-    pub worker_died: tokio::sync::Notify,
-}
-
-impl Shared {
-    /// The current snapshot (an `Arc` of it).
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
-    }
-
-    /// Cheap access for the per-connection path.
-    pub fn load_snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
-        self.snapshot.load()
-    }
-
-    /// Notified with the generation of every published snapshot.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
-    }
-
-    /// Client connections open right now, all workers and listeners.
-    pub fn active_connections(&self) -> u64 {
-        self.workers.iter().map(|w| w.active.load(Relaxed)).sum()
-    }
-}
 
 /// Why a reload was refused. The running config stays in every case.
 #[derive(Debug, thiserror::Error)]
@@ -100,20 +53,7 @@ impl Server {
         let workers = workers.max(1);
         let built = Snapshot::build(config, None, workers, 1)?;
         built.snapshot.apply_member_settings();
-        let (changed, _) = watch::channel(1);
-        let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(built.snapshot),
-            changed,
-            workers: (0..workers)
-                .map(|_| Arc::new(WorkerCounters::default()))
-                .collect(),
-            runtime,
-            started: Instant::now(),
-            reloads: AtomicU64::new(0),
-            reload_failures: AtomicU64::new(0),
-            xdp: arc_swap::ArcSwapOption::empty(),
-            worker_died: tokio::sync::Notify::new(),
-        });
+        let shared = Arc::new(Shared::new(built.snapshot, workers, runtime));
 
         let (ready_tx, ready_rx) = mpsc::channel();
         for id in 0..workers {
@@ -189,10 +129,8 @@ impl Server {
         let summary = summarize(&old, &built.snapshot);
         let snapshot = Arc::new(built.snapshot);
         snapshot.apply_member_settings();
-        self.shared.snapshot.store(snapshot);
+        self.shared.publish(snapshot);
         control.generation = generation;
-        self.shared.changed.send_replace(generation);
-        crate::state::MEMBER_EVENTS.notify();
         for sockets in built.retired {
             sockets.close();
         }

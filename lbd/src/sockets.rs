@@ -123,3 +123,15 @@ pub fn with_socket<T>(fd: &impl AsRawFd, f: impl FnOnce(SockRef<'_>) -> T) -> T 
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd.as_raw_fd()) };
     f(SockRef::from(&borrowed))
 }
+
+/// Whether a connect error is lbd's own shortage rather than the member's
+/// fault: no descriptors (EMFILE, ENFILE), no kernel memory (ENOBUFS,
+/// ENOMEM) or no local address/port to connect from (EADDRNOTAVAIL).
+/// Trying another member would not help, and the member's health must not
+/// suffer for it.
+pub fn is_local_shortage(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
+}

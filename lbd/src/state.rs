@@ -13,38 +13,7 @@ use std::time::{Duration, Instant};
 
 use lbd_config::AdminState;
 
-/// Wakes what follows member states from outside the data path (the XDP
-/// fast path's thread) as soon as a member's health or admin state changes,
-/// instead of at its next poll. Never touched per connection.
-pub struct MemberEvents {
-    epoch: Mutex<u64>,
-    changed: std::sync::Condvar,
-}
-
-/// The process's member events.
-pub static MEMBER_EVENTS: MemberEvents = MemberEvents {
-    epoch: Mutex::new(0),
-    changed: std::sync::Condvar::new(),
-};
-
-impl MemberEvents {
-    /// Some member changed.
-    pub fn notify(&self) {
-        *self.epoch.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.changed.notify_all();
-    }
-
-    /// Waits until something changed after `seen` (an earlier return
-    /// value; 0 at first), or `timeout`; returns the current epoch.
-    pub fn wait(&self, seen: u64, timeout: Duration) -> u64 {
-        let epoch = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
-        let (epoch, _) = self
-            .changed
-            .wait_timeout_while(epoch, timeout, |e| *e == seen)
-            .unwrap_or_else(|p| p.into_inner());
-        *epoch
-    }
-}
+use crate::events::MEMBER_EVENTS;
 
 /// Pads `T` to its own cache lines so two workers never write the same line.
 #[repr(align(128))]
@@ -498,6 +467,16 @@ impl MemberState {
     /// including this one.
     pub fn failure_observed(&self) -> u32 {
         self.fall_streak.fetch_add(1, Relaxed).saturating_add(1)
+    }
+
+    /// Counts a failed connect in traffic to a member of a checked pool
+    /// toward `fall` (HAProxy `observe layer4`): failed checks and failed
+    /// connects in a row take it down without waiting for the next check;
+    /// a successful connect does not end the streak. Returns the streak if
+    /// this failure took the member down (so exactly one caller logs it).
+    pub fn observe_connect_failure(&self, fall: u32) -> Option<u32> {
+        let failures = self.failure_observed();
+        (failures >= fall && self.mark_down()).then_some(failures)
     }
 
     /// Takes the member down if it is up. Returns whether this call did it

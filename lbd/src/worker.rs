@@ -8,129 +8,44 @@
 //! thread only; what is shared with other threads is read through `arc-swap`
 //! and per-worker atomic counters.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::marker::PhantomData;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use tracing::{debug, error, warn};
 
-use crate::balance::Balancer;
-use crate::proxy::{self, buffers::BufPool, Candidates};
+use crate::context::Shared;
+use crate::proxy::{local::Local, tcp};
 use crate::runtime::Runtime;
-use crate::server::Shared;
-use crate::snapshot::{MemberRt, Snapshot};
 use crate::sockets::ListenerSockets;
-use crate::state::{now_ms, LogLimiter, WorkerCounters};
+use crate::state::{now_ms, LogLimiter};
 
 pub struct Worker<R: Runtime> {
-    pub id: usize,
-    pub shared: Arc<Shared>,
-    pub counters: Arc<WorkerCounters>,
-    pub bufs: BufPool,
-    view: RefCell<Rc<LocalView>>,
+    /// What its connections share (id, counters, buffers, config view).
+    local: Rc<Local>,
     accept_errors: LogLimiter,
     _runtime: PhantomData<R>,
 }
 
-/// This worker's view of one snapshot, with its own balancer state (round
-/// robin positions are per worker: nothing is shared on the pick path).
-pub struct LocalView {
-    pub snap: Arc<Snapshot>,
-    balancers: RefCell<Vec<Balancer>>,
-}
-
-impl LocalView {
-    /// A view of `snap`. Balancers of pools whose plan did not change since
-    /// `previous` move over, so a reload does not restart round robin at the
-    /// first member.
-    fn new(snap: Arc<Snapshot>, previous: Option<&LocalView>) -> Self {
-        let mut old = previous.map(|p| p.balancers.borrow_mut());
-        let balancers = snap
-            .pools
-            .iter()
-            .map(|p| {
-                let fresh = Balancer::new(Arc::clone(&p.plan));
-                match old
-                    .as_mut()
-                    .and_then(|old| old.iter_mut().find(|b| Arc::ptr_eq(b.plan(), &p.plan)))
-                {
-                    // The old view is only used by connections of the old
-                    // generation still being set up; they get the fresh one.
-                    Some(kept) => std::mem::replace(kept, fresh),
-                    None => fresh,
-                }
-            })
-            .collect();
-        LocalView {
-            snap,
-            balancers: RefCell::new(balancers),
-        }
-    }
-
-    /// Picks a member of pool `pool` for `client_ip`, skipping `tried`.
-    /// Members backing off after failed connects are used only if nothing
-    /// else is available.
-    pub fn pick(
-        &self,
-        pool: usize,
-        client_ip: IpAddr,
-        members: &[MemberRt],
-        tried: &[usize],
-    ) -> Option<usize> {
-        let mut balancers = self.balancers.borrow_mut();
-        let balancer = &mut balancers[pool];
-        let mut status = Candidates {
-            members,
-            tried,
-            now_ms: now_ms(),
-            ignore_passive: false,
-        };
-        balancer.pick(client_ip, &status).or_else(|| {
-            status.ignore_passive = true;
-            balancer.pick(client_ip, &status)
-        })
-    }
-}
-
 impl<R: Runtime> Worker<R> {
     fn new(id: usize, shared: Arc<Shared>) -> Self {
-        let view = RefCell::new(Rc::new(LocalView::new(shared.snapshot(), None)));
         Worker {
-            id,
-            counters: Arc::clone(&shared.workers[id]),
-            shared,
-            bufs: BufPool::default(),
-            view,
+            local: Rc::new(Local::new(id, shared)),
             accept_errors: LogLimiter::new(5_000),
             _runtime: PhantomData,
         }
     }
 
-    /// The current snapshot's view; rebuilt only when a reload published a
-    /// new snapshot (one pointer comparison otherwise).
-    pub fn view(&self) -> Rc<LocalView> {
-        let current = self.shared.load_snapshot();
-        if !Arc::ptr_eq(&current, &self.view.borrow().snap) {
-            let next = LocalView::new(
-                arc_swap::Guard::into_inner(current),
-                Some(&self.view.borrow()),
-            );
-            *self.view.borrow_mut() = Rc::new(next);
-        }
-        Rc::clone(&self.view.borrow())
-    }
-
     /// Starts accept loops for new listeners, generation after generation.
     async fn follow_config(self: Rc<Self>) {
-        let mut changes = self.shared.subscribe();
+        let mut changes = self.local.shared.subscribe();
         let mut serving: HashMap<SocketAddr, Arc<ListenerSockets>> = HashMap::new();
         loop {
-            let snap = self.shared.snapshot();
+            let snap = self.local.shared.snapshot();
             serving
                 .retain(|bind, sockets| snap.listener_at(*bind).is_some() && !sockets.is_closed());
             for l in &snap.listeners {
@@ -140,14 +55,16 @@ impl<R: Runtime> Worker<R> {
                 if known || l.sockets.is_closed() {
                     continue;
                 }
-                match l.sockets.for_worker(self.id).and_then(R::listener) {
+                match l.sockets.for_worker(self.local.id).and_then(R::listener) {
                     Ok(listener) => {
                         serving.insert(l.cfg.bind, Arc::clone(&l.sockets));
                         tokio::task::spawn_local(
                             Rc::clone(&self).accept_loop(listener, Arc::clone(&l.sockets)),
                         );
                     }
-                    Err(e) => error!(worker = self.id, bind = %l.cfg.bind, "cannot accept: {e}"),
+                    Err(e) => {
+                        error!(worker = self.local.id, bind = %l.cfg.bind, "cannot accept: {e}")
+                    }
                 }
             }
             if changes.changed().await.is_err() {
@@ -159,24 +76,29 @@ impl<R: Runtime> Worker<R> {
 
     async fn accept_loop(self: Rc<Self>, listener: R::Listener, sockets: Arc<ListenerSockets>) {
         let bind = sockets.bind();
-        debug!(worker = self.id, %bind, "accepting");
+        debug!(worker = self.local.id, %bind, "accepting");
         loop {
             match R::accept(&listener).await {
                 Ok((stream, peer)) => {
-                    tokio::task::spawn_local(proxy::handle(Rc::clone(&self), bind, stream, peer));
+                    tokio::task::spawn_local(tcp::handle::<R>(
+                        Rc::clone(&self.local),
+                        bind,
+                        stream,
+                        peer,
+                    ));
                 }
                 Err(_) if sockets.is_closed() => break,
                 Err(e) if is_per_connection(&e) => continue,
                 Err(e) => {
                     // Out of fds or memory: back off instead of spinning.
                     if self.accept_errors.allow(now_ms()) {
-                        warn!(worker = self.id, %bind, "accept failed: {e} (pausing 50ms; logged at most every 5s)");
+                        warn!(worker = self.local.id, %bind, "accept failed: {e} (pausing 50ms; logged at most every 5s)");
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
-        debug!(worker = self.id, %bind, "stopped accepting");
+        debug!(worker = self.local.id, %bind, "stopped accepting");
     }
 }
 

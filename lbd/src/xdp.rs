@@ -48,9 +48,10 @@ use std::time::{Duration, Instant};
 use lbd_config::{Algorithm, FastPath, DEFAULT_SNAT_PORTS};
 use tracing::{error, info, warn};
 
-use crate::server::Shared;
+use crate::context::{Shared, XdpStatus};
+use crate::events::MEMBER_EVENTS;
 use crate::snapshot::{PoolRt, Snapshot};
-use crate::state::{Status, MEMBER_EVENTS};
+use crate::state::Status;
 
 /// How often the tables are compared with the snapshot and health state
 /// at the latest; a health transition or a reload wakes the loop at once.
@@ -58,23 +59,6 @@ pub const TICK: Duration = Duration::from_secs(1);
 
 /// How often idle flows are expired and counters published.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
-
-/// What the stats page and `/metrics` show about the fast path.
-#[derive(Debug, Clone, Default)]
-pub struct XdpStatus {
-    /// Interfaces and how the program is attached (`native`, `generic`).
-    pub interfaces: Vec<(String, &'static str)>,
-    /// Why the fast path is not running, if it should be.
-    pub error: Option<String>,
-    /// Fast-path listeners by name.
-    pub listeners: Vec<String>,
-    pub packets: u64,
-    pub bytes: u64,
-    pub new_flows: u64,
-    pub flows: u64,
-    /// Packets dropped, by reason.
-    pub drops: Vec<(&'static str, u64)>,
-}
 
 /// Whether this lbd was built with the XDP programs, for `lbd --version`
 /// and the startup line: built without clang or the libbpf headers, lbd

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::server::Shared;
+use crate::context::Shared;
 use crate::snapshot::{ListenerRt, MemberRt, PoolRt};
 use crate::state::{MemberCounters, Status};
 
@@ -65,8 +65,8 @@ pub struct XdpDrop {
     pub packets: u64,
 }
 
-impl From<&crate::xdp::XdpStatus> for XdpStats {
-    fn from(x: &crate::xdp::XdpStatus) -> Self {
+impl From<&crate::context::XdpStatus> for XdpStats {
+    fn from(x: &crate::context::XdpStatus) -> Self {
         XdpStats {
             listeners: x.listeners.clone(),
             interfaces: x

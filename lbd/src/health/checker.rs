@@ -10,7 +10,7 @@ use lbd_config::{AdminState, HealthCheck};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::server::Shared;
+use crate::context::Shared;
 use crate::snapshot::Snapshot;
 use crate::state::{now_ms, LogLimiter, MemberState, Transition};
 
@@ -191,25 +191,6 @@ fn log_transition(
             member = %label,
             "member {label} is UP: {summary} (check took {took}; was down for {since})"
         ),
-    }
-}
-
-/// Called by the data path after a failed connect to a member of a checked
-/// pool: the failure counts toward `fall` (HAProxy `observe layer4`), so
-/// failed checks and failed connects in a row take it down without waiting
-/// for the next check. A successful connect does not end the streak.
-pub fn observe_connect_failure(
-    label: &str,
-    state: &MemberState,
-    check: &HealthCheck,
-    error: &std::io::Error,
-) {
-    let failures = state.failure_observed();
-    if failures >= check.fall && state.mark_down() {
-        warn!(
-            member = %label,
-            "member {label} is DOWN: {failures} failure(s) in a row, the last a connect in traffic: {error}"
-        );
     }
 }
 

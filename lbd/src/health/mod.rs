@@ -20,4 +20,4 @@ mod checker;
 mod http;
 pub mod probe;
 
-pub use checker::{observe_connect_failure, spawn};
+pub use checker::spawn;

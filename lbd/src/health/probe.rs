@@ -151,7 +151,7 @@ impl Probe {
         let tcp = TcpStream::connect(target).await.map_err(|e| {
             if e.kind() == io::ErrorKind::ConnectionRefused {
                 Failure::Refused
-            } else if crate::proxy::is_local_shortage(&e) {
+            } else if crate::sockets::is_local_shortage(&e) {
                 Failure::Local(e.to_string())
             } else {
                 Failure::Connect(e.to_string())
