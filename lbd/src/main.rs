@@ -173,6 +173,9 @@ fn run(cli: &Cli, source: Source) -> anyhow::Result<()> {
         }
         let drain_timeout = server.shared().snapshot().config.global.drain_timeout;
         server.drain(drain_timeout).await;
+        // Health checks stop, the XDP program is detached, the admin
+        // server closes and removes its unix socket.
+        server.stop_services(SERVICE_STOP_TIMEOUT);
         if worker_died {
             anyhow::bail!("stopped after a worker died");
         }
@@ -180,6 +183,10 @@ fn run(cli: &Cli, source: Source) -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// How long `lbd run` waits for its background services to stop after the
+/// drain.
+const SERVICE_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn reload(server: &Server, source: &Source) {
     let Source::File(path) = source else {

@@ -38,7 +38,10 @@ pub fn init() {
 
 fn start() {
     set_mmap_threshold();
-    let spawned = crate::service::spawn_restarting("lbd-memory", || {
+    // Runs for the life of the process: it holds nothing to clean up, so
+    // it is not one of the services that stop on shutdown.
+    let never = crate::service::Shutdown::default();
+    let spawned = crate::service::spawn_restarting("lbd-memory", never, || {
         let mut trimmer = Trimmer::default();
         loop {
             std::thread::sleep(TICK);

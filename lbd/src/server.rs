@@ -12,9 +12,12 @@ use lbd_config::Config;
 use tracing::{error, info, warn};
 
 use crate::context::Shared;
+use crate::health::HealthService;
 use crate::runtime::{epoll::Epoll, uring::Uring, RuntimeKind};
+use crate::service::Services;
 use crate::snapshot::{BindError, Snapshot};
 use crate::worker;
+use crate::xdp::XdpService;
 
 /// Why a reload was refused. The running config stays in every case.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,8 @@ struct ControlState {
 pub struct Server {
     shared: Arc<Shared>,
     control: Mutex<ControlState>,
+    /// Health checks, the XDP fast path and the admin server.
+    services: Services,
 }
 
 impl Server {
@@ -84,19 +89,44 @@ impl Server {
                 Err(_) => anyhow::bail!("a worker thread exited while starting"),
             }
         }
-        crate::health::spawn(Arc::clone(&shared)).context("cannot start the health checker")?;
-        crate::xdp::spawn(Arc::clone(&shared)).context("cannot start the XDP fast path thread")?;
+        let services = Services::default();
+        services
+            .start(HealthService {
+                shared: Arc::clone(&shared),
+            })
+            .context("cannot start the health checker")?;
+        services
+            .start(XdpService {
+                shared: Arc::clone(&shared),
+            })
+            .context("cannot start the XDP fast path thread")?;
         Ok(Server {
             shared,
             control: Mutex::new(ControlState {
                 generation: 1,
                 draining: false,
             }),
+            services,
         })
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// The background services; the admin server joins them when it starts.
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Stops the background services (after [`Server::drain`]): health
+    /// checks end, the XDP program is detached, the admin server stops and
+    /// removes its unix socket. Waits up to `timeout` for them.
+    pub fn stop_services(&self, timeout: Duration) {
+        self.services.signal().fire();
+        // The XDP loop may be waiting for member events: wake it now.
+        crate::events::MEMBER_EVENTS.notify();
+        self.services.shutdown(timeout);
     }
 
     /// Swaps in a validated config: new listeners start accepting, listeners

@@ -37,6 +37,8 @@
 //!   --a panic anywhere in the loop-------------> the thread restarts (the
 //!                                               program is detached with the
 //!                                               dropped FastPath, then attached anew)
+//! any state
+//!   --shutdown (SIGTERM/SIGINT, after the drain)-> detached, the loop ends
 //! ```
 
 use std::collections::HashMap;
@@ -50,6 +52,7 @@ use tracing::{error, info, warn};
 
 use crate::context::{Shared, XdpStatus};
 use crate::events::MEMBER_EVENTS;
+use crate::service::{BackgroundService, Shutdown};
 use crate::snapshot::{PoolRt, Snapshot};
 use crate::state::Status;
 
@@ -80,10 +83,22 @@ pub const VERSION_TEXT: &str = if lbd_ebpf::built() {
     )
 };
 
-/// Starts the loop; it runs for the life of the process. A panic restarts
-/// it (the program is detached with it and attached again).
-pub fn spawn(shared: Arc<Shared>) -> std::io::Result<()> {
-    crate::service::spawn_restarting("lbd-xdp", move || run(&shared)).map(drop)
+/// The control loop as a service ("lbd-xdp"). It runs until shutdown,
+/// then detaches the program from every interface (flows through the fast
+/// path end with it). A panic restarts it (the program is detached with
+/// it and attached again).
+pub struct XdpService {
+    pub shared: Arc<Shared>,
+}
+
+impl BackgroundService for XdpService {
+    fn name(&self) -> &'static str {
+        "lbd-xdp"
+    }
+
+    fn run(&mut self, shutdown: &Shutdown) {
+        run(&self.shared, shutdown);
+    }
 }
 
 /// The attached program and what it was last told.
@@ -95,7 +110,7 @@ struct Attached {
     open: HashMap<SocketAddrV4, usize>,
 }
 
-fn run(shared: &Shared) {
+fn run(shared: &Shared, shutdown: &Shutdown) {
     let mut attached: Option<Attached> = None;
     // Interfaces whose attach failed, and why: not retried until the next
     // reload.
@@ -103,7 +118,7 @@ fn run(shared: &Shared) {
     let mut housekeeping = Instant::now();
     let mut seen = 0;
     let mut generation = 0;
-    loop {
+    while !shutdown.is_fired() {
         let snapshot = shared.snapshot();
         if snapshot.generation != generation {
             // A reload: worth another attempt.
@@ -186,6 +201,12 @@ fn run(shared: &Shared) {
             shared.xdp.store(status.map(Arc::new));
         }
         seen = MEMBER_EVENTS.wait(seen, TICK);
+    }
+    if let Some(a) = attached {
+        let interfaces = a.interfaces.join(", ");
+        // Dropping the FastPath detaches the program.
+        drop(a);
+        info!("xdp: shut down: detached from {interfaces}");
     }
 }
 

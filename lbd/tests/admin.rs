@@ -551,6 +551,81 @@ async fn admin_over_a_unix_socket(rt: &str) {
     assert_eq!(code, 200, "unix sockets are local: {body}");
 }
 
+/// The unix admin socket's file goes when lbd stops serving it: after a
+/// reload that moves it, and at shutdown, once the drain is over. A socket
+/// someone else put at the path stays.
+async fn the_unix_admin_socket_is_removed_when_no_longer_served(rt: &str) {
+    async fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !cond() {
+            assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let b = Backend::start("m0", Mode::TaggedEcho).await;
+    let dir = scratch_dir();
+    let (first, second) = (dir.join("first.sock"), dir.join("second.sock"));
+    let bind = free_addr();
+    let at = |sock: &std::path::Path| {
+        config(
+            &format!("bind = \"unix:{}\"", sock.display()),
+            bind,
+            "",
+            &[member(&b)],
+        )
+    };
+    let lbd = Lbd::start(rt, 1, &at(&first)).await;
+    assert!(first.exists(), "bound at start");
+    // Traffic goes on through the move and until the shutdown.
+    let traffic = tokio::spawn(async move {
+        let mut served = 0u32;
+        for _ in 0..400 {
+            if hit(bind).await.is_ok() {
+                served += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        served
+    });
+
+    assert!(lbd.reload(&at(&second)).await, "moved: {}", lbd.log());
+    eventually("the old socket file removed", || !first.exists()).await;
+    assert!(second.exists());
+    let mut conn = tokio::net::UnixStream::connect(&second)
+        .await
+        .expect("the new socket serves");
+    let (code, _) = http_request(&mut conn, "GET", "/healthz", &[], b"")
+        .await
+        .expect("healthz");
+    assert_eq!(code, 200);
+    drop(conn);
+
+    // Back to the first path, then someone else takes it over: that
+    // socket is not lbd's to remove.
+    assert!(lbd.reload(&at(&first)).await, "moved back: {}", lbd.log());
+    eventually("the second socket file removed", || !second.exists()).await;
+    std::fs::remove_file(&first).expect("remove lbd's socket file");
+    let _theirs = std::os::unix::net::UnixListener::bind(&first).expect("another socket");
+
+    let served = traffic.await.expect("traffic task");
+    assert!(served >= 350, "only {served} of 400 connections served");
+    lbd.signal(libc::SIGTERM);
+    assert!(lbd.wait_exit(WAIT).await.success(), "{}", lbd.log());
+    assert!(first.exists(), "a socket lbd did not create stays");
+    let log = lbd.log();
+    for stopped in ["lbd-admin stopped", "lbd-health stopped", "lbd-xdp stopped"] {
+        assert!(log.contains(stopped), "{stopped:?} not logged:\n{log}");
+    }
+
+    // Shutdown removes lbd's own socket.
+    let third = dir.join("third.sock");
+    let lbd = Lbd::start(rt, 1, &at(&third)).await;
+    assert!(third.exists());
+    lbd.signal(libc::SIGTERM);
+    assert!(lbd.wait_exit(WAIT).await.success(), "{}", lbd.log());
+    assert!(!third.exists(), "removed at shutdown:\n{}", lbd.log());
+}
+
 async fn admin_over_https(rt: &str) {
     let b = Backend::start("m0", Mode::TaggedEcho).await;
     let (cert, key) = common::apiserver::self_signed_pem_files();
@@ -609,5 +684,9 @@ mod io_uring_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn admin_over_a_unix_socket() {
         super::admin_over_a_unix_socket("io-uring").await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_unix_admin_socket_is_removed_when_no_longer_served() {
+        super::the_unix_admin_socket_is_removed_when_no_longer_served("io-uring").await
     }
 }

@@ -511,7 +511,7 @@ async fn connect_timeout_moves_on_to_another_member(rt: &str) {
     let cfg = listener("web", bind, "p", "member_connect = \"300ms\"")
         + &pool("p", "retries = 1", &members);
     let lbd = Lbd::start(rt, 1, &cfg).await;
-    let baseline = open_fds(lbd.pid());
+    let baseline = settled_fds(lbd.pid()).await;
     let syn_sent_before = syn_sent_to(hole_addr.port());
     let started = Instant::now();
     // The first connection meets the black hole first (round robin).
@@ -553,6 +553,22 @@ fn syn_sent_to(port: u16) -> usize {
         .count()
 }
 
+/// lbd's descriptor count once its service threads have opened theirs (a
+/// loaded machine starts them late): the same count three times 100 ms
+/// apart, or after 5 s whatever it is then.
+async fn settled_fds(pid: i32) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = open_fds(pid);
+    let mut same = 0;
+    while same < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = open_fds(pid);
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
+
 fn open_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
@@ -574,8 +590,7 @@ async fn bad_clients_and_members_leak_no_descriptors(rt: &str) {
         + &pool("d", "", &[dead_member]);
     let lbd = Lbd::start(rt, 2, &cfg).await;
     assert_eq!(hit(bind).await.unwrap(), "m0");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let baseline = open_fds(lbd.pid());
+    let baseline = settled_fds(lbd.pid()).await;
 
     let mut idle = Vec::new();
     for _ in 0..20 {

@@ -388,6 +388,44 @@ fn the_fast_path_balances_in_the_kernel_and_follows_health_and_config() {
             .contains("listener web is below its connection_limit")
     });
     assert_eq!(s.get(), 2);
+
+    // SIGTERM: after the drain, the program is detached from every
+    // interface (not left in the kernel balancing for a dead lbd).
+    let attached = |s: &Setup| -> Vec<String> {
+        [s.lab.lb_client_if(), "lbd-extra0"]
+            .into_iter()
+            .filter(|interface| {
+                s.lab
+                    .lb()
+                    .sh(&["ip", "link", "show", "dev", interface])
+                    .unwrap_or_else(|e| panic!("ip link show {interface}: {e}"))
+                    .contains("prog/xdp")
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(attached(&s).len(), 2, "attached before the shutdown");
+    // SAFETY: kill(2) on the lbd child this test started.
+    assert_eq!(unsafe { libc::kill(s.lbd.id() as i32, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = s.lbd.try_wait().expect("wait for lbd") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "lbd did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}\n{}", s.log_text());
+    assert!(
+        s.log_text().contains("xdp: shut down: detached from"),
+        "{}",
+        s.log_text()
+    );
+    assert_eq!(
+        attached(&s),
+        Vec::<String>::new(),
+        "still attached after exit"
+    );
 }
 
 #[test]

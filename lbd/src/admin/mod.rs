@@ -27,6 +27,7 @@ mod http;
 mod limit;
 pub mod metrics;
 pub mod page;
+mod socket_file;
 pub mod stats;
 mod watched;
 
@@ -41,9 +42,11 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{error, info};
 
 use crate::server::Server;
+use crate::service::{BackgroundService, Shutdown};
 use accept::Serving;
 use http::{Context, Role};
 use limit::{Limiter, Limits};
+use socket_file::SocketFile;
 
 /// Listening sockets of one `[admin]` setting, bound but not yet serving.
 struct Bound {
@@ -56,7 +59,7 @@ struct Bound {
 
 enum BoundSocket {
     Tcp(TcpSeat),
-    Unix(std::os::unix::net::UnixListener, Arc<Limiter>),
+    Unix(std::os::unix::net::UnixListener, Arc<Limiter>, SocketFile),
 }
 
 /// A TCP listener and its limiter, fresh or kept from the running setting.
@@ -105,8 +108,10 @@ fn bind(config: &Admin, held: &Held) -> anyhow::Result<Bound> {
             }
             let listener = std::os::unix::net::UnixListener::bind(path)
                 .with_context(|| format!("admin: cannot listen on {}", path.display()))?;
+            let file = SocketFile::created(path)
+                .with_context(|| format!("admin: cannot stat {}", path.display()))?;
             let limiter = Limiter::new(format!("unix:{}", path.display()), Limits::default());
-            BoundSocket::Unix(listener, limiter)
+            BoundSocket::Unix(listener, limiter, file)
         }
     };
     let stats = match config.stats_bind {
@@ -160,20 +165,43 @@ fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Starts the admin thread. Binds the configured admin listeners first, so
-/// a bind error fails the start. Without `[admin]` nothing listens until a
-/// reload adds it.
+/// Starts the admin service (thread "lbd-admin"). Binds the configured
+/// admin listeners first, so a bind error fails the start. Without
+/// `[admin]` nothing listens until a reload adds it.
 pub fn spawn(server: Arc<Server>) -> anyhow::Result<()> {
     let initial = match &server.shared().snapshot().config.admin {
         Some(config) => Some(bind(config, &Held::new())?),
         None => None,
     };
-    let mut initial = Some(initial);
-    // A panic restarts the thread (its sockets closed with it): it binds
-    // the current `[admin]` again, and until that works it keeps failing
-    // and being restarted with the service back-off.
-    crate::service::spawn_restarting("lbd-admin", move || {
-        let bound = initial.take().unwrap_or_else(|| {
+    let service = AdminService {
+        server: Arc::clone(&server),
+        initial: Some(initial),
+    };
+    server
+        .services()
+        .start(service)
+        .context("cannot start the admin thread")
+}
+
+/// The admin server as a background service: it serves until shutdown,
+/// then closes its listeners and removes its unix socket.
+struct AdminService {
+    server: Arc<Server>,
+    /// What `spawn` bound, for the first run.
+    initial: Option<Option<Bound>>,
+}
+
+impl BackgroundService for AdminService {
+    fn name(&self) -> &'static str {
+        "lbd-admin"
+    }
+
+    fn run(&mut self, shutdown: &Shutdown) {
+        // A panic restarts the thread (its sockets closed with it): it binds
+        // the current `[admin]` again, and until that works it keeps failing
+        // and being restarted with the service back-off.
+        let server = &self.server;
+        let bound = self.initial.take().unwrap_or_else(|| {
             let config = server.shared().snapshot().config.admin.clone()?;
             match bind(&config, &Held::new()) {
                 Ok(bound) => Some(bound),
@@ -184,16 +212,18 @@ pub fn spawn(server: Arc<Server>) -> anyhow::Result<()> {
             .enable_all()
             .build()
         {
-            Ok(runtime) => runtime.block_on(follow_config(Arc::clone(&server), bound)),
+            Ok(runtime) => {
+                runtime.block_on(follow_config(Arc::clone(server), bound, shutdown.clone()))
+            }
             Err(e) => panic!("cannot start the admin runtime: {e}"),
         }
-    })
-    .context("cannot start the admin thread")?;
-    Ok(())
+    }
 }
 
 /// Serves `bound`, and rebinds whenever a reload changes `[admin]`.
-async fn follow_config(server: Arc<Server>, mut bound: Option<Bound>) {
+/// Stops at `shutdown`, once every listener is closed and the unix socket
+/// removed.
+async fn follow_config(server: Arc<Server>, mut bound: Option<Bound>, shutdown: Shutdown) {
     crate::service::injected_panic("admin");
     let mut changed = server.shared().subscribe();
     let mut current: Option<Admin> = None;
@@ -214,8 +244,11 @@ async fn follow_config(server: Arc<Server>, mut bound: Option<Bound>) {
                 }
             }
         }
-        if changed.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = changed.changed() => if changed.is_err() {
+                break;
+            },
+            () = shutdown.fired() => break,
         }
         let wanted = server.shared().snapshot().config.admin.clone();
         if wanted == current {
@@ -234,6 +267,10 @@ async fn follow_config(server: Arc<Server>, mut bound: Option<Bound>) {
             },
         }
     }
+    // Aborts every accept and connection task and waits for them to go:
+    // their listeners close and the unix socket file is removed.
+    serving.shutdown().await;
+    info!("admin server stopped");
 }
 
 /// Turns bound sockets into serving tasks. Returns the config it serves
@@ -261,10 +298,16 @@ fn start_serving(
             let (listener, limiter) = into_tokio(seat, &mut held)?;
             serving.spawn(accept::tcp(listener, with(Role::Admin, limiter)));
         }
-        BoundSocket::Unix(listener, limiter) => {
+        BoundSocket::Unix(listener, limiter, file) => {
             listener.set_nonblocking(true)?;
             let listener = tokio::net::UnixListener::from_std(listener)?;
-            serving.spawn(accept::unix(listener, with(Role::Admin, limiter)));
+            let accepting = accept::unix(listener, with(Role::Admin, limiter));
+            serving.spawn(async move {
+                // The file goes when the task does (shutdown, a reload that
+                // moves the socket, a panic of the admin thread).
+                let _file = file;
+                accepting.await;
+            });
         }
     }
     if let Some(seat) = bound.stats {

@@ -11,24 +11,38 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::context::Shared;
+use crate::service::{BackgroundService, Shutdown};
 use crate::snapshot::Snapshot;
 use crate::state::{now_ms, LogLimiter, MemberState, Transition};
 
 use super::probe::Probe;
 
-/// Starts the health-check thread. It follows every snapshot `shared`
-/// publishes and runs for the life of the process; a panic restarts it
-/// (and every check task with it).
-pub fn spawn(shared: Arc<Shared>) -> std::io::Result<std::thread::JoinHandle<()>> {
-    crate::service::spawn_restarting("lbd-health", move || {
+/// The health-check service ("lbd-health"): follows every snapshot the
+/// data plane publishes, until shutdown, when every check task stops with
+/// its runtime. A panic restarts it (and every check task with it).
+pub struct HealthService {
+    pub shared: Arc<Shared>,
+}
+
+impl BackgroundService for HealthService {
+    fn name(&self) -> &'static str {
+        "lbd-health"
+    }
+
+    fn run(&mut self, shutdown: &Shutdown) {
         match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
         {
-            Ok(runtime) => runtime.block_on(supervise(Arc::clone(&shared))),
+            Ok(runtime) => runtime.block_on(async {
+                tokio::select! {
+                    () = supervise(Arc::clone(&self.shared)) => {}
+                    () = shutdown.fired() => {}
+                }
+            }),
             Err(e) => panic!("cannot start the health-check runtime: {e}"),
         }
-    })
+    }
 }
 
 /// How often the supervisor looks for check tasks that ended by a panic

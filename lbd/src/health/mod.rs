@@ -20,4 +20,4 @@ mod checker;
 mod http;
 pub mod probe;
 
-pub use checker::spawn;
+pub use checker::HealthService;
