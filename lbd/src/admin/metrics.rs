@@ -1248,6 +1248,41 @@ mod tests {
         );
     }
 
+    /// `render`'s whole output for `stats` must equal the file `name` under
+    /// `metrics/` byte for byte: names, help, types, labels, values and
+    /// order. After a deliberate change, rewrite the files with
+    /// `LBD_BLESS_METRICS=1 cargo test -p lbd --lib metrics` and review the diff.
+    #[track_caller]
+    fn assert_pinned(name: &str, stats: &Stats, pinned: &str) {
+        let text = render(stats);
+        if std::env::var_os("LBD_BLESS_METRICS").is_some() {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("src/admin/metrics")
+                .join(name);
+            std::fs::write(&path, &text).expect("write the pinned output");
+            return;
+        }
+        if text != pinned {
+            let first = text
+                .lines()
+                .zip(pinned.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(text.lines().count().min(pinned.lines().count()));
+            panic!(
+                "/metrics output differs from metrics/{name} from line {}:\n got: {:?}\nwant: {:?}\n--- whole output ---\n{text}",
+                first + 1,
+                text.lines().nth(first),
+                pinned.lines().nth(first),
+            );
+        }
+    }
+
+    #[test]
+    fn output_is_pinned() {
+        assert_pinned("fixture.prom", &fixture(), include_str!("metrics/fixture.prom"));
+        assert_pinned("empty.prom", &empty(), include_str!("metrics/empty.prom"));
+    }
+
     #[test]
     fn builds_nothing_global() {
         let a = render(&fixture());
