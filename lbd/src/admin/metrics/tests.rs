@@ -3,7 +3,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use super::super::stats::{CheckStats, ListenerStats};
+use super::super::stats::{CheckStats, ListenerStats, MemberStats, PoolStats};
+use super::catalog::{self, ADMIN_STATES, SERVER_STATES};
 use super::*;
 
 const WEIRD: &str = "we\"ird\\name\nline\r\t é";
@@ -276,7 +277,7 @@ fn server_status_is_one_hot_like_haproxy() {
         ("dead", "gone", "DOWN"),
     ];
     for (pool, server, current) in expect {
-        for state in SERVER_STATES {
+        for &state in SERVER_STATES {
             let value = u8::from(state == current);
             assert_line(
                 &text,
@@ -287,7 +288,7 @@ fn server_status_is_one_hot_like_haproxy() {
         }
     }
     for (server, current) in [("app-1", "ready"), ("app-3", "drain"), ("app-4", "maint")] {
-        for state in ADMIN_STATES {
+        for &state in ADMIN_STATES {
             let value = u8::from(state == current);
             assert_line(
                 &text,
@@ -307,9 +308,9 @@ fn types_help_and_order_follow_the_table() {
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_once(' '))
         .collect();
-    let expected: Vec<(&str, &str)> = METRICS.iter().map(|m| (m.name, m.kind.name())).collect();
-    assert_eq!(types, expected, "every family, in METRICS order");
-    for info in METRICS {
+    let expected: Vec<(&str, &str)> = metrics().map(|m| (m.name, m.kind.name())).collect();
+    assert_eq!(types, expected, "every family, in metrics() order");
+    for info in metrics() {
         assert!(!info.help.is_empty(), "{}", info.name);
         assert_line(&text, &format!("# HELP {} {}", info.name, info.help));
         assert_eq!(
@@ -318,14 +319,8 @@ fn types_help_and_order_follow_the_table() {
             "{}: counters and only counters end in _total",
             info.name
         );
-        assert_eq!(
-            info.haproxy,
-            info.name.starts_with("haproxy_"),
-            "{}",
-            info.name
-        );
         assert!(
-            info.haproxy || info.name.starts_with("lbd_"),
+            info.haproxy() || info.name.starts_with("lbd_"),
             "{}",
             info.name
         );
@@ -517,11 +512,60 @@ fn promtool_check_is_real() {
 }
 
 #[test]
+fn declarations_start_with_their_rows_labels() {
+    #[track_caller]
+    fn check<R>(table: &[Metric<R>], row_labels: &[&str]) {
+        for metric in table {
+            let info = &metric.info;
+            assert!(info.labels.starts_with(row_labels), "{info:?}");
+        }
+    }
+    check(catalog::PROCESS, &[]);
+    check(catalog::XDP, &[]);
+    check(catalog::LISTENERS, &["proxy"]);
+    check(catalog::POOLS, &["proxy"]);
+    check(catalog::MEMBERS, &["proxy", "server"]);
+    let mut names: Vec<&str> = metrics().map(|m| m.name).collect();
+    names.sort_unstable();
+    let count = names.len();
+    names.dedup();
+    assert_eq!(names.len(), count, "a name declared twice");
+}
+
+#[test]
 fn readme_lists_every_metric() {
     let readme = include_str!("../../../../README.md");
-    for metric in METRICS {
-        let row = format!("| `{}` | {} |", metric.name, metric.kind.name());
-        assert!(readme.contains(&row), "README.md has no row {row}");
+    for metric in metrics() {
+        let labels = if metric.labels.is_empty() {
+            "–".to_owned()
+        } else {
+            let quoted: Vec<String> = metric.labels.iter().map(|l| format!("`{l}`")).collect();
+            quoted.join(", ")
+        };
+        let row = format!("| `{}` | {} | {labels} |", metric.name, metric.kind.name());
+        let line = readme
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_else(|| panic!("README.md has no row starting {row}"));
+        let haproxy = if metric.haproxy() {
+            "| same name"
+        } else {
+            "| lbd only |"
+        };
+        assert!(line.contains(haproxy), "{line}: HAProxy column");
+    }
+    // And no row for a metric lbd does not export.
+    for line in readme.lines() {
+        let Some(rest) = line.strip_prefix("| `") else {
+            continue;
+        };
+        let name = rest.split('`').next().unwrap_or_default();
+        if name.starts_with("lbd_") || name.starts_with("haproxy_") {
+            assert!(
+                metrics().any(|m| m.name == name),
+                "README.md documents {name}, which lbd does not export"
+            );
+        }
     }
 }
 
