@@ -1,5 +1,5 @@
 //! Picking a member for a new connection, in one place: which members may
-//! take it right now ([`Candidates`]: up, ready, not backing off after
+//! take it right now (`Candidates`: up, ready, not backing off after
 //! failed connects, not tried already by this connection) and which of them
 //! the pool's algorithm chooses ([`LocalView::pick`], with this worker's own
 //! balancer state).

@@ -7,7 +7,7 @@
 //! series), so HAProxy dashboards and alerts keep working. Everything else is
 //! `lbd_*`.
 //!
-//! Each metric is declared once, in [`catalog`]'s tables: one table per
+//! Each metric is declared once, in `catalog`'s tables: one table per
 //! kind of row (the process, the XDP fast path, listeners, pools, members).
 //! This file turns those declarations into families; [`metrics`] lists them
 //! all, in output order.

@@ -13,6 +13,42 @@
 //! Reads are never cancelled while the connection lives (an io_uring read
 //! cannot be taken back without losing its data); the idle watchdog runs
 //! beside the copy instead, and when it fires the caller aborts both sockets.
+//!
+//! # Lifecycle
+//!
+//! Each direction (client -> member, member -> client) is its own small
+//! state machine; the connection's [`Outcome`] follows from both.
+//!
+//! ```text
+//! direction:
+//! Waiting (readiness wait, no buffer held)
+//!   --readable------------------------------> Reading (a pooled buffer out)
+//! Reading
+//!   --n bytes (buffer not full)-------------> Writing, then Waiting
+//!   --n bytes (buffer full: bulk)-----------> Writing, then Reading again
+//!                                              (no readiness wait)
+//!   --EOF-----------------------------------> Finished: the other side's
+//!                                              write half is shut down
+//!                                              (half-close passed on)
+//!   --error---------------------------------> Failed: both sockets reset
+//! Writing
+//!   --all written---------------------------> counters += n, buffer back
+//!   --error (reset, broken pipe)------------> Failed: both sockets reset
+//!
+//! connection:
+//! Copying (both directions running, watchdog beside them)
+//!   --both directions Finished--------------> Outcome::Done (FINs both ways,
+//!                                              sockets closed)
+//!   --either direction Failed---------------> Outcome::Error (peers got RST)
+//!   --no client activity for client_idle----> Outcome::ClientIdle
+//!   --no member activity for member_idle----> Outcome::MemberIdle
+//!                                              (for both idle outcomes the
+//!                                              caller aborts both sockets)
+//! ```
+//!
+//! "Activity" on a side is a completed read from it or write to it; a
+//! half-closed connection whose open direction is quiet ends by the idle
+//! timeouts like any other.
 
 use std::cell::Cell;
 use std::io;
