@@ -1,20 +1,30 @@
-//! lbd: an L4 (TCP) load balancer.
+//! lbd: an L4 (TCP) load balancer. The config file, its validation and the
+//! typed model are the `lbd-config` crate ([`lbd_config`]).
 //!
-//! * the config file, its validation and the typed model: the `lbd-config`
-//!   crate ([`lbd_config`]).
-//! * [`balance`]: member selection (round robin, least connections, Maglev).
-//! * [`runtime`]: the seam to the I/O runtime (io_uring or epoll).
-//! * [`proxy`]: one proxied connection, accept to close.
-//! * [`worker`]: a data-plane thread and its accept loops.
-//! * [`snapshot`], [`state`], [`sockets`]: what workers share.
-//! * [`server`]: start, reload and drain; [`demo`]: the built-in demo;
-//!   [`limits`]: process limits; [`memory`]: giving freed memory back.
+//! The modules form layers; each uses only layers below it
+//! (`tests/layers.rs` checks this, and that there is no import cycle):
+//!
+//! 1. at the bottom, what everything may use: [`events`] (member events),
+//!    [`fault`] (test fault injection), [`state`] (lock-free counters and
+//!    member state), [`sockets`], [`runtime`] (the seam to io_uring or
+//!    epoll), [`balance`] (the algorithms), [`tls`], [`limits`], [`pidfile`];
+//! 2. [`snapshot`]: one config generation as the workers read it;
+//! 3. [`context`]: [`context::Shared`], what workers, control and services
+//!    share;
+//! 4. the hot path: [`pick`] (member picking), [`proxy`] (one file per
+//!    protocol), [`worker`] (a data-plane thread). It uses only layers
+//!    1-3, and from `lbd-config` only model types;
+//! 5. [`service`] (background services and their shutdown signal),
+//!    [`memory`], and the services: [`health`], [`xdp`];
+//! 6. [`server`]: start, reload, drain, stop; [`admin`] (a service that
+//!    drives the server); [`demo`].
 
 pub mod admin;
 pub mod balance;
 pub mod context;
 pub mod demo;
 pub mod events;
+pub mod fault;
 pub mod health;
 pub mod limits;
 pub mod memory;

@@ -70,7 +70,7 @@ impl<R: Runtime> Worker<R> {
             if changes.changed().await.is_err() {
                 return;
             }
-            crate::service::injected_panic("worker-reload");
+            crate::fault::injected_panic("worker-reload");
         }
     }
 

@@ -224,7 +224,7 @@ impl BackgroundService for AdminService {
 /// Stops at `shutdown`, once every listener is closed and the unix socket
 /// removed.
 async fn follow_config(server: Arc<Server>, mut bound: Option<Bound>, shutdown: Shutdown) {
-    crate::service::injected_panic("admin");
+    crate::fault::injected_panic("admin");
     let mut changed = server.shared().subscribe();
     let mut current: Option<Admin> = None;
     let mut held = Held::new();

@@ -70,7 +70,7 @@ async fn supervise(shared: Arc<Shared>) {
     let mut running: HashMap<Arc<str>, Running> = HashMap::new();
     let mut watch = tokio::time::interval(TASK_WATCH);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    crate::service::injected_panic("health");
+    crate::fault::injected_panic("health");
     loop {
         sync_tasks(&shared.snapshot(), &mut running);
         tokio::select! {
