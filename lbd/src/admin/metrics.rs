@@ -126,16 +126,7 @@ const fn counter<R>(
     help: &'static str,
     source: Source<R>,
 ) -> Metric<R> {
-    let kind = Kind::Counter;
-    Metric {
-        info: MetricInfo {
-            name,
-            kind,
-            labels,
-            help,
-        },
-        source,
-    }
+    declare(Kind::Counter, name, labels, help, source)
 }
 
 /// Declares a gauge.
@@ -145,7 +136,16 @@ const fn gauge<R>(
     help: &'static str,
     source: Source<R>,
 ) -> Metric<R> {
-    let kind = Kind::Gauge;
+    declare(Kind::Gauge, name, labels, help, source)
+}
+
+const fn declare<R>(
+    kind: Kind,
+    name: &'static str,
+    labels: &'static [&'static str],
+    help: &'static str,
+    source: Source<R>,
+) -> Metric<R> {
     Metric {
         info: MetricInfo {
             name,
