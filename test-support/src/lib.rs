@@ -9,7 +9,9 @@
 //!   polling for a state instead of fixed sleeps;
 //! - [`skip`]: a test that cannot run here says why, or fails under
 //!   `LBD_TEST_REQUIRE_TOOLS`;
-//! - [`self_signed`] (feature `tls`): a throwaway certificate.
+//! - [`self_signed`] (feature `tls`): a throwaway certificate;
+//! - [`fake_kube`], [`fake_keystone`] (feature `fakes`): fake servers of
+//!   lb-agent's tests.
 //!
 //! It depends on no crate of the workspace, so every one of them can use it
 //! as a dev-dependency.
@@ -19,6 +21,10 @@ mod scratch;
 mod skip;
 mod wait;
 
+#[cfg(feature = "fakes")]
+pub mod fake_keystone;
+#[cfg(feature = "fakes")]
+pub mod fake_kube;
 #[cfg(feature = "tls")]
 mod tls;
 
