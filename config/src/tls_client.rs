@@ -123,7 +123,7 @@ impl ServerCertVerifier for AnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls_files::tests::{self_signed, TempFile};
+    use lbd_test_support::{self_signed, TempFile};
 
     fn tls(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> TlsCheck {
         TlsCheck {

@@ -181,36 +181,10 @@ fn pem_reason(e: pem::Error) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
+mod tests {
+    use lbd_test_support::{self_signed, TempFile};
 
     use super::*;
-
-    /// A file under the temp directory, removed when dropped.
-    pub(crate) struct TempFile(pub(crate) PathBuf);
-
-    impl TempFile {
-        pub(crate) fn new(contents: impl AsRef<[u8]>) -> TempFile {
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let name = format!("lbd-config-test-{}-{n}.pem", std::process::id());
-            let path = std::env::temp_dir().join(name);
-            std::fs::write(&path, contents).unwrap();
-            TempFile(path)
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-
-    /// A self-signed certificate for `localhost` and `127.0.0.1`.
-    pub(crate) fn self_signed() -> rcgen::CertifiedKey {
-        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        rcgen::generate_simple_self_signed(names).unwrap()
-    }
 
     #[test]
     fn server_files_must_hold_a_chain_and_its_key() {

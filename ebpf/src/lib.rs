@@ -280,5 +280,3 @@ pub use fastpath::{attach_pass, Expiry, FastPath, FlowInfo, PassGuard, CLOSED_LI
 pub const fn built() -> bool {
     cfg!(not(lbd_xdp_unavailable))
 }
-
-pub mod netlab;

@@ -1,13 +1,11 @@
-//! Self-test of the network-namespace lab (`lbd_ebpf::netlab`): a client
-//! reaches three members through the lb namespace (kernel forwarding), bodies
+//! Self-test of the network-namespace lab (`lbd_test_support::netlab`): a
+//! client reaches three members through the lb namespace (kernel forwarding), bodies
 //! arrive intact, processes and namespaces are gone after Drop (also after a
 //! panic). Skips when namespaces cannot be created (not root), unless
 //! `LBD_TEST_REQUIRE_TOOLS` is set: then it fails.
 
-mod common;
-
-use common::skip;
-use lbd_ebpf::netlab::{expected_body, http_get, HttpServer, Lab, Ns};
+use lbd_test_support::netlab::{expected_body, http_get, HttpServer, Lab, Ns};
+use lbd_test_support::skip;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::process::Command;

@@ -13,10 +13,8 @@
 //! Skips with a message when they are missing, unless
 //! `LBD_TEST_REQUIRE_TOOLS` is set: then it fails.
 
-mod common;
-
-use common::skip;
 use lbd_select::{client_hash_v4, maglev};
+use lbd_test_support::skip;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

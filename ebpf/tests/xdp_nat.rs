@@ -1,5 +1,5 @@
 //! End-to-end tests of the XDP full-NAT fast path in a network-namespace lab
-//! (`lbd_ebpf::netlab`): a client ns, an lb ns running the program on its
+//! (`lbd_test_support::netlab`): a client ns, an lb ns running the program on its
 //! client-facing and member-facing veths, three member ns with HTTP servers.
 //!
 //! Needs root, `ip` and BPF. Skips (with a message) when that is not
@@ -18,15 +18,13 @@
 //!   predicts;
 //! * idle flows expire.
 
-mod common;
-
-use common::skip;
-use lbd_ebpf::netlab::{expected_body, http_get, HttpServer, KeepAlive, Lab, Ns};
 use lbd_ebpf::select::{client_hash, maglev_pick, smooth_weighted_slots};
 use lbd_ebpf::{
     attach_pass, AttachMode, Error, FastPath, Member, Options, PassGuard, Selection, Service,
     MAGLEV_TABLE_SIZE,
 };
+use lbd_test_support::netlab::{expected_body, http_get, HttpServer, KeepAlive, Lab, Ns};
+use lbd_test_support::skip;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::time::Duration;
 

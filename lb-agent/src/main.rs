@@ -1,11 +1,5 @@
-//! lb-agent: the control plane that keeps lbd's configuration in sync with
-//! a Kubernetes Service/Node watch or with OpenStack Octavia.
-
-mod apiservers;
-mod kubernetes;
-mod lbd_push;
-mod octavia;
-mod sync;
+//! The `lb-agent` binary: parses the command line and runs the library's
+//! [`lb_agent::Mode`] it describes (see `lib.rs`).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -16,11 +10,12 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use tracing::error;
 
-use kubernetes::model::{Options, Vips};
-use lbd_push::Target;
-use octavia::connect::{AuthSettings, Connect};
-use octavia::http::TlsOptions;
-use octavia::keystone::Credentials;
+use lb_agent::kubernetes::model::{Options, Vips};
+use lb_agent::lbd_push::Target;
+use lb_agent::octavia::connect::{AuthSettings, Connect};
+use lb_agent::octavia::http::TlsOptions;
+use lb_agent::octavia::keystone::Credentials;
+use lb_agent::{apiservers, kubernetes, octavia, sync, Mode};
 
 #[derive(Parser)]
 #[command(
@@ -230,12 +225,12 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let result = match cli.command {
-        Command::Kubernetes(args) => run_kubernetes(*args),
-        Command::Apiservers(args) => run_apiservers(*args),
-        Command::Octavia(args) => run_octavia(*args),
+    let mode = match cli.command {
+        Command::Kubernetes(args) => kubernetes_mode(*args),
+        Command::Apiservers(args) => apiservers_mode(*args),
+        Command::Octavia(args) => octavia_mode(*args),
     };
-    match result {
+    match mode.and_then(lb_agent::run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -244,7 +239,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_kubernetes(args: KubernetesArgs) -> anyhow::Result<()> {
+fn kubernetes_mode(args: KubernetesArgs) -> anyhow::Result<Mode> {
     let vips = match (args.vip, &args.vip_range) {
         (Some(vip), _) => Vips::Shared(vip),
         (None, Some(range)) => Vips::Range(parse_range(range)?),
@@ -260,12 +255,10 @@ fn run_kubernetes(args: KubernetesArgs) -> anyhow::Result<()> {
         },
         target: target(args.target)?,
     };
-    tokio::runtime::Runtime::new()
-        .context("cannot start the runtime")?
-        .block_on(kubernetes::run(settings))
+    Ok(Mode::Kubernetes(settings))
 }
 
-fn run_apiservers(args: ApiserversArgs) -> anyhow::Result<()> {
+fn apiservers_mode(args: ApiserversArgs) -> anyhow::Result<Mode> {
     let settings = apiservers::Settings {
         timing: args.watch.timing(),
         kubeconfig: args.watch.kubeconfig,
@@ -273,12 +266,10 @@ fn run_apiservers(args: ApiserversArgs) -> anyhow::Result<()> {
         seed: args.seed,
         target: target(args.target)?,
     };
-    tokio::runtime::Runtime::new()
-        .context("cannot start the runtime")?
-        .block_on(apiservers::run(settings))
+    Ok(Mode::Apiservers(settings))
 }
 
-fn run_octavia(args: OctaviaArgs) -> anyhow::Result<()> {
+fn octavia_mode(args: OctaviaArgs) -> anyhow::Result<Mode> {
     let auth = match args.auth {
         AuthMode::Noauth => AuthSettings::NoAuth {
             project_id: args.project_id,
@@ -309,9 +300,7 @@ fn run_octavia(args: OctaviaArgs) -> anyhow::Result<()> {
         stats_token,
         heartbeat: heartbeat(args.heartbeat)?,
     };
-    tokio::runtime::Runtime::new()
-        .context("cannot start the runtime")?
-        .block_on(octavia::agent::run(settings))
+    Ok(Mode::Octavia(Box::new(settings)))
 }
 
 /// Keystone credentials from the `OS_*` settings: an application

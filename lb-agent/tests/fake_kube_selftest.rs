@@ -1,9 +1,7 @@
 //! The fake API server refuses what a real kube-apiserver refuses, so the
 //! agent's tests cannot pass on leniency. Raw HTTP on loopback.
 
-mod common;
-
-use common::fake_kube::{self, FakeKube};
+use lbd_test_support::fake_kube::{self, FakeKube};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -1,19 +1,17 @@
-//! The fake keystone (`common/fake_keystone.rs`) answers like keystone and
+//! The fake keystone (`lbd_test_support::fake_keystone`) answers like keystone and
 //! keystonemiddleware do, so that lb-agent's keystone tests (unit tests in
 //! `src/octavia/auth.rs`, which drive the same fake) cannot pass on
 //! leniency. Plain HTTP on loopback.
 
-mod common;
-
 use std::time::Duration;
 
-use common::fake_keystone::{FakeKeystone, Options, Upstream, REGION};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use lbd_test_support::fake_keystone::{FakeKeystone, Options, Upstream, REGION};
 use serde_json::{json, Value};
 
 /// A response: status, headers, JSON body (`Null` if none).

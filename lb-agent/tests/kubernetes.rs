@@ -1,6 +1,6 @@
 //! `lb-agent kubernetes` end to end: the fake API server (a stand-in for a
-//! kube-apiserver, which cannot run here; see `common/fake_kube.rs`), a
-//! real lbd process, and nodes that are real TCP servers on 127.0.0.x.
+//! kube-apiserver, which cannot run here; see
+//! `lbd_test_support::fake_kube`), a real lbd process, and nodes that are real TCP servers on 127.0.0.x.
 //! Loopback only.
 
 mod common;
@@ -8,7 +8,7 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 
 use common::cluster::{self, eventually, start_agent, tags_at, Lbd, NodeServer, Process};
-use common::fake_kube::{self, finalizers, FakeKube};
+use lbd_test_support::fake_kube::{self, finalizers, FakeKube};
 use serde_json::Value;
 
 /// The VIP lb-agent gives Services (on loopback, so lbd can bind it).

@@ -1,8 +1,8 @@
 //! `lb-agent octavia` end to end against a real Octavia 19 (API, driver
 //! agent, health manager; `common/octavia_env.rs`), a real lbd, and
-//! members that are TCP servers on 127.0.0.x. Keystone is the local fake of
-//! `common/fake_keystone.rs` (a real Keystone cannot run here), guarding the
-//! real Octavia API. Loopback only; every wait is bounded.
+//! members that are TCP servers on 127.0.0.x. Keystone is the local fake
+//! `lbd_test_support::fake_keystone` (a real Keystone cannot run here),
+//! guarding the real Octavia API. Loopback only; every wait is bounded.
 //!
 //! The tests take turns (one Octavia at a time on a 2-core machine).
 
@@ -12,8 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::cluster::{self, eventually, start_agent, Lbd, Process};
-use common::fake_keystone::{FakeKeystone, Options as KeystoneOptions};
 use common::octavia_env::OctaviaEnv;
+use lbd_test_support::fake_keystone::{FakeKeystone, Options as KeystoneOptions};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};

@@ -31,36 +31,10 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsSe
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::path::PathBuf;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    // Re-exported for the health checks' unit tests (`health::probe`).
+    pub(crate) use lbd_test_support::{self_signed, TempFile};
 
     use super::*;
-
-    /// A file under the temp directory, removed when dropped.
-    pub(crate) struct TempFile(pub(crate) PathBuf);
-
-    impl TempFile {
-        pub(crate) fn new(contents: impl AsRef<[u8]>) -> TempFile {
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let name = format!("lbd-health-test-{}-{n}.pem", std::process::id());
-            let path = std::env::temp_dir().join(name);
-            std::fs::write(&path, contents).unwrap();
-            TempFile(path)
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-
-    /// A self-signed certificate for `localhost` and `127.0.0.1`.
-    pub(crate) fn self_signed() -> rcgen::CertifiedKey {
-        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        rcgen::generate_simple_self_signed(names).unwrap()
-    }
 
     #[test]
     fn server_config_from_matching_files() {

@@ -1,5 +1,5 @@
 //! lbd with a `fast_path = "xdp"` listener, in network namespaces this test
-//! creates (`lbd_ebpf::netlab`: a client, lbd's namespace and three members,
+//! creates (`lbd_test_support::netlab`: a client, lbd's namespace and three members,
 //! veth pairs, 10.199.x.y addresses that exist only inside them): the real
 //! lbd binary runs in the lb namespace and attaches its XDP program there.
 //!
@@ -10,10 +10,12 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use lbd_ebpf::netlab::{expected_body, http_get, HttpServer, KeepAlive, Lab};
 use lbd_ebpf::{attach_pass, PassGuard};
+use lbd_test_support::eventually_blocking;
+use lbd_test_support::netlab::{expected_body, http_get, HttpServer, KeepAlive, Lab};
+use lbd_test_support::skip;
 use serde_json::Value;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 199, 200, 1);
@@ -22,26 +24,7 @@ const MEMBER_PORT: u16 = 8080;
 const BODY_LEN: usize = 100_000;
 const MEMBERS: usize = 3;
 const ADMIN: &str = "127.0.0.1:8404";
-const WAIT: Duration = Duration::from_secs(20);
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Skips (prints why) or, under `LBD_TEST_REQUIRE_TOOLS`, fails.
-fn cannot_run(why: &str) {
-    if std::env::var_os("LBD_TEST_REQUIRE_TOOLS").is_some() {
-        panic!("the XDP test cannot run here: {why}");
-    }
-    eprintln!("skipped: the XDP test cannot run here: {why}");
-}
-
-/// Polls `cond` every 50 ms until it holds; panics with `what` after
-/// [`WAIT`].
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// The lab with lbd running in it. Field order is drop order: lbd stops,
 /// the pass programs go, the servers stop, then the namespaces.
@@ -68,7 +51,7 @@ impl Setup {
         let lab = match Lab::new(MEMBERS) {
             Ok(lab) => lab,
             Err(e) => {
-                cannot_run(&e);
+                skip(&format!("the XDP test cannot run here: {e}"));
                 return None;
             }
         };
@@ -94,7 +77,9 @@ impl Setup {
             match ns.run(move || attach_pass(&interface)) {
                 Ok(guard) => pass.push(guard),
                 Err(e) => {
-                    cannot_run(&format!("the pass-only XDP program: {e}"));
+                    skip(&format!(
+                        "the XDP test cannot run here: the pass-only XDP program: {e}"
+                    ));
                     return None;
                 }
             }
@@ -127,7 +112,7 @@ impl Setup {
             servers,
             lab,
         };
-        eventually(&format!("{attached:?} in lbd's log"), || {
+        eventually_blocking(&format!("{attached:?} in lbd's log"), || {
             setup.log_text().contains(attached)
         });
         Some(setup)
@@ -227,7 +212,7 @@ fn the_fast_path_balances_in_the_kernel_and_follows_health_and_config() {
     // members; a refused connection from the client to the lb's own
     // address resolves the client side both ways. Until then the program
     // leaves new connections to the kernel (lbd's proxy serves them).
-    eventually("every member checked and the fast path reporting", || {
+    eventually_blocking("every member checked and the fast path reporting", || {
         let stats = s.stats();
         let checked = stats["pools"][0]["members"]
             .as_array()
@@ -257,7 +242,7 @@ fn the_fast_path_balances_in_the_kernel_and_follows_health_and_config() {
     let listener = &stats["listeners"][0];
     assert_eq!(listener["connections_total"], userspace_before, "{stats}");
     // The kernel balanced them (lbd publishes its counters every second).
-    eventually("6 new flows in the XDP counters", || {
+    eventually_blocking("6 new flows in the XDP counters", || {
         let xdp = &s.stats()["xdp"];
         xdp["new_flows_total"].as_u64() == Some(flows_before + 6)
             && xdp["bytes_total"].as_u64() >= Some(6 * BODY_LEN as u64)
@@ -277,7 +262,7 @@ fn the_fast_path_balances_in_the_kernel_and_follows_health_and_config() {
 
     // Member 1 stops answering: down by its check, then no new flows.
     s.servers[1] = None;
-    eventually("member 1 down", || {
+    eventually_blocking("member 1 down", || {
         s.member_statuses() == ["up", "down", "up"]
     });
     // The transition wakes the fast path's thread at once; give it a moment.
@@ -311,11 +296,11 @@ fn the_fast_path_balances_in_the_kernel_and_follows_health_and_config() {
     // SAFETY: kill(2) on the lbd child this test started.
     let sent = unsafe { libc::kill(s.lbd.id() as i32, libc::SIGHUP) };
     assert_eq!(sent, 0);
-    eventually("the reload", || s.log_text().contains("reloaded"));
-    eventually("the new SNAT ports", || {
+    eventually_blocking("the reload", || s.log_text().contains("reloaded"));
+    eventually_blocking("the new SNAT ports", || {
         s.log_text().contains("xdp: SNAT ports 22000-22999")
     });
-    eventually("attached to the new interface", || {
+    eventually_blocking("attached to the new interface", || {
         s.log_text().contains("xdp: now attached to") && s.log_text().contains("lbd-extra0 (")
     });
     assert_eq!(
@@ -361,7 +346,7 @@ fn the_fast_path_balances_in_the_kernel_and_follows_health_and_config() {
     std::fs::write(&s.config, limited).expect("config");
     // SAFETY: kill(2) on the lbd child this test started.
     assert_eq!(unsafe { libc::kill(s.lbd.id() as i32, libc::SIGHUP) }, 0);
-    eventually("the listener at its limit", || {
+    eventually_blocking("the listener at its limit", || {
         s.log_text()
             .contains("listener web has 1 open fast-path connections")
     });
@@ -371,7 +356,7 @@ fn the_fast_path_balances_in_the_kernel_and_follows_health_and_config() {
         .client()
         .run(move || TcpStream::connect_timeout(&vip, Duration::from_millis(1500)));
     assert!(refused.is_err(), "a connection over the limit was set up");
-    eventually("the drop counted", || {
+    eventually_blocking("the drop counted", || {
         s.stats()["xdp"]["drops_total"]
             .as_array()
             .into_iter()
@@ -383,7 +368,7 @@ fn the_fast_path_balances_in_the_kernel_and_follows_health_and_config() {
         kept_member
     );
     drop(kept);
-    eventually("the listener below its limit", || {
+    eventually_blocking("the listener below its limit", || {
         s.log_text()
             .contains("listener web is below its connection_limit")
     });
@@ -438,14 +423,14 @@ fn a_listener_whose_fast_path_cannot_attach_is_served_by_the_proxy() {
         "{}",
         s.log_text()
     );
-    eventually("every member checked", || {
+    eventually_blocking("every member checked", || {
         s.member_statuses() == ["up", "up", "up"]
     });
     let served: Vec<usize> = (0..3).map(|_| s.get()).collect();
     let mut sorted = served.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, [0, 1, 2], "{served:?}");
-    eventually("the proxy counted them and the stats say why", || {
+    eventually_blocking("the proxy counted them and the stats say why", || {
         let stats = s.stats();
         stats["listeners"][0]["connections_total"] == 3
             && stats["xdp"]["error"]

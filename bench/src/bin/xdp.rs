@@ -1,7 +1,7 @@
 //! xdp: lbd's XDP fast path against lbd's userspace proxy, HAProxy and
 //! direct routing, in one run, in a network-namespace topology
-//! (`lbd_ebpf::netlab`: client ns -> lb ns -> 3 member ns, nginx in each
-//! member ns). Measures new connections/s (`Connection: close`), keep-alive
+//! (`lbd_test_support::netlab`: client ns -> lb ns -> 3 member ns, nginx in
+//! each member ns). Measures new connections/s (`Connection: close`), keep-alive
 //! requests/s and the CPU spent per request, machine-wide and per process.
 //! See bench/README.md, "XDP fast path".
 
@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use bench::procs::{self, WorkDir};
 use bench::{setup, wrk};
-use lbd_ebpf::netlab::http_get;
+use lbd_test_support::netlab::http_get;
 use measure::{Sample, Scenario, Settings};
 use paths::{PathKind, Running, StartError};
 use topo::{Built, Topo};
@@ -194,7 +194,7 @@ struct Report<'a> {
     elapsed_s: f64,
 }
 
-const TOPOLOGY: &str = "netns lab (lbd_ebpf::netlab): client ns 10.199.0.2 <-veth-> lb ns \
+const TOPOLOGY: &str = "netns lab (lbd_test_support::netlab): client ns 10.199.0.2 <-veth-> lb ns \
     10.199.0.1 | 10.199.<i+1>.1 <-veth-> member ns i 10.199.<i+1>.2, 3 members, ip_forward on \
     in the lb ns; VIP 10.199.200.1 on the lb's lo; TX checksum offload off on the client and \
     member veths; XDP_PASS programs (native) on the client and member veths; \

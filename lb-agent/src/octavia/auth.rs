@@ -145,20 +145,14 @@ fn base_url(url: &str) -> String {
     base.to_owned()
 }
 
-// The keystone fake of the integration tests, driven here since lb-agent is
-// a binary crate whose modules integration tests cannot import.
-#[cfg(test)]
-#[allow(dead_code)] // the fake has more than these tests use
-#[path = "../../tests/common/fake_keystone.rs"]
-mod fake_keystone;
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use serde_json::json;
 
-    use super::fake_keystone::{FakeKeystone, Options, Upstream};
+    use lbd_test_support::fake_keystone::{FakeKeystone, Options, Upstream};
+
     use super::*;
     use crate::octavia::http::TlsOptions;
     use crate::octavia::keystone::Credentials;

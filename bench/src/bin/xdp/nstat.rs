@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
-use lbd_ebpf::netlab::Ns;
+use lbd_test_support::netlab::Ns;
 
 /// Counter name (`Tcp.RetransSegs`, `TcpExt.PAWSTimewait`, ...) -> value.
 pub type Counters = BTreeMap<String, u64>;

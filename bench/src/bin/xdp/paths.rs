@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use bench::procs::{self, Guard, Pin};
-use lbd_ebpf::netlab::http_get;
+use lbd_test_support::netlab::http_get;
 
 use crate::topo::{in_ns, Topo, MEMBERS, MEMBER_PORT, VIP, VIP_PORT};
 

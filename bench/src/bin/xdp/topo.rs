@@ -1,8 +1,8 @@
-//! The topology: `lbd_ebpf::netlab`'s client / lb / 3 member namespaces,
-//! the VIP, TX checksum offload off on the client and member veths, the
-//! pass-only XDP programs on the client-side and member-side veth peers
-//! (native XDP_TX / XDP_REDIRECT into a veth only delivers when its peer
-//! has an XDP program), and one nginx per member namespace.
+//! The topology: `lbd_test_support::netlab`'s client / lb / 3 member
+//! namespaces, the VIP, TX checksum offload off on the client and member
+//! veths, the pass-only XDP programs on the client-side and member-side veth
+//! peers (native XDP_TX / XDP_REDIRECT into a veth only delivers when its
+//! peer has an XDP program), and one nginx per member namespace.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::Path;
@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bench::backends;
 use bench::procs::{Guard, Pin};
-use lbd_ebpf::netlab::{http_get, Lab, Ns};
 use lbd_ebpf::PassGuard;
+use lbd_test_support::netlab::{http_get, Lab, Ns};
 
 /// The fast-path service address (on the lb's loopback).
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 199, 200, 1);

@@ -158,7 +158,7 @@ impl FakeKube {
                 });
             }
         });
-        let kubeconfig = super::cluster::scratch_dir().join("kubeconfig");
+        let kubeconfig = crate::scratch_dir().join("kubeconfig");
         std::fs::write(
             &kubeconfig,
             format!(

@@ -67,7 +67,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use lbd_ebpf::netlab::{expected_body, http_get, HttpServer, Lab};
+//! use lbd_test_support::netlab::{expected_body, http_get, HttpServer, Lab};
 //! use std::net::SocketAddrV4;
 //! use std::time::Duration;
 //!
