@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::apiserver::{http_get, http_request, http_request_once, ApiServer};
 use common::tools::{self, Daemon};
 use common::*;
+use lbd_test_support::eventually;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -555,13 +556,6 @@ async fn admin_over_a_unix_socket(rt: &str) {
 /// reload that moves it, and at shutdown, once the drain is over. A socket
 /// someone else put at the path stays.
 async fn the_unix_admin_socket_is_removed_when_no_longer_served(rt: &str) {
-    async fn eventually(what: &str, cond: impl Fn() -> bool) {
-        let deadline = Instant::now() + WAIT;
-        while !cond() {
-            assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
     let b = Backend::start("m0", Mode::TaggedEcho).await;
     let dir = scratch_dir();
     let (first, second) = (dir.join("first.sock"), dir.join("second.sock"));
@@ -589,7 +583,7 @@ async fn the_unix_admin_socket_is_removed_when_no_longer_served(rt: &str) {
     });
 
     assert!(lbd.reload(&at(&second)).await, "moved: {}", lbd.log());
-    eventually("the old socket file removed", || !first.exists()).await;
+    eventually("the old socket file removed", || async { !first.exists() }).await;
     assert!(second.exists());
     let mut conn = tokio::net::UnixStream::connect(&second)
         .await
@@ -603,7 +597,10 @@ async fn the_unix_admin_socket_is_removed_when_no_longer_served(rt: &str) {
     // Back to the first path, then someone else takes it over: that
     // socket is not lbd's to remove.
     assert!(lbd.reload(&at(&first)).await, "moved back: {}", lbd.log());
-    eventually("the second socket file removed", || !second.exists()).await;
+    eventually("the second socket file removed", || async {
+        !second.exists()
+    })
+    .await;
     std::fs::remove_file(&first).expect("remove lbd's socket file");
     let _theirs = std::os::unix::net::UnixListener::bind(&first).expect("another socket");
 

@@ -392,15 +392,16 @@ fn the_fast_path_balances_in_the_kernel_and_follows_health_and_config() {
     assert_eq!(attached(&s).len(), 2, "attached before the shutdown");
     // SAFETY: kill(2) on the lbd child this test started.
     assert_eq!(unsafe { libc::kill(s.lbd.id() as i32, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = s.lbd.try_wait().expect("wait for lbd") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "lbd did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "{status}\n{}", s.log_text());
+    let mut status = None;
+    eventually_blocking("lbd exits after SIGTERM", || {
+        status = s.lbd.try_wait().expect("wait for lbd");
+        status.is_some()
+    });
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        s.log_text()
+    );
     assert!(
         s.log_text().contains("xdp: shut down: detached from"),
         "{}",
