@@ -200,13 +200,60 @@ pub struct HealthSection {
     pub client_cert: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_key: Option<String>,
+    /// `external` only: the program and its arguments, run without a
+    /// shell (`["/usr/local/bin/check", "-q"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// `external` only: `PATH` for the program (default empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_path: Option<String>,
+    /// `tcp_script` only: the steps, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<ScriptStepSection>,
+}
+
+/// One step of a `tcp_script` check: exactly one of its fields, e.g.
+/// `{ send = "PING\r\n" }`, `{ expect_string = "+PONG" }`,
+/// `{ connect = { port = 6380 } }`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptStepSection {
+    /// Opens a connection: `{}` or `{ port = N }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<ConnectSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
+    /// Hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_binary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_string: Option<String>,
+    /// A regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_rstring: Option<String>,
+    /// Hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_binary: Option<String>,
+}
+
+/// The `connect` of a `tcp_script` step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectSection {
+    /// Instead of the member's check port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
 }
 
 // ------------------------------------------------- typed config → file model
 
 use std::time::Duration;
 
-use crate::model::{Admin, CheckKind, Config, Global, HealthCheck, Listener, Member, Pool, Xdp};
+use crate::check_program::to_hex;
+use crate::model::{
+    Admin, CheckKind, Config, Expectation, Global, HealthCheck, Listener, Member, Payload, Pool,
+    ScriptStep, Xdp,
+};
 
 /// Renders a typed config back into the file model, every setting written
 /// out explicitly (defaults included), so that for any `cfg` returned by
@@ -317,6 +364,7 @@ impl From<&HealthCheck> for HealthSection {
         let uses_tls = matches!(check.kind, CheckKind::Https | CheckKind::TlsHello);
         let http = uses_http.then_some(&check.http);
         let tls = uses_tls.then_some(&check.tls);
+        let external = (check.kind == CheckKind::External).then_some(&check.external);
         let path_text =
             |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
         HealthSection {
@@ -333,7 +381,35 @@ impl From<&HealthCheck> for HealthSection {
             sni: tls.and_then(|t| t.sni.clone()),
             client_cert: tls.and_then(|t| path_text(&t.client_cert)),
             client_key: tls.and_then(|t| path_text(&t.client_key)),
+            command: external.map(|e| e.command.clone()).unwrap_or_default(),
+            command_path: external.map(|e| e.path.clone()),
+            steps: check.script.iter().map(ScriptStepSection::from).collect(),
         }
+    }
+}
+
+impl From<&ScriptStep> for ScriptStepSection {
+    fn from(step: &ScriptStep) -> Self {
+        let mut section = ScriptStepSection::default();
+        match step {
+            ScriptStep::Connect { port } => {
+                section.connect = Some(ConnectSection {
+                    port: port.map(i64::from),
+                });
+            }
+            ScriptStep::Send(Payload::Text(text)) => section.send = Some(text.clone()),
+            ScriptStep::Send(Payload::Binary(bytes)) => section.send_binary = Some(to_hex(bytes)),
+            ScriptStep::Expect(Expectation::String(text)) => {
+                section.expect_string = Some(text.clone());
+            }
+            ScriptStep::Expect(Expectation::Binary(bytes)) => {
+                section.expect_binary = Some(to_hex(bytes));
+            }
+            ScriptStep::Expect(Expectation::Regex(regex)) => {
+                section.expect_rstring = Some(regex.as_str().to_owned());
+            }
+        }
+        section
     }
 }
 
@@ -419,12 +495,20 @@ mod tests {
             "type = \"http\"\nmethod = \"OPTIONS\"\nhost = \"h\"\nexpected_codes = \"200-299,401\"",
             "type = \"https\"\npath = \"/readyz\"\nsni = \"localhost\"",
             "type = \"tls_hello\"\nrise = 5\nfall = 1",
+            "type = \"external\"\ncommand = [\"/bin/check\", \"-q\"]",
+            "type = \"external\"\ncommand = [\"check\"]\ncommand_path = \"/usr/bin:/bin\"",
+            "type = \"tcp_script\"\nsteps = [{ send = \"PING\\r\\n\" }, { expect_string = \"+PONG\" }]",
+            "type = \"tcp_script\"\nsteps = [{ connect = {} }, { send_binary = \"00ff\" },\n\
+             { expect_binary = \"0a\" }, { connect = { port = 2 } }, { expect_rstring = \"^a.*\" }]",
         ] {
             let text = health_with(check)
                 + "[[pool.member]]\naddress = \"::1\"\nport = 6443\nadmin_state = \"maint\"\n\
                    monitor_address = \"::2\"\nmonitor_port = 1\n";
             let config = valid(&text);
-            assert_eq!(validate(&ConfigFile::from(&config)), Ok(config), "{check}");
+            let file = ConfigFile::from(&config);
+            assert_eq!(validate(&file), Ok(config.clone()), "{check}");
+            let text = toml::to_string(&file).expect("serializes");
+            assert_eq!(from_toml_str(&text, "rendered").ok(), Some(config), "{text}");
         }
     }
 

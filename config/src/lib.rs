@@ -5,15 +5,17 @@
 //!
 //! Modules depend on each other in one direction only (no cycles):
 //!
-//! * `model`: on nothing (the typed config and the enums' spellings);
+//! * `model`: on `check_program` (the settings of `external` and
+//!   `tcp_script` checks), which uses `regex` only;
 //! * `file` → `model` (rendering a typed config back into a file);
 //! * `tls_files` → `model`; `tls_client` → `tls_files`, `model`;
 //! * `validate` → `file`, `model`; inside it, `mod` → `global`, `admin`,
 //!   `listener`, `pool`, `xdp`; `pool` → `health`; each of them →
 //!   `fields` (which uses std only); `admin` → `tls_files`, `health` →
-//!   `tls_client`;
+//!   `tls_client`, `program` (→ `check_program`);
 //! * `load` → `validate`, `file`, `model`.
 
+pub mod check_program;
 pub mod file;
 pub mod load;
 pub mod model;

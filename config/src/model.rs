@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use crate::check_program::{
+    Expectation, ExternalCheck, Payload, ScriptRegex, ScriptStep, SCRIPT_BUFFER,
+};
+
 pub const DEFAULT_CONNECTION_LIMIT: u32 = 50_000;
 pub const DEFAULT_CLIENT_IDLE: Duration = Duration::from_secs(50);
 pub const DEFAULT_MEMBER_CONNECT: Duration = Duration::from_secs(5);
@@ -207,6 +211,10 @@ pub struct HealthCheck {
     pub http: HttpCheck,
     /// TLS settings; used by `https` and `tls_hello` only.
     pub tls: TlsCheck,
+    /// The program to run; used by `external` only.
+    pub external: ExternalCheck,
+    /// The steps; used by `tcp_script` only (never empty there).
+    pub script: Vec<ScriptStep>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,15 +227,21 @@ pub enum CheckKind {
     Https,
     /// Passes when a TLS handshake completes; nothing is sent after it.
     TlsHello,
+    /// Runs a program (HAProxy `external-check`); passes when it exits 0.
+    External,
+    /// Connect, send and expect steps (HAProxy `tcp-check`).
+    TcpScript,
 }
 
 impl CheckKind {
     /// Every check type, in the order error messages list them.
-    pub const ALL: [CheckKind; 4] = [
+    pub const ALL: [CheckKind; 6] = [
         CheckKind::Tcp,
         CheckKind::Http,
         CheckKind::Https,
         CheckKind::TlsHello,
+        CheckKind::External,
+        CheckKind::TcpScript,
     ];
 
     /// The file spelling (`"tls_hello"`).
@@ -237,6 +251,8 @@ impl CheckKind {
             CheckKind::Http => "http",
             CheckKind::Https => "https",
             CheckKind::TlsHello => "tls_hello",
+            CheckKind::External => "external",
+            CheckKind::TcpScript => "tcp_script",
         }
     }
 }

@@ -1,7 +1,9 @@
 //! `[pool.health]`: the check type, its timing and its HTTP and TLS
-//! settings.
+//! settings (those of `external` and `tcp_script` checks are in
+//! [`super::program`]).
 
 use super::fields::{duration_field, expected_list, int_field, lookup, Scope};
+use super::program;
 use crate::file::HealthSection;
 use crate::model::{
     CheckKind, ExpectedCodes, HealthCheck, HttpCheck, TlsCheck, DEFAULT_CHECK_INTERVAL,
@@ -50,6 +52,8 @@ pub(super) fn validate_health(scope: &mut Scope, section: &HealthSection) -> Opt
     let kind = kind?;
     let http = http_check_fields(scope, kind, section);
     let tls = tls_check_fields(scope, kind, section);
+    let external = program::external_fields(scope, kind, section);
+    let script = program::script_fields(scope, kind, section);
     let check = HealthCheck {
         kind,
         interval: interval?,
@@ -58,6 +62,8 @@ pub(super) fn validate_health(scope: &mut Scope, section: &HealthSection) -> Opt
         fall: fall?,
         http: http?,
         tls: tls?,
+        external: external?,
+        script: script?,
     };
     if timeout > interval {
         return None;
@@ -176,7 +182,12 @@ fn tls_check_fields(
 
 /// Reports every field in `fields` that is set although a `kind` check does
 /// not use it. Returns whether none was set.
-fn unused_fields(scope: &mut Scope, kind: CheckKind, fields: &[(&str, bool)], users: &str) -> bool {
+pub(super) fn unused_fields(
+    scope: &mut Scope,
+    kind: CheckKind,
+    fields: &[(&str, bool)],
+    users: &str,
+) -> bool {
     let mut clean = true;
     for (field, _) in fields.iter().filter(|(_, set)| *set) {
         scope.error(format!(
@@ -260,7 +271,7 @@ mod tests {
             )),
             [
                 "pool \"api\": health: type \"httpz\" is not valid (expected \"tcp\", \"http\", \
-                 \"https\" or \"tls_hello\")",
+                 \"https\", \"tls_hello\", \"external\" or \"tcp_script\")",
                 "pool \"api\": health: timeout 2s must not exceed interval 1s",
                 "pool \"api\": health: rise 0 out of range (1-10)",
                 "pool \"api\": health: fall 11 out of range (1-10)",

@@ -22,6 +22,7 @@ mod global;
 mod health;
 mod listener;
 mod pool;
+mod program;
 mod xdp;
 
 use std::collections::HashSet;

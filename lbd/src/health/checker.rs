@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lbd_config::{AdminState, HealthCheck};
+use lbd_config::{AdminState, CheckKind, HealthCheck};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
@@ -15,6 +15,7 @@ use crate::service::{BackgroundService, Shutdown};
 use crate::snapshot::Snapshot;
 use crate::state::{now_ms, LogLimiter, MemberState, Transition};
 
+use super::external::Subject;
 use super::probe::Probe;
 
 /// The health-check service ("lbd-health"): follows every snapshot the
@@ -53,6 +54,7 @@ const TASK_WATCH: Duration = Duration::from_secs(1);
 struct Running {
     check: Arc<HealthCheck>,
     target: SocketAddr,
+    subject: Arc<Subject>,
     state: Arc<MemberState>,
     task: JoinHandle<()>,
 }
@@ -86,19 +88,26 @@ async fn supervise(shared: Arc<Shared>) {
 /// with health checks have one, with the current settings.
 fn sync_tasks(snap: &Snapshot, running: &mut HashMap<Arc<str>, Running>) {
     let mut wanted: HashSet<Arc<str>> = HashSet::new();
-    for pool in &snap.pools {
+    for (pool_index, pool) in snap.pools.iter().enumerate() {
         let Some(check) = &pool.health else { continue };
+        // Only an external check tells the program about its member (names,
+        // positions): only there do they restart the task when changed.
+        let external = check.kind == CheckKind::External;
         // One probe per pool, built (TLS files read) only when a task has
         // to start: a reload that leaves the pool alone costs nothing. A
         // setup error (a CA file removed since the config was validated)
         // makes every check of the pool fail with it.
         let mut probe: Option<Arc<Result<Probe, String>>> = None;
-        for m in &pool.members {
+        for (member_index, m) in pool.members.iter().enumerate() {
             wanted.insert(Arc::clone(&m.label));
             let target = m.cfg.check_addr();
+            let subject = Subject::new(&pool.name, pool_index + 1, &m.cfg, member_index + 1);
             let (unchanged, ended) = match running.get(&m.label) {
                 Some(r) => (
-                    r.check == *check && r.target == target && Arc::ptr_eq(&r.state, &m.state),
+                    r.check == *check
+                        && r.target == target
+                        && Arc::ptr_eq(&r.state, &m.state)
+                        && (!external || *r.subject == subject),
                     r.task.is_finished(),
                 ),
                 None => (false, false),
@@ -115,10 +124,12 @@ fn sync_tasks(snap: &Snapshot, running: &mut HashMap<Arc<str>, Running>) {
                     format!("check setup: {e}")
                 }))
             });
+            let subject = Arc::new(subject);
             let task = tokio::spawn(check_loop(
                 Arc::clone(&m.label),
                 Arc::clone(&m.state),
                 target,
+                Arc::clone(&subject),
                 Arc::clone(check),
                 Arc::clone(probe),
             ));
@@ -127,6 +138,7 @@ fn sync_tasks(snap: &Snapshot, running: &mut HashMap<Arc<str>, Running>) {
                 Running {
                     check: Arc::clone(check),
                     target,
+                    subject,
                     state: Arc::clone(&m.state),
                     task,
                 },
@@ -142,6 +154,7 @@ async fn check_loop(
     label: Arc<str>,
     state: Arc<MemberState>,
     target: SocketAddr,
+    subject: Arc<Subject>,
     check: Arc<HealthCheck>,
     probe: Arc<Result<Probe, String>>,
 ) {
@@ -155,7 +168,8 @@ async fn check_loop(
         }
         let (passed, summary, took) = match probe.as_ref() {
             Ok(probe) => {
-                let outcome = probe.run(target).await;
+                let current = state.active.load(std::sync::atomic::Ordering::Relaxed);
+                let outcome = probe.run(target, &subject, current).await;
                 match outcome.result {
                     Ok(passed) => (true, passed.to_string(), outcome.took),
                     Err(failure) if failure.is_local() => {

@@ -1,6 +1,7 @@
 //! One health check of one member: connect, then optionally a TLS handshake
-//! and an HTTP request, all within the check's timeout. Says whether the
-//! check passed and, if not, why.
+//! and an HTTP request, all within the check's timeout; or a program
+//! ([`super::external`]) or a script of steps ([`super::script`]). Says
+//! whether the check passed and, if not, why.
 
 use std::fmt;
 use std::io;
@@ -14,7 +15,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use super::external::{Program, Subject};
 use super::http;
+use super::script::Script;
 use crate::tls::{self, TlsSetupError};
 
 /// One configured check, built once per pool health config and shared
@@ -31,6 +34,8 @@ enum Mode {
     Http,
     Https(Tls),
     TlsHello(Tls),
+    External(Program),
+    Script(Script),
 }
 
 struct Tls {
@@ -57,6 +62,10 @@ pub enum Passed {
     Handshake,
     /// `http`, `https`: an expected status code.
     Http(u16),
+    /// `external`: the program exited 0.
+    Exited,
+    /// `tcp_script`: every step passed.
+    Script,
 }
 
 impl fmt::Display for Passed {
@@ -65,6 +74,8 @@ impl fmt::Display for Passed {
             Passed::Connected => f.write_str("connected"),
             Passed::Handshake => f.write_str("TLS handshake done"),
             Passed::Http(code) => write!(f, "HTTP {code}"),
+            Passed::Exited => f.write_str("external: exit 0"),
+            Passed::Script => f.write_str("tcp_script passed"),
         }
     }
 }
@@ -98,6 +109,13 @@ pub enum Failure {
     /// descriptors, memory or local ports): says nothing about the member.
     #[error("lbd could not open a connection: {0}")]
     Local(String),
+    /// `external`: `exit 1: <first line of output>`, `timeout after 1s
+    /// (killed)`...
+    #[error("external: {0}")]
+    External(String),
+    /// `tcp_script`: `tcp_script step 2: expected "+PONG", got "-ERR"`.
+    #[error("{0}")]
+    Script(String),
 }
 
 impl Failure {
@@ -122,6 +140,8 @@ impl Probe {
             CheckKind::Http => Mode::Http,
             CheckKind::Https => Mode::Https(tls(true)?),
             CheckKind::TlsHello => Mode::TlsHello(tls(false)?),
+            CheckKind::External => Mode::External(Program::new(&check.external, check.timeout)),
+            CheckKind::TcpScript => Mode::Script(Script::new(&check.script, check.timeout)),
         };
         Ok(Probe {
             mode,
@@ -135,12 +155,31 @@ impl Probe {
         self.timeout
     }
 
-    /// Runs one check against `target`, bounded as a whole by the timeout.
-    pub async fn run(&self, target: SocketAddr) -> Outcome {
+    /// Runs one check against `target` (the member's check address),
+    /// bounded as a whole by the timeout. An external check is told about
+    /// `subject`, which has `current` connections open.
+    pub async fn run(&self, target: SocketAddr, subject: &Subject, current: u64) -> Outcome {
         let start = Instant::now();
-        let result = tokio::time::timeout(self.timeout, self.check(target))
-            .await
-            .unwrap_or(Err(Failure::Timeout(self.timeout)));
+        let result = match &self.mode {
+            // Both end themselves at the timeout: a program's process
+            // group must be killed, a script's failure names its step.
+            Mode::External(program) => {
+                let run = program.run(subject, current).await;
+                match run.verdict() {
+                    Ok(()) => Ok(Passed::Exited),
+                    Err(why) if run.is_local() => Err(Failure::Local(why)),
+                    Err(why) => Err(Failure::External(why)),
+                }
+            }
+            Mode::Script(script) => match script.run(target).await {
+                Ok(()) => Ok(Passed::Script),
+                Err(failure) if failure.local => Err(Failure::Local(failure.to_string())),
+                Err(failure) => Err(Failure::Script(failure.to_string())),
+            },
+            _ => tokio::time::timeout(self.timeout, self.check(target))
+                .await
+                .unwrap_or(Err(Failure::Timeout(self.timeout))),
+        };
         Outcome {
             result,
             took: start.elapsed(),
@@ -170,6 +209,8 @@ impl Probe {
                 let _ = stream.shutdown().await;
                 Ok(Passed::Handshake)
             }
+            // Run by `run` itself.
+            Mode::External(_) | Mode::Script(_) => Ok(Passed::Connected),
         }
     }
 
@@ -393,11 +434,26 @@ mod tests {
             fall: 3,
             http: HttpCheck::default(),
             tls: TlsCheck::default(),
+            external: Default::default(),
+            script: Vec::new(),
+        }
+    }
+
+    fn subject(target: SocketAddr) -> Subject {
+        Subject {
+            pool: "p".into(),
+            pool_id: 1,
+            server: target.to_string(),
+            server_id: "1".into(),
+            addr: target,
         }
     }
 
     async fn run(check: &HealthCheck, target: SocketAddr) -> Outcome {
-        Probe::new(check).unwrap().run(target).await
+        Probe::new(check)
+            .unwrap()
+            .run(target, &subject(target), 0)
+            .await
     }
 
     /// The result of an `http` check expecting `codes` of a server sending `reply`.
@@ -415,9 +471,14 @@ mod tests {
     fn probe_can_be_shared_by_spawned_tasks() {
         fn send_sync<T: Send + Sync>(_: &T) {}
         fn send<T: Send>(_: &T) {}
-        let probe = Probe::new(&check(CheckKind::Https)).unwrap();
-        send_sync(&probe);
-        send(&probe.run("127.0.0.1:1".parse().unwrap()));
+        let target = "127.0.0.1:1".parse().unwrap();
+        for kind in CheckKind::ALL {
+            let mut check = check(kind);
+            check.external.command = vec!["/bin/true".into()];
+            let probe = Probe::new(&check).unwrap();
+            send_sync(&probe);
+            send(&probe.run(target, &subject(target), 0));
+        }
     }
 
     #[test]
