@@ -459,7 +459,11 @@ mod tests {
                 ],
             );
             let config = valid(&text);
-            assert_eq!(validate(&ConfigFile::from(&config)), Ok(config), "{settings}");
+            assert_eq!(
+                validate(&ConfigFile::from(&config)),
+                Ok(config),
+                "{settings}"
+            );
         }
     }
 

@@ -140,9 +140,9 @@ impl<'a> Candidates<'a> {
         !self.tried.contains(&i)
             && m.state
                 .takes_new_connections(self.now_ms, self.ignore_passive)
-            && self.client_hash.is_none_or(|hash| {
-                slow_start::admits(hash, i, ramp(self.pool, m, self.now_ms))
-            })
+            && self
+                .client_hash
+                .is_none_or(|hash| slow_start::admits(hash, i, ramp(self.pool, m, self.now_ms)))
     }
 
     /// Below its connection limit (always, without one).
@@ -152,7 +152,8 @@ impl<'a> Candidates<'a> {
             return true;
         }
         let m = &self.pool.members[i];
-        limit_now(self.pool, m, self.now_ms).is_none_or(|limit| m.state.active.load(Relaxed) < limit)
+        limit_now(self.pool, m, self.now_ms)
+            .is_none_or(|limit| m.state.active.load(Relaxed) < limit)
     }
 }
 
@@ -172,7 +173,10 @@ impl MemberStatus for Candidates<'_> {
         if self.pool.slow_start_ms == 0 {
             return configured;
         }
-        slow_start::scaled_weight(configured, ramp(self.pool, &self.pool.members[i], self.now_ms))
+        slow_start::scaled_weight(
+            configured,
+            ramp(self.pool, &self.pool.members[i], self.now_ms),
+        )
     }
 
     #[inline]

@@ -339,7 +339,9 @@ mod tests {
                 .await;
             assert_eq!(timed.err(), Some(Refused::Timeout));
             assert_eq!(q.timeouts.load(Relaxed), 1);
-            let gone = q.wait(None, Duration::from_secs(5), || Attempt::<()>::Gone).await;
+            let gone = q
+                .wait(None, Duration::from_secs(5), || Attempt::<()>::Gone)
+                .await;
             assert_eq!(gone.err(), Some(Refused::NoMember));
             assert!(q.is_empty());
         });
@@ -369,7 +371,10 @@ mod tests {
                         })
                         .await;
                     assert!(second.is_ok());
-                    assert!(start.elapsed() < Duration::from_millis(250), "did not wait for the head's timeout");
+                    assert!(
+                        start.elapsed() < Duration::from_millis(250),
+                        "did not wait for the head's timeout"
+                    );
                     assert_eq!(picky.await.expect("task").err(), Some(Refused::Timeout));
                 })
                 .await;

@@ -205,14 +205,22 @@ async fn the_limit_holds_at_the_member_and_waiters_go_in_order(rt: &str) {
         );
         assert!(member.peak() <= 2, "peak {} at the member", member.peak());
     }
-    eventually("the queue empties", || async { queue_len(admin, "p").await == 0 }).await;
+    eventually("the queue empties", || async {
+        queue_len(admin, "p").await == 0
+    })
+    .await;
     let pool = pool_stats(admin, "p").await;
     assert_eq!(pool["queue"]["max"], 8, "{pool}");
     assert!(
         pool["queue"]["time_max_seconds"].as_f64().unwrap_or(0.0) > 0.0,
         "{pool}"
     );
-    assert!(pool["queue"]["time_average_seconds"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(
+        pool["queue"]["time_average_seconds"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0
+    );
     assert_eq!(member.peak(), 2);
 }
 
@@ -359,7 +367,10 @@ async fn slow_start_ramps_a_recovered_members_share(rt: &str) {
     let hits = traffic(bind, start + Duration::from_millis(600)).await;
     let (at_start, n) = share(&hits, start, 0.0, 10.0, "a");
     assert!(n >= 40, "only {n} connections");
-    assert!((0.4..=0.6).contains(&at_start), "a's share at start: {at_start}");
+    assert!(
+        (0.4..=0.6).contains(&at_start),
+        "a's share at start: {at_start}"
+    );
 
     a.stop().await;
     eventually("a down", || async {
@@ -412,7 +423,10 @@ async fn reload_keeps_the_queue_and_slow_start(rt: &str) {
                 "queue_timeout = \"60s\"",
                 &member_line(member.addr, "max_connections = 1"),
             )
-            .replace("pool = \"p\"\n\n", &format!("pool = \"p\"\nclient_idle = \"{idle}\"\n\n")),
+            .replace(
+                "pool = \"p\"\n\n",
+                &format!("pool = \"p\"\nclient_idle = \"{idle}\"\n\n")
+            ),
             member_line(a_addr, "weight = 100"),
             member_line(b.addr, "weight = 100"),
         )
@@ -432,9 +446,15 @@ async fn reload_keeps_the_queue_and_slow_start(rt: &str) {
     // Member a of pool r goes down and comes back: it ramps.
     let ramp = |m: Value| m["current_weight"].as_u64().unwrap_or(0);
     let r_member = |admin| async move { pool_stats(admin, "r").await["members"][0].clone() };
-    eventually("a checked up", || async { r_member(admin).await["status"] == "up" }).await;
+    eventually("a checked up", || async {
+        r_member(admin).await["status"] == "up"
+    })
+    .await;
     a.stop().await;
-    eventually("a down", || async { r_member(admin).await["status"] == "down" }).await;
+    eventually("a down", || async {
+        r_member(admin).await["status"] == "down"
+    })
+    .await;
     let _a = Backend::start_on(a_addr, "a", Mode::TaggedEcho).await;
     eventually("a up and ramping", || async {
         let m = r_member(admin).await;
@@ -455,14 +475,20 @@ async fn reload_keeps_the_queue_and_slow_start(rt: &str) {
 
     // A new client after the reload queues behind them.
     client(bind, 4, tx.clone()).await;
-    eventually("client 4 queued", || async { queue_len(admin, "p").await == 4 }).await;
+    eventually("client 4 queued", || async {
+        queue_len(admin, "p").await == 4
+    })
+    .await;
     for freed in 0..4 {
         member.release(freed);
         let next = freed + 1;
         assert_eq!(next_greeting(&mut greeted).await, (next, next.to_string()));
     }
     assert_eq!(member.peak(), 1);
-    eventually("the ramp ends", || async { ramp(r_member(admin).await) == 100 }).await;
+    eventually("the ramp ends", || async {
+        ramp(r_member(admin).await) == 100
+    })
+    .await;
 }
 
 on_both_runtimes!(

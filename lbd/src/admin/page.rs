@@ -446,7 +446,9 @@ fn queue_meta(out: &mut String, p: &PoolStats) {
     if !limited && q.max == 0 {
         return;
     }
-    let limit = q.limit.map_or("no limit".to_owned(), |l| format!("max {l}"));
+    let limit = q
+        .limit
+        .map_or("no limit".to_owned(), |l| format!("max {l}"));
     w!(
         out,
         "<div><dt>Queue</dt><dd{}>{} waiting ({limit}; peak {}; avg wait {:.3} s, longest {:.3} s; \
@@ -800,10 +802,17 @@ mod tests {
     #[test]
     fn limits_slow_start_and_the_queue_are_shown() {
         let page = render(&sample(), None);
-        assert!(page.contains("title=\"max_connections 17\">17/17</td>"), "{page}");
+        assert!(
+            page.contains("title=\"max_connections 17\">17/17</td>"),
+            "{page}"
+        );
         assert!(page.contains("title=\"slow start: 4 of 10\">4/10</td>"));
         assert!(page.contains("<dt>Queue</dt><dd class=\"warn\">2 waiting (max 50; peak 9;"));
-        assert_eq!(page.matches("<dt>Queue</dt>").count(), 1, "only where members have limits");
+        assert_eq!(
+            page.matches("<dt>Queue</dt>").count(),
+            1,
+            "only where members have limits"
+        );
     }
 
     #[test]

@@ -468,7 +468,11 @@ mod tests {
             let mut down = Status::all_usable(3);
             down.set_usable(0, false);
             down.set_usable(1, false);
-            assert_eq!(b.pick(CLIENT, &down), Some(2), "{algorithm:?}: down, not full");
+            assert_eq!(
+                b.pick(CLIENT, &down),
+                Some(2),
+                "{algorithm:?}: down, not full"
+            );
         }
     }
 

@@ -78,7 +78,9 @@ pub fn limit(max_connections: u32, progress: Option<u64>) -> u64 {
 pub fn admits(client_hash: u64, member: usize, progress: Option<u64>) -> bool {
     match progress {
         None => true,
-        Some(p) => mix(client_hash ^ (member as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) % SCALE < p,
+        Some(p) => {
+            mix(client_hash ^ (member as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) % SCALE < p
+        }
     }
 }
 
