@@ -39,13 +39,13 @@ impl Holder {
         let held = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
         let releases: Arc<Mutex<HashMap<usize, oneshot::Sender<()>>>> = Arc::default();
+        let accepted = Arc::new(AtomicUsize::new(0));
         let task = tokio::spawn({
             let (held, peak, releases) = (held.clone(), peak.clone(), releases.clone());
+            let accepted = accepted.clone();
             async move {
-                let mut accepted = 0;
                 while let Ok((mut conn, _)) = listener.accept().await {
-                    let n = accepted;
-                    accepted += 1;
+                    let n = accepted.fetch_add(1, SeqCst);
                     let now = held.fetch_add(1, SeqCst) + 1;
                     peak.fetch_max(now, SeqCst);
                     let (tx, rx) = oneshot::channel();
@@ -161,8 +161,99 @@ async fn next_greeting(rx: &mut mpsc::UnboundedReceiver<(usize, String)>) -> (us
         .expect("client tasks alive")
 }
 
-/// `max_connections = 2` and 10 concurrent clients: 2 on the member, 8 in
-/// the queue; each slot freed goes to the oldest waiter.
+/// Where a side of a comparison shows its queue.
+enum QueueStats {
+    /// lbd's admin server: `/stats.json`, pool "p".
+    Lbd(SocketAddr),
+    /// HAProxy's stats page: `/stats;csv`, backend "p".
+    Haproxy(SocketAddr),
+}
+
+impl QueueStats {
+    /// `(qcur, qmax)` of pool/backend "p".
+    async fn queue(&self) -> (u64, u64) {
+        match *self {
+            QueueStats::Lbd(admin) => {
+                let q = pool_stats(admin, "p").await["queue"].clone();
+                (
+                    q["current"].as_u64().unwrap_or(0),
+                    q["max"].as_u64().unwrap_or(0),
+                )
+            }
+            QueueStats::Haproxy(stats) => {
+                // HTTP/1.0: the answer ends with the connection, unchunked.
+                let mut conn = connect_from(stats, None).await.expect("connect to stats");
+                let mut csv = String::new();
+                tokio::time::timeout(WAIT, async {
+                    conn.write_all(b"GET /stats;csv HTTP/1.0\r\n\r\n").await?;
+                    conn.read_to_string(&mut csv).await
+                })
+                .await
+                .expect("stats in time")
+                .expect("GET /stats;csv");
+                let row: Vec<&str> = csv
+                    .lines()
+                    .find(|l| l.starts_with("p,BACKEND,"))
+                    .unwrap_or_else(|| panic!("no backend p in {csv}"))
+                    .split(',')
+                    .collect();
+                let num = |i: usize| row[i].parse().unwrap_or(0);
+                (num(2), num(3))
+            }
+        }
+    }
+}
+
+/// 10 concurrent clients through `front` to one `member` that takes 2 at
+/// once: 2 on the member, 8 in the queue; each slot freed goes to the
+/// oldest waiter. The same for lbd and HAProxy.
+async fn two_at_a_time_in_order(front: SocketAddr, member: &Holder, stats: &QueueStats) {
+    let (tx, mut greeted) = mpsc::unbounded_channel();
+    // The member's accept number of each served client, in service order.
+    let mut served: Vec<(usize, usize)> = Vec::new();
+    let served_one = |served: &mut Vec<(usize, usize)>, (client, greeting): (usize, String)| {
+        let n: usize = greeting
+            .parse()
+            .unwrap_or_else(|_| panic!("client {client}: {greeting:?}"));
+        served.push((client, n));
+        client
+    };
+    for i in 0..10 {
+        client(front, i, tx.clone()).await;
+        if i < 2 {
+            assert_eq!(
+                served_one(&mut served, next_greeting(&mut greeted).await),
+                i
+            );
+        } else {
+            // Queued in arrival order: wait until it is in the queue.
+            eventually(&format!("client {i} queued"), || async {
+                stats.queue().await.0 == (i - 1) as u64
+            })
+            .await;
+        }
+    }
+    assert_eq!(member.held(), 2);
+    assert_eq!(member.peak(), 2);
+    assert_eq!(stats.queue().await, (8, 8), "qcur, qmax");
+
+    // Free one slot at a time (the longest served): the oldest waiter gets
+    // it, and the limit holds.
+    for freed in 0..8 {
+        let (_, accept_number) = served[freed];
+        member.release(accept_number);
+        let next = served_one(&mut served, next_greeting(&mut greeted).await);
+        assert_eq!(next, freed + 2, "the oldest waiter is served");
+        assert!(member.peak() <= 2, "peak {} at the member", member.peak());
+    }
+    eventually("the queue empties", || async {
+        stats.queue().await == (0, 8)
+    })
+    .await;
+    assert_eq!(member.peak(), 2);
+}
+
+/// `max_connections = 2` and 10 concurrent clients, on lbd.
 async fn the_limit_holds_at_the_member_and_waiters_go_in_order(rt: &str) {
     let member = Holder::start().await;
     let (admin, bind) = (free_addr(), free_addr());
@@ -173,44 +264,9 @@ async fn the_limit_holds_at_the_member_and_waiters_go_in_order(rt: &str) {
         &member_line(member.addr, "max_connections = 2"),
     );
     let _lbd = Lbd::start(rt, 2, &cfg).await;
-    let (tx, mut greeted) = mpsc::unbounded_channel();
-
-    for i in 0..10 {
-        client(bind, i, tx.clone()).await;
-        if i < 2 {
-            assert_eq!(next_greeting(&mut greeted).await, (i, i.to_string()));
-        } else {
-            // Queued in arrival order: wait until lbd has it in the queue.
-            eventually(&format!("client {i} queued"), || async {
-                queue_len(admin, "p").await == (i - 1) as u64
-            })
-            .await;
-        }
-    }
-    assert_eq!((member.held(), member.peak()), (2, 2));
+    two_at_a_time_in_order(bind, &member, &QueueStats::Lbd(admin)).await;
     let pool = pool_stats(admin, "p").await;
-    assert_eq!(pool["queue"]["current"], 8, "{pool}");
-    assert_eq!(pool["queue"]["max"], 8, "{pool}");
-    assert_eq!(pool["members"][0]["current_sessions"], 2, "{pool}");
     assert_eq!(pool["members"][0]["max_connections"], 2, "{pool}");
-
-    // Free one slot at a time: the oldest waiter gets it, the limit holds.
-    for freed in 0..8 {
-        member.release(freed);
-        let next = freed + 2;
-        assert_eq!(
-            next_greeting(&mut greeted).await,
-            (next, next.to_string()),
-            "the oldest waiter is served"
-        );
-        assert!(member.peak() <= 2, "peak {} at the member", member.peak());
-    }
-    eventually("the queue empties", || async {
-        queue_len(admin, "p").await == 0
-    })
-    .await;
-    let pool = pool_stats(admin, "p").await;
-    assert_eq!(pool["queue"]["max"], 8, "{pool}");
     assert!(
         pool["queue"]["time_max_seconds"].as_f64().unwrap_or(0.0) > 0.0,
         "{pool}"
@@ -221,7 +277,26 @@ async fn the_limit_holds_at_the_member_and_waiters_go_in_order(rt: &str) {
             .unwrap_or(0.0)
             > 0.0
     );
-    assert_eq!(member.peak(), 2);
+}
+
+/// The oracle: HAProxy with `maxconn 2` on the server and `timeout queue`
+/// does the same as lbd in [`two_at_a_time_in_order`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_queues_the_same_way() {
+    let member = Holder::start().await;
+    let (stats, bind) = (free_addr(), free_addr());
+    let cfg = format!(
+        "global\n  maxconn 1000\n\
+         defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  \
+         timeout server 60s\n  timeout queue 60s\n\
+         frontend stats\n  mode http\n  bind {stats}\n  stats enable\n  stats uri /stats\n\
+         listen p\n  bind {bind}\n  server m {} maxconn 2\n",
+        member.addr
+    );
+    let Some(_haproxy) = common::haproxy::Haproxy::start(&cfg, bind).await else {
+        return;
+    };
+    two_at_a_time_in_order(bind, &member, &QueueStats::Haproxy(stats)).await;
 }
 
 /// A short `queue_timeout` resets the clients that waited too long, and
