@@ -57,6 +57,10 @@ struct Cli {
     /// The lbd binary of the `lbd-old` column (e.g. built from the commit before a change)
     #[arg(long)]
     lbd_old: Option<PathBuf>,
+    /// Give the lbd and lbd-epoll columns' http members `max_connections = N` (not lbd-old):
+    /// with N above the load, the cost of a limit that is never reached
+    #[arg(long)]
+    lbd_max_connections: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -82,6 +86,7 @@ struct Options {
     out: PathBuf,
     lbd: Option<PathBuf>,
     lbd_old: Option<PathBuf>,
+    lbd_max_connections: Option<u32>,
 }
 
 impl Options {
@@ -110,6 +115,7 @@ impl Options {
             out: cli.out.unwrap_or_else(bench::cli::default_results_dir),
             lbd: cli.lbd,
             lbd_old: cli.lbd_old,
+            lbd_max_connections: cli.lbd_max_connections,
         }
     }
 }
@@ -340,8 +346,17 @@ fn run_variant(
             Kind::LbdOld => opts.lbd_old.as_deref(),
             _ => lbd,
         };
-        let p = Proxy::start(kind, pair, &upstreams, &root, bin, layout.proxy, &logs)
-            .with_context(|| format!("starting {}", kind.name()))?;
+        let p = Proxy::start(
+            kind,
+            pair,
+            &upstreams,
+            &root,
+            bin,
+            layout.proxy,
+            &logs,
+            opts.lbd_max_connections,
+        )
+        .with_context(|| format!("starting {}", kind.name()))?;
         scenarios::check_http(p.http_port).with_context(|| {
             format!(
                 "{} does not serve {}\n{}",

@@ -71,7 +71,15 @@ pub struct Upstreams {
 pub const WEIGHTS_BASE: [u32; 3] = [1, 1, 1];
 pub const WEIGHTS_ALT: [u32; 3] = [1, 2, 1];
 
-pub fn render_lbd(http_port: u16, iperf_port: u16, up: &Upstreams, weights: &[u32]) -> String {
+/// lbd's config; `member_limit` adds `max_connections` to the `http`
+/// members (`--lbd-max-connections`).
+pub fn render_lbd(
+    http_port: u16,
+    iperf_port: u16,
+    up: &Upstreams,
+    weights: &[u32],
+    member_limit: Option<u32>,
+) -> String {
     let mut s = String::from(
         "# lbd bench: one worker (--workers 1); `http` -> 3 nginx backends, `iperf` -> iperf3\n\
          [global]\ndrain_timeout = \"1s\"\n",
@@ -90,6 +98,9 @@ pub fn render_lbd(http_port: u16, iperf_port: u16, up: &Upstreams, weights: &[u3
             s,
             "\n[[pool.member]]\naddress = \"127.0.0.1\"\nport = {port}\nweight = {w}\n"
         );
+        if let Some(limit) = member_limit {
+            let _ = writeln!(s, "max_connections = {limit}");
+        }
     }
     let _ = write!(
         s,
@@ -195,6 +206,8 @@ pub struct Proxy {
     guard: Option<Guard>,
     /// lbd's runtime as it logged it (`io_uring` or `epoll`).
     pub runtime: Option<String>,
+    /// `max_connections` on the `http` members (lbd and lbd-epoll only).
+    member_limit: Option<u32>,
 }
 
 impl Proxy {
@@ -208,6 +221,7 @@ impl Proxy {
         lbd: Option<&Path>,
         pin: Pin,
         logs: &Path,
+        member_limit: Option<u32>,
     ) -> Result<Proxy> {
         let dir = root.join(kind.name());
         fs::create_dir_all(&dir)?;
@@ -233,6 +247,7 @@ impl Proxy {
             logs: logs.to_path_buf(),
             guard: None,
             runtime: None,
+            member_limit: member_limit.filter(|_| matches!(kind, Kind::Lbd | Kind::LbdEpoll)),
         };
         if kind != Kind::Direct {
             p.write_config(&WEIGHTS_BASE)?;
@@ -245,7 +260,9 @@ impl Proxy {
         let (h, i, up) = (self.http_port, self.iperf_port, &self.upstreams);
         match self.kind {
             Kind::Direct => String::new(),
-            Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld => render_lbd(h, i, up, weights),
+            Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld => {
+                render_lbd(h, i, up, weights, self.member_limit)
+            }
             Kind::Haproxy => render_haproxy(h, i, up, weights, false),
             Kind::HaproxySplice => render_haproxy(h, i, up, weights, true),
             Kind::Nginx => render_nginx(&self.dir, h, i, up, weights),
@@ -510,7 +527,7 @@ mod tests {
 
     #[test]
     fn lbd_config_shape() {
-        let c = render_lbd(18000, 18001, &up(), &WEIGHTS_ALT);
+        let c = render_lbd(18000, 18001, &up(), &WEIGHTS_ALT, None);
         assert_eq!(c.matches("[[listener]]").count(), 2);
         assert_eq!(c.matches("[[pool]]").count(), 2);
         assert_eq!(c.matches("[[pool.member]]").count(), 4);
@@ -520,6 +537,9 @@ mod tests {
         assert!(c.contains("bind = \"127.0.0.1:18000\""));
         assert!(c.contains("port = 17002\nweight = 2"));
         assert!(c.contains("port = 17004"));
+        assert!(!c.contains("max_connections"));
+        let limited = render_lbd(18000, 18001, &up(), &WEIGHTS_BASE, Some(100_000));
+        assert_eq!(limited.matches("max_connections = 100000").count(), 3);
     }
 
     #[test]

@@ -131,6 +131,15 @@ pub struct PoolSection {
     /// `[pool.health]`: active health checks of the members (none if absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSection>,
+    /// Clients waiting for a member slot at most; 0 (default): no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue: Option<i64>,
+    /// A duration; default: the listener's `member_connect`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_timeout: Option<String>,
+    /// A duration: ramp a member's weight up after it comes back up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<String>,
     /// `[[pool.member]]` tables.
     #[serde(default, rename = "member", skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberSection>,
@@ -150,6 +159,9 @@ pub struct MemberSection {
     pub weight: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<bool>,
+    /// Concurrent connections at most; 0 (default): no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<i64>,
     /// `"ready"` (default), `"drain"` or `"maint"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_state: Option<String>,
@@ -337,6 +349,9 @@ impl From<&Pool> for PoolSection {
             algorithm: Some(pool.algorithm.name().to_owned()),
             retries: Some(i64::from(pool.retries)),
             health: pool.health.as_ref().map(HealthSection::from),
+            max_queue: Some(i64::from(pool.max_queue.unwrap_or(0))),
+            queue_timeout: pool.queue_timeout.map(duration_text),
+            slow_start: pool.slow_start.map(duration_text),
             members: pool.members.iter().map(MemberSection::from).collect(),
         }
     }
@@ -349,6 +364,7 @@ impl From<&Member> for MemberSection {
             port: Some(i64::from(member.port)),
             weight: Some(i64::from(member.weight)),
             backup: Some(member.backup),
+            max_connections: Some(i64::from(member.max_connections.unwrap_or(0))),
             admin_state: Some(member.admin_state.name().to_owned()),
             monitor_address: member.monitor_address.map(|a| a.to_string()),
             monitor_port: member.monitor_port.map(i64::from),
@@ -503,12 +519,35 @@ mod tests {
         ] {
             let text = health_with(check)
                 + "[[pool.member]]\naddress = \"::1\"\nport = 6443\nadmin_state = \"maint\"\n\
-                   monitor_address = \"::2\"\nmonitor_port = 1\n";
+                   monitor_address = \"::2\"\nmonitor_port = 1\nmax_connections = 7\n";
             let config = valid(&text);
             let file = ConfigFile::from(&config);
             assert_eq!(validate(&file), Ok(config.clone()), "{check}");
             let text = toml::to_string(&file).expect("serializes");
             assert_eq!(from_toml_str(&text, "rendered").ok(), Some(config), "{text}");
+        }
+    }
+
+    #[test]
+    fn round_trip_queue_and_slow_start() {
+        for settings in [
+            "",
+            "max_queue = 5",
+            "queue_timeout = \"250ms\"\nslow_start = \"1m 30s\"",
+        ] {
+            let text = pool_with(
+                settings,
+                &[
+                    "address = \"10.0.0.1\"\nport = 80\nmax_connections = 3",
+                    "address = \"10.0.0.2\"\nport = 80",
+                ],
+            );
+            let config = valid(&text);
+            assert_eq!(
+                validate(&ConfigFile::from(&config)),
+                Ok(config),
+                "{settings}"
+            );
         }
     }
 

@@ -189,7 +189,25 @@ pub struct Pool {
     pub retries: u32,
     /// Active health checks; `None`: members are not checked (`no_check`).
     pub health: Option<HealthCheck>,
+    /// Clients that may wait for a member with a free slot (members'
+    /// `max_connections`); `None`: no limit (HAProxy `maxqueue 0`), the
+    /// listeners' `connection_limit` bounds it.
+    pub max_queue: Option<u32>,
+    /// How long a client may wait in the queue; `None`: the listener's
+    /// `member_connect` (HAProxy: `timeout queue` defaults to `timeout connect`).
+    pub queue_timeout: Option<Duration>,
+    /// After a member comes back up, its weight (and `max_connections`)
+    /// ramp up over this long (HAProxy `slowstart`); `None`: at once.
+    pub slow_start: Option<Duration>,
     pub members: Vec<Member>,
+}
+
+impl Pool {
+    /// Whether any member has a `max_connections` limit: only then can
+    /// clients queue, and only then does the data path look at limits.
+    pub fn has_limits(&self) -> bool {
+        self.members.iter().any(|m| m.max_connections.is_some())
+    }
 }
 
 /// `[pool.health]`: how and how often every member of a pool is checked.
@@ -366,6 +384,10 @@ pub struct Member {
     pub weight: u32,
     /// Used only when no non-backup member is usable.
     pub backup: bool,
+    /// Concurrent connections (connects in progress included) this member
+    /// takes at most; over it new clients wait in the pool's queue.
+    /// `None`: no limit (HAProxy `maxconn 0`).
+    pub max_connections: Option<u32>,
     pub admin_state: AdminState,
     /// Where health checks go, when not to `address`/`port` (Octavia
     /// `monitor_address`, `monitor_port`).

@@ -6,7 +6,8 @@
 //!
 //! 1. at the bottom, what everything may use: [`events`] (member events),
 //!    [`fault`] (test fault injection), [`state`] (lock-free counters and
-//!    member state), [`sockets`], [`runtime`] (the seam to io_uring or
+//!    member state), [`queue`] (a pool's queue of clients waiting for a
+//!    member slot), [`sockets`], [`runtime`] (the seam to io_uring or
 //!    epoll), [`balance`] (the algorithms), [`tls`], [`limits`], [`pidfile`];
 //! 2. [`snapshot`]: one config generation as the workers read it;
 //! 3. [`context`]: [`context::Shared`], what workers, control and services
@@ -31,6 +32,7 @@ pub mod memory;
 pub mod pick;
 pub mod pidfile;
 pub mod proxy;
+pub mod queue;
 pub mod runtime;
 pub mod server;
 pub mod service;

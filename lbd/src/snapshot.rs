@@ -4,17 +4,19 @@
 //! Building a snapshot from a new config and the previous snapshot carries
 //! over what must survive a reload: listening sockets whose `bind` did not
 //! change (so no connection is ever refused during a reload), listener state
-//! by listener name and member state by pool name and address (counters,
-//! active connections, health). Cost depends on the config size only, never
+//! by listener name, a pool's queue by pool name, and member state by pool
+//! name and address (counters, active connections, health, slow start). Cost depends on the config size only, never
 //! on the number of established connections.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use lbd_config::{Config, HealthCheck};
 
 use crate::balance::{PlanMember, PoolPlan};
+use crate::queue::PoolQueue;
 use crate::sockets::ListenerSockets;
 use crate::state::{ListenerState, MemberState};
 
@@ -42,6 +44,16 @@ pub struct PoolRt {
     pub health: Option<Arc<HealthCheck>>,
     pub plan: Arc<PoolPlan>,
     pub members: Vec<MemberRt>,
+    /// Whether a member has `max_connections`: only then are limits
+    /// looked at and can clients queue.
+    pub limited: bool,
+    /// Clients waiting for a member slot; kept across reloads by pool name.
+    pub queue: Arc<PoolQueue>,
+    pub max_queue: Option<u32>,
+    /// `None`: the listener's `member_connect`.
+    pub queue_timeout: Option<Duration>,
+    /// Slow start in milliseconds; 0: none.
+    pub slow_start_ms: u64,
 }
 
 pub struct MemberRt {
@@ -242,6 +254,11 @@ fn build_pool(p: &lbd_config::Pool, prev: Option<&Snapshot>, workers: usize) -> 
         health: p.health.clone().map(Arc::new),
         plan,
         members,
+        limited: p.has_limits(),
+        queue: old_pool.map_or_else(|| Arc::new(PoolQueue::new()), |op| Arc::clone(&op.queue)),
+        max_queue: p.max_queue,
+        queue_timeout: p.queue_timeout,
+        slow_start_ms: p.slow_start.map_or(0, |d| (d.as_millis() as u64).max(1)),
     }
 }
 

@@ -288,7 +288,17 @@ pub const PASSIVE_BACKOFF_MAX: Duration = Duration::from_secs(16);
 ///
 ///   clear --a failed connect--> skipped for 1 s, doubling per failure up to 16 s
 ///   skipped --a successful connect, or the member comes Up--> clear
+///
+/// slow start (pools with `slow_start`; see `balance::slow_start`):
+///
+///   Down --WentUp--> ramping: weight and max_connections grow over slow_start
+///   Maint --leaving maint--> ramping the same way
+///   (never at start or for a member a reload adds)
 /// ```
+///
+/// With `max_connections`, a connection holds one of the member's slots
+/// (`active`) from before its connect until it closes; slots are taken with
+/// [`MemberState::try_take`], which never lets `active` pass the limit.
 ///
 /// New connections go to members that are Up, Ready, not skipped, with a
 /// weight above 0 (when every member is skipped, the skip is ignored; a
@@ -321,6 +331,10 @@ pub struct MemberState {
     pub went_down: AtomicU64,
     /// `now_ms()` before which new connections avoid this member.
     skip_until_ms: AtomicU64,
+    /// `now_ms()` (at least 1) when the member last came back into service
+    /// (health up again, or out of maint): where slow start ramps from.
+    /// 0: it never came back (as at start).
+    back_since_ms: AtomicU64,
     record: Mutex<CheckRecord>,
     pub counters: PerWorker<MemberCounters>,
 }
@@ -339,6 +353,7 @@ impl MemberState {
             check_failures: AtomicU64::new(0),
             went_down: AtomicU64::new(0),
             skip_until_ms: AtomicU64::new(0),
+            back_since_ms: AtomicU64::new(0),
             record: Mutex::new(CheckRecord {
                 last: None,
                 changed_at: Instant::now(),
@@ -374,7 +389,43 @@ impl MemberState {
         if state == AdminState::Maint && old != AdminState::Maint {
             self.confirmed.store(false, Relaxed);
         }
+        if old == AdminState::Maint && state != AdminState::Maint {
+            self.came_back();
+        }
         old
+    }
+
+    /// When the member last came back into service (`now_ms()`, at least
+    /// 1), or 0 if it never did: where slow start ramps from.
+    #[inline]
+    pub fn back_since_ms(&self) -> u64 {
+        self.back_since_ms.load(Relaxed)
+    }
+
+    fn came_back(&self) {
+        self.back_since_ms.store(now_ms().max(1), Relaxed);
+    }
+
+    /// Takes one of the member's connection slots if fewer than `limit`
+    /// are taken, with one compare-and-swap on `active` (retried only when
+    /// another connection changed it meanwhile): `active` never exceeds
+    /// `limit`, across all workers, without a lock. The slot is given back
+    /// when the returned guard is dropped.
+    #[inline]
+    pub fn try_take(self: &Arc<Self>, limit: u64) -> Option<Slot<MemberState>> {
+        let mut current = self.active.load(Relaxed);
+        loop {
+            if current >= limit {
+                return None;
+            }
+            match self
+                .active
+                .compare_exchange_weak(current, current + 1, Relaxed, Relaxed)
+            {
+                Ok(_) => return Some(Slot(Arc::clone(self))),
+                Err(now) => current = now,
+            }
+        }
     }
 
     /// Whether the member's pool has health checks. A member whose pool
@@ -540,6 +591,7 @@ impl MemberState {
                     .compare_exchange(Health::Down as u8, Health::Up as u8, Relaxed, Relaxed)
                     .is_ok();
                 if went {
+                    self.came_back();
                     self.touch_changed();
                     Transition::WentUp
                 } else {
@@ -732,6 +784,58 @@ mod tests {
             "unchecked pools cannot stay down"
         );
         assert!(m.takes_new_connections(0, false));
+    }
+
+    #[test]
+    fn slots_never_pass_the_limit_across_threads() {
+        let m = Arc::new(MemberState::new(4));
+        let peak = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (m, peak) = (Arc::clone(&m), Arc::clone(&peak));
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        if let Some(slot) = m.try_take(3) {
+                            peak.fetch_max(m.active.load(Relaxed), Relaxed);
+                            drop(slot);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert!(peak.load(Relaxed) <= 3, "peak {}", peak.load(Relaxed));
+        assert_eq!(m.active.load(Relaxed), 0, "every slot came back");
+        let a = m.try_take(1).expect("a free slot");
+        assert!(m.try_take(1).is_none(), "full");
+        drop(a);
+        assert!(m.try_take(1).is_some());
+    }
+
+    #[test]
+    fn coming_back_starts_slow_start_but_appearing_does_not() {
+        let m = MemberState::new(1);
+        m.set_checked(true);
+        assert_eq!(check(&m, true), Transition::Confirmed);
+        assert_eq!(m.back_since_ms(), 0, "a new member does not ramp");
+        for _ in 0..3 {
+            check(&m, false);
+        }
+        assert_eq!(m.back_since_ms(), 0, "down");
+        check(&m, true);
+        assert_eq!(check(&m, true), Transition::WentUp);
+        let back = m.back_since_ms();
+        assert!(back >= 1);
+        m.set_admin(AdminState::Drain);
+        m.set_admin(AdminState::Ready);
+        assert_eq!(m.back_since_ms(), back, "drain is no return");
+        m.set_admin(AdminState::Maint);
+        assert_eq!(m.back_since_ms(), back);
+        std::thread::sleep(Duration::from_millis(2));
+        m.set_admin(AdminState::Ready);
+        assert!(m.back_since_ms() > back, "out of maint");
     }
 
     #[test]

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use super::fields::{
-    expected_list, int_field, int_in_range, ip_field, lookup, ConfigError, Names, Scope,
+    duration_field, expected_list, int_field, int_in_range, ip_field, lookup, ConfigError, Names,
+    Scope,
 };
 use super::health::validate_health;
 use crate::file::{MemberSection, PoolSection};
@@ -14,6 +15,10 @@ use crate::model::{
 
 /// Largest accepted pool `retries`.
 pub const MAX_RETRIES: u32 = 100;
+
+/// Largest accepted member `max_connections` and pool `max_queue` (a
+/// listener's `connection_limit` cannot be higher either).
+pub const MAX_MEMBER_LIMIT: u32 = super::listener::MAX_CONNECTION_LIMIT;
 
 /// Checks every `[[pool]]`; returns those that are fully valid.
 pub(super) fn validate_pools(sections: &[PoolSection], errors: &mut Vec<ConfigError>) -> Vec<Pool> {
@@ -34,20 +39,63 @@ pub(super) fn validate_pools(sections: &[PoolSection], errors: &mut Vec<ConfigEr
             Some(h) => validate_health(&mut scope.child("health"), h).map(Some),
             None => Some(None),
         };
+        let max_queue = unlimited_or(&mut scope, "max_queue", section.max_queue);
+        let queue_timeout = optional_duration(&mut scope, "queue_timeout", &section.queue_timeout);
+        let slow_start = optional_duration(&mut scope, "slow_start", &section.slow_start);
         let members = validate_members(&mut scope, &section.members);
-        if let (Some(name), Some(algorithm), Some(retries), Some(health), Some(members)) =
-            (name, algorithm, retries, health, members)
-        {
+        if let (
+            Some(name),
+            Some(algorithm),
+            Some(retries),
+            Some(health),
+            Some(max_queue),
+            Some(queue_timeout),
+            Some(slow_start),
+            Some(members),
+        ) = (
+            name,
+            algorithm,
+            retries,
+            health,
+            max_queue,
+            queue_timeout,
+            slow_start,
+            members,
+        ) {
             pools.push(Pool {
                 name,
                 algorithm,
                 retries,
                 health,
+                max_queue,
+                queue_timeout,
+                slow_start,
                 members,
             });
         }
     }
     pools
+}
+
+/// A count where 0 (and absence) means no limit, as in HAProxy's `maxconn`
+/// and `maxqueue`: `Some(None)` for no limit, `None` if out of range
+/// (reported).
+fn unlimited_or(scope: &mut Scope, field: &str, value: Option<i64>) -> Option<Option<u32>> {
+    let limit = int_field(scope, field, value, 0..=MAX_MEMBER_LIMIT, 0)?;
+    Some((limit > 0).then_some(limit))
+}
+
+/// A duration field without a default: `Some(None)` when absent, `None`
+/// if invalid (reported).
+fn optional_duration(
+    scope: &mut Scope,
+    field: &str,
+    value: &Option<String>,
+) -> Option<Option<std::time::Duration>> {
+    match value.as_deref() {
+        None => Some(None),
+        Some(text) => duration_field(scope, field, Some(text), std::time::Duration::ZERO).map(Some),
+    }
 }
 
 /// `algorithm`: one of [`Algorithm::ALL`], default round robin.
@@ -105,6 +153,7 @@ fn validate_member(
         0..=MAX_WEIGHT,
         DEFAULT_WEIGHT,
     );
+    let max_connections = unlimited_or(scope, "max_connections", section.max_connections);
     let admin_state = admin_state_field(scope, section.admin_state.as_deref());
     let monitor_address = match section.monitor_address.as_deref() {
         Some(text) => ip_field(scope, "monitor_address", text).map(Some),
@@ -122,6 +171,7 @@ fn validate_member(
         port: port?,
         weight: weight?,
         backup: section.backup.unwrap_or(false),
+        max_connections: max_connections?,
         admin_state: admin_state?,
         monitor_address: monitor_address?,
         monitor_port: monitor_port?,
@@ -345,6 +395,58 @@ mod tests {
                  (hostnames are not resolved)",
                 "pool \"api\": member 1: monitor_port 0 out of range (1-65535)",
             ]
+        );
+    }
+
+    #[test]
+    fn member_limits_queue_and_slow_start() {
+        let config = valid(&pool_with(
+            "max_queue = 100\nqueue_timeout = \"2s\"\nslow_start = \"30s\"",
+            &[
+                "address = \"10.0.0.1\"\nport = 80\nmax_connections = 512",
+                "address = \"10.0.0.2\"\nport = 80\nmax_connections = 0",
+                "address = \"10.0.0.3\"\nport = 80",
+            ],
+        ));
+        let pool = &config.pools[0];
+        assert_eq!(pool.max_queue, Some(100));
+        assert_eq!(pool.queue_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(pool.slow_start, Some(Duration::from_secs(30)));
+        let limits: Vec<_> = pool.members.iter().map(|m| m.max_connections).collect();
+        assert_eq!(limits, [Some(512), None, None], "0 is HAProxy's 'no limit'");
+        assert!(pool.has_limits());
+
+        // Defaults: no limits, an unbounded queue, the listener's
+        // member_connect for the queue, no slow start.
+        let plain = valid(&pool_with("", &["address = \"10.0.0.1\"\nport = 80"]));
+        let pool = &plain.pools[0];
+        assert_eq!(
+            (pool.max_queue, pool.queue_timeout, pool.slow_start),
+            (None, None, None)
+        );
+        assert!(!pool.has_limits());
+        let zero = valid(&pool_with("max_queue = 0", &[]));
+        assert_eq!(zero.pools[0].max_queue, None);
+    }
+
+    #[test]
+    fn member_limits_queue_and_slow_start_errors() {
+        assert_eq!(
+            invalid(&pool_with(
+                "max_queue = -1\nqueue_timeout = \"0s\"\nslow_start = \"soon\"",
+                &["address = \"10.0.0.1\"\nport = 80\nmax_connections = 10000001"],
+            )),
+            [
+                "pool \"api\": max_queue -1 out of range (0-10000000)",
+                "pool \"api\": queue_timeout \"0s\" must be greater than zero",
+                "pool \"api\": slow_start \"soon\" is not a duration (e.g. \"30s\", \"500ms\", \
+                 \"2m\"): expected number at 0",
+                "pool \"api\": member 1: max_connections 10000001 out of range (0-10000000)",
+            ]
+        );
+        assert_eq!(
+            invalid(&pool_with("queue_timeout = \"31days\"", &[])),
+            ["pool \"api\": queue_timeout \"31days\" is too long (at most 30days)"]
         );
     }
 }

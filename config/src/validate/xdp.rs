@@ -122,6 +122,21 @@ pub(super) fn fast_path_rules(
                 pool.name
             ));
         }
+        // The kernel program balances on a fixed table: it can neither
+        // hold a member to a limit nor ramp a weight.
+        if let Some(pool) = pool.filter(|p| p.has_limits()) {
+            scope.error(format!(
+                "pool {:?} has members with max_connections, which fast_path \"xdp\" cannot \
+                 enforce",
+                pool.name
+            ));
+        }
+        if let Some(pool) = pool.filter(|p| p.slow_start.is_some()) {
+            scope.error(format!(
+                "pool {:?} has slow_start, which fast_path \"xdp\" does not do",
+                pool.name
+            ));
+        }
     }
 }
 
@@ -179,6 +194,19 @@ mod tests {
                 "xdp: interface \"eth0\" is listed twice",
                 "xdp: interface \"averyveryverylongname\" is not a valid interface name (1-15 characters, no '/', ':' or spaces)",
                 "xdp: snat_address \"::1\" is not an IPv4 address (the fast path is IPv4 only)"
+            ]
+        );
+        let limited = format!(
+            "{xdp}[[listener]]\nname = \"l\"\nbind = \"10.0.0.1:80\"\npool = \"p\"\n\
+             fast_path = \"xdp\"\n[[pool]]\nname = \"p\"\nslow_start = \"10s\"\n\
+             [[pool.member]]\naddress = \"10.0.0.2\"\nport = 80\nmax_connections = 5\n"
+        );
+        assert_eq!(
+            invalid(&limited),
+            [
+                "listener \"l\": pool \"p\" has members with max_connections, which fast_path \
+                 \"xdp\" cannot enforce",
+                "listener \"l\": pool \"p\" has slow_start, which fast_path \"xdp\" does not do",
             ]
         );
         assert_eq!(

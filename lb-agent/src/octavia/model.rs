@@ -476,6 +476,7 @@ fn render_pool(tree: &LbTree, pool: &Pool) -> Result<(PoolSection, Option<String
             retries: Some(RETRIES),
             health,
             members,
+            ..Default::default()
         },
         proxy_protocol,
     ))
@@ -492,6 +493,7 @@ fn render_member(member: &Member) -> MemberSection {
         monitor_port: member.monitor_port.map(i64::from),
         id: Some(member.id.clone()),
         name: member.name.clone().filter(|n| !n.is_empty()),
+        ..Default::default()
     }
 }
 

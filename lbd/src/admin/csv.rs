@@ -18,10 +18,12 @@ current_sessions,max_sessions,session_limit,connections_total,sessions_total,ses
 bytes_in_total,bytes_out_total,denied_total,limit_hits_total,no_member_total,\
 connect_errors_total,retries_total,\
 check_passed,check_result,check_duration_seconds,check_failures_total,down_transitions_total,\
-seconds_since_change";
+seconds_since_change,\
+queue_current,queue_max,queue_limit,queue_time_average_seconds,queue_time_max_seconds,\
+queue_timeouts_total,queue_full_total,max_connections,current_weight";
 
 /// Number of columns in [`HEADER`].
-const COLUMNS: usize = 34;
+const COLUMNS: usize = 43;
 
 /// One header line, then one line per listener, pool and member (a `type`
 /// column: listener|pool|member), RFC 4180 quoting.
@@ -86,6 +88,14 @@ fn pool(p: &PoolStats) -> Row {
     r[22] = p.bytes_out_total.to_string();
     r[26] = p.connect_errors_total.to_string();
     r[27] = p.retries_total.to_string();
+    let q = &p.queue;
+    r[34] = q.current.to_string();
+    r[35] = q.max.to_string();
+    r[36] = q.limit.map(|l| l.to_string()).unwrap_or_default();
+    r[37] = decimal(q.time_average_seconds);
+    r[38] = decimal(q.time_max_seconds);
+    r[39] = q.timeouts_total.to_string();
+    r[40] = q.full_total.to_string();
     r
 }
 
@@ -116,6 +126,8 @@ fn member(p: &PoolStats, m: &MemberStats) -> Row {
     r[31] = m.check_failures_total.to_string();
     r[32] = m.down_transitions_total.to_string();
     r[33] = decimal(m.seconds_since_change);
+    r[41] = m.max_connections.map(|l| l.to_string()).unwrap_or_default();
+    r[42] = m.current_weight.to_string();
     r
 }
 
@@ -185,7 +197,9 @@ mod tests {
              session_limit,connections_total,sessions_total,session_rate,bytes_in_total,\
              bytes_out_total,denied_total,limit_hits_total,no_member_total,connect_errors_total,\
              retries_total,check_passed,check_result,check_duration_seconds,check_failures_total,\
-             down_transitions_total,seconds_since_change"
+             down_transitions_total,seconds_since_change,queue_current,queue_max,queue_limit,\
+             queue_time_average_seconds,queue_time_max_seconds,queue_timeouts_total,\
+             queue_full_total,max_connections,current_weight"
         );
         assert_eq!(HEADER.split(',').count(), COLUMNS);
     }
@@ -256,6 +270,15 @@ mod tests {
         let m = find("member", "web-1");
         assert_eq!(m[col("member_id")], "6f0c2b1e-9d1a-4c55-8f0e-2d7b9f3a1c01");
         assert_eq!(m[col("check_duration_seconds")], "0.003000");
+        assert_eq!(m[col("max_connections")], "17");
+        assert_eq!(m[col("current_weight")], "4");
+        let pool = find("pool", "web");
+        assert_eq!(pool[col("queue_current")], "2");
+        assert_eq!(pool[col("queue_max")], "9");
+        assert_eq!(pool[col("queue_limit")], "50");
+        assert_eq!(pool[col("queue_time_average_seconds")], "0.042");
+        assert_eq!(pool[col("queue_timeouts_total")], "5");
+        assert_eq!(find("pool", "api")[col("queue_limit")], "");
     }
 
     #[test]

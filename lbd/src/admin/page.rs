@@ -263,6 +263,7 @@ fn pool_section(out: &mut String, p: &PoolStats) {
         "<div><dt>Members</dt><dd>{} ({counts})</dd></div>",
         p.members.len()
     );
+    queue_meta(out, p);
     out.push_str("</dl>\n");
 
     if p.members.is_empty() {
@@ -350,12 +351,23 @@ fn member_row(out: &mut String, m: &MemberStats) {
         "<td class=\"state state-{status}\"><span class=\"badge\">{}</span></td>",
         status_label(m.status)
     );
-    w!(
-        out,
-        "<td class=\"num{}\">{}</td>",
-        if m.weight == 0 { " dim" } else { "" },
-        m.weight
-    );
+    if m.current_weight != m.weight {
+        w!(
+            out,
+            "<td class=\"num warn\" title=\"slow start: {} of {}\">{}/{}</td>",
+            m.current_weight,
+            m.weight,
+            m.current_weight,
+            m.weight
+        );
+    } else {
+        w!(
+            out,
+            "<td class=\"num{}\">{}</td>",
+            if m.weight == 0 { " dim" } else { "" },
+            m.weight
+        );
+    }
     out.push_str(if m.backup {
         "<td><span class=\"tag\">backup</span></td>"
     } else {
@@ -366,12 +378,20 @@ fn member_row(out: &mut String, m: &MemberStats) {
         "<td class=\"admin-{a}\">{a}</td>",
         a = esc(m.admin_state)
     );
-    w!(
-        out,
-        "<td class=\"num\">{}</td><td class=\"num\">{}</td>",
-        m.current_sessions,
-        m.sessions_total
-    );
+    match m.max_connections {
+        Some(limit) => w!(
+            out,
+            "<td class=\"num{}\" title=\"max_connections {limit}\">{}/{limit}</td>",
+            if m.current_sessions >= u64::from(limit) {
+                " warn"
+            } else {
+                ""
+            },
+            m.current_sessions
+        ),
+        None => w!(out, "<td class=\"num\">{}</td>", m.current_sessions),
+    }
+    w!(out, "<td class=\"num\">{}</td>", m.sessions_total);
     count_cell(out, m.connect_errors_total, "bad");
     count_cell(out, m.retries_total, "warn");
     bytes_cell(out, m.bytes_in_total);
@@ -418,6 +438,31 @@ fn bytes_cell(out: &mut String, n: u64) {
 }
 
 /// A counter of bad things: dimmed at 0, highlighted with `class` above.
+/// The queue of clients waiting for a member slot, for pools whose members
+/// have limits (or that ever queued).
+fn queue_meta(out: &mut String, p: &PoolStats) {
+    let q = &p.queue;
+    let limited = p.members.iter().any(|m| m.max_connections.is_some());
+    if !limited && q.max == 0 {
+        return;
+    }
+    let limit = q
+        .limit
+        .map_or("no limit".to_owned(), |l| format!("max {l}"));
+    w!(
+        out,
+        "<div><dt>Queue</dt><dd{}>{} waiting ({limit}; peak {}; avg wait {:.3} s, longest {:.3} s; \
+         {} timed out, {} refused full)</dd></div>",
+        if q.current > 0 { " class=\"warn\"" } else { "" },
+        q.current,
+        q.max,
+        q.time_average_seconds,
+        q.time_max_seconds,
+        q.timeouts_total,
+        q.full_total
+    );
+}
+
 fn count_cell(out: &mut String, n: u64, class: &str) {
     if n == 0 {
         out.push_str("<td class=\"num dim\">0</td>");
@@ -529,7 +574,9 @@ pub(crate) fn sample() -> Stats {
             status,
             admin_state,
             weight: 1,
+            current_weight: 1,
             backup: false,
+            max_connections: None,
             current_sessions: 0,
             sessions_total: 0,
             connect_errors_total: 0,
@@ -553,6 +600,8 @@ pub(crate) fn sample() -> Stats {
         MemberStats {
             id: Some("6f0c2b1e-9d1a-4c55-8f0e-2d7b9f3a1c01".into()),
             weight: 10,
+            current_weight: 4,
+            max_connections: Some(17),
             current_sessions: 17,
             sessions_total: 48_213,
             bytes_in_total: 1_258_291,
@@ -563,6 +612,7 @@ pub(crate) fn sample() -> Stats {
         },
         MemberStats {
             weight: 10,
+            current_weight: 10,
             sessions_total: 12_001,
             connect_errors_total: 37,
             retries_total: 37,
@@ -576,6 +626,7 @@ pub(crate) fn sample() -> Stats {
         },
         MemberStats {
             weight: 5,
+            current_weight: 5,
             current_sessions: 3,
             sessions_total: 9_870,
             bytes_in_total: 880_000,
@@ -592,6 +643,7 @@ pub(crate) fn sample() -> Stats {
         },
         MemberStats {
             weight: 10,
+            current_weight: 10,
             sessions_total: 4_410,
             bytes_in_total: 1_000,
             bytes_out_total: 20_000,
@@ -721,7 +773,18 @@ pub(crate) fn sample() -> Stats {
             },
         ],
         pools: vec![
-            pool("web", "round_robin", Some("http"), 1, 0, web),
+            super::stats::PoolStats {
+                queue: super::stats::QueueStats {
+                    current: 2,
+                    max: 9,
+                    limit: Some(50),
+                    time_average_seconds: 0.042,
+                    time_max_seconds: 1.3,
+                    timeouts_total: 5,
+                    full_total: 0,
+                },
+                ..pool("web", "round_robin", Some("http"), 1, 0, web)
+            },
             pool("api", "least_connections", None, 2, 1, api),
         ],
     }
@@ -735,6 +798,22 @@ mod tests {
     use std::time::{Duration, Instant};
 
     const WEIRD: &str = r#"<script>alert("x, y")</script>"#;
+
+    #[test]
+    fn limits_slow_start_and_the_queue_are_shown() {
+        let page = render(&sample(), None);
+        assert!(
+            page.contains("title=\"max_connections 17\">17/17</td>"),
+            "{page}"
+        );
+        assert!(page.contains("title=\"slow start: 4 of 10\">4/10</td>"));
+        assert!(page.contains("<dt>Queue</dt><dd class=\"warn\">2 waiting (max 50; peak 9;"));
+        assert_eq!(
+            page.matches("<dt>Queue</dt>").count(),
+            1,
+            "only where members have limits"
+        );
+    }
 
     #[test]
     fn every_member_row_with_its_state() {

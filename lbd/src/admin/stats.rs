@@ -10,9 +10,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::balance::slow_start;
 use crate::context::Shared;
+use crate::pick::ramp;
 use crate::snapshot::{ListenerRt, MemberRt, PoolRt};
-use crate::state::{MemberCounters, Status};
+use crate::state::{now_ms, MemberCounters, Status};
 
 /// Everything at one moment. Serialized as `/stats.json`.
 #[derive(Debug, Clone, Serialize)]
@@ -136,9 +138,34 @@ pub struct PoolStats {
     pub sessions_total: u64,
     pub bytes_in_total: u64,
     pub bytes_out_total: u64,
+    /// Failed connects to the members, plus clients that timed out in the
+    /// queue (HAProxy counts those in the backend's `econ` too).
     pub connect_errors_total: u64,
     pub retries_total: u64,
+    /// Clients waiting for a member slot (`max_connections`).
+    pub queue: QueueStats,
     pub members: Vec<MemberStats>,
+}
+
+/// A pool's queue of clients waiting for a member slot, under HAProxy's
+/// names in the comments.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueStats {
+    /// Waiting now (`qcur`).
+    pub current: u64,
+    /// The most that waited at once (`qmax`).
+    pub max: u64,
+    /// `max_queue`; `None`: no limit.
+    pub limit: Option<u32>,
+    /// Average wait over the last 1024 connections to the pool, those that
+    /// did not wait counting 0 (`qtime`, in seconds).
+    pub time_average_seconds: f64,
+    /// Longest wait of a client that got a slot (`qtime_max`).
+    pub time_max_seconds: f64,
+    /// Clients reset after waiting `queue_timeout`.
+    pub timeouts_total: u64,
+    /// Clients reset because `max_queue` clients were waiting.
+    pub full_total: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,7 +182,12 @@ pub struct MemberStats {
     /// `ready`, `drain` or `maint`.
     pub admin_state: &'static str,
     pub weight: u32,
+    /// The weight in force: `weight`, or less while slow start ramps it
+    /// after the member came back (HAProxy's `weight` column).
+    pub current_weight: u32,
     pub backup: bool,
+    /// `max_connections` (HAProxy `slim`); `None`: no limit.
+    pub max_connections: Option<u32>,
     pub current_sessions: u64,
     pub sessions_total: u64,
     pub connect_errors_total: u64,
@@ -272,10 +304,11 @@ fn listener_stats(
 }
 
 fn pool_stats(p: &PoolRt) -> PoolStats {
+    let now = now_ms();
     let members: Vec<MemberStats> = p
         .members
         .iter()
-        .map(|m| member_stats(m, server_label(p, m)))
+        .map(|m| member_stats(m, server_label(p, m), ramp(p, m, now)))
         .collect();
     let usable = |backup: bool| {
         p.members
@@ -284,13 +317,25 @@ fn pool_stats(p: &PoolRt) -> PoolStats {
             .filter(|m| matches!(m.state.status(), Status::Up | Status::NoCheck))
             .count()
     };
-    PoolStats::with_totals(
+    let mut stats = PoolStats::with_totals(
         p.name.clone(),
         p.plan.algorithm().name(),
         p.health.as_ref().map(|h| h.kind.name()),
         (usable(false), usable(true)),
         members,
-    )
+    );
+    let (time_average_seconds, time_max_seconds) = p.queue.queue_time(stats.sessions_total);
+    stats.queue = QueueStats {
+        current: p.queue.len() as u64,
+        max: p.queue.max_len() as u64,
+        limit: p.max_queue,
+        time_average_seconds,
+        time_max_seconds,
+        timeouts_total: p.queue.timeouts.load(Relaxed),
+        full_total: p.queue.full.load(Relaxed),
+    };
+    stats.connect_errors_total += stats.queue.timeouts_total;
+    stats
 }
 
 impl PoolStats {
@@ -316,6 +361,7 @@ impl PoolStats {
             bytes_out_total: sum(|m| m.bytes_out_total),
             connect_errors_total: sum(|m| m.connect_errors_total),
             retries_total: sum(|m| m.retries_total),
+            queue: QueueStats::default(),
             members,
         }
     }
@@ -335,7 +381,8 @@ fn server_label(p: &PoolRt, m: &MemberRt) -> String {
     }
 }
 
-fn member_stats(m: &MemberRt, server: String) -> MemberStats {
+/// `ramp`: how far the member's slow start is, if it is ramping.
+fn member_stats(m: &MemberRt, server: String, ramp: Option<u64>) -> MemberStats {
     let s = &m.state;
     let c = &s.counters;
     let total = |f: fn(&MemberCounters) -> &std::sync::atomic::AtomicU64| c.sum(f);
@@ -348,7 +395,9 @@ fn member_stats(m: &MemberRt, server: String) -> MemberStats {
         status: s.status().name(),
         admin_state: s.admin().name(),
         weight: m.cfg.weight,
+        current_weight: slow_start::shown_weight(m.cfg.weight, ramp),
         backup: m.cfg.backup,
+        max_connections: m.cfg.max_connections,
         current_sessions: s.active.load(Relaxed),
         sessions_total: total(|c| &c.connections),
         connect_errors_total: total(|c| &c.connect_errors),

@@ -46,16 +46,17 @@ impl LeastConnections {
                 continue;
             }
             let active = status.active_connections(i);
+            let weight = status.weight(i, member.weight);
             let better = match best {
                 None => true,
                 // active / weight < best_active / best_weight
                 Some((_, best_active, best_weight)) => {
                     u128::from(active) * u128::from(best_weight)
-                        < u128::from(best_active) * u128::from(member.weight)
+                        < u128::from(best_active) * u128::from(weight)
                 }
             };
             if better {
-                best = Some((i, active, member.weight));
+                best = Some((i, active, weight));
             }
         }
 

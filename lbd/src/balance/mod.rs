@@ -36,6 +36,7 @@
 mod least_conn;
 mod maglev;
 mod round_robin;
+pub mod slow_start;
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -136,6 +137,31 @@ pub trait MemberStatus {
     fn usable(&self, index: usize) -> bool;
     /// Connections currently open to this member (least connections only).
     fn active_connections(&self, index: usize) -> u64;
+    /// The weight round robin and least connections use for this member,
+    /// given its `configured` weight: the same by default; a pool with
+    /// slow start scales all weights and ramps those of returning members
+    /// (see [`slow_start`]). Must be > 0 when `configured` is.
+    #[inline]
+    fn weight(&self, _index: usize, configured: u32) -> u32 {
+        configured
+    }
+    /// Whether this member would be usable but is at its connection limit.
+    /// A full non-backup member keeps the backups out, as HAProxy does
+    /// (backups serve when no active server is up, not when they are
+    /// busy): the connection waits for a slot instead.
+    #[inline]
+    fn full(&self, _index: usize) -> bool {
+        false
+    }
+}
+
+/// Whether the backup tier may be asked: no non-backup member is merely
+/// full (called only when no non-backup member could be picked).
+fn backups_may_serve(members: &[PlanMember], status: &impl MemberStatus) -> bool {
+    !members
+        .iter()
+        .enumerate()
+        .any(|(i, m)| !m.backup && m.weight > 0 && status.full(i))
 }
 
 /// Per-worker, per-pool mutable selection state (one per thread, never
@@ -179,19 +205,24 @@ impl Balancer {
     pub fn pick(&mut self, client: IpAddr, status: &impl MemberStatus) -> Option<usize> {
         let members = &self.plan.members[..];
         match &mut self.state {
-            State::RoundRobin(rr) => rr
-                .pick(members, false, status)
-                .or_else(|| rr.pick(members, true, status)),
-            State::LeastConnections(lc) => lc
-                .pick(members, false, status)
-                .or_else(|| lc.pick(members, true, status)),
+            State::RoundRobin(rr) => rr.pick(members, false, status).or_else(|| {
+                backups_may_serve(members, status)
+                    .then(|| rr.pick(members, true, status))
+                    .flatten()
+            }),
+            State::LeastConnections(lc) => lc.pick(members, false, status).or_else(|| {
+                backups_may_serve(members, status)
+                    .then(|| lc.pick(members, true, status))
+                    .flatten()
+            }),
             State::SourceIp(seen) => {
                 let tables = self.plan.maglev.as_ref()?;
                 let hash = lbd_select::client_hash(client);
-                tables
-                    .primary
-                    .lookup(hash, status, seen)
-                    .or_else(|| tables.backup.lookup(hash, status, seen))
+                tables.primary.lookup(hash, status, seen).or_else(|| {
+                    backups_may_serve(members, status)
+                        .then(|| tables.backup.lookup(hash, status, seen))
+                        .flatten()
+                })
             }
         }
     }
@@ -232,6 +263,10 @@ mod test_support {
     pub(super) struct Status {
         usable: Vec<bool>,
         active: Vec<u64>,
+        /// Usable but at the connection limit (then `usable` is false).
+        full: Vec<bool>,
+        /// Weights that replace the configured ones (slow start).
+        weights: Vec<Option<u32>>,
         calls: Cell<usize>,
     }
 
@@ -240,6 +275,8 @@ mod test_support {
             Status {
                 usable: vec![true; n],
                 active: vec![0; n],
+                full: vec![false; n],
+                weights: vec![None; n],
                 calls: Cell::new(0),
             }
         }
@@ -259,6 +296,16 @@ mod test_support {
             self.active[i] = active;
         }
 
+        /// Member `i` is at its connection limit.
+        pub(super) fn set_full(&mut self, i: usize) {
+            self.usable[i] = false;
+            self.full[i] = true;
+        }
+
+        pub(super) fn set_weight(&mut self, i: usize, weight: u32) {
+            self.weights[i] = Some(weight);
+        }
+
         pub(super) fn usable_calls(&self) -> usize {
             self.calls.get()
         }
@@ -272,6 +319,14 @@ mod test_support {
 
         fn active_connections(&self, index: usize) -> u64 {
             self.active[index]
+        }
+
+        fn weight(&self, index: usize, configured: u32) -> u32 {
+            self.weights[index].unwrap_or(configured)
+        }
+
+        fn full(&self, index: usize) -> bool {
+            self.full[index]
         }
     }
 }
@@ -396,6 +451,44 @@ mod tests {
             status.set_usable(0, true);
             let picked = pick(&mut b, &status);
             assert!(picked.iter().all(|&i| i == 0), "{algorithm:?}: {picked:?}");
+        }
+    }
+
+    #[test]
+    fn full_primaries_keep_backups_out() {
+        // HAProxy: backups serve when no active server is up, not when the
+        // active servers are busy; the connection waits for a slot.
+        for algorithm in ALL {
+            let mut b = balancer(algorithm, &[1, 1, 1], &[2]);
+            let mut status = Status::all_usable(3);
+            status.set_full(0);
+            assert_eq!(b.pick(CLIENT, &status), Some(1), "{algorithm:?}");
+            status.set_full(1);
+            assert_eq!(b.pick(CLIENT, &status), None, "{algorithm:?}");
+            let mut down = Status::all_usable(3);
+            down.set_usable(0, false);
+            down.set_usable(1, false);
+            assert_eq!(
+                b.pick(CLIENT, &down),
+                Some(2),
+                "{algorithm:?}: down, not full"
+            );
+        }
+    }
+
+    #[test]
+    fn ramped_weights_steer_round_robin_and_least_connections() {
+        for algorithm in [Algorithm::RoundRobin, Algorithm::LeastConnections] {
+            let mut b = balancer(algorithm, &[1, 1], &[]);
+            let mut status = Status::all_usable(2);
+            // Slow start: member 0 at 1/1024 of member 1's (scaled) weight.
+            status.set_weight(0, 1);
+            status.set_weight(1, 1024);
+            status.set_active(0, 1);
+            status.set_active(1, 1);
+            let picks: Vec<usize> = (0..100).map(|_| b.pick(CLIENT, &status).unwrap()).collect();
+            let to_ramping = picks.iter().filter(|&&i| i == 0).count();
+            assert!(to_ramping <= 1, "{algorithm:?}: {to_ramping} of 100");
         }
     }
 

@@ -35,7 +35,7 @@ impl RoundRobin {
                 .iter()
                 .enumerate()
                 .filter(|(i, member)| member.is_candidate(*i, backup, status))
-                .map(|(i, member)| (i, i64::from(member.weight))),
+                .map(|(i, member)| (i, i64::from(status.weight(i, member.weight)))),
         )
     }
 }

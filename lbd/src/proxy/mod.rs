@@ -1,6 +1,8 @@
 //! The proxy: one file per protocol, and what they share.
 //!
 //! * [`tcp`]: one proxied TCP connection, accept to close.
+//! * [`slots`]: a connection's slot on its member (`max_connections`, the
+//!   pool's queue).
 //! * [`local`]: what a worker lends its connections (counters, buffers,
 //!   its view of the config).
 //! * [`copy`]: the copy loop both ways and how a connection ends;
@@ -16,6 +18,7 @@ pub mod copy;
 pub mod header;
 pub mod local;
 pub mod sizing;
+pub mod slots;
 pub mod tcp;
 
 use std::net::{IpAddr, SocketAddr};

@@ -12,15 +12,17 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use crate::pick::LocalView;
+use crate::queue::Refused;
 use crate::runtime::{Runtime, Stream};
-use crate::snapshot::{ListenerRt, PoolRt};
+use crate::snapshot::ListenerRt;
 use crate::sockets::{is_local_shortage, with_socket};
-use crate::state::{inc, now_ms, ListenerState, MemberState, Slot};
+use crate::state::{inc, now_ms, ListenerState, Slot};
 
 use super::canonical;
 use super::copy::{abort, copy_both_ways, ByteCounters, Outcome};
 use super::header;
 use super::local::Local;
+use super::slots::{self, MemberSlot, NoSlot};
 
 /// Handles one accepted client connection on `bind` until it is closed.
 pub async fn handle<R: Runtime>(
@@ -45,7 +47,7 @@ struct Established<R: Runtime> {
     member: R::Stream,
     member_label: std::sync::Arc<str>,
     listener_slot: Slot<ListenerState>,
-    member_slot: Slot<MemberState>,
+    member_slot: MemberSlot,
     client_idle: Duration,
     member_idle: Duration,
 }
@@ -75,7 +77,7 @@ async fn establish<R: Runtime>(
     let _ = with_socket(client, |s| s.set_nodelay(true));
 
     let pool = &view.snap.pools[listener.pool];
-    let (index, member) = match connect_member::<R>(local, &view, listener, pool, peer.ip()).await {
+    let connected = match connect_member::<R>(local, Rc::clone(&view), listener, peer.ip()).await {
         Ok(connected) => connected,
         Err(Shed::NoMember) => {
             inc(&counters.no_member);
@@ -101,8 +103,30 @@ async fn establish<R: Runtime>(
             }
             return None;
         }
+        Err(Shed::Queue(why)) => {
+            // Counted by the pool's queue (timeouts, full).
+            debug!(
+                listener = %listener.cfg.name,
+                pool = %pool.name,
+                client = %peer,
+                "refused: every member is at max_connections and {}",
+                match why {
+                    Refused::QueueFull => "the queue is full (max_queue)",
+                    Refused::Timeout => "queue_timeout passed",
+                    Refused::NoMember => "no member is left",
+                }
+            );
+            return None;
+        }
     };
-    let m = &pool.members[index];
+    let Connected {
+        view: member_view,
+        pool: pool_index,
+        member: index,
+        stream: member,
+        slot: member_slot,
+    } = connected;
+    let m = &member_view.snap.pools[pool_index].members[index];
     inc(&m.state.counters.get(local.id).connections);
 
     if let Some(version) = listener.cfg.proxy_protocol {
@@ -120,7 +144,7 @@ async fn establish<R: Runtime>(
 
     Some(Established {
         member_label: std::sync::Arc::clone(&m.label),
-        member_slot: Slot::enter(&m.state),
+        member_slot,
         member,
         listener_slot,
         client_idle: listener.cfg.client_idle,
@@ -132,9 +156,22 @@ async fn establish<R: Runtime>(
 enum Shed {
     /// No member is usable, or every connect attempt failed.
     NoMember,
+    /// Every member was at `max_connections` and the pool's queue refused
+    /// the client or it waited `queue_timeout`.
+    Queue(Refused),
     /// lbd itself ran out of something (descriptors, memory, local ports):
     /// the member is not to blame.
     Local(std::io::Error),
+}
+
+/// A connected member and its slot; `member` of pool `pool` in `view`
+/// (newer than the connection's first view if it waited across a reload).
+struct Connected<R: Runtime> {
+    view: Rc<LocalView>,
+    pool: usize,
+    member: usize,
+    stream: R::Stream,
+    slot: MemberSlot,
 }
 
 /// Picks members and connects, trying another member after each failure up
@@ -142,17 +179,36 @@ enum Shed {
 /// in checked pools, its check streak; lbd's own shortages do neither.
 async fn connect_member<R: Runtime>(
     local: &Local,
-    view: &LocalView,
+    mut view: Rc<LocalView>,
     listener: &ListenerRt,
-    pool: &PoolRt,
     client_ip: IpAddr,
-) -> Result<(usize, R::Stream), Shed> {
+) -> Result<Connected<R>, Shed> {
     // Allocates only if a connect fails.
     let mut tried: Vec<usize> = Vec::new();
-    for attempt in 0..=pool.retries {
-        let index = view
-            .pick(listener.pool, client_ip, &pool.members, &tried)
-            .ok_or(Shed::NoMember)?;
+    let mut pool_index = listener.pool;
+    let retries = view.snap.pools[pool_index].retries;
+    for attempt in 0..=retries {
+        let taken = slots::take(
+            local,
+            Rc::clone(&view),
+            pool_index,
+            client_ip,
+            &tried,
+            listener.cfg.member_connect,
+        )
+        .await
+        .map_err(|why| match why {
+            NoSlot::NoMember => Shed::NoMember,
+            NoSlot::Queue(why) => Shed::Queue(why),
+        })?;
+        if !Rc::ptr_eq(&taken.view, &view) {
+            // Waited across a reload: member indices are the new config's.
+            tried.clear();
+            view = Rc::clone(&taken.view);
+            pool_index = taken.pool;
+        }
+        let pool = &view.snap.pools[pool_index];
+        let index = taken.member;
         let m = &pool.members[index];
         match R::connect(m.addr, listener.cfg.member_connect).await {
             Ok(stream) => {
@@ -161,7 +217,13 @@ async fn connect_member<R: Runtime>(
                 if ended > 0 {
                     info!(member = %m.label, "member reachable again after {ended} failed connect(s)");
                 }
-                return Ok((index, stream));
+                return Ok(Connected {
+                    pool: pool_index,
+                    member: index,
+                    stream,
+                    slot: taken.slot,
+                    view,
+                });
             }
             Err(e) if is_local_shortage(&e) => return Err(Shed::Local(e)),
             Err(e) => {
@@ -182,10 +244,11 @@ async fn connect_member<R: Runtime>(
                 } else {
                     debug!(member = %m.label, failures, "connect failed: {e}");
                 }
-                if attempt < pool.retries {
+                if attempt < retries {
                     inc(&c.retried_away);
                 }
                 tried.push(index);
+                // `taken.slot` is given back here, before the next pick.
             }
         }
     }

@@ -304,7 +304,7 @@ pub(super) const POOLS: &[Metric<PoolStats>] = &[
     counter(
         "haproxy_backend_connection_errors_total",
         PROXY,
-        "Failed connect attempts to the pool's members (refused, unreachable, timed out).",
+        "Failed connect attempts to the pool's members (refused, unreachable, timed out), plus clients that timed out in the queue.",
         Value(|p| p.connect_errors_total as f64),
     ),
     counter(
@@ -318,6 +318,42 @@ pub(super) const POOLS: &[Metric<PoolStats>] = &[
         PROXY,
         "Connections sent to another member after a failed connect (lbd always retries elsewhere, so this equals the retry count).",
         Value(|p| p.retries_total as f64),
+    ),
+    gauge(
+        "haproxy_backend_current_queue",
+        PROXY,
+        "Clients waiting in the pool's queue for a member below its max_connections.",
+        Value(|p| p.queue.current as f64),
+    ),
+    gauge(
+        "haproxy_backend_max_queue",
+        PROXY,
+        "Highest number of clients that waited in the pool's queue at once.",
+        Value(|p| p.queue.max as f64),
+    ),
+    gauge(
+        "haproxy_backend_queue_time_average_seconds",
+        PROXY,
+        "Average time in the queue over the last 1024 connections to the pool (those that did not wait count 0).",
+        Value(|p| p.queue.time_average_seconds),
+    ),
+    gauge(
+        "haproxy_backend_max_queue_time_seconds",
+        PROXY,
+        "Longest time a client that got a member waited in the queue.",
+        Value(|p| p.queue.time_max_seconds),
+    ),
+    counter(
+        "lbd_backend_queue_timeouts_total",
+        PROXY,
+        "Clients reset after waiting queue_timeout in the queue.",
+        Value(|p| p.queue.timeouts_total as f64),
+    ),
+    counter(
+        "lbd_backend_queue_full_total",
+        PROXY,
+        "Clients reset at once because max_queue clients were already waiting.",
+        Value(|p| p.queue.full_total as f64),
     ),
     gauge(
         "lbd_backend_info",
@@ -381,10 +417,10 @@ pub(super) const MEMBERS: &[Metric<MemberStats>] = &[
     gauge(
         "haproxy_server_weight",
         SERVER,
-        "Effective weight: the configured weight, 0 while the member is drained or in maintenance.",
+        "Effective weight: the configured weight (less while slow start ramps it up), 0 while the member is drained or in maintenance.",
         Value(|m| {
             if m.admin_state == "ready" {
-                f64::from(m.weight)
+                f64::from(m.current_weight)
             } else {
                 0.0
             }
@@ -395,6 +431,12 @@ pub(super) const MEMBERS: &[Metric<MemberStats>] = &[
         SERVER,
         "Configured weight.",
         Value(|m| f64::from(m.weight)),
+    ),
+    gauge(
+        "haproxy_server_limit_sessions",
+        SERVER,
+        "The member's max_connections; only for members that have one.",
+        Optional(|m| m.max_connections.map(f64::from)),
     ),
     gauge(
         "haproxy_server_active",

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use super::super::stats::{CheckStats, ListenerStats, MemberStats, PoolStats};
+use super::super::stats::{CheckStats, ListenerStats, MemberStats, PoolStats, QueueStats};
 use super::catalog::{self, ADMIN_STATES, SERVER_STATES};
 use super::*;
 
@@ -39,7 +39,9 @@ fn member(server: &str, status: &'static str, admin_state: &'static str) -> Memb
         status,
         admin_state,
         weight: 10,
+        current_weight: 10,
         backup: false,
+        max_connections: None,
         current_sessions: 2,
         sessions_total: 100,
         connect_errors_total: 5,
@@ -70,6 +72,9 @@ fn fixture() -> Stats {
     };
     let mut up = checked(member("app-1", "up", "ready"), true);
     up.id = Some("5a1e6c1d-uuid".to_owned());
+    // At its limit, and ramping up in slow start.
+    up.max_connections = Some(2);
+    up.current_weight = 4;
     let mut down = checked(member("app-2", "down", "ready"), false);
     down.check_failures_total = 9;
     down.down_transitions_total = 2;
@@ -89,6 +94,15 @@ fn fixture() -> Stats {
         bytes_out_total: 4500,
         connect_errors_total: 25,
         retries_total: 20,
+        queue: QueueStats {
+            current: 3,
+            max: 7,
+            limit: Some(100),
+            time_average_seconds: 0.25,
+            time_max_seconds: 1.5,
+            timeouts_total: 4,
+            full_total: 1,
+        },
         members: vec![up, down, drain, maint, backup],
     };
     let mut weird = member(WEIRD, "no_check", "ready");
@@ -105,6 +119,7 @@ fn fixture() -> Stats {
         bytes_out_total: 1800,
         connect_errors_total: 10,
         retries_total: 8,
+        queue: QueueStats::default(),
         members: vec![member("10.0.0.9:6443", "no_check", "ready"), weird],
     };
     let dead = PoolStats {
@@ -119,6 +134,7 @@ fn fixture() -> Stats {
         bytes_out_total: 0,
         connect_errors_total: 0,
         retries_total: 0,
+        queue: QueueStats::default(),
         members: vec![checked(member("gone", "down", "ready"), false)],
     };
     let mut closed = listener("api", "api", "closed");
@@ -242,7 +258,16 @@ fn exact_series() {
         r#"haproxy_server_check_up_down_total{proxy="web_pool",server="app-2"} 2"#,
         r#"haproxy_server_check_last_change_seconds{proxy="web_pool",server="app-2"} 61.5"#,
         r#"haproxy_server_check_duration_seconds{proxy="web_pool",server="app-1"} 0.004"#,
-        r#"haproxy_server_weight{proxy="web_pool",server="app-1"} 10"#,
+        r#"haproxy_server_weight{proxy="web_pool",server="app-1"} 4"#,
+        r#"haproxy_server_uweight{proxy="web_pool",server="app-1"} 10"#,
+        r#"haproxy_server_limit_sessions{proxy="web_pool",server="app-1"} 2"#,
+        r#"haproxy_backend_current_queue{proxy="web_pool"} 3"#,
+        r#"haproxy_backend_max_queue{proxy="web_pool"} 7"#,
+        r#"haproxy_backend_current_queue{proxy="api"} 0"#,
+        r#"haproxy_backend_queue_time_average_seconds{proxy="web_pool"} 0.25"#,
+        r#"haproxy_backend_max_queue_time_seconds{proxy="web_pool"} 1.5"#,
+        r#"lbd_backend_queue_timeouts_total{proxy="web_pool"} 4"#,
+        r#"lbd_backend_queue_full_total{proxy="web_pool"} 1"#,
         r#"haproxy_server_weight{proxy="web_pool",server="app-3"} 0"#,
         r#"haproxy_server_weight{proxy="web_pool",server="app-4"} 0"#,
         r#"haproxy_server_uweight{proxy="web_pool",server="app-3"} 10"#,
@@ -262,6 +287,11 @@ fn exact_series() {
         r#"haproxy_server_check_duration_seconds{proxy="web_pool",server="app-4"}"#,
     );
     assert_no_line_starting(&text, r#"lbd_server_check_passed{proxy="api""#);
+    // Only members with max_connections have a session limit.
+    assert_no_line_starting(
+        &text,
+        r#"haproxy_server_limit_sessions{proxy="web_pool",server="app-2"}"#,
+    );
 }
 
 #[test]
