@@ -69,6 +69,9 @@ pub struct Subject {
     pub server_id: String,
     /// `<server_address> <server_port>`: the member's own address.
     pub addr: SocketAddr,
+    /// `HAPROXY_SERVER_MAXCONN`: the member's `max_connections`, 0 for
+    /// none (as HAProxy).
+    pub max_connections: u32,
 }
 
 impl Subject {
@@ -82,6 +85,7 @@ impl Subject {
             server: member.name.clone().unwrap_or_else(|| addr.to_string()),
             server_id: member.id.clone().unwrap_or_else(|| position.to_string()),
             addr,
+            max_connections: member.max_connections.unwrap_or(0),
         }
     }
 }
@@ -256,8 +260,10 @@ impl Program {
             .env("HAPROXY_SERVER_ADDR", &ip)
             .env("HAPROXY_SERVER_CURCONN", current.to_string())
             .env("HAPROXY_SERVER_ID", &subject.server_id)
-            // lbd has no per-member connection limit: 0, HAProxy's "none".
-            .env("HAPROXY_SERVER_MAXCONN", "0")
+            .env(
+                "HAPROXY_SERVER_MAXCONN",
+                subject.max_connections.to_string(),
+            )
             .env("HAPROXY_SERVER_NAME", &subject.server)
             .env("HAPROXY_SERVER_PORT", &port)
             .env("HAPROXY_SERVER_SSL", "0")
@@ -366,6 +372,7 @@ mod tests {
             monitor_port: None,
             id: None,
             name: None,
+            max_connections: Some(512),
         }
     }
 
@@ -402,7 +409,7 @@ mod tests {
                 "HAPROXY_SERVER_ADDR=127.0.0.1",
                 "HAPROXY_SERVER_CURCONN=7",
                 "HAPROXY_SERVER_ID=3",
-                "HAPROXY_SERVER_MAXCONN=0",
+                "HAPROXY_SERVER_MAXCONN=512",
                 "HAPROXY_SERVER_NAME=127.0.0.1:6379",
                 "HAPROXY_SERVER_PORT=6379",
                 "HAPROXY_SERVER_PROTO=tcp",

@@ -446,6 +446,7 @@ mod tests {
             server: target.to_string(),
             server_id: "1".into(),
             addr: target,
+            max_connections: 0,
         }
     }
 
