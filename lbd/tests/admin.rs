@@ -30,13 +30,6 @@ fn admin_on(addr: SocketAddr) -> String {
     format!("bind = \"{addr}\"")
 }
 
-fn member_at(addr: SocketAddr) -> String {
-    format!(
-        "[[pool.member]]\naddress = \"{}\"\nport = {}\n",
-        addr.ip(),
-        addr.port()
-    )
-}
 
 const HTTP_CHECK: &str = "[pool.health]\ntype = \"http\"\npath = \"/readyz\"\n\
                           interval = \"200ms\"\ntimeout = \"150ms\"\nfall = 1\nrise = 1\n";

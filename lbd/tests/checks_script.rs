@@ -57,13 +57,6 @@ fn config(
     )
 }
 
-fn member_at(addr: SocketAddr) -> String {
-    format!(
-        "[[pool.member]]\naddress = \"{}\"\nport = {}\n",
-        addr.ip(),
-        addr.port()
-    )
-}
 
 /// A member whose checks go to `check_port` instead (`monitor_port`).
 fn member_checked_at(addr: SocketAddr, check_port: u16) -> String {

@@ -31,13 +31,6 @@ fn config(bind: SocketAddr, health: &str, members: &[String]) -> String {
     )
 }
 
-fn member_at(addr: SocketAddr) -> String {
-    format!(
-        "[[pool.member]]\naddress = \"{}\"\nport = {}\n",
-        addr.ip(),
-        addr.port()
-    )
-}
 
 /// How lbd names a member of pool "api" in its log.
 fn label(addr: SocketAddr) -> String {

@@ -269,10 +269,15 @@ async fn serve(mut conn: TcpStream, mode: Mode, tag: &[u8]) -> io::Result<()> {
 
 /// A member line for a config.
 pub fn member(b: &Backend) -> String {
+    member_at(b.addr)
+}
+
+/// A `[[pool.member]]` table for a member at `addr`.
+pub fn member_at(addr: SocketAddr) -> String {
     format!(
         "[[pool.member]]\naddress = \"{}\"\nport = {}\n",
-        b.addr.ip(),
-        b.addr.port()
+        addr.ip(),
+        addr.port()
     )
 }
 
