@@ -30,7 +30,6 @@ fn admin_on(addr: SocketAddr) -> String {
     format!("bind = \"{addr}\"")
 }
 
-
 const HTTP_CHECK: &str = "[pool.health]\ntype = \"http\"\npath = \"/readyz\"\n\
                           interval = \"200ms\"\ntimeout = \"150ms\"\nfall = 1\nrise = 1\n";
 

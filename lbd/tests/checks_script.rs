@@ -57,7 +57,6 @@ fn config(
     )
 }
 
-
 /// A member whose checks go to `check_port` instead (`monitor_port`).
 fn member_checked_at(addr: SocketAddr, check_port: u16) -> String {
     format!("{}monitor_port = {check_port}\n", member_at(addr))

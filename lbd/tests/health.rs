@@ -31,7 +31,6 @@ fn config(bind: SocketAddr, health: &str, members: &[String]) -> String {
     )
 }
 
-
 /// How lbd names a member of pool "api" in its log.
 fn label(addr: SocketAddr) -> String {
     format!("member api/{addr}")
