@@ -22,6 +22,13 @@ pub struct ConfigFile {
     /// `[admin]`: the admin server (stats, metrics, runtime API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminSection>,
+    /// `[[stats_socket]]`: HAProxy's CLI on unix sockets.
+    #[serde(
+        default,
+        rename = "stats_socket",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub stats_sockets: Vec<StatsSocketSection>,
     /// `[xdp]`: the optional XDP fast path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xdp: Option<XdpSection>,
@@ -61,6 +68,31 @@ pub struct AdminSection {
     pub tls_cert: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<String>,
+    /// `user:password` pairs for HTTP basic auth on the read-only pages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stats_users: Vec<String>,
+    /// The realm of the basic auth challenge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats_realm: Option<String>,
+}
+
+/// `[[stats_socket]]` (HAProxy `stats socket <path> mode <m> level <l>
+/// expose-fd listeners`)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsSocketSection {
+    /// The unix socket's path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Octal permissions, e.g. `"0660"`; default: as the umask leaves them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// `user`, `operator` (default) or `admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// Hand the listening sockets to a process that asks (`haproxy -x`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose_fd_listeners: Option<bool>,
 }
 
 /// `[xdp]`
@@ -104,6 +136,18 @@ pub struct ListenerSection {
     pub member_connect: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_idle: Option<String>,
+    /// Replaces `client_idle` and `member_idle` once the member is connected
+    /// (HAProxy `timeout tunnel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_idle: Option<String>,
+    /// The client side's idle timeout once lbd sent FIN to the client
+    /// (HAProxy `timeout client-fin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_fin: Option<String>,
+    /// The member side's idle timeout once lbd sent FIN to the member
+    /// (HAProxy `timeout server-fin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_fin: Option<String>,
     /// `"v1"` or `"v2"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<String>,
@@ -115,6 +159,11 @@ pub struct ListenerSection {
     /// the kernel (see `[xdp]`), the userspace proxy as the fallback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fast_path: Option<String>,
+    /// A duration: when a member's connect has not completed after it, a
+    /// connect to another member is started too (hedged connect). Absent:
+    /// off. A pool's own `connect_hedge` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_hedge: Option<String>,
 }
 
 /// `[[pool]]`
@@ -140,6 +189,18 @@ pub struct PoolSection {
     /// A duration: ramp a member's weight up after it comes back up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_start: Option<String>,
+    /// `"none"` (default) or `"shutdown_sessions"`: close a member's
+    /// established connections when it goes down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_down: Option<String>,
+    /// `"none"` (default) or `"shutdown_sessions"`: close a member's
+    /// established connections when it is put into maint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_maint: Option<String>,
+    /// A duration: hedged connects for this pool's clients (overrides the
+    /// listener's `connect_hedge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_hedge: Option<String>,
     /// `[[pool.member]]` tables.
     #[serde(default, rename = "member", skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberSection>,
@@ -264,7 +325,7 @@ use std::time::Duration;
 use crate::check_program::to_hex;
 use crate::model::{
     Admin, CheckKind, Config, Expectation, Global, HealthCheck, Listener, Member, Payload, Pool,
-    ScriptStep, Xdp,
+    ScriptStep, StatsSocket, Xdp,
 };
 
 /// Renders a typed config back into the file model, every setting written
@@ -276,9 +337,25 @@ impl From<&Config> for ConfigFile {
         ConfigFile {
             global: Some(GlobalSection::from(&config.global)),
             admin: config.admin.as_ref().map(AdminSection::from),
+            stats_sockets: config
+                .stats_sockets
+                .iter()
+                .map(StatsSocketSection::from)
+                .collect(),
             xdp: config.xdp.as_ref().map(XdpSection::from),
             listeners: config.listeners.iter().map(ListenerSection::from).collect(),
             pools: config.pools.iter().map(PoolSection::from).collect(),
+        }
+    }
+}
+
+impl From<&StatsSocket> for StatsSocketSection {
+    fn from(socket: &StatsSocket) -> Self {
+        StatsSocketSection {
+            path: Some(socket.path.display().to_string()),
+            mode: socket.mode.map(|m| format!("{m:04o}")),
+            level: Some(socket.level.name().to_owned()),
+            expose_fd_listeners: Some(socket.expose_fd_listeners),
         }
     }
 }
@@ -292,6 +369,13 @@ impl From<&Admin> for AdminSection {
             token_file: admin.token_file.as_ref().map(text),
             tls_cert: admin.tls.as_ref().map(|t| text(&t.cert)),
             tls_key: admin.tls.as_ref().map(|t| text(&t.key)),
+            stats_users: admin
+                .stats_auth
+                .iter()
+                .flat_map(|a| &a.users)
+                .map(|u| format!("{}:{}", u.user, u.password))
+                .collect(),
+            stats_realm: admin.stats_auth.as_ref().map(|a| a.realm.clone()),
         }
     }
 }
@@ -333,11 +417,15 @@ impl From<&Listener> for ListenerSection {
             client_idle: Some(duration_text(listener.client_idle)),
             member_connect: Some(duration_text(listener.member_connect)),
             member_idle: Some(duration_text(listener.member_idle)),
+            tunnel_idle: listener.tunnel_idle.map(duration_text),
+            client_fin: listener.client_fin.map(duration_text),
+            member_fin: listener.member_fin.map(duration_text),
             proxy_protocol: listener
                 .proxy_protocol
                 .map(|version| version.name().to_owned()),
             freebind: Some(listener.freebind),
             fast_path: Some(listener.fast_path.name().to_owned()),
+            connect_hedge: listener.connect_hedge.map(duration_text),
         }
     }
 }
@@ -352,6 +440,9 @@ impl From<&Pool> for PoolSection {
             max_queue: Some(i64::from(pool.max_queue.unwrap_or(0))),
             queue_timeout: pool.queue_timeout.map(duration_text),
             slow_start: pool.slow_start.map(duration_text),
+            on_down: Some(pool.on_down.name().to_owned()),
+            on_maint: Some(pool.on_maint.name().to_owned()),
+            connect_hedge: pool.connect_hedge.map(duration_text),
             members: pool.members.iter().map(MemberSection::from).collect(),
         }
     }
@@ -471,8 +562,8 @@ mod tests {
     #[test]
     fn round_trip_odd_durations_and_every_enum_value() {
         let mut config = valid(&format!(
-            "{}\n[[pool]]\nname = \"q\"\n[[pool]]\nname = \"r\"\n",
-            listener_with("proxy_protocol = \"v1\"")
+            "{}\n[[pool]]\nname = \"q\"\n[[pool]]\nname = \"r\"\nconnect_hedge = \"1s 1ms\"\n",
+            listener_with("proxy_protocol = \"v1\"\nconnect_hedge = \"150ms\"")
         ));
         let listener = config.listeners[0].clone();
         for (i, (duration, proxy)) in [
@@ -492,7 +583,11 @@ mod tests {
                 client_idle: duration,
                 member_connect: duration,
                 member_idle: duration,
+                tunnel_idle: proxy.map(|_| duration),
+                client_fin: Some(duration),
+                member_fin: proxy.is_none().then_some(duration),
                 proxy_protocol: proxy,
+                connect_hedge: None,
                 ..listener.clone()
             });
         }
@@ -534,6 +629,8 @@ mod tests {
             "",
             "max_queue = 5",
             "queue_timeout = \"250ms\"\nslow_start = \"1m 30s\"",
+            "on_down = \"shutdown_sessions\"",
+            "on_maint = \"shutdown_sessions\"\non_down = \"none\"",
         ] {
             let text = pool_with(
                 settings,
@@ -556,6 +653,8 @@ mod tests {
         for text in [
             "[admin]\n",
             "[admin]\nbind = \"unix:/run/lbd.sock\"\nstats_bind = \"[::]:32700\"\n",
+            "[admin]\nstats_users = [\"a:b:c\", \"d:e\"]\nstats_realm = \"R\"\n",
+            "[admin]\nstats_users = [\"a:b\"]\n",
         ] {
             let config = valid(text);
             assert_eq!(validate(&ConfigFile::from(&config)), Ok(config), "{text}");

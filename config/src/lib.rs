@@ -13,10 +13,12 @@
 //!   `listener`, `pool`, `xdp`; `pool` → `health`; each of them →
 //!   `fields` (which uses std only); `admin` → `tls_files`, `health` →
 //!   `tls_client`, `program` (→ `check_program`);
-//! * `load` → `validate`, `file`, `model`.
+//! * `load` → `validate`, `file`, `model`;
+//! * `haproxy` (reading haproxy.cfg) → `file`, `model`, `validate`, `load`.
 
 pub mod check_program;
 pub mod file;
+pub mod haproxy;
 pub mod load;
 pub mod model;
 pub mod tls_client;

@@ -36,6 +36,8 @@ pub struct Config {
     pub global: Global,
     /// The admin server; `None`: not started (no `[admin]` section).
     pub admin: Option<Admin>,
+    /// HAProxy's CLI sockets (`[[stats_socket]]`, `stats socket`).
+    pub stats_sockets: Vec<StatsSocket>,
     /// The XDP fast path's settings; `None`: no `[xdp]` section.
     pub xdp: Option<Xdp>,
     pub listeners: Vec<Listener>,
@@ -70,6 +72,39 @@ pub struct Admin {
     pub token_file: Option<PathBuf>,
     /// HTTPS for both admin listeners: PEM certificate chain and key.
     pub tls: Option<AdminTls>,
+    /// HTTP basic auth for the read-only pages on both listeners (HAProxy
+    /// `stats auth`/`stats realm`); `None`: open.
+    pub stats_auth: Option<StatsAuth>,
+}
+
+/// The realm of the `WWW-Authenticate` challenge when `stats_realm` is
+/// not set.
+pub const DEFAULT_STATS_REALM: &str = "lbd statistics";
+
+/// Who may read the stats page, CSV, JSON, `/metrics` and the API's reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsAuth {
+    /// At least one; user names are distinct.
+    pub users: Vec<StatsUser>,
+    /// Printable ASCII without `"` or a backslash.
+    pub realm: String,
+}
+
+/// One `user:password` of `stats_users`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StatsUser {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for StatsUser {
+    /// Never prints the password (configs end up in logs).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsUser")
+            .field("user", &self.user)
+            .field("password", &"<hidden>")
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +134,44 @@ impl std::fmt::Display for AdminBind {
     }
 }
 
+/// A unix socket speaking HAProxy's CLI (`stats socket`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsSocket {
+    pub path: PathBuf,
+    /// Permissions of the socket file; `None`: as the umask leaves them.
+    pub mode: Option<u32>,
+    pub level: CliLevel,
+    /// `expose-fd listeners`: `_getsocks` hands the listening sockets to
+    /// the process that asks (`haproxy -x`).
+    pub expose_fd_listeners: bool,
+}
+
+/// The longest unix socket path (`sun_path` holds 108 bytes with the NUL).
+pub const MAX_UNIX_PATH: usize = 107;
+
+/// What a CLI socket may do (HAProxy's `level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CliLevel {
+    /// Read only.
+    User,
+    /// Also `clear counters` (HAProxy's default level).
+    Operator,
+    /// Everything.
+    Admin,
+}
+
+impl CliLevel {
+    pub const ALL: [CliLevel; 3] = [CliLevel::User, CliLevel::Operator, CliLevel::Admin];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CliLevel::User => "user",
+            CliLevel::Operator => "operator",
+            CliLevel::Admin => "admin",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminTls {
     pub cert: PathBuf,
@@ -118,10 +191,34 @@ pub struct Listener {
     pub client_idle: Duration,
     pub member_connect: Duration,
     pub member_idle: Duration,
+    /// Once the member is connected, the idle timeout of both sides instead
+    /// of `client_idle` and `member_idle` (HAProxy `timeout tunnel`).
+    pub tunnel_idle: Option<Duration>,
+    /// The client side's idle timeout once lbd has sent FIN to the client
+    /// (the member -> client direction is finished), instead of
+    /// `client_idle`/`tunnel_idle` (HAProxy `timeout client-fin`).
+    pub client_fin: Option<Duration>,
+    /// The member side's idle timeout once lbd has sent FIN to the member
+    /// (the client -> member direction is finished), instead of
+    /// `member_idle`/`tunnel_idle` (HAProxy `timeout server-fin`).
+    pub member_fin: Option<Duration>,
     pub proxy_protocol: Option<ProxyProtocol>,
     /// Bind to addresses not (yet) configured on this host (IP_FREEBIND).
     pub freebind: bool,
     pub fast_path: FastPath,
+    /// Hedged connects: after this long without a completed connect, a
+    /// connect to another member starts too; the first to complete wins.
+    /// `None`: off. Less than `member_connect`; the pool's own value
+    /// overrides it ([`Listener::hedge_for`]).
+    pub connect_hedge: Option<Duration>,
+}
+
+impl Listener {
+    /// The `connect_hedge` in force for this listener's connections to
+    /// `pool` (its pool): the pool's, else the listener's.
+    pub fn hedge_for(&self, pool: &Pool) -> Option<Duration> {
+        pool.connect_hedge.or(self.connect_hedge)
+    }
 }
 
 /// Where a listener's connections are balanced.
@@ -199,7 +296,46 @@ pub struct Pool {
     /// After a member comes back up, its weight (and `max_connections`)
     /// ramp up over this long (HAProxy `slowstart`); `None`: at once.
     pub slow_start: Option<Duration>,
+    /// What happens to a member's established connections when it goes
+    /// down (HAProxy `on-marked-down shutdown-sessions`).
+    pub on_down: SessionPolicy,
+    /// What happens to a member's established connections when it is put
+    /// into maint (HAProxy has no keyword; its CLI `shutdown sessions
+    /// server` is the manual form).
+    pub on_maint: SessionPolicy,
+    /// Hedged connects for this pool's clients, overriding the listener's
+    /// `connect_hedge`; `None`: the listener's. Never with members that
+    /// have `max_connections`.
+    pub connect_hedge: Option<Duration>,
     pub members: Vec<Member>,
+}
+
+/// A pool's `on_down` / `on_maint`: what a member's established
+/// connections do when it goes down or into maint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionPolicy {
+    /// They live on until they end by themselves (or by their timeouts).
+    #[default]
+    None,
+    /// They are closed at once, both peers getting a reset.
+    ShutdownSessions,
+}
+
+impl SessionPolicy {
+    /// Every policy, in the order error messages list them.
+    pub const ALL: [SessionPolicy; 2] = [SessionPolicy::None, SessionPolicy::ShutdownSessions];
+
+    /// The file spelling (`"shutdown_sessions"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            SessionPolicy::None => "none",
+            SessionPolicy::ShutdownSessions => "shutdown_sessions",
+        }
+    }
+
+    pub const fn shuts_down(self) -> bool {
+        matches!(self, SessionPolicy::ShutdownSessions)
+    }
 }
 
 impl Pool {

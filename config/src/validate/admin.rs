@@ -1,8 +1,12 @@
-//! `[admin]`: the admin server's binds, token file and TLS files.
+//! `[admin]`: the admin server's binds, token file, TLS files and the
+//! basic auth of its read-only pages.
 
 use super::fields::{binds_overlap, socket_addr_field, ConfigError, Scope};
 use crate::file::AdminSection;
-use crate::model::{Admin, AdminBind, AdminTls, Listener, DEFAULT_ADMIN_BIND};
+use crate::model::{
+    Admin, AdminBind, AdminTls, Listener, StatsAuth, StatsUser, DEFAULT_ADMIN_BIND,
+    DEFAULT_STATS_REALM,
+};
 use crate::tls_files;
 
 /// Longest accepted admin token file.
@@ -89,12 +93,77 @@ pub(super) fn validate_admin(
             None
         }
     };
+    let stats_auth = stats_auth(section, &mut scope);
     Some(Admin {
         bind: bind?,
         stats_bind: stats_bind?,
         token_file: token_file?,
         tls: tls?,
+        stats_auth: stats_auth?,
     })
+}
+
+/// Longest accepted user name, password and realm.
+const MAX_AUTH_FIELD: usize = 256;
+
+/// `stats_users` and `stats_realm`: `Some(None)` when unset.
+fn stats_auth(section: &AdminSection, scope: &mut Scope) -> Option<Option<StatsAuth>> {
+    // Printable ASCII: what every client sends in a basic auth header.
+    let printable = |s: &str| s.bytes().all(|b| (0x20..0x7f).contains(&b));
+    let mut ok = true;
+    let mut users: Vec<StatsUser> = Vec::new();
+    for (i, entry) in section.stats_users.iter().enumerate() {
+        let mut fail = |why: &str| {
+            // The entry holds a password: name it by index and user only.
+            let user = entry.split(':').next().unwrap_or_default();
+            scope.error(format!("stats_users[{i}] (user {user:?}): {why}"));
+            ok = false;
+        };
+        let Some((user, password)) = entry.split_once(':') else {
+            fail("expected \"user:password\"");
+            continue;
+        };
+        if user.is_empty() || password.is_empty() {
+            fail("the user name and the password must not be empty");
+        } else if !printable(user) || !printable(password) {
+            fail("only printable ASCII characters are allowed");
+        } else if user.len() > MAX_AUTH_FIELD || password.len() > MAX_AUTH_FIELD {
+            fail("the user name and the password are at most 256 bytes each");
+        } else if users.iter().any(|u| u.user == user) {
+            fail("a second entry for this user");
+        } else {
+            users.push(StatsUser {
+                user: user.to_owned(),
+                password: password.to_owned(),
+            });
+        }
+    }
+    let realm = match section.stats_realm.as_deref() {
+        None => DEFAULT_STATS_REALM,
+        Some(realm) => {
+            if section.stats_users.is_empty() {
+                scope.error("stats_realm needs stats_users (the realm of their password prompt)");
+                ok = false;
+            } else if realm.is_empty()
+                || realm.len() > MAX_AUTH_FIELD
+                || !printable(realm)
+                || realm.contains(['"', '\\'])
+            {
+                scope.error(format!(
+                    "stats_realm {realm:?}: 1-256 printable ASCII characters without '\"' or '\\'"
+                ));
+                ok = false;
+            }
+            realm
+        }
+    };
+    if !ok {
+        return None;
+    }
+    Some((!users.is_empty()).then(|| StatsAuth {
+        users,
+        realm: realm.to_owned(),
+    }))
 }
 
 /// Reads an admin token file: the token is its content without surrounding
@@ -170,6 +239,63 @@ mod tests {
             errors[3],
             "admin: tls_cert and tls_key must be set together"
         );
+    }
+
+    #[test]
+    fn stats_auth() {
+        assert_eq!(valid("[admin]\n").admin.expect("admin").stats_auth, None);
+        let auth = valid(
+            "[admin]\nstats_users = [\"admin:s3:cret\", \"ops:x y\"]\nstats_realm = \"My LB\"\n",
+        )
+        .admin
+        .and_then(|a| a.stats_auth)
+        .expect("stats auth");
+        assert_eq!(auth.realm, "My LB");
+        assert_eq!(
+            auth.users,
+            [
+                StatsUser {
+                    user: "admin".to_owned(),
+                    password: "s3:cret".to_owned()
+                },
+                StatsUser {
+                    user: "ops".to_owned(),
+                    password: "x y".to_owned()
+                }
+            ]
+        );
+        assert!(!format!("{auth:?}").contains("s3:cret"), "{auth:?}");
+        let default = valid("[admin]\nstats_users = [\"a:b\"]\n")
+            .admin
+            .and_then(|a| a.stats_auth)
+            .expect("stats auth");
+        assert_eq!(default.realm, DEFAULT_STATS_REALM);
+    }
+
+    #[test]
+    fn stats_auth_errors() {
+        let errors = invalid(
+            "[admin]\nstats_users = [\"nocolon\", \":pw\", \"u:\", \"a:b\", \"a:c\", \"t:\tab\"]\n\
+             stats_realm = \"a\\\"b\"\n",
+        );
+        assert_eq!(
+            errors,
+            [
+                "admin: stats_users[0] (user \"nocolon\"): expected \"user:password\"",
+                "admin: stats_users[1] (user \"\"): the user name and the password must not be empty",
+                "admin: stats_users[2] (user \"u\"): the user name and the password must not be empty",
+                "admin: stats_users[4] (user \"a\"): a second entry for this user",
+                "admin: stats_users[5] (user \"t\"): only printable ASCII characters are allowed",
+                "admin: stats_realm \"a\\\"b\": 1-256 printable ASCII characters without '\"' or '\\'",
+            ]
+        );
+        assert_eq!(
+            invalid("[admin]\nstats_realm = \"x\"\n"),
+            ["admin: stats_realm needs stats_users (the realm of their password prompt)"]
+        );
+        // A password never appears in an error.
+        let errors = invalid("[admin]\nstats_users = [\"u:s3cr\\u007fet\"]\n");
+        assert!(!errors.iter().any(|e| e.contains("s3cr")), "{errors:?}");
     }
 
     #[test]

@@ -238,6 +238,19 @@ where
 /// duration would overflow (HAProxy caps its timeouts at about 24.8 days).
 pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// An optional duration (absent: `None`), validated as [`duration_field`]
+/// does: greater than zero, at most [`MAX_DURATION`].
+pub(super) fn optional_duration(
+    scope: &mut Scope,
+    field: &str,
+    value: &Option<String>,
+) -> Option<Option<Duration>> {
+    match value.as_deref() {
+        None => Some(None),
+        Some(text) => duration_field(scope, field, Some(text), Duration::ZERO).map(Some),
+    }
+}
+
 /// An optional duration field (`"30s"`, `"500ms"`, `"2m"`) that must be
 /// greater than zero and at most [`MAX_DURATION`]; `default` when absent.
 pub(super) fn duration_field(

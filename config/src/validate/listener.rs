@@ -7,9 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 
 use super::fields::{
-    binds_overlap, duration_field, expected_list, lookup, socket_addr_field, ConfigError, Names,
-    Scope,
+    binds_overlap, duration_field, expected_list, lookup, optional_duration, socket_addr_field,
+    ConfigError, Names, Scope,
 };
+use super::hedge::hedge_field;
 use crate::file::ListenerSection;
 use crate::model::{
     FastPath, Listener, ProxyProtocol, DEFAULT_CLIENT_IDLE, DEFAULT_CONNECTION_LIMIT,
@@ -76,8 +77,12 @@ fn validate_listener(
         section.member_idle.as_deref(),
         DEFAULT_MEMBER_IDLE,
     );
+    let tunnel_idle = optional_duration(scope, "tunnel_idle", &section.tunnel_idle);
+    let client_fin = optional_duration(scope, "client_fin", &section.client_fin);
+    let member_fin = optional_duration(scope, "member_fin", &section.member_fin);
     let proxy_protocol = proxy_protocol_field(scope, section.proxy_protocol.as_deref());
     let fast_path = fast_path_field(scope, section.fast_path.as_deref());
+    let connect_hedge = hedge_field(scope, section.connect_hedge.as_deref());
     Some(Listener {
         name: name?,
         bind: bind?,
@@ -87,9 +92,13 @@ fn validate_listener(
         client_idle: client_idle?,
         member_connect: member_connect?,
         member_idle: member_idle?,
+        tunnel_idle: tunnel_idle?,
+        client_fin: client_fin?,
+        member_fin: member_fin?,
         proxy_protocol: proxy_protocol?,
         freebind: section.freebind.unwrap_or(false),
         fast_path: fast_path?,
+        connect_hedge: connect_hedge?,
     })
 }
 
@@ -423,5 +432,52 @@ mod tests {
         );
         let v1 = valid(&listener_with("proxy_protocol = \"v1\""));
         assert_eq!(v1.listeners[0].proxy_protocol, Some(ProxyProtocol::V1));
+    }
+
+    #[test]
+    fn tunnel_and_half_closed_timeouts() {
+        let config = valid(&listener_with(
+            "client_idle = \"30s\"\ntunnel_idle = \"1h\"\nclient_fin = \"1s\"\nmember_fin = \"250ms\"",
+        ));
+        let l = &config.listeners[0];
+        assert_eq!(l.client_idle, Duration::from_secs(30));
+        assert_eq!(l.tunnel_idle, Some(Duration::from_secs(3600)));
+        assert_eq!(l.client_fin, Some(Duration::from_secs(1)));
+        assert_eq!(l.member_fin, Some(Duration::from_millis(250)));
+        // Through the file shape and back.
+        assert_eq!(validate(&ConfigFile::from(&config)), Ok(config));
+
+        // Absent: none of them, and the file shape leaves them out.
+        let plain = valid(&listener_with(""));
+        let l = &plain.listeners[0];
+        assert_eq!(
+            (l.tunnel_idle, l.client_fin, l.member_fin),
+            (None, None, None)
+        );
+        let section = ConfigFile::from(&plain).listeners.remove(0);
+        assert_eq!(
+            (section.tunnel_idle, section.client_fin, section.member_fin),
+            (None, None, None)
+        );
+
+        assert_eq!(
+            invalid(&listener_with(
+                "tunnel_idle = \"0s\"\nclient_fin = \"soon\"\nmember_fin = \"31days\""
+            )),
+            [
+                "listener \"l\": tunnel_idle \"0s\" must be greater than zero",
+                "listener \"l\": client_fin \"soon\" is not a duration (e.g. \"30s\", \"500ms\", \
+                 \"2m\"): expected number at 0",
+                "listener \"l\": member_fin \"31days\" is too long (at most 30days)",
+            ]
+        );
+        for field in ["tunnel_idle", "client_fin", "member_fin"] {
+            assert_eq!(
+                invalid(&listener_with(&format!("{field} = \"0ms\""))),
+                [format!(
+                    "listener \"l\": {field} \"0ms\" must be greater than zero"
+                )]
+            );
+        }
     }
 }

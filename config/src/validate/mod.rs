@@ -20,9 +20,11 @@ mod admin;
 mod fields;
 mod global;
 mod health;
+mod hedge;
 mod listener;
 mod pool;
 mod program;
+mod stats_socket;
 mod xdp;
 
 use std::collections::HashSet;
@@ -34,8 +36,10 @@ pub use pool::MAX_RETRIES;
 
 use admin::validate_admin;
 use global::validate_global;
+use hedge::hedge_rules;
 use listener::validate_listeners;
 use pool::validate_pools;
+use stats_socket::validate_stats_sockets;
 use xdp::{fast_path_rules, validate_xdp};
 
 use crate::file::ConfigFile;
@@ -44,8 +48,8 @@ use crate::model::Config;
 /// Why an empty config is refused: an empty or truncated file (read while
 /// being written) or an empty pushed document would otherwise remove every
 /// listener and the admin server.
-pub const EMPTY_CONFIG: &str = "empty config: it sets nothing (no [global], [admin], [xdp], \
-     [[listener]] or [[pool]]); an empty or truncated file is refused";
+pub const EMPTY_CONFIG: &str = "empty config: it sets nothing (no [global], [admin], \
+     [[stats_socket]], [xdp], [[listener]] or [[pool]]); an empty or truncated file is refused";
 
 /// Checks `file` and builds the typed [`Config`], or returns every problem
 /// found, in file order.
@@ -73,16 +77,19 @@ pub fn validate(file: &ConfigFile) -> Result<Config, Vec<ConfigError>> {
         Some(section) => validate_admin(section, &listeners, &mut errors),
         None => None,
     };
+    let stats_sockets = validate_stats_sockets(&file.stats_sockets, &mut errors);
     let xdp = match &file.xdp {
         Some(section) => validate_xdp(section, &mut errors),
         None => None,
     };
     fast_path_rules(xdp.as_ref(), &listeners, &pools, &mut errors);
+    hedge_rules(&listeners, &pools, &mut errors);
 
     if errors.is_empty() {
         Ok(Config {
             global,
             admin,
+            stats_sockets,
             xdp,
             listeners,
             pools,

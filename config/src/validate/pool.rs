@@ -4,13 +4,14 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use super::fields::{
-    duration_field, expected_list, int_field, int_in_range, ip_field, lookup, ConfigError, Names,
-    Scope,
+    expected_list, int_field, int_in_range, ip_field, lookup, optional_duration, ConfigError,
+    Names, Scope,
 };
 use super::health::validate_health;
+use super::hedge::hedge_field;
 use crate::file::{MemberSection, PoolSection};
 use crate::model::{
-    AdminState, Algorithm, Member, Pool, DEFAULT_RETRIES, DEFAULT_WEIGHT, MAX_WEIGHT,
+    AdminState, Algorithm, Member, Pool, SessionPolicy, DEFAULT_RETRIES, DEFAULT_WEIGHT, MAX_WEIGHT,
 };
 
 /// Largest accepted pool `retries`.
@@ -42,6 +43,9 @@ pub(super) fn validate_pools(sections: &[PoolSection], errors: &mut Vec<ConfigEr
         let max_queue = unlimited_or(&mut scope, "max_queue", section.max_queue);
         let queue_timeout = optional_duration(&mut scope, "queue_timeout", &section.queue_timeout);
         let slow_start = optional_duration(&mut scope, "slow_start", &section.slow_start);
+        let on_down = policy_field(&mut scope, "on_down", section.on_down.as_deref());
+        let on_maint = policy_field(&mut scope, "on_maint", section.on_maint.as_deref());
+        let connect_hedge = hedge_field(&mut scope, section.connect_hedge.as_deref());
         let members = validate_members(&mut scope, &section.members);
         if let (
             Some(name),
@@ -51,6 +55,9 @@ pub(super) fn validate_pools(sections: &[PoolSection], errors: &mut Vec<ConfigEr
             Some(max_queue),
             Some(queue_timeout),
             Some(slow_start),
+            Some(on_down),
+            Some(on_maint),
+            Some(connect_hedge),
             Some(members),
         ) = (
             name,
@@ -60,6 +67,9 @@ pub(super) fn validate_pools(sections: &[PoolSection], errors: &mut Vec<ConfigEr
             max_queue,
             queue_timeout,
             slow_start,
+            on_down,
+            on_maint,
+            connect_hedge,
             members,
         ) {
             pools.push(Pool {
@@ -70,6 +80,9 @@ pub(super) fn validate_pools(sections: &[PoolSection], errors: &mut Vec<ConfigEr
                 max_queue,
                 queue_timeout,
                 slow_start,
+                on_down,
+                on_maint,
+                connect_hedge,
                 members,
             });
         }
@@ -85,17 +98,19 @@ fn unlimited_or(scope: &mut Scope, field: &str, value: Option<i64>) -> Option<Op
     Some((limit > 0).then_some(limit))
 }
 
-/// A duration field without a default: `Some(None)` when absent, `None`
-/// if invalid (reported).
-fn optional_duration(
-    scope: &mut Scope,
-    field: &str,
-    value: &Option<String>,
-) -> Option<Option<std::time::Duration>> {
-    match value.as_deref() {
-        None => Some(None),
-        Some(text) => duration_field(scope, field, Some(text), std::time::Duration::ZERO).map(Some),
+/// `on_down` / `on_maint`: one of [`SessionPolicy::ALL`], default `"none"`.
+fn policy_field(scope: &mut Scope, field: &str, value: Option<&str>) -> Option<SessionPolicy> {
+    let Some(text) = value else {
+        return Some(SessionPolicy::None);
+    };
+    let policy = lookup(&SessionPolicy::ALL, SessionPolicy::name, text);
+    if policy.is_none() {
+        scope.error(format!(
+            "{field} {text:?} is not valid (expected {})",
+            expected_list(&SessionPolicy::ALL, SessionPolicy::name)
+        ));
     }
+    policy
 }
 
 /// `algorithm`: one of [`Algorithm::ALL`], default round robin.
@@ -425,8 +440,25 @@ mod tests {
             (None, None, None)
         );
         assert!(!pool.has_limits());
+        assert_eq!(
+            (pool.on_down, pool.on_maint),
+            (SessionPolicy::None, SessionPolicy::None)
+        );
         let zero = valid(&pool_with("max_queue = 0", &[]));
         assert_eq!(zero.pools[0].max_queue, None);
+    }
+
+    #[test]
+    fn session_policies() {
+        let config = valid(&pool_with(
+            "on_down = \"shutdown_sessions\"\non_maint = \"shutdown_sessions\"",
+            &[],
+        ));
+        let pool = &config.pools[0];
+        assert_eq!(pool.on_down, SessionPolicy::ShutdownSessions);
+        assert_eq!(pool.on_maint, SessionPolicy::ShutdownSessions);
+        let config = valid(&pool_with("on_down = \"none\"", &[]));
+        assert_eq!(config.pools[0].on_down, SessionPolicy::None);
     }
 
     #[test]
@@ -442,6 +474,18 @@ mod tests {
                 "pool \"api\": slow_start \"soon\" is not a duration (e.g. \"30s\", \"500ms\", \
                  \"2m\"): expected number at 0",
                 "pool \"api\": member 1: max_connections 10000001 out of range (0-10000000)",
+            ]
+        );
+        assert_eq!(
+            invalid(&pool_with(
+                "on_down = \"shutdown-sessions\"\non_maint = \"kill\"",
+                &[]
+            )),
+            [
+                "pool \"api\": on_down \"shutdown-sessions\" is not valid (expected \"none\" \
+                 or \"shutdown_sessions\")",
+                "pool \"api\": on_maint \"kill\" is not valid (expected \"none\" or \
+                 \"shutdown_sessions\")",
             ]
         );
         assert_eq!(

@@ -108,6 +108,16 @@ pub(super) fn fast_path_rules(
         if !listener.allowed_cidrs.is_empty() {
             scope.error("allowed_cidrs is not supported with fast_path \"xdp\"");
         }
+        // The kernel program only forwards packets: it cannot close a
+        // half-closed connection early.
+        for (field, value) in [
+            ("client_fin", listener.client_fin),
+            ("member_fin", listener.member_fin),
+        ] {
+            if value.is_some() {
+                scope.error(format!("{field} is not supported with fast_path \"xdp\""));
+            }
+        }
         let pool = pools.iter().find(|p| p.name == listener.pool);
         if let Some(pool) = pool.filter(|p| p.algorithm == Algorithm::LeastConnections) {
             scope.error(format!(
@@ -135,6 +145,18 @@ pub(super) fn fast_path_rules(
             scope.error(format!(
                 "pool {:?} has slow_start, which fast_path \"xdp\" does not do",
                 pool.name
+            ));
+        }
+        // Flows balanced in the kernel are not lbd's connections to cut.
+        for (field, _) in pool
+            .iter()
+            .flat_map(|p| [("on_down", p.on_down), ("on_maint", p.on_maint)])
+            .filter(|(_, policy)| policy.shuts_down())
+        {
+            scope.error(format!(
+                "pool {:?} has {field} = \"shutdown_sessions\", which fast_path \"xdp\" does \
+                 not do",
+                listener.pool
             ));
         }
     }
@@ -174,6 +196,7 @@ mod tests {
         let unsupported = format!(
             "{xdp}[[listener]]\nname = \"l\"\nbind = \"10.0.0.1:80\"\npool = \"p\"\n\
              fast_path = \"xdp\"\nproxy_protocol = \"v2\"\nallowed_cidrs = [\"10.0.0.0/8\"]\n\
+             client_fin = \"1s\"\nmember_fin = \"1s\"\ntunnel_idle = \"1h\"\n\
              [[pool]]\nname = \"p\"\nalgorithm = \"least_connections\"\n\
              [[pool.member]]\naddress = \"::1\"\nport = 80\n"
         );
@@ -182,6 +205,8 @@ mod tests {
             [
                 "listener \"l\": proxy_protocol is not supported with fast_path \"xdp\"",
                 "listener \"l\": allowed_cidrs is not supported with fast_path \"xdp\"",
+                "listener \"l\": client_fin is not supported with fast_path \"xdp\"",
+                "listener \"l\": member_fin is not supported with fast_path \"xdp\"",
                 "listener \"l\": pool \"p\" uses least_connections, which fast_path \"xdp\" does \
                  not do (round_robin or source_ip)",
                 "listener \"l\": pool \"p\" has IPv6 members; fast_path \"xdp\" is IPv4 only"
@@ -199,6 +224,7 @@ mod tests {
         let limited = format!(
             "{xdp}[[listener]]\nname = \"l\"\nbind = \"10.0.0.1:80\"\npool = \"p\"\n\
              fast_path = \"xdp\"\n[[pool]]\nname = \"p\"\nslow_start = \"10s\"\n\
+             on_maint = \"shutdown_sessions\"\n\
              [[pool.member]]\naddress = \"10.0.0.2\"\nport = 80\nmax_connections = 5\n"
         );
         assert_eq!(
@@ -207,6 +233,8 @@ mod tests {
                 "listener \"l\": pool \"p\" has members with max_connections, which fast_path \
                  \"xdp\" cannot enforce",
                 "listener \"l\": pool \"p\" has slow_start, which fast_path \"xdp\" does not do",
+                "listener \"l\": pool \"p\" has on_maint = \"shutdown_sessions\", which \
+                 fast_path \"xdp\" does not do",
             ]
         );
         assert_eq!(

@@ -1,0 +1,196 @@
+//! `stats ...` lines of the `global` section: the CLI sockets (`stats
+//! socket <path> mode <m> level <l> expose-fd listeners`), which become
+//! `[[stats_socket]]`, and the settings of all of them.
+
+use super::sections::arg_count;
+use super::timeouts::parse_time;
+use crate::file::StatsSocketSection;
+
+/// What a `stats` line of `global` gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GlobalStats {
+    /// A unix CLI socket lbd serves.
+    Socket(StatsSocketSection),
+    /// Accepted; the note says what lbd does instead.
+    Accepted(&'static str),
+    /// A socket lbd does not serve (the notes said why).
+    NotServed,
+}
+
+const NOT_UNIX: &str = "only unix sockets ('/path' or 'unix@/path') are served so far; \
+                        this one is ignored";
+const OWNER: &str = "lbd creates the socket as the user it runs as (start it as the user \
+                     that should own it); the owner part is ignored";
+
+/// Reads `stats <words...>` of the `global` section. `warn` receives notes
+/// about parts that are ignored.
+pub fn global_stats(words: &[String], warn: &mut dyn FnMut(&str)) -> Result<GlobalStats, String> {
+    match words.get(1).map(String::as_str) {
+        Some("socket") => {
+            arg_count(words, 2, 1..=usize::MAX, "stats socket <path> [param*]")?;
+            socket(&words[2], &words[3..], warn)
+        }
+        Some("timeout") => {
+            arg_count(words, 2, 1..=1, "stats timeout <time>")?;
+            parse_time(&words[2], "stats timeout")?;
+            Ok(GlobalStats::Accepted(
+                "lbd's CLI closes a connection after one command, as HAProxy does without \
+                 'prompt'; ignored",
+            ))
+        }
+        Some("maxconn") => {
+            arg_count(words, 2, 1..=1, "stats maxconn <number>")?;
+            Ok(GlobalStats::Accepted(
+                "lbd serves each CLI connection in turn; ignored",
+            ))
+        }
+        Some("bind-process") => Ok(GlobalStats::Accepted("lbd is one process; ignored")),
+        Some(other) => Err(format!(
+            "'stats {other}' is not a global keyword (expects 'socket', 'timeout' or 'maxconn')"
+        )),
+        None => Err("'stats' expects 'socket', 'timeout' or 'maxconn'".to_owned()),
+    }
+}
+
+fn socket(
+    address: &str,
+    params: &[String],
+    warn: &mut dyn FnMut(&str),
+) -> Result<GlobalStats, String> {
+    let path = match address.strip_prefix("unix@") {
+        Some(p) => Some(p),
+        None if address.starts_with('/') => Some(address),
+        None => None,
+    };
+    let mut section = StatsSocketSection {
+        path: path.map(str::to_owned),
+        ..StatsSocketSection::default()
+    };
+    let mut i = 0;
+    while i < params.len() {
+        let name = params[i].as_str();
+        let value = params.get(i + 1).map(String::as_str);
+        match name {
+            "mode" => section.mode = Some(value_of(name, value)?.to_owned()),
+            "level" => {
+                let level = value_of(name, value)?;
+                if !["user", "operator", "admin"].contains(&level) {
+                    return Err(format!(
+                        "'stats socket': 'level' only supports 'user', 'operator', and \
+                         'admin' (got '{level}')"
+                    ));
+                }
+                section.level = Some(level.to_owned());
+            }
+            "expose-fd" => {
+                if value_of(name, value)? != "listeners" {
+                    return Err("'stats socket': 'expose-fd' only supports 'listeners'".to_owned());
+                }
+                section.expose_fd_listeners = Some(true);
+            }
+            "user" | "uid" | "group" | "gid" => {
+                value_of(name, value)?;
+                warn(OWNER);
+            }
+            "process" | "thread" | "severity-output" | "name" | "id" | "nice" => {
+                value_of(name, value)?;
+                warn("ignored");
+            }
+            "accept-netscaler-cip" | "backlog" | "maxconn" => {
+                value_of(name, value)?;
+                warn("ignored");
+            }
+            "accept-proxy" => {
+                return Err("'stats socket': 'accept-proxy' is not supported by lbd's CLI".into())
+            }
+            other => {
+                return Err(format!(
+                    "'stats socket': unknown parameter '{other}' (lbd takes mode, level, \
+                     expose-fd listeners, user, group, uid, gid)"
+                ))
+            }
+        }
+        // Every parameter but `accept-proxy` takes one value.
+        i += 2;
+    }
+    if section.path.is_none() {
+        warn(NOT_UNIX);
+        return Ok(GlobalStats::NotServed);
+    }
+    Ok(GlobalStats::Socket(section))
+}
+
+fn value_of<'a>(name: &str, value: Option<&'a str>) -> Result<&'a str, String> {
+    value.ok_or_else(|| format!("'stats socket': '{name}' expects a value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(line: &str) -> (Result<GlobalStats, String>, Vec<String>) {
+        let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        let mut notes = Vec::new();
+        let result = global_stats(&words, &mut |n: &str| notes.push(n.to_owned()));
+        (result, notes)
+    }
+
+    #[test]
+    fn octavias_socket_and_an_exposing_one() {
+        let (got, notes) = read("stats socket /var/lib/octavia/x.sock mode 0666 level user");
+        assert_eq!(
+            got,
+            Ok(GlobalStats::Socket(StatsSocketSection {
+                path: Some("/var/lib/octavia/x.sock".into()),
+                mode: Some("0666".into()),
+                level: Some("user".into()),
+                expose_fd_listeners: None,
+            }))
+        );
+        assert!(notes.is_empty());
+        let (got, notes) = read(
+            "stats socket unix@/run/h.sock user haproxy group haproxy mode 660 level admin \
+             expose-fd listeners",
+        );
+        assert_eq!(
+            got,
+            Ok(GlobalStats::Socket(StatsSocketSection {
+                path: Some("/run/h.sock".into()),
+                mode: Some("660".into()),
+                level: Some("admin".into()),
+                expose_fd_listeners: Some(true),
+            }))
+        );
+        assert_eq!(notes, [OWNER, OWNER]);
+    }
+
+    #[test]
+    fn tcp_sockets_are_accepted_but_not_served_yet() {
+        let (got, notes) = read("stats socket ipv4@127.0.0.1:9999 level admin");
+        assert_eq!(got, Ok(GlobalStats::NotServed));
+        assert_eq!(notes, [NOT_UNIX]);
+    }
+
+    #[test]
+    fn bad_lines_are_refused_with_the_reason() {
+        for (line, why) in [
+            ("stats socket /a level root", "'level' only supports"),
+            (
+                "stats socket /a expose-fd all",
+                "'expose-fd' only supports 'listeners'",
+            ),
+            ("stats socket /a mode", "'mode' expects a value"),
+            (
+                "stats socket /a frobnicate 1",
+                "unknown parameter 'frobnicate'",
+            ),
+            ("stats socket", "stats socket <path>"),
+            ("stats timeout soon", "stats timeout"),
+            ("stats enable", "not a global keyword"),
+        ] {
+            let (got, _) = read(line);
+            let err = got.expect_err(line);
+            assert!(err.contains(why), "{line}: {err}");
+        }
+    }
+}
