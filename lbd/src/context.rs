@@ -59,6 +59,12 @@ impl Shared {
         self.changed.subscribe()
     }
 
+    /// Wakes the workers to look at their listeners again: one was
+    /// closed ([`crate::sockets::ListenerSockets::close`]).
+    pub fn wake_workers(&self) {
+        self.changed.send_modify(|_| {});
+    }
+
     /// Client connections open right now, all workers and listeners.
     pub fn active_connections(&self) -> u64 {
         self.workers.iter().map(|w| w.active.load(Relaxed)).sum()

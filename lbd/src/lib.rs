@@ -8,7 +8,10 @@
 //!    [`fault`] (test fault injection), [`state`] (lock-free counters and
 //!    member state), [`queue`] (a pool's queue of clients waiting for a
 //!    member slot), [`sockets`], [`runtime`] (the seam to io_uring or
-//!    epoll), [`balance`] (the algorithms), [`tls`], [`limits`], [`pidfile`];
+//!    epoll), [`balance`] (the algorithms), [`tls`], [`limits`], [`pidfile`],
+//!    [`notify`] (systemd notifications), [`daemon`] (`haproxy -D`),
+//!    [`takeover`] (`haproxy -sf/-st` without losing a connection),
+//!    [`handoff`] (`haproxy -x`: listening sockets passed between processes);
 //! 2. [`snapshot`]: one config generation as the workers read it;
 //! 3. [`context`]: [`context::Shared`], what workers, control and services
 //!    share;
@@ -18,17 +21,22 @@
 //! 5. [`service`] (background services and their shutdown signal),
 //!    [`memory`], and the services: [`health`], [`xdp`];
 //! 6. [`server`]: start, reload, drain, stop; [`admin`] (a service that
-//!    drives the server); [`demo`].
+//!    drives the server); [`demo`]; [`haproxy_cli`] (HAProxy's command
+//!    line, which `main.rs` acts on).
 
 pub mod admin;
 pub mod balance;
 pub mod context;
+pub mod daemon;
 pub mod demo;
 pub mod events;
 pub mod fault;
+pub mod handoff;
+pub mod haproxy_cli;
 pub mod health;
 pub mod limits;
 pub mod memory;
+pub mod notify;
 pub mod pick;
 pub mod pidfile;
 pub mod proxy;
@@ -39,6 +47,7 @@ pub mod service;
 pub mod snapshot;
 pub mod sockets;
 pub mod state;
+pub mod takeover;
 pub mod tls;
 pub mod worker;
 pub mod xdp;

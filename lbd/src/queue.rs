@@ -140,6 +140,12 @@ impl PoolQueue {
         self.max_len.load(Relaxed)
     }
 
+    /// Starts the maximum again from the clients waiting now (the stats
+    /// socket's `clear counters`).
+    pub fn reset_max(&self) {
+        self.max_len.store(self.len(), Relaxed);
+    }
+
     /// Call after giving back a member's slot: wakes the head of the queue
     /// if anyone waits (one atomic load otherwise).
     #[inline]

@@ -16,6 +16,7 @@ use crate::health::HealthService;
 use crate::runtime::{epoll::Epoll, uring::Uring, RuntimeKind};
 use crate::service::Services;
 use crate::snapshot::{BindError, Snapshot};
+use crate::sockets::Sharing;
 use crate::worker;
 use crate::xdp::XdpService;
 
@@ -26,6 +27,16 @@ pub enum ReloadError {
     Bind(#[from] BindError),
     #[error("lbd is shutting down")]
     ShuttingDown,
+}
+
+/// Why a runtime change ([`Server::adjust`]) was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum AdjustError<E> {
+    /// The change itself refused (e.g. a weight out of range).
+    #[error("{0}")]
+    Refused(E),
+    #[error(transparent)]
+    Reload(ReloadError),
 }
 
 /// What a reload changed, for the log.
@@ -41,6 +52,10 @@ pub struct ReloadSummary {
 struct ControlState {
     generation: u64,
     draining: bool,
+    /// The config of the last reload (or the start): what runtime changes
+    /// ([`Server::adjust`]) start from, and where HAProxy's "initial"
+    /// weights come from.
+    loaded: Arc<Config>,
 }
 
 /// A running data plane.
@@ -55,8 +70,20 @@ impl Server {
     /// Binds every listener, starts `workers` worker threads on `runtime`
     /// and returns once all of them run.
     pub fn start(config: Config, workers: usize, runtime: RuntimeKind) -> anyhow::Result<Server> {
+        Self::start_sharing(config, workers, runtime, Sharing::Exclusive)
+    }
+
+    /// [`Server::start`], saying whether the listeners may share their
+    /// addresses with processes being replaced (`haproxy -sf/-st`).
+    pub fn start_sharing(
+        config: Config,
+        workers: usize,
+        runtime: RuntimeKind,
+        sharing: Sharing,
+    ) -> anyhow::Result<Server> {
         let workers = workers.max(1);
-        let built = Snapshot::build(config, None, workers, 1)?;
+        let loaded = Arc::new(config.clone());
+        let built = Snapshot::build(config, None, workers, 1, sharing)?;
         built.snapshot.apply_member_settings();
         let shared = Arc::new(Shared::new(built.snapshot, workers, runtime));
 
@@ -105,6 +132,7 @@ impl Server {
             control: Mutex::new(ControlState {
                 generation: 1,
                 draining: false,
+                loaded,
             }),
             services,
         })
@@ -134,12 +162,48 @@ impl Server {
     /// accepting; established connections are untouched. On error nothing
     /// changes. This is what SIGHUP and the admin API call.
     pub fn reload(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
-        let result = self.swap_config(config);
+        let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        let loaded = Arc::new(config.clone());
+        let result = self.swap_config(&mut control, config);
         match &result {
-            Ok(_) => self.shared.reloads.fetch_add(1, Relaxed),
+            Ok(_) => {
+                control.loaded = loaded;
+                self.shared.reloads.fetch_add(1, Relaxed)
+            }
             Err(_) => self.shared.reload_failures.fetch_add(1, Relaxed),
         };
         result
+    }
+
+    /// A runtime change (the stats socket's `set server`, `set maxconn`...):
+    /// `change` edits a copy of the running config and the result is
+    /// swapped in as by a reload, all under the reload lock, so that two
+    /// changes never undo each other. The change must keep the config valid
+    /// (the callers check ranges); when `change` fails nothing happens.
+    /// Unlike [`Server::reload`] it is not counted as a reload and leaves
+    /// [`Server::loaded_config`] as it is: the next reload from the config
+    /// file replaces it, as HAProxy's runtime changes are.
+    pub fn adjust<E>(
+        &self,
+        change: impl FnOnce(&mut Config) -> Result<(), E>,
+    ) -> Result<ReloadSummary, AdjustError<E>> {
+        let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        let mut config = self.shared.snapshot().config.as_ref().clone();
+        change(&mut config).map_err(AdjustError::Refused)?;
+        self.swap_config(&mut control, config)
+            .map_err(AdjustError::Reload)
+    }
+
+    /// The config of the last reload (or of the start), without the runtime
+    /// changes made since ([`Server::adjust`]).
+    pub fn loaded_config(&self) -> Arc<Config> {
+        Arc::clone(
+            &self
+                .control
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .loaded,
+        )
     }
 
     /// Counts a reload rejected before it reached [`Server::reload`] (a
@@ -148,14 +212,23 @@ impl Server {
         self.shared.reload_failures.fetch_add(1, Relaxed);
     }
 
-    fn swap_config(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
-        let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+    fn swap_config(
+        &self,
+        control: &mut ControlState,
+        config: Config,
+    ) -> Result<ReloadSummary, ReloadError> {
         if control.draining {
             return Err(ReloadError::ShuttingDown);
         }
         let old = self.shared.snapshot();
         let generation = control.generation + 1;
-        let built = Snapshot::build(config, Some(&old), self.shared.workers.len(), generation)?;
+        let built = Snapshot::build(
+            config,
+            Some(&old),
+            self.shared.workers.len(),
+            generation,
+            Sharing::Exclusive,
+        )?;
         let summary = summarize(&old, &built.snapshot);
         let snapshot = Arc::new(built.snapshot);
         snapshot.apply_member_settings();
@@ -164,6 +237,7 @@ impl Server {
         for sockets in built.retired {
             sockets.close();
         }
+        self.shared.wake_workers();
         Ok(summary)
     }
 
@@ -174,6 +248,7 @@ impl Server {
         for l in &self.shared.snapshot().listeners {
             l.sockets.close();
         }
+        self.shared.wake_workers();
     }
 
     /// Stops accepting and waits until every connection has finished or

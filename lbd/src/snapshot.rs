@@ -17,7 +17,7 @@ use lbd_config::{Config, HealthCheck};
 
 use crate::balance::{PlanMember, PoolPlan};
 use crate::queue::PoolQueue;
-use crate::sockets::ListenerSockets;
+use crate::sockets::{ListenerSockets, Sharing};
 use crate::state::{ListenerState, MemberState};
 
 pub struct Snapshot {
@@ -34,6 +34,9 @@ pub struct ListenerRt {
     pub pool: usize,
     pub state: Arc<ListenerState>,
     pub sockets: Arc<ListenerSockets>,
+    /// The `connect_hedge` in force: the pool's, else the listener's;
+    /// `None`: connects are not hedged.
+    pub connect_hedge: Option<Duration>,
 }
 
 pub struct PoolRt {
@@ -54,6 +57,11 @@ pub struct PoolRt {
     pub queue_timeout: Option<Duration>,
     /// Slow start in milliseconds; 0: none.
     pub slow_start_ms: u64,
+    /// `on_down = "shutdown_sessions"`: a member's connections are closed
+    /// when it goes down.
+    pub shutdown_on_down: bool,
+    /// `on_maint = "shutdown_sessions"`: ... when it enters maint.
+    pub shutdown_on_maint: bool,
 }
 
 pub struct MemberRt {
@@ -90,6 +98,7 @@ impl Snapshot {
         prev: Option<&Snapshot>,
         workers: usize,
         generation: u64,
+        sharing: Sharing,
     ) -> Result<Built, BindError> {
         let pools: Vec<PoolRt> = config
             .pools
@@ -108,6 +117,7 @@ impl Snapshot {
                         workers,
                         l.freebind,
                         !prev.is_some_and(|p| p.listens_near(l.bind)),
+                        sharing,
                     )
                     .map_err(|error| BindError {
                         listener: l.name.clone(),
@@ -125,12 +135,14 @@ impl Snapshot {
                 .iter()
                 .position(|p| p.name == l.pool)
                 .expect("validated config: listener pools exist");
+            let connect_hedge = l.hedge_for(&config.pools[pool]);
             by_bind.insert(l.bind, listeners.len());
             listeners.push(ListenerRt {
                 cfg: l.clone(),
                 pool,
                 state,
                 sockets,
+                connect_hedge,
             });
         }
 
@@ -259,6 +271,8 @@ fn build_pool(p: &lbd_config::Pool, prev: Option<&Snapshot>, workers: usize) -> 
         max_queue: p.max_queue,
         queue_timeout: p.queue_timeout,
         slow_start_ms: p.slow_start.map_or(0, |d| (d.as_millis() as u64).max(1)),
+        shutdown_on_down: p.on_down.shuts_down(),
+        shutdown_on_maint: p.on_maint.shuts_down(),
     }
 }
 

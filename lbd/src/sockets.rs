@@ -2,26 +2,53 @@
 //!
 //! The control thread opens them (so a bind error fails a start or a reload
 //! before anything changes) and keeps the originals; each worker accepts on
-//! its own duplicate. To stop a listener, the control thread shuts the
-//! sockets down: every worker's pending accept then fails at once, even an
-//! io_uring accept already in flight, and the worker closes its duplicate.
+//! its own duplicate. To stop a listener, the control thread marks it
+//! closed and wakes the workers, which stop their accept loops (an io_uring
+//! accept in flight is cancelled, see [`crate::runtime::Runtime::abandon_accept`]),
+//! and shuts the sockets down, unless another process may hold them too.
+//!
+//! Sockets are shared with another process when they came from it (`haproxy
+//! -x`, [`inherit`]) or were handed to one (`_getsocks`,
+//! [`ListenerSockets::mark_shared`]). shutdown(2) acts on the socket, not
+//! on one process's descriptor: it would stop the other process's accepts
+//! and reset its queued connections. Such sockets are only closed.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 /// Listen backlog per socket (the kernel caps it at `net.core.somaxconn`).
 const BACKLOG: i32 = 4096;
 
-/// The sockets of one bind address, one per worker.
+/// Whether a listener may open an address another process listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sharing {
+    /// Refuse it: the other process would silently get a share of the
+    /// connections (the default, and every reload).
+    #[default]
+    Exclusive,
+    /// `haproxy -sf/-st <pids>` at start: the processes listening there are
+    /// the old lbd (or HAProxy) being replaced. Both listen for a moment in
+    /// one SO_REUSEPORT group; the new one tells the old ones to stop once
+    /// it serves, so no connection is refused meanwhile.
+    TakingOver,
+}
+
+/// The sockets of one bind address: one per worker, or more when more came
+/// from the process taken over (workers then share them out).
 #[derive(Debug)]
 pub struct ListenerSockets {
     bind: SocketAddr,
-    per_worker: Vec<TcpListener>,
+    sockets: Vec<TcpListener>,
+    /// How many workers share them out.
+    workers: usize,
     closed: AtomicBool,
+    /// Another process may hold these sockets (see the module doc).
+    shared: AtomicBool,
 }
 
 impl ListenerSockets {
@@ -32,23 +59,43 @@ impl ListenerSockets {
     /// lbd with the same config, a HAProxy): SO_REUSEPORT would otherwise
     /// let both processes share it silently and split its connections.
     /// `check_others`: false when lbd's own open listeners overlap `bind`
-    /// (see `Snapshot::listens_near`); the check would see those.
+    /// (see `Snapshot::listens_near`); the check would see those. The
+    /// check is also skipped for [`Sharing::TakingOver`].
     pub fn open(
         bind: SocketAddr,
         workers: usize,
         freebind: bool,
         check_others: bool,
+        sharing: Sharing,
     ) -> io::Result<Self> {
-        if check_others {
+        let workers = workers.max(1);
+        let mut sockets = take_inherited(bind);
+        let shared = !sockets.is_empty();
+        if !shared && check_others && sharing == Sharing::Exclusive {
             refuse_if_listened_on(bind, freebind)?;
         }
-        let per_worker = (0..workers.max(1))
-            .map(|_| open_one(bind, freebind))
-            .collect::<io::Result<Vec<_>>>()?;
+        while sockets.len() < workers {
+            match open_one(bind, freebind) {
+                Ok(socket) => sockets.push(socket),
+                // The inherited socket has no SO_REUSEPORT (a HAProxy with
+                // `noreuseport`): the workers share what there is.
+                Err(e) if shared && e.kind() == io::ErrorKind::AddrInUse => {
+                    tracing::info!(
+                        "{bind}: the received socket cannot be joined by more (no \
+                         SO_REUSEPORT); {workers} workers share {}",
+                        sockets.len()
+                    );
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         Ok(ListenerSockets {
             bind,
-            per_worker,
+            sockets,
+            workers,
             closed: AtomicBool::new(false),
+            shared: AtomicBool::new(shared),
         })
     }
 
@@ -56,16 +103,54 @@ impl ListenerSockets {
         self.bind
     }
 
-    /// A duplicate of worker `id`'s socket, owned by the caller.
-    pub fn for_worker(&self, id: usize) -> io::Result<TcpListener> {
-        self.per_worker[id % self.per_worker.len()].try_clone()
+    /// The sockets' descriptors, in the order they joined the group.
+    pub fn raw_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.sockets.iter().map(|l| l.as_raw_fd()).collect()
     }
 
-    /// Stops accepting: wakes every pending accept with an error. Connections
-    /// already accepted are not affected.
+    /// The sockets, to hand to another process (`_getsocks`).
+    pub fn borrow_fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.sockets.iter().map(|l| l.as_fd())
+    }
+
+    /// Duplicates of worker `id`'s sockets, owned by the caller: its own,
+    /// and a share of the extra ones when more came from the process taken
+    /// over (or a share of fewer, see [`ListenerSockets::open`]).
+    pub fn for_worker(&self, id: usize) -> io::Result<Vec<TcpListener>> {
+        if self.sockets.len() < self.workers {
+            return Ok(vec![self.sockets[id % self.sockets.len()].try_clone()?]);
+        }
+        self.sockets
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % self.workers == id % self.workers)
+            .map(|(_, l)| l.try_clone())
+            .collect()
+    }
+
+    /// Another process holds (or is about to hold) these sockets: from now
+    /// on they are never shut down.
+    pub fn mark_shared(&self) {
+        self.shared.store(true, Ordering::Release);
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.shared.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting. The caller then wakes the workers (see
+    /// `Shared::wake_workers`), whose accept loops see [`Self::is_closed`].
+    /// Unless shared, the sockets are also shut down: that fails every
+    /// pending accept at once (even on kernels that cannot cancel an
+    /// io_uring accept by descriptor). Connections already accepted are
+    /// not affected.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        for l in &self.per_worker {
+        if self.is_shared() {
+            return;
+        }
+        for l in &self.sockets {
             // ENOTCONN just means it was already shut down.
             let _ = with_socket(l, |s| s.shutdown(std::net::Shutdown::Both));
         }
@@ -74,6 +159,47 @@ impl ListenerSockets {
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
+}
+
+/// Listening sockets received from the process being taken over (`haproxy
+/// -x`), not yet claimed by a listener.
+static INHERITED: Mutex<Vec<TcpListener>> = Mutex::new(Vec::new());
+
+/// Keeps the TCP listening sockets among `fds` for the listeners about to
+/// open ([`ListenerSockets::open`] takes those of its address); closes the
+/// others (the old process's unix sockets, UDP). Returns how many were kept.
+pub fn inherit(fds: Vec<OwnedFd>) -> usize {
+    let mut kept = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
+    for fd in fds {
+        let socket = socket2::Socket::from(fd);
+        let listening = socket.r#type().is_ok_and(|t| t == Type::STREAM)
+            && socket.is_listener().unwrap_or(false)
+            && socket.local_addr().is_ok_and(|a| a.as_socket().is_some());
+        if listening {
+            kept.push(socket.into());
+        }
+    }
+    kept.len()
+}
+
+/// Closes the inherited sockets no listener claimed (their addresses are
+/// not in the config any more) and returns their addresses.
+pub fn drop_unclaimed() -> Vec<SocketAddr> {
+    let mut kept = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
+    kept.drain(..).filter_map(|l| l.local_addr().ok()).collect()
+}
+
+/// The inherited sockets bound to `bind` (an IPv6 one only if v6-only, as
+/// lbd's own are).
+fn take_inherited(bind: SocketAddr) -> Vec<TcpListener> {
+    let mut kept = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
+    let matches = |l: &TcpListener| {
+        l.local_addr().is_ok_and(|a| a == bind)
+            && (!bind.is_ipv6() || with_socket(l, |s| s.only_v6().unwrap_or(false)))
+    };
+    let (mine, others) = kept.drain(..).partition(|l| matches(l));
+    *kept = others;
+    mine
 }
 
 /// Binds `bind` once without SO_REUSEPORT and lets go at once: that fails

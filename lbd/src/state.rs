@@ -7,13 +7,16 @@
 //! A reload carries these objects over for listeners and members that still
 //! exist, so counters and active-connection counts do not reset.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicU8,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use lbd_config::AdminState;
 
-use crate::events::MEMBER_EVENTS;
+use crate::events::{MEMBER_EVENTS, SESSION_EVENTS};
 
 /// Pads `T` to its own cache lines so two workers never write the same line.
 #[repr(align(128))]
@@ -75,6 +78,12 @@ pub struct ListenerCounters {
     /// Closed because lbd ran out of a local resource (descriptors, memory,
     /// local ports) while connecting to a member.
     pub local_errors: AtomicU64,
+    /// Hedged connects started (`connect_hedge`): a second member's connect
+    /// begun because the first had not completed after the hedge delay.
+    pub hedges: AtomicU64,
+    /// Hedged connects won by the hedge: the client was served by the
+    /// second member.
+    pub hedges_won: AtomicU64,
     /// Bytes from clients to members.
     pub bytes_in: AtomicU64,
     /// Bytes from members to clients.
@@ -176,6 +185,9 @@ pub struct MemberCounters {
     pub connect_errors: AtomicU64,
     /// Connections that were sent to another member after failing here.
     pub retried_away: AtomicU64,
+    /// Established connections closed because the member went down or
+    /// into maint (pool `on_down` / `on_maint = "shutdown_sessions"`).
+    pub sessions_shutdown: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
 }
@@ -302,8 +314,12 @@ pub const PASSIVE_BACKOFF_MAX: Duration = Duration::from_secs(16);
 ///
 /// New connections go to members that are Up, Ready, not skipped, with a
 /// weight above 0 (when every member is skipped, the skip is ignored; a
-/// Down member is never tried). Established connections are never cut by
-/// any of these transitions. A reload keeps the state of members whose pool
+/// Down member is never tried). Established connections are not cut by
+/// these transitions, except in pools with `on_down` / `on_maint =
+/// "shutdown_sessions"`: every WentDown bumps `down_epoch` and every entry
+/// into Maint bumps `maint_epoch` (whatever the config), and the workers'
+/// sweepers (`proxy::sessions`) close the connections of those pools whose
+/// member's epoch moved. A reload keeps the state of members whose pool
 /// and address stay; new members start Up, unconfirmed.
 #[derive(Debug)]
 pub struct MemberState {
@@ -331,6 +347,10 @@ pub struct MemberState {
     pub went_down: AtomicU64,
     /// `now_ms()` before which new connections avoid this member.
     skip_until_ms: AtomicU64,
+    /// Bumped on every transition to Down (`WentDown`).
+    down_epoch: AtomicU64,
+    /// Bumped on every entry into Maint.
+    maint_epoch: AtomicU64,
     /// `now_ms()` (at least 1) when the member last came back into service
     /// (health up again, or out of maint): where slow start ramps from.
     /// 0: it never came back (as at start).
@@ -353,6 +373,8 @@ impl MemberState {
             check_failures: AtomicU64::new(0),
             went_down: AtomicU64::new(0),
             skip_until_ms: AtomicU64::new(0),
+            down_epoch: AtomicU64::new(0),
+            maint_epoch: AtomicU64::new(0),
             back_since_ms: AtomicU64::new(0),
             record: Mutex::new(CheckRecord {
                 last: None,
@@ -388,6 +410,8 @@ impl MemberState {
         }
         if state == AdminState::Maint && old != AdminState::Maint {
             self.confirmed.store(false, Relaxed);
+            self.maint_epoch.fetch_add(1, SeqCst);
+            SESSION_EVENTS.wake();
         }
         if old == AdminState::Maint && state != AdminState::Maint {
             self.came_back();
@@ -472,6 +496,17 @@ impl MemberState {
         self.fall_streak.load(Relaxed)
     }
 
+    /// Passed checks in a row while down (for the stats).
+    pub fn rise_streak(&self) -> u32 {
+        self.rise_streak.load(Relaxed)
+    }
+
+    /// Whether a check decided the health since the member appeared (or
+    /// left maint).
+    pub fn confirmed(&self) -> bool {
+        self.confirmed.load(Relaxed)
+    }
+
     /// Whether new connections may go here. `ignore_passive` looks past the
     /// back-off after failed connects (used when every member is backing off:
     /// trying one is better than refusing the client).
@@ -541,9 +576,25 @@ impl MemberState {
             self.rise_streak.store(0, Relaxed);
             self.confirmed.store(true, Relaxed);
             self.went_down.fetch_add(1, Relaxed);
+            self.down_epoch.fetch_add(1, SeqCst);
+            SESSION_EVENTS.wake();
             self.touch_changed();
         }
         went
+    }
+
+    /// How many times the member went down; read with the health after it
+    /// (a connection that reads an epoch and then sees the member up is
+    /// woken by the next bump).
+    #[inline]
+    pub fn down_epoch(&self) -> u64 {
+        self.down_epoch.load(SeqCst)
+    }
+
+    /// How many times the member entered maint.
+    #[inline]
+    pub fn maint_epoch(&self) -> u64 {
+        self.maint_epoch.load(SeqCst)
     }
 
     /// Applies one health-check result (`summary`: `"HTTP 503"`) under the
@@ -836,6 +887,32 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         m.set_admin(AdminState::Ready);
         assert!(m.back_since_ms() > back, "out of maint");
+    }
+
+    #[test]
+    fn epochs_move_on_going_down_and_entering_maint_only() {
+        let m = MemberState::new(1);
+        m.set_checked(true);
+        let generation = SESSION_EVENTS.generation();
+        assert_eq!((m.down_epoch(), m.maint_epoch()), (0, 0));
+        assert_eq!(check(&m, false), Transition::WentDown, "unconfirmed");
+        assert_eq!(m.down_epoch(), 1);
+        assert!(SESSION_EVENTS.generation() > generation, "sweepers woken");
+        check(&m, false);
+        assert_eq!(m.down_epoch(), 1, "already down");
+        check(&m, true);
+        check(&m, true);
+        assert!(m.mark_down());
+        assert_eq!(m.down_epoch(), 2, "down again through a failed connect");
+        m.set_admin(AdminState::Drain);
+        assert_eq!(m.maint_epoch(), 0, "drain is not maint");
+        m.set_admin(AdminState::Maint);
+        m.set_admin(AdminState::Maint);
+        assert_eq!(m.maint_epoch(), 1, "once per entry");
+        m.set_admin(AdminState::Ready);
+        m.set_admin(AdminState::Maint);
+        assert_eq!(m.maint_epoch(), 2);
+        assert_eq!(m.down_epoch(), 2);
     }
 
     #[test]

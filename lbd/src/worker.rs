@@ -2,12 +2,15 @@
 //! SO_REUSEPORT socket per listener.
 //!
 //! The worker follows config generations: when the control thread publishes
-//! a snapshot it starts accept loops for listeners it does not serve yet.
-//! Listeners that went away end by themselves (their sockets are shut down
-//! by the control thread). Per-connection state lives in tasks on this
+//! a snapshot it starts accept loops for listeners it does not serve yet,
+//! and stops the loops of listeners that went away or were closed (the
+//! control thread wakes it for that, see `Shared::wake_workers`); an
+//! accept in flight is abandoned without losing a connection
+//! (`Runtime::abandon_accept`). Per-connection state lives in tasks on this
 //! thread only; what is shared with other threads is read through `arc-swap`
 //! and per-worker atomic counters.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io;
 use std::marker::PhantomData;
@@ -19,7 +22,7 @@ use std::time::Duration;
 use tracing::{debug, error, warn};
 
 use crate::context::Shared;
-use crate::proxy::{local::Local, tcp};
+use crate::proxy::{local::Local, tcp, wake::WakeSlot};
 use crate::runtime::Runtime;
 use crate::sockets::ListenerSockets;
 use crate::state::{now_ms, LogLimiter};
@@ -40,27 +43,49 @@ impl<R: Runtime> Worker<R> {
         }
     }
 
-    /// Starts accept loops for new listeners, generation after generation.
+    /// Starts accept loops for new listeners, generation after generation,
+    /// and stops those of listeners that went away or were closed.
     async fn follow_config(self: Rc<Self>) {
         let mut changes = self.local.shared.subscribe();
-        let mut serving: HashMap<SocketAddr, Arc<ListenerSockets>> = HashMap::new();
+        let mut serving: HashMap<SocketAddr, (Arc<ListenerSockets>, Vec<Rc<AcceptStop>>)> =
+            HashMap::new();
         loop {
             let snap = self.local.shared.snapshot();
-            serving
-                .retain(|bind, sockets| snap.listener_at(*bind).is_some() && !sockets.is_closed());
+            serving.retain(|bind, (sockets, stops)| {
+                let keep = snap.listener_at(*bind).is_some() && !sockets.is_closed();
+                if !keep {
+                    stops.iter().for_each(|s| s.request());
+                }
+                keep
+            });
             for l in &snap.listeners {
                 let known = serving
                     .get(&l.cfg.bind)
-                    .is_some_and(|s| Arc::ptr_eq(s, &l.sockets));
+                    .is_some_and(|(s, _)| Arc::ptr_eq(s, &l.sockets));
                 if known || l.sockets.is_closed() {
                     continue;
                 }
-                match l.sockets.for_worker(self.local.id).and_then(R::listener) {
-                    Ok(listener) => {
-                        serving.insert(l.cfg.bind, Arc::clone(&l.sockets));
-                        tokio::task::spawn_local(
-                            Rc::clone(&self).accept_loop(listener, Arc::clone(&l.sockets)),
-                        );
+                let opened = l.sockets.for_worker(self.local.id).and_then(|sockets| {
+                    sockets
+                        .into_iter()
+                        .map(R::listener)
+                        .collect::<io::Result<Vec<_>>>()
+                });
+                match opened {
+                    Ok(listeners) => {
+                        let mut stops = Vec::with_capacity(listeners.len());
+                        for listener in listeners {
+                            let stop = Rc::new(AcceptStop::default());
+                            stops.push(Rc::clone(&stop));
+                            tokio::task::spawn_local(
+                                Rc::clone(&self).accept_loop(listener, l.cfg.bind, stop),
+                            );
+                        }
+                        if let Some((_, old)) =
+                            serving.insert(l.cfg.bind, (Arc::clone(&l.sockets), stops))
+                        {
+                            old.iter().for_each(|s| s.request());
+                        }
                     }
                     Err(e) => {
                         error!(worker = self.local.id, bind = %l.cfg.bind, "cannot accept: {e}")
@@ -74,11 +99,26 @@ impl<R: Runtime> Worker<R> {
         }
     }
 
-    async fn accept_loop(self: Rc<Self>, listener: R::Listener, sockets: Arc<ListenerSockets>) {
-        let bind = sockets.bind();
+    async fn accept_loop(
+        self: Rc<Self>,
+        listener: R::Listener,
+        bind: SocketAddr,
+        stop: Rc<AcceptStop>,
+    ) {
         debug!(worker = self.local.id, %bind, "accepting");
-        loop {
-            match R::accept(&listener).await {
+        while !stop.requested() {
+            let accepted = {
+                let mut accept = std::pin::pin!(R::accept(&listener));
+                tokio::select! {
+                    biased;
+                    result = accept.as_mut() => result,
+                    () = stop.wait() => match R::abandon_accept(&listener, accept).await {
+                        Some(conn) => Ok(conn),
+                        None => break,
+                    },
+                }
+            };
+            match accepted {
                 Ok((stream, peer)) => {
                     tokio::task::spawn_local(tcp::handle::<R>(
                         Rc::clone(&self.local),
@@ -87,18 +127,44 @@ impl<R: Runtime> Worker<R> {
                         peer,
                     ));
                 }
-                Err(_) if sockets.is_closed() => break,
+                Err(_) if stop.requested() => break,
                 Err(e) if is_per_connection(&e) => continue,
                 Err(e) => {
                     // Out of fds or memory: back off instead of spinning.
                     if self.accept_errors.allow(now_ms()) {
                         warn!(worker = self.local.id, %bind, "accept failed: {e} (pausing 50ms; logged at most every 5s)");
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        () = stop.wait() => {}
+                    }
                 }
             }
         }
         debug!(worker = self.local.id, %bind, "stopped accepting");
+    }
+}
+
+/// Tells one accept loop to stop. Set by the worker's own config
+/// follower, so no lock: a flag and a wake-up slot.
+#[derive(Default)]
+struct AcceptStop {
+    requested: Cell<bool>,
+    slot: WakeSlot,
+}
+
+impl AcceptStop {
+    fn request(&self) {
+        self.requested.set(true);
+        self.slot.wake();
+    }
+
+    fn requested(&self) -> bool {
+        self.requested.get()
+    }
+
+    async fn wait(&self) {
+        self.slot.until(|| self.requested.get()).await
     }
 }
 
@@ -117,6 +183,10 @@ pub fn run<R: Runtime>(id: usize, shared: Arc<Shared>, ready: mpsc::Sender<Resul
     let started = ready.clone();
     let result = R::block_on(async move {
         let worker = Rc::new(Worker::<R>::new(id, shared));
+        // Closes connections of pools with on_down / on_maint when their
+        // member goes down or into maint (idle otherwise).
+        let local = Rc::clone(&worker.local);
+        tokio::task::spawn_local(async move { local.sessions.run_sweeper(local.id).await });
         let _ = started.send(Ok(()));
         worker.follow_config().await;
     });

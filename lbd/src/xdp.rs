@@ -10,7 +10,8 @@
 //! was last told, and tells it again when that changed. A health transition or a reload wakes it at once
 //! ([`MEMBER_EVENTS`]), so a member that goes down stops getting new flows
 //! right after the transition, and a removed member's flows end. Idle
-//! flows are expired every second (after the listener's `client_idle`), and
+//! flows are expired every second (after the listener's `tunnel_idle`, else
+//! the larger of `client_idle` and `member_idle`), and
 //! the kernel's counters are published for the stats page and `/metrics`.
 //!
 //! Nothing here is required: if attaching fails, the error is logged and
@@ -303,7 +304,11 @@ fn housekeep(
         .listeners
         .iter()
         .filter(|l| l.cfg.fast_path == FastPath::Xdp)
-        .map(|l| l.cfg.client_idle.max(l.cfg.member_idle))
+        .map(|l| {
+            l.cfg
+                .tunnel_idle
+                .unwrap_or(l.cfg.client_idle.max(l.cfg.member_idle))
+        })
         .max()
         .unwrap_or(Duration::from_secs(50));
     match a.fast_path.expire_idle(idle) {

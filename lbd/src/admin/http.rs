@@ -8,15 +8,25 @@
 //!
 //! Writes (`PUT`) need a bearer token when `token_file` is set; without one
 //! they are allowed only on a loopback or unix-socket bind.
+//!
+//! With `stats_users`, reads (`GET` of the stats page, JSON, CSV,
+//! `/metrics` and the API; not `/healthz`) need HTTP basic auth with one
+//! of them, on both listeners: else 401 with `WWW-Authenticate: Basic
+//! realm="..."`. The API's reads are included because `GET /api/config`
+//! shows the config, passwords included. The credentials are compared in
+//! constant time, against every configured user.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use lbd_config::StatsAuth;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
@@ -50,20 +60,92 @@ pub struct Context {
     pub token: Option<String>,
     /// Whether the admin bind is loopback or a unix socket.
     pub local_bind: bool,
+    /// Basic auth for reads, if `stats_users` is set.
+    pub readers: Option<Readers>,
     /// Serializes read-modify-write changes of the running config.
     pub writes: Mutex<()>,
 }
 
 impl Context {
-    pub fn new(server: Arc<Server>, token: Option<String>, local_bind: bool) -> Context {
+    pub fn new(
+        server: Arc<Server>,
+        token: Option<String>,
+        local_bind: bool,
+        stats_auth: Option<&StatsAuth>,
+    ) -> Context {
         Context {
             server,
             rates: RateTracker::default(),
             token,
             local_bind,
+            readers: stats_auth.map(Readers::new),
             writes: Mutex::new(()),
         }
     }
+}
+
+/// Who may read: the base64 `user:password` credentials a basic auth
+/// header carries, and the challenge of a 401.
+pub struct Readers {
+    credentials: Vec<Vec<u8>>,
+    challenge: HeaderValue,
+}
+
+impl Readers {
+    fn new(auth: &StatsAuth) -> Readers {
+        let credentials = auth
+            .users
+            .iter()
+            .map(|u| base64(format!("{}:{}", u.user, u.password).as_bytes()).into_bytes())
+            .collect();
+        // The validator allows printable ASCII without '"' or '\\' only.
+        let challenge = HeaderValue::from_str(&format!("Basic realm=\"{}\"", auth.realm))
+            .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"lbd statistics\""));
+        Readers {
+            credentials,
+            challenge,
+        }
+    }
+
+    /// Whether `header` (an Authorization value) names one of the users
+    /// with its password. Every user is compared, each in constant time.
+    fn admits(&self, header: Option<&HeaderValue>) -> bool {
+        let Some((scheme, presented)) = header
+            .map(HeaderValue::as_bytes)
+            .and_then(|v| v.iter().position(|b| *b == b' ').map(|i| v.split_at(i)))
+        else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case(b"basic") {
+            return false;
+        }
+        let presented = presented.trim_ascii();
+        self.credentials
+            .iter()
+            .fold(false, |ok, c| constant_time_eq(presented, c) | ok)
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), as clients encode basic auth.
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> shift) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Serves one accepted connection (TLS first when `tls` is set) until it
@@ -127,6 +209,16 @@ async fn route(req: Request<Incoming>, ctx: &Context, role: Role, conn: &Tracker
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let Some(readers) = &ctx.readers {
+        let read = matches!(method, Method::GET | Method::HEAD);
+        if read && segments != ["healthz"] && !readers.admits(req.headers().get(AUTHORIZATION)) {
+            let mut reply = error(&ApiError::new(401, "authentication required"));
+            reply
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, readers.challenge.clone());
+            return reply;
+        }
+    }
     match (&method, segments.as_slice()) {
         (&Method::GET, [""]) => {
             let refresh = refresh_param(req.uri().query());
@@ -364,6 +456,45 @@ mod tests {
         assert_eq!(refresh_param(Some("refresh=99999")), None);
         assert_eq!(refresh_param(Some("refresh=x")), None);
         assert_eq!(refresh_param(None), None);
+    }
+
+    #[test]
+    fn base64_of_basic_auth() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(
+            base64(b"Aladdin:open sesame"),
+            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+    }
+
+    #[test]
+    fn readers_admit_their_users_only() {
+        let auth = StatsAuth {
+            users: vec![
+                lbd_config::StatsUser {
+                    user: "Aladdin".to_owned(),
+                    password: "open sesame".to_owned(),
+                },
+                lbd_config::StatsUser {
+                    user: "ops".to_owned(),
+                    password: "pw".to_owned(),
+                },
+            ],
+            realm: "My LB".to_owned(),
+        };
+        let readers = Readers::new(&auth);
+        assert_eq!(readers.challenge, "Basic realm=\"My LB\"");
+        let h = |v: &'static str| Some(HeaderValue::from_static(v));
+        assert!(readers.admits(h("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==").as_ref()));
+        assert!(readers.admits(h("basic  b3BzOnB3").as_ref()));
+        assert!(!readers.admits(h("Basic b3BzOnB4").as_ref())); // ops:px
+        assert!(!readers.admits(h("Bearer b3BzOnB3").as_ref()));
+        assert!(!readers.admits(h("Basic").as_ref()));
+        assert!(!readers.admits(h("Basic ").as_ref()));
+        assert!(!readers.admits(None));
     }
 
     #[test]

@@ -22,11 +22,13 @@
 
 mod accept;
 pub mod api;
+pub mod cli;
 pub mod csv;
 mod http;
 mod limit;
 pub mod metrics;
 pub mod page;
+pub mod show_stat;
 mod socket_file;
 pub mod stats;
 mod watched;
@@ -284,6 +286,7 @@ fn start_serving(
         Arc::clone(server),
         bound.token,
         bound.config.bind.is_local(),
+        bound.config.stats_auth.as_ref(),
     ));
     let scheme = if bound.tls.is_some() { "https" } else { "http" };
     let mut held = Held::new();
@@ -319,8 +322,12 @@ fn start_serving(
         (None, true) => "writes allowed (local bind)",
         (None, false) => "writes refused (no token_file on a non-local bind)",
     };
+    let reads = match &bound.config.stats_auth {
+        Some(auth) => format!("reads need basic auth ({} user(s))", auth.users.len()),
+        None => "reads open".to_owned(),
+    };
     info!(
-        "admin server on {scheme}://{}{}; {writes}",
+        "admin server on {scheme}://{}{}; {writes}; {reads}",
         bound.config.bind,
         bound
             .config

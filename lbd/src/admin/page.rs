@@ -170,13 +170,16 @@ fn listeners(out: &mut String, listeners: &[ListenerStats]) {
          <th rowspan=\"2\">Pool</th><th rowspan=\"2\">Status</th>\
          <th colspan=\"5\" class=\"group\">Sessions</th>\
          <th colspan=\"2\" class=\"group\">Bytes</th>\
-         <th colspan=\"3\" class=\"group\">Refused / reset</th></tr>\n<tr>\
+         <th colspan=\"3\" class=\"group\">Refused / reset</th>\
+         <th colspan=\"2\" class=\"group\">Hedged connects</th></tr>\n<tr>\
          <th class=\"num\">Cur</th><th class=\"num\">Max</th><th class=\"num\">Limit</th>\
          <th class=\"num\">Total</th><th class=\"num\">Rate</th>\
          <th class=\"num\">In</th><th class=\"num\">Out</th>\
          <th class=\"num\" title=\"refused by allowed_cidrs\">Denied</th>\
          <th class=\"num\" title=\"refused because connection_limit was reached\">Limit hits</th>\
          <th class=\"num\" title=\"reset: no usable member or every connect failed\">No member</th>\
+         <th class=\"num\" title=\"connect_hedge: a second member's connect started\">Started</th>\
+         <th class=\"num\" title=\"connect_hedge: the second member connected first\">Won</th>\
          </tr>\n</thead>\n<tbody>\n",
     );
     for l in listeners {
@@ -208,6 +211,8 @@ fn listeners(out: &mut String, listeners: &[ListenerStats]) {
         count_cell(out, l.denied_total, "warn");
         count_cell(out, l.limit_hits_total, "warn");
         count_cell(out, l.no_member_total, "bad");
+        count_cell(out, l.hedges_total, "warn");
+        count_cell(out, l.hedges_won_total, "warn");
         out.push_str("</tr>\n");
     }
     out.push_str("</tbody>\n</table>\n</div>\n</section>\n");
@@ -275,13 +280,14 @@ fn pool_section(out: &mut String, p: &PoolStats) {
          <th rowspan=\"2\" class=\"first\">Server</th><th rowspan=\"2\">State</th>\
          <th rowspan=\"2\" class=\"num\">Weight</th><th rowspan=\"2\">Backup</th>\
          <th rowspan=\"2\">Admin</th>\
-         <th colspan=\"2\" class=\"group\">Sessions</th>\
+         <th colspan=\"3\" class=\"group\">Sessions</th>\
          <th colspan=\"2\" class=\"group\">Errors</th>\
          <th colspan=\"2\" class=\"group\">Bytes</th>\
          <th colspan=\"3\" class=\"group\">Health</th>\
          <th rowspan=\"2\" class=\"num\" title=\"time since the state last changed\">Changed</th>\
          </tr>\n<tr>\
          <th class=\"num\">Cur</th><th class=\"num\">Total</th>\
+         <th class=\"num\" title=\"established connections closed because the member went down or into maint (on_down / on_maint)\">Shut</th>\
          <th class=\"num\" title=\"failed connects\">Connect</th>\
          <th class=\"num\" title=\"connections that went to another member after failing here\">Retries</th>\
          <th class=\"num\">In</th><th class=\"num\">Out</th>\
@@ -301,6 +307,7 @@ fn pool_section(out: &mut String, p: &PoolStats) {
         p.current_sessions,
         p.sessions_total
     );
+    count_cell(out, p.sessions_shutdown_total, "warn");
     count_cell(out, p.connect_errors_total, "bad");
     count_cell(out, p.retries_total, "warn");
     bytes_cell(out, p.bytes_in_total);
@@ -392,6 +399,7 @@ fn member_row(out: &mut String, m: &MemberStats) {
         None => w!(out, "<td class=\"num\">{}</td>", m.current_sessions),
     }
     w!(out, "<td class=\"num\">{}</td>", m.sessions_total);
+    count_cell(out, m.sessions_shutdown_total, "warn");
     count_cell(out, m.connect_errors_total, "bad");
     count_cell(out, m.retries_total, "warn");
     bytes_cell(out, m.bytes_in_total);
@@ -581,12 +589,14 @@ pub(crate) fn sample() -> Stats {
             sessions_total: 0,
             connect_errors_total: 0,
             retries_total: 0,
+            sessions_shutdown_total: 0,
             bytes_in_total: 0,
             bytes_out_total: 0,
             last_check: None,
             check_failures_total: 0,
             down_transitions_total: 0,
             seconds_since_change: 0.0,
+            check_streak: None,
         }
     }
     let check = |passed: bool, result: &str, duration_seconds: f64| {
@@ -621,6 +631,7 @@ pub(crate) fn sample() -> Stats {
             last_check: check(false, "connect refused", 0.0004),
             check_failures_total: 112,
             down_transitions_total: 2,
+            sessions_shutdown_total: 5,
             seconds_since_change: 47.0,
             ..member("web-2", "10.0.0.12:8080", Some("web-2"), "down", "ready")
         },
@@ -752,6 +763,8 @@ pub(crate) fn sample() -> Stats {
                 limit_hits_total: 6,
                 no_member_total: 3,
                 local_errors_total: 0,
+                hedges_total: 7,
+                hedges_won_total: 5,
             },
             ListenerStats {
                 name: "kube-apiserver".into(),
@@ -770,6 +783,8 @@ pub(crate) fn sample() -> Stats {
                 limit_hits_total: 0,
                 no_member_total: 0,
                 local_errors_total: 0,
+                hedges_total: 0,
+                hedges_won_total: 0,
             },
         ],
         pools: vec![

@@ -122,6 +122,10 @@ pub struct ListenerStats {
     /// Reset because lbd ran out of a local resource (descriptors, memory,
     /// local ports) while connecting to a member.
     pub local_errors_total: u64,
+    /// Hedged connects started (`connect_hedge`).
+    pub hedges_total: u64,
+    /// Hedged connects the hedge won (the client was served by its member).
+    pub hedges_won_total: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,6 +146,9 @@ pub struct PoolStats {
     /// queue (HAProxy counts those in the backend's `econ` too).
     pub connect_errors_total: u64,
     pub retries_total: u64,
+    /// Established connections closed because their member went down or
+    /// into maint (`on_down` / `on_maint = "shutdown_sessions"`).
+    pub sessions_shutdown_total: u64,
     /// Clients waiting for a member slot (`max_connections`).
     pub queue: QueueStats,
     pub members: Vec<MemberStats>,
@@ -193,6 +200,9 @@ pub struct MemberStats {
     pub connect_errors_total: u64,
     /// Connections that went to another member after failing here.
     pub retries_total: u64,
+    /// Established connections closed because the member went down or
+    /// into maint (`on_down` / `on_maint = "shutdown_sessions"`).
+    pub sessions_shutdown_total: u64,
     pub bytes_in_total: u64,
     pub bytes_out_total: u64,
     /// The last health check, if the member is checked and was checked.
@@ -202,6 +212,24 @@ pub struct MemberStats {
     pub down_transitions_total: u64,
     /// Seconds since the health last changed (or the member appeared).
     pub seconds_since_change: f64,
+    /// Where the member stands against its pool's `rise` and `fall`
+    /// (HAProxy's `UP 1/3`, `DOWN 1/2`); `None` without health checks.
+    pub check_streak: Option<CheckStreak>,
+}
+
+/// A checked member's streaks against its pool's `rise` and `fall`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CheckStreak {
+    pub rise: u32,
+    pub fall: u32,
+    /// Failed checks (and failed connects) in a row since the last passed
+    /// check: how far an up member is on its way down.
+    pub failures: u32,
+    /// Passed checks in a row: how far a down member is on its way up.
+    pub passes: u32,
+    /// Whether a check decided the health yet (a new member starts up,
+    /// unconfirmed: its first check decides at once).
+    pub confirmed: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -300,6 +328,8 @@ fn listener_stats(
         limit_hits_total: limit_hits,
         no_member_total: c.sum(|c| &c.no_member),
         local_errors_total: c.sum(|c| &c.local_errors),
+        hedges_total: c.sum(|c| &c.hedges),
+        hedges_won_total: c.sum(|c| &c.hedges_won),
     }
 }
 
@@ -308,7 +338,17 @@ fn pool_stats(p: &PoolRt) -> PoolStats {
     let members: Vec<MemberStats> = p
         .members
         .iter()
-        .map(|m| member_stats(m, server_label(p, m), ramp(p, m, now)))
+        .map(|m| {
+            let mut stats = member_stats(m, server_label(p, m), ramp(p, m, now));
+            stats.check_streak = p.health.as_ref().map(|h| CheckStreak {
+                rise: h.rise,
+                fall: h.fall,
+                failures: m.state.fall_streak(),
+                passes: m.state.rise_streak(),
+                confirmed: m.state.confirmed(),
+            });
+            stats
+        })
         .collect();
     let usable = |backup: bool| {
         p.members
@@ -361,6 +401,7 @@ impl PoolStats {
             bytes_out_total: sum(|m| m.bytes_out_total),
             connect_errors_total: sum(|m| m.connect_errors_total),
             retries_total: sum(|m| m.retries_total),
+            sessions_shutdown_total: sum(|m| m.sessions_shutdown_total),
             queue: QueueStats::default(),
             members,
         }
@@ -369,7 +410,7 @@ impl PoolStats {
 
 /// The member's `name` if it names only this member (no other member of
 /// the pool has it as name or address), else its address.
-fn server_label(p: &PoolRt, m: &MemberRt) -> String {
+pub(crate) fn server_label(p: &PoolRt, m: &MemberRt) -> String {
     let taken_elsewhere = |name: &str| {
         p.members.iter().any(|o| {
             o.addr != m.addr && (o.cfg.name.as_deref() == Some(name) || o.addr.to_string() == name)
@@ -402,6 +443,7 @@ fn member_stats(m: &MemberRt, server: String, ramp: Option<u64>) -> MemberStats 
         sessions_total: total(|c| &c.connections),
         connect_errors_total: total(|c| &c.connect_errors),
         retries_total: total(|c| &c.retried_away),
+        sessions_shutdown_total: total(|c| &c.sessions_shutdown),
         bytes_in_total: total(|c| &c.bytes_in),
         bytes_out_total: total(|c| &c.bytes_out),
         last_check: record.last.map(|(passed, result, took)| CheckStats {
@@ -412,5 +454,6 @@ fn member_stats(m: &MemberRt, server: String, ramp: Option<u64>) -> MemberStats 
         check_failures_total: s.check_failures.load(Relaxed),
         down_transitions_total: s.went_down.load(Relaxed),
         seconds_since_change: record.changed_at.elapsed().as_secs_f64(),
+        check_streak: None,
     }
 }

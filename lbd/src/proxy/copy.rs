@@ -40,15 +40,36 @@
 //!   --both directions Finished--------------> Outcome::Done (FINs both ways,
 //!                                              sockets closed)
 //!   --either direction Failed---------------> Outcome::Error (peers got RST)
-//!   --no client activity for client_idle----> Outcome::ClientIdle
-//!   --no member activity for member_idle----> Outcome::MemberIdle
+//!   --no client activity for its timeout----> Outcome::ClientIdle
+//!   --no member activity for its timeout----> Outcome::MemberIdle
 //!                                              (for both idle outcomes the
 //!                                              caller aborts both sockets)
+//!   --its member went down / into maint-----> Outcome::Killed (pools with
+//!     (the connection's Kill switch fired)     on_down / on_maint; the
+//!                                              caller resets both sockets)
+//!
+//! a side's timeout (the watchdog's, for the side it guards):
+//! Open: tunnel_idle if set, else client_idle (client) / member_idle (member)
+//!   --that side sent its EOF----------------> Untimed (the other side's
+//!                                              timeout bounds the connection)
+//!   --lbd sent FIN to that side, and--------> HalfClosed: client_fin (client)
+//!     client_fin / member_fin is set            / member_fin (member), counted
+//!                                              from the FIN; the watchdog is
+//!                                              woken to re-arm at once
 //! ```
 //!
 //! "Activity" on a side is a completed read from it or write to it; a
 //! half-closed connection whose open direction is quiet ends by the idle
-//! timeouts like any other.
+//! timeouts like any other, the side lbd sent FIN to by its `*_fin`
+//! timeout when one is set (HAProxy's `timeout client-fin`/`server-fin`:
+//! a peer that got our FIN and neither answers nor closes is let go sooner,
+//! or later, than an open one). A side that sent its own EOF is no longer
+//! timed (as in HAProxy: nothing is read from it any more); the other
+//! side's timeout bounds the connection, so a client that half-closes and
+//! waits for a slow answer is not cut by `client_idle`. Timeouts are read from the listener
+//! when the member is connected: a reload applies new values to new
+//! connections. Without `*_fin` timeouts a FIN changes nothing but a flag,
+//! and no clock is read per chunk either way.
 
 use std::cell::Cell;
 use std::io;
@@ -57,8 +78,12 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use lbd_config::Listener;
+
 use super::buffers::BufPool;
+use super::sessions::Kill;
 use super::sizing::{queued_bytes, Sizer};
+use super::wake::WakeSlot;
 use crate::runtime::Stream;
 use crate::sockets::with_socket;
 use crate::state::add;
@@ -71,6 +96,47 @@ pub struct ByteCounters<'a> {
     pub member_to_client: [&'a AtomicU64; 2],
 }
 
+/// The copy phase's idle timeouts, taken from the listener when the
+/// member is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The client side's: `tunnel_idle` if set, else `client_idle`.
+    pub client: Duration,
+    /// The member side's: `tunnel_idle` if set, else `member_idle`.
+    pub member: Duration,
+    /// Whether `client` and `member` are `tunnel_idle` (for the logs).
+    pub tunnel: bool,
+    /// The client side's once lbd sent FIN to the client.
+    pub client_fin: Option<Duration>,
+    /// The member side's once lbd sent FIN to the member.
+    pub member_fin: Option<Duration>,
+}
+
+impl Timeouts {
+    /// A listener's timeouts for its connections' copy phase.
+    pub fn of(listener: &Listener) -> Self {
+        Timeouts {
+            client: listener.tunnel_idle.unwrap_or(listener.client_idle),
+            member: listener.tunnel_idle.unwrap_or(listener.member_idle),
+            tunnel: listener.tunnel_idle.is_some(),
+            client_fin: listener.client_fin,
+            member_fin: listener.member_fin,
+        }
+    }
+
+    /// Whether a FIN can change a side's timeout.
+    fn any_fin(&self) -> bool {
+        self.client_fin.is_some() || self.member_fin.is_some()
+    }
+
+    fn fin(&self, side: Side) -> Option<Duration> {
+        match side {
+            Side::Client => self.client_fin,
+            Side::Member => self.member_fin,
+        }
+    }
+}
+
 /// How a proxied connection ended.
 #[derive(Debug)]
 pub enum Outcome {
@@ -78,16 +144,29 @@ pub enum Outcome {
     Done,
     /// One side failed (reset, broken pipe).
     Error(io::Error),
-    /// No activity on the client side for `client_idle`.
-    ClientIdle,
-    /// No activity on the member side for `member_idle`.
-    MemberIdle,
+    /// No activity on the client side for its timeout (the field named).
+    ClientIdle(&'static str),
+    /// No activity on the member side for its timeout (the field named).
+    MemberIdle(&'static str),
+    /// The member went down or into maint and the pool closes its
+    /// connections (`on_down` / `on_maint = "shutdown_sessions"`).
+    Killed,
 }
 
-/// Last time something was read from or written to each side.
+/// Last time something was read from or written to each side, and whether
+/// lbd has sent it FIN.
 struct Activity {
     client: Cell<Instant>,
     member: Cell<Instant>,
+    fin_to_client: Cell<bool>,
+    fin_to_member: Cell<bool>,
+    /// Whether each side has sent its own EOF (lbd read it).
+    eof_from_client: Cell<bool>,
+    eof_from_member: Cell<bool>,
+    timeouts: Timeouts,
+    /// The watchdog waiting for a FIN that changes a timeout (only with
+    /// `*_fin` timeouts).
+    watchdog: WakeSlot,
 }
 
 #[derive(Clone, Copy)]
@@ -97,30 +176,114 @@ enum Side {
 }
 
 impl Activity {
+    fn new(timeouts: Timeouts) -> Self {
+        let now = Instant::now();
+        Activity {
+            client: Cell::new(now),
+            member: Cell::new(now),
+            fin_to_client: Cell::new(false),
+            fin_to_member: Cell::new(false),
+            eof_from_client: Cell::new(false),
+            eof_from_member: Cell::new(false),
+            timeouts,
+            watchdog: WakeSlot::default(),
+        }
+    }
+
     fn touch(&self, side: Side) {
         match side {
             Side::Client => self.client.set(Instant::now()),
             Side::Member => self.member.set(Instant::now()),
         }
     }
+
+    /// `side` sent its EOF: nothing more is read from it, so (as in
+    /// HAProxy) its idle timeout stops guarding it; the other side's
+    /// timeout still bounds the connection, and a write to this side that
+    /// cannot complete stalls the other direction's reads.
+    fn eof_from(&self, side: Side) {
+        match side {
+            Side::Client => self.eof_from_client.set(true),
+            Side::Member => self.eof_from_member.set(true),
+        }
+    }
+
+    fn sent_eof(&self, side: Side) -> bool {
+        match side {
+            Side::Client => self.eof_from_client.get(),
+            Side::Member => self.eof_from_member.get(),
+        }
+    }
+
+    fn fin_flag(&self, side: Side) -> &Cell<bool> {
+        match side {
+            Side::Client => &self.fin_to_client,
+            Side::Member => &self.fin_to_member,
+        }
+    }
+
+    /// lbd has sent FIN to `side`. With a `*_fin` timeout for it, that
+    /// timeout applies from now on, counted from now (as HAProxy does), and
+    /// the watchdog re-arms for it.
+    fn fin_sent(&self, side: Side) {
+        self.fin_flag(side).set(true);
+        if self.timeouts.fin(side).is_some() {
+            self.touch(side);
+            self.watchdog.wake();
+        }
+    }
+
+    /// The timeout guarding `side` now, and its field name.
+    fn timeout(&self, side: Side) -> (&'static str, Duration) {
+        let t = &self.timeouts;
+        match (side, self.fin_flag(side).get(), t.fin(side)) {
+            (Side::Client, true, Some(fin)) => ("client_fin", fin),
+            (Side::Member, true, Some(fin)) => ("member_fin", fin),
+            (_, _, _) if self.sent_eof(side) => ("none", Duration::MAX),
+            (_, _, _) if t.tunnel => ("tunnel_idle", self.idle(side)),
+            (Side::Client, _, _) => ("client_idle", t.client),
+            (Side::Member, _, _) => ("member_idle", t.member),
+        }
+    }
+
+    fn idle(&self, side: Side) -> Duration {
+        match side {
+            Side::Client => self.timeouts.client,
+            Side::Member => self.timeouts.member,
+        }
+    }
+
+    fn last(&self, side: Side) -> Instant {
+        match side {
+            Side::Client => self.client.get(),
+            Side::Member => self.member.get(),
+        }
+    }
+
+    /// Which sides lbd has sent FIN to.
+    fn fins(&self) -> (bool, bool) {
+        (self.fin_to_client.get(), self.fin_to_member.get())
+    }
+
+    /// Resolves once the FINs sent differ from `seen`.
+    async fn fins_change(&self, seen: (bool, bool)) {
+        self.watchdog.until(|| self.fins() != seen).await
+    }
 }
 
-/// Copies until both directions are finished, an error, or an idle timeout.
-/// Buffers come from the worker's `pool` only while data is in flight.
+/// Copies until both directions are finished, an error, an idle timeout,
+/// or `kill` (if any) is fired. Buffers come from the worker's `pool` only
+/// while data is in flight.
 pub async fn copy_both_ways<S: Stream>(
     client: &S,
     member: &S,
     pool: &BufPool,
-    client_idle: Duration,
-    member_idle: Duration,
+    timeouts: Timeouts,
     counters: ByteCounters<'_>,
+    kill: Option<&Kill>,
 ) -> Outcome {
     pool.start_trimming();
-    let now = Instant::now();
-    let activity = Activity {
-        client: Cell::new(now),
-        member: Cell::new(now),
-    };
+    let activity = Activity::new(timeouts);
     let up = pump(
         client,
         member,
@@ -139,9 +302,16 @@ pub async fn copy_both_ways<S: Stream>(
         &activity,
         counters.member_to_client,
     );
-    let watchdog = idle_watchdog(&activity, client_idle, member_idle);
+    let watchdog = idle_watchdog(&activity);
+    let killed = async {
+        match kill {
+            Some(kill) => kill.wait().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         biased;
+        () = killed => Outcome::Killed,
         result = async { tokio::join!(up, down) } => match result {
             (Ok(()), Ok(())) => Outcome::Done,
             (Err(e), _) | (_, Err(e)) => Outcome::Error(e),
@@ -187,6 +357,8 @@ async fn pump<S: Stream>(
                 // Half-close: pass the EOF on. The peer may already be gone
                 // (ENOTCONN); the other direction will notice on its own.
                 let _ = with_socket(to, |s| s.shutdown(Shutdown::Write));
+                activity.eof_from(from_side);
+                activity.fin_sent(to_side);
                 return Ok(());
             }
             Ok(n) => n,
@@ -218,23 +390,33 @@ fn fail(from: &impl Stream, to: &impl Stream, e: io::Error) -> io::Error {
     e
 }
 
-/// Resolves when one side has been idle for its timeout.
-async fn idle_watchdog(
-    activity: &Activity,
-    client_idle: Duration,
-    member_idle: Duration,
-) -> Outcome {
+/// Resolves when one side has been idle for its timeout. With `*_fin`
+/// timeouts it also wakes when lbd sends a FIN, whose timeout may be
+/// shorter than the one it was sleeping on.
+async fn idle_watchdog(activity: &Activity) -> Outcome {
+    let fins_matter = activity.timeouts.any_fin();
     loop {
-        let client_deadline = deadline(activity.client.get(), client_idle);
-        let member_deadline = deadline(activity.member.get(), member_idle);
+        let (client_field, client_timeout) = activity.timeout(Side::Client);
+        let (member_field, member_timeout) = activity.timeout(Side::Member);
+        let client_deadline = deadline(activity.last(Side::Client), client_timeout);
+        let member_deadline = deadline(activity.last(Side::Member), member_timeout);
         let now = Instant::now();
         if now >= client_deadline {
-            return Outcome::ClientIdle;
+            return Outcome::ClientIdle(client_field);
         }
         if now >= member_deadline {
-            return Outcome::MemberIdle;
+            return Outcome::MemberIdle(member_field);
         }
-        tokio::time::sleep_until(client_deadline.min(member_deadline).into()).await;
+        let sleep = tokio::time::sleep_until(client_deadline.min(member_deadline).into());
+        if fins_matter {
+            let seen = activity.fins();
+            tokio::select! {
+                () = sleep => {}
+                () = activity.fins_change(seen) => {}
+            }
+        } else {
+            sleep.await;
+        }
     }
 }
 
@@ -297,26 +479,104 @@ mod tests {
 
     #[tokio::test]
     async fn the_watchdog_takes_a_huge_timeout_on_one_side() {
-        let now = Instant::now();
-        let activity = Activity {
-            client: Cell::new(now),
-            member: Cell::new(now),
-        };
         let huge = Duration::from_secs(u64::MAX);
         let short = Duration::from_millis(20);
-        let idle = tokio::time::timeout(
-            Duration::from_secs(10),
-            idle_watchdog(&activity, huge, short),
-        )
-        .await
-        .expect("the member side times out");
-        assert!(matches!(idle, Outcome::MemberIdle), "{idle:?}");
-        let idle = tokio::time::timeout(
-            Duration::from_secs(10),
-            idle_watchdog(&activity, short, huge),
-        )
-        .await
-        .expect("the client side times out");
-        assert!(matches!(idle, Outcome::ClientIdle), "{idle:?}");
+        let activity = Activity::new(timeouts(huge, short));
+        let idle = tokio::time::timeout(Duration::from_secs(10), idle_watchdog(&activity))
+            .await
+            .expect("the member side times out");
+        assert!(
+            matches!(idle, Outcome::MemberIdle("member_idle")),
+            "{idle:?}"
+        );
+        let activity = Activity::new(timeouts(short, huge));
+        let idle = tokio::time::timeout(Duration::from_secs(10), idle_watchdog(&activity))
+            .await
+            .expect("the client side times out");
+        assert!(
+            matches!(idle, Outcome::ClientIdle("client_idle")),
+            "{idle:?}"
+        );
+    }
+
+    fn timeouts(client: Duration, member: Duration) -> Timeouts {
+        Timeouts {
+            client,
+            member,
+            tunnel: false,
+            client_fin: None,
+            member_fin: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fin_wakes_the_watchdog_onto_the_shorter_fin_timeout() {
+        let long = Duration::from_secs(3600);
+        let short = Duration::from_millis(50);
+        for side in [Side::Client, Side::Member] {
+            let activity = Activity::new(Timeouts {
+                client_fin: Some(short),
+                member_fin: Some(short),
+                ..timeouts(long, long)
+            });
+            let watchdog = idle_watchdog(&activity);
+            let fin = async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                activity.fin_sent(side);
+                std::future::pending::<()>().await
+            };
+            let idle = tokio::time::timeout(Duration::from_secs(10), async {
+                tokio::select! {
+                    idle = watchdog => idle,
+                    () = fin => unreachable!(),
+                }
+            })
+            .await
+            .expect("the fin timeout fires, not the hour-long idle one");
+            match side {
+                Side::Client => assert!(
+                    matches!(idle, Outcome::ClientIdle("client_fin")),
+                    "{idle:?}"
+                ),
+                Side::Member => assert!(
+                    matches!(idle, Outcome::MemberIdle("member_fin")),
+                    "{idle:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn which_timeout_guards_a_side() {
+        let t = Timeouts {
+            client: Duration::from_secs(3600),
+            member: Duration::from_secs(3600),
+            tunnel: true,
+            client_fin: Some(Duration::from_secs(1)),
+            member_fin: None,
+        };
+        let activity = Activity::new(t);
+        assert_eq!(activity.timeout(Side::Client).0, "tunnel_idle");
+        activity.fin_sent(Side::Client);
+        activity.fin_sent(Side::Member);
+        assert_eq!(
+            activity.timeout(Side::Client),
+            ("client_fin", Duration::from_secs(1))
+        );
+        // No member_fin: the member side keeps tunnel_idle.
+        assert_eq!(
+            activity.timeout(Side::Member),
+            ("tunnel_idle", Duration::from_secs(3600))
+        );
+        let plain = Activity::new(timeouts(Duration::from_secs(5), Duration::from_secs(7)));
+        plain.fin_sent(Side::Member);
+        assert_eq!(
+            plain.timeout(Side::Client),
+            ("client_idle", Duration::from_secs(5))
+        );
+        assert_eq!(
+            plain.timeout(Side::Member),
+            ("member_idle", Duration::from_secs(7))
+        );
     }
 }

@@ -13,12 +13,15 @@ use crate::pick::LocalView;
 use crate::state::WorkerCounters;
 
 use super::buffers::BufPool;
+use super::sessions::Sessions;
 
 pub struct Local {
     pub id: usize,
     pub shared: Arc<Shared>,
     pub counters: Arc<WorkerCounters>,
     pub bufs: BufPool,
+    /// Connections of pools with `on_down` / `on_maint`.
+    pub sessions: Sessions,
     view: RefCell<Rc<LocalView>>,
 }
 
@@ -31,6 +34,7 @@ impl Local {
             counters: Arc::clone(&shared.workers[id]),
             shared,
             bufs: BufPool::default(),
+            sessions: Sessions::default(),
             view,
         }
     }

@@ -1,10 +1,17 @@
 //! The proxy: one file per protocol, and what they share.
 //!
 //! * [`tcp`]: one proxied TCP connection, accept to close.
+//! * [`connect`]: picking a member and connecting, with retries;
+//!   [`hedge`]: hedged connects (`connect_hedge`); [`attempt`]: what one
+//!   connect records against its member.
 //! * [`slots`]: a connection's slot on its member (`max_connections`, the
 //!   pool's queue).
 //! * [`local`]: what a worker lends its connections (counters, buffers,
 //!   its view of the config).
+//! * [`sessions`]: closing a member's connections when it goes down or
+//!   into maint (`on_down` / `on_maint`).
+//! * [`wake`]: a task's wake-up slot on one worker thread (kill switch,
+//!   idle watchdog).
 //! * [`copy`]: the copy loop both ways and how a connection ends;
 //!   [`buffers`] and [`sizing`]: its buffers; [`header`]: the PROXY
 //!   protocol header.
@@ -13,13 +20,18 @@
 //! or the XDP fast path: a connection reads the config snapshot and member
 //! states, and writes counters.
 
+pub mod attempt;
 pub mod buffers;
+pub mod connect;
 pub mod copy;
 pub mod header;
+pub mod hedge;
 pub mod local;
+pub mod sessions;
 pub mod sizing;
 pub mod slots;
 pub mod tcp;
+pub mod wake;
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -1,28 +1,29 @@
 //! A proxied TCP connection, from accept to close:
-//! `allowed_cidrs` -> `connection_limit` -> pick a member -> connect (with
-//! retries on other members) -> optional PROXY header -> copy both ways.
+//! `allowed_cidrs` -> `connection_limit` -> pick a member and connect
+//! ([`super::connect`]: retries on other members, hedged connects) ->
+//! optional PROXY header -> copy both ways.
 //!
 //! Written against [`crate::runtime`]'s traits, so it runs unchanged on
 //! io_uring and epoll.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use crate::pick::LocalView;
 use crate::queue::Refused;
 use crate::runtime::{Runtime, Stream};
-use crate::snapshot::ListenerRt;
-use crate::sockets::{is_local_shortage, with_socket};
+use crate::sockets::with_socket;
 use crate::state::{inc, now_ms, ListenerState, Slot};
 
 use super::canonical;
-use super::copy::{abort, copy_both_ways, ByteCounters, Outcome};
+use super::connect::{connect_member, Connected, Shed};
+use super::copy::{abort, copy_both_ways, reset, ByteCounters, Outcome, Timeouts};
 use super::header;
 use super::local::Local;
-use super::slots::{self, MemberSlot, NoSlot};
+use super::sessions::Triggers;
+use super::slots::MemberSlot;
 
 /// Handles one accepted client connection on `bind` until it is closed.
 pub async fn handle<R: Runtime>(
@@ -48,8 +49,9 @@ struct Established<R: Runtime> {
     member_label: std::sync::Arc<str>,
     listener_slot: Slot<ListenerState>,
     member_slot: MemberSlot,
-    client_idle: Duration,
-    member_idle: Duration,
+    /// The pool's `on_down` / `on_maint`.
+    triggers: Triggers,
+    timeouts: Timeouts,
 }
 
 async fn establish<R: Runtime>(
@@ -126,7 +128,8 @@ async fn establish<R: Runtime>(
         stream: member,
         slot: member_slot,
     } = connected;
-    let m = &member_view.snap.pools[pool_index].members[index];
+    let member_pool = &member_view.snap.pools[pool_index];
+    let m = &member_pool.members[index];
     inc(&m.state.counters.get(local.id).connections);
 
     if let Some(version) = listener.cfg.proxy_protocol {
@@ -147,112 +150,12 @@ async fn establish<R: Runtime>(
         member_slot,
         member,
         listener_slot,
-        client_idle: listener.cfg.client_idle,
-        member_idle: listener.cfg.member_idle,
+        triggers: Triggers {
+            on_down: member_pool.shutdown_on_down,
+            on_maint: member_pool.shutdown_on_maint,
+        },
+        timeouts: Timeouts::of(&listener.cfg),
     })
-}
-
-/// Why a new connection was not given a member.
-enum Shed {
-    /// No member is usable, or every connect attempt failed.
-    NoMember,
-    /// Every member was at `max_connections` and the pool's queue refused
-    /// the client or it waited `queue_timeout`.
-    Queue(Refused),
-    /// lbd itself ran out of something (descriptors, memory, local ports):
-    /// the member is not to blame.
-    Local(std::io::Error),
-}
-
-/// A connected member and its slot; `member` of pool `pool` in `view`
-/// (newer than the connection's first view if it waited across a reload).
-struct Connected<R: Runtime> {
-    view: Rc<LocalView>,
-    pool: usize,
-    member: usize,
-    stream: R::Stream,
-    slot: MemberSlot,
-}
-
-/// Picks members and connects, trying another member after each failure up
-/// to the pool's `retries`. Failures feed the member's passive back-off and,
-/// in checked pools, its check streak; lbd's own shortages do neither.
-async fn connect_member<R: Runtime>(
-    local: &Local,
-    mut view: Rc<LocalView>,
-    listener: &ListenerRt,
-    client_ip: IpAddr,
-) -> Result<Connected<R>, Shed> {
-    // Allocates only if a connect fails.
-    let mut tried: Vec<usize> = Vec::new();
-    let mut pool_index = listener.pool;
-    let retries = view.snap.pools[pool_index].retries;
-    for attempt in 0..=retries {
-        let taken = slots::take(
-            local,
-            Rc::clone(&view),
-            pool_index,
-            client_ip,
-            &tried,
-            listener.cfg.member_connect,
-        )
-        .await
-        .map_err(|why| match why {
-            NoSlot::NoMember => Shed::NoMember,
-            NoSlot::Queue(why) => Shed::Queue(why),
-        })?;
-        if !Rc::ptr_eq(&taken.view, &view) {
-            // Waited across a reload: member indices are the new config's.
-            tried.clear();
-            view = Rc::clone(&taken.view);
-            pool_index = taken.pool;
-        }
-        let pool = &view.snap.pools[pool_index];
-        let index = taken.member;
-        let m = &pool.members[index];
-        match R::connect(m.addr, listener.cfg.member_connect).await {
-            Ok(stream) => {
-                let _ = with_socket(&stream, |s| s.set_nodelay(true));
-                let ended = m.state.connect_succeeded();
-                if ended > 0 {
-                    info!(member = %m.label, "member reachable again after {ended} failed connect(s)");
-                }
-                return Ok(Connected {
-                    pool: pool_index,
-                    member: index,
-                    stream,
-                    slot: taken.slot,
-                    view,
-                });
-            }
-            Err(e) if is_local_shortage(&e) => return Err(Shed::Local(e)),
-            Err(e) => {
-                let c = m.state.counters.get(local.id);
-                inc(&c.connect_errors);
-                let failures = m.state.connect_failed(now_ms());
-                if let Some(check) = &pool.health {
-                    if let Some(streak) = m.state.observe_connect_failure(check.fall) {
-                        warn!(
-                            member = %m.label,
-                            "member {} is DOWN: {streak} failure(s) in a row, the last a connect in traffic: {e}",
-                            m.label
-                        );
-                    }
-                }
-                if failures == 1 {
-                    warn!(member = %m.label, "connect failed: {e}; avoiding it for new connections until a connect succeeds");
-                } else {
-                    debug!(member = %m.label, failures, "connect failed: {e}");
-                }
-                if attempt < retries {
-                    inc(&c.retried_away);
-                }
-                tried.push(index);
-                // `taken.slot` is given back here, before the next pick.
-            }
-        }
-    }
-    Err(Shed::NoMember)
 }
 
 async fn relay<R: Runtime>(
@@ -267,13 +170,22 @@ async fn relay<R: Runtime>(
         client_to_member: [&lc.bytes_in, &mc.bytes_in],
         member_to_client: [&lc.bytes_out, &mc.bytes_out],
     };
+    // Only pools with on_down / on_maint register (and pay for it).
+    let registered = conn.triggers.any().then(|| {
+        local.sessions.register(
+            local.id,
+            conn.member_slot.state(),
+            &conn.member_label,
+            conn.triggers,
+        )
+    });
     let outcome = copy_both_ways(
         &client,
         &conn.member,
         &local.bufs,
-        conn.client_idle,
-        conn.member_idle,
+        conn.timeouts,
         counters,
+        registered.as_ref().map(|r| r.kill()),
     )
     .await;
     match outcome {
@@ -284,11 +196,19 @@ async fn relay<R: Runtime>(
             debug!(client = %peer, member = %conn.member_label, "connection ended: {e}");
             return;
         }
-        Outcome::ClientIdle => {
-            debug!(client = %peer, member = %conn.member_label, "client_idle timeout")
+        Outcome::ClientIdle(field) => {
+            debug!(client = %peer, member = %conn.member_label, "client side: {field} timeout")
         }
-        Outcome::MemberIdle => {
-            debug!(client = %peer, member = %conn.member_label, "member_idle timeout")
+        Outcome::MemberIdle(field) => {
+            debug!(client = %peer, member = %conn.member_label, "member side: {field} timeout")
+        }
+        Outcome::Killed => {
+            debug!(client = %peer, member = %conn.member_label, "closed: the member went down or into maint");
+            // Both peers get a RST; pending reads and writes complete now,
+            // so the sockets really close when dropped below.
+            reset(&client);
+            reset(&conn.member);
+            return;
         }
     }
     // These outcomes can leave a wait or read in flight; make it finish so

@@ -69,6 +69,18 @@ impl Runtime for Epoll {
         listener.accept().await
     }
 
+    /// tokio accepts only once the socket is ready, inside a poll of the
+    /// future: dropping the future leaves nothing behind.
+    async fn abandon_accept<F>(
+        _: &Self::Listener,
+        _: std::pin::Pin<&mut F>,
+    ) -> Option<(Self::Stream, SocketAddr)>
+    where
+        F: Future<Output = io::Result<(Self::Stream, SocketAddr)>>,
+    {
+        None
+    }
+
     async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self::Stream> {
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(result) => result,

@@ -19,6 +19,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::time::Duration;
 
 /// A connected TCP socket. `read` fills `buf` from index 0 (its length on
@@ -48,6 +49,19 @@ pub trait Runtime: 'static {
     fn listener(socket: std::net::TcpListener) -> io::Result<Self::Listener>;
 
     async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)>;
+
+    /// Ends `accept` (an [`Runtime::accept`] of `listener` in progress)
+    /// because the listener stops, without losing a connection: returns
+    /// the connection it took meanwhile, if any. Nothing of it may stay in
+    /// the kernel, where it could take a connection later that nobody
+    /// serves (the socket may live on in another process, see
+    /// [`crate::sockets`]).
+    async fn abandon_accept<F>(
+        listener: &Self::Listener,
+        accept: Pin<&mut F>,
+    ) -> Option<(Self::Stream, SocketAddr)>
+    where
+        F: Future<Output = io::Result<(Self::Stream, SocketAddr)>>;
 
     /// Connects to `addr`, giving up after `timeout` (the socket is closed
     /// then; nothing lingers in flight).

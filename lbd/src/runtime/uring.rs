@@ -81,27 +81,105 @@ impl Runtime for Uring {
     }
 
     fn listener(socket: std::net::TcpListener) -> io::Result<Self::Listener> {
-        // io_uring waits itself; a non-blocking fd could surface EAGAIN.
-        socket.set_nonblocking(false)?;
+        // O_NONBLOCK is left as it is: it belongs to the socket, which may
+        // be shared with another process (`haproxy -x`) that relies on it.
+        // Our own sockets are blocking: io_uring then waits for a
+        // connection itself. See `accept` for non-blocking ones.
         Ok(tokio_uring::net::TcpListener::from_std(socket))
     }
 
     async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
-        listener.accept().await
+        // Bounded: each round either accepts or waited for readiness.
+        loop {
+            match listener.accept().await {
+                // A non-blocking socket (inherited from, or handed to, a
+                // process that wants it so) makes io_uring answer EAGAIN
+                // instead of waiting: wait for a connection, then accept
+                // (another process sharing the socket may take it first).
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                    poll_readable(listener.as_raw_fd()).await?
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn abandon_accept<F>(
+        listener: &Self::Listener,
+        mut accept: std::pin::Pin<&mut F>,
+    ) -> Option<(Self::Stream, SocketAddr)>
+    where
+        F: Future<Output = io::Result<(Self::Stream, SocketAddr)>>,
+    {
+        // The accept (or its readiness poll) is in the ring: cancel it by
+        // descriptor, then let it complete. It either was cancelled or
+        // took a connection just before, which is then served. If the
+        // future was between its two operations, the cancel found nothing
+        // and it goes on to submit the next: cancel again, a few times.
+        let fd = listener.as_raw_fd();
+        for _ in 0..ABANDON_ROUNDS {
+            if let Err(e) = cancel_by_fd(fd).await {
+                tracing::warn!(
+                    "cannot cancel an io_uring accept ({e}; kernel before 5.19?): it may take \
+                     one more connection, which would be reset"
+                );
+                return None;
+            }
+            match tokio::time::timeout(ABANDON_WAIT, accept.as_mut()).await {
+                Ok(result) => return result.ok(),
+                Err(_) => continue,
+            }
+        }
+        None
     }
 
     async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self::Stream> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        let connect = submit_connect(&socket, addr);
+        let connecting = Connecting(Some(socket));
+        let connect = submit_connect(connecting.socket(), addr);
         match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(())) => Ok(tokio_uring::net::TcpStream::from_std(socket.into())),
-            Ok(Err(e)) => Err(e),
-            Err(_) => {
-                // Aborts the in-flight connect so the kernel lets go of the
-                // socket now, not when its SYN retries run out.
-                let _ = socket.shutdown(std::net::Shutdown::Both);
-                Err(super::connect_timed_out(timeout))
+            Ok(Ok(())) => Ok(tokio_uring::net::TcpStream::from_std(
+                connecting.done().into(),
+            )),
+            Ok(Err(e)) => {
+                drop(connecting.done());
+                Err(e)
             }
+            // `connecting` shuts the socket down as it is dropped.
+            Err(_) => Err(super::connect_timed_out(timeout)),
+        }
+    }
+}
+
+/// A socket whose IORING_OP_CONNECT may be in flight. Dropped before the
+/// connect completed (timed out, or the caller dropped the connect future:
+/// a hedged connect that lost the race), it shuts the socket down, which
+/// aborts the connect so the kernel lets go of the socket now, not when its
+/// SYN retries run out (closing the descriptor alone would not: the
+/// in-flight operation holds its own reference).
+struct Connecting(Option<Socket>);
+
+impl Connecting {
+    fn socket(&self) -> &Socket {
+        match &self.0 {
+            Some(socket) => socket,
+            None => unreachable!("the socket is taken only by done()"),
+        }
+    }
+
+    /// The connect completed: the socket, not shut down.
+    fn done(mut self) -> Socket {
+        match self.0.take() {
+            Some(socket) => socket,
+            None => unreachable!("done() is called once"),
+        }
+    }
+}
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        if let Some(socket) = &self.0 {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
         }
     }
 }
@@ -131,6 +209,34 @@ fn poll_readable(fd: RawFd) -> impl Future<Output = io::Result<()>> {
     let events = (libc::POLLIN | libc::POLLRDHUP) as u32;
     let sqe = opcode::PollAdd::new(types::Fd(fd), events).build();
     UnsubmittedOneshot::new((), PollDone, sqe).submit()
+}
+
+/// Cancels (and waits) for [`Runtime::abandon_accept`] before trying again.
+const ABANDON_WAIT: Duration = Duration::from_millis(100);
+const ABANDON_ROUNDS: usize = 10;
+
+/// Turns a cancel completion into a result: how many requests it
+/// cancelled (ENOENT: none; that is not an error here).
+struct CancelDone;
+
+impl OneshotOutputTransform for CancelDone {
+    type Output = io::Result<u32>;
+    type StoredData = ();
+
+    fn transform_oneshot_output(self, _: (), cqe: cqueue::Entry) -> io::Result<u32> {
+        match cqe.result() {
+            res if res == -libc::ENOENT => Ok(0),
+            res if res < 0 => Err(io::Error::from_raw_os_error(-res)),
+            res => Ok(res as u32),
+        }
+    }
+}
+
+/// Cancels every request of this ring on `fd` (IORING_OP_ASYNC_CANCEL with
+/// IORING_ASYNC_CANCEL_FD | _ALL, Linux 5.19).
+fn cancel_by_fd(fd: RawFd) -> impl Future<Output = io::Result<u32>> {
+    let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build();
+    UnsubmittedOneshot::new((), CancelDone, sqe).submit()
 }
 
 /// Turns a connect completion into a result; keeps the address alive until

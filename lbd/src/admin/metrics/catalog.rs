@@ -240,6 +240,18 @@ pub(super) const LISTENERS: &[Metric<ListenerStats>] = &[
         "Connections reset because lbd ran out of a local resource (file descriptors, memory, local ports) while connecting to a member; members are not blamed for these.",
         Value(|l| l.local_errors_total as f64),
     ),
+    counter(
+        "lbd_frontend_hedges_total",
+        PROXY,
+        "Hedged connects started (connect_hedge): a member's connect had not completed after the hedge delay, so a connect to another member started too.",
+        Value(|l| l.hedges_total as f64),
+    ),
+    counter(
+        "lbd_frontend_hedges_won_total",
+        PROXY,
+        "Hedged connects won by the hedge: the client was served by the second member (it connected first, and the first connect was aborted without counting as a failure; or the first connect failed).",
+        Value(|l| l.hedges_won_total as f64),
+    ),
     gauge(
         "lbd_frontend_info",
         &["proxy", "bind", "pool"],
@@ -479,6 +491,12 @@ pub(super) const MEMBERS: &[Metric<MemberStats>] = &[
         SERVER,
         "1 if the latest health check passed, 0 if it failed; only for members checked at least once.",
         Optional(|m| m.last_check.as_ref().map(|c| flag(c.passed))),
+    ),
+    counter(
+        "lbd_server_sessions_shutdown_total",
+        SERVER,
+        "Established connections closed because the member went down or into maintenance (pool on_down / on_maint = shutdown_sessions).",
+        Value(|m| m.sessions_shutdown_total as f64),
     ),
     gauge(
         "lbd_server_admin_state",

@@ -27,6 +27,8 @@ fn listener(name: &str, pool: &str, status: &'static str) -> ListenerStats {
         limit_hits_total: 6,
         no_member_total: 3,
         local_errors_total: 0,
+        hedges_total: 7,
+        hedges_won_total: 5,
     }
 }
 
@@ -46,12 +48,14 @@ fn member(server: &str, status: &'static str, admin_state: &'static str) -> Memb
         sessions_total: 100,
         connect_errors_total: 5,
         retries_total: 4,
+        sessions_shutdown_total: 0,
         bytes_in_total: 300,
         bytes_out_total: 900,
         last_check: None,
         check_failures_total: 0,
         down_transitions_total: 0,
         seconds_since_change: 61.5,
+        check_streak: None,
     }
 }
 
@@ -78,6 +82,7 @@ fn fixture() -> Stats {
     let mut down = checked(member("app-2", "down", "ready"), false);
     down.check_failures_total = 9;
     down.down_transitions_total = 2;
+    down.sessions_shutdown_total = 3;
     let drain = checked(member("app-3", "drain", "drain"), true);
     let maint = member("app-4", "maint", "maint");
     let mut backup = checked(member("app-5", "up", "ready"), true);
@@ -94,6 +99,7 @@ fn fixture() -> Stats {
         bytes_out_total: 4500,
         connect_errors_total: 25,
         retries_total: 20,
+        sessions_shutdown_total: 3,
         queue: QueueStats {
             current: 3,
             max: 7,
@@ -119,6 +125,7 @@ fn fixture() -> Stats {
         bytes_out_total: 1800,
         connect_errors_total: 10,
         retries_total: 8,
+        sessions_shutdown_total: 0,
         queue: QueueStats::default(),
         members: vec![member("10.0.0.9:6443", "no_check", "ready"), weird],
     };
@@ -134,6 +141,7 @@ fn fixture() -> Stats {
         bytes_out_total: 0,
         connect_errors_total: 0,
         retries_total: 0,
+        sessions_shutdown_total: 0,
         queue: QueueStats::default(),
         members: vec![checked(member("gone", "down", "ready"), false)],
     };

@@ -1,0 +1,142 @@
+//! One CLI connection, as HAProxy serves it: a line of commands separated
+//! by `;`, each answer followed by an empty line; without `prompt` the
+//! connection closes after the first line, with it the connection stays
+//! and every answer is followed by `> ` until `quit` (or `prompt` again).
+//!
+//! # Lifecycle
+//!
+//! ```text
+//! Waiting for a line (idle: may be closed to make room, see super)
+//!   --no line within READ_TIMEOUT, EOF, a line over MAX_LINE--> Closed
+//!   --`_getsocks` as the first line--> hand-off (crate::handoff) --> Closed
+//!   --a line--> Answering (each command in turn, written within WRITE_TIMEOUT)
+//! Answering
+//!   --`quit`, or not interactive--> Closed
+//!   --interactive--> Waiting
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use lbd_config::StatsSocket;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::commands;
+use super::ctx::{Ctx, Session, UNENDED};
+use super::words;
+use crate::admin::stats::RateTracker;
+use crate::server::Server;
+
+/// The longest command line (HAProxy's default buffer size).
+pub const MAX_LINE: usize = 16 * 1024;
+/// How long a client has to send its next line (HAProxy's default `stats
+/// timeout`).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an answer may take to be read by the client.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one line was.
+enum Line {
+    Text(String),
+    /// The client closed its side.
+    End,
+    /// More than [`MAX_LINE`] bytes without a line end.
+    TooLong,
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes.
+async fn read_line<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> std::io::Result<Line> {
+    let mut line = Vec::new();
+    let n = (&mut *reader)
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .await?;
+    if n == 0 {
+        return Ok(Line::End);
+    }
+    if line.last() != Some(&b'\n') && line.len() > MAX_LINE {
+        return Ok(Line::TooLong);
+    }
+    Ok(Line::Text(String::from_utf8_lossy(&line).into_owned()))
+}
+
+/// Serves one connection. `idle` is set while the connection waits for a
+/// line (the only time it may be closed to make room for another).
+pub async fn serve(
+    stream: UnixStream,
+    socket: &StatsSocket,
+    server: &Server,
+    rates: &RateTracker,
+    idle: &AtomicBool,
+) -> anyhow::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut session = Session {
+        level: socket.level,
+        interactive: false,
+        quit: false,
+    };
+    let mut first = true;
+    loop {
+        idle.store(true, Relaxed);
+        let line = tokio::time::timeout(READ_TIMEOUT, read_line(&mut reader))
+            .await
+            .context("no command within the read timeout")??;
+        idle.store(false, Relaxed);
+        let text = match line {
+            Line::Text(text) => text,
+            Line::End => return Ok(()),
+            Line::TooLong => {
+                let answer = format!("lbd: command line over {MAX_LINE} bytes; closing.\n\n");
+                let _ =
+                    tokio::time::timeout(WRITE_TIMEOUT, write.write_all(answer.as_bytes())).await;
+                anyhow::bail!("a command line over {MAX_LINE} bytes");
+            }
+        };
+        let commands = words::split(&text);
+        if first && commands.len() == 1 && commands[0] == ["_getsocks"] {
+            let stream = reader
+                .into_inner()
+                .reunite(write)
+                .context("cannot rejoin the connection")?;
+            return super::hand_off(stream, socket, server).await;
+        }
+        first = false;
+        let mut answer = String::new();
+        for words in &commands {
+            let text = run(server, rates, &mut session, words);
+            match text.strip_suffix(UNENDED) {
+                Some(text) => answer.push_str(text),
+                None => {
+                    answer.push_str(&text);
+                    answer.push('\n');
+                }
+            }
+            if session.quit {
+                break;
+            }
+            // In prompt mode every answer gets its prompt.
+            if session.interactive {
+                answer.push_str("> ");
+            }
+        }
+        tokio::time::timeout(WRITE_TIMEOUT, write.write_all(answer.as_bytes()))
+            .await
+            .context("the client did not read the answer within the write timeout")??;
+        if session.quit || !session.interactive {
+            let _ = write.shutdown().await;
+            return Ok(());
+        }
+    }
+}
+
+fn run(server: &Server, rates: &RateTracker, session: &mut Session, words: &[String]) -> String {
+    let mut ctx = Ctx {
+        server,
+        rates,
+        session,
+    };
+    commands::run(&mut ctx, words)
+}
