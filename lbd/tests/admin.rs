@@ -1,7 +1,8 @@
 //! The admin server of a real lbd process: counters in `/stats.json` and
 //! `/metrics` against traffic the test made, `promtool`, a real Prometheus
 //! server scraping lbd, the stats page in headless Chromium, the runtime
-//! API (drain, maint, weight, whole-config pushes) and who may write.
+//! API (drain, maint, weight, whole-config pushes), who may write and
+//! who may read (`stats_users`).
 //! Loopback only.
 
 mod common;
@@ -524,6 +525,113 @@ async fn writes_need_a_local_bind_or_the_token(rt: &str) {
     );
 }
 
+/// `stats_users`/`stats_realm`: the read-only pages on both listeners
+/// answer 401 with the realm's challenge without credentials or with a
+/// wrong password, 200 with any configured user; `/healthz` stays open;
+/// writes keep their own bearer-token rule. A reload removing the users
+/// opens the pages again.
+async fn stats_pages_need_basic_auth(rt: &str) {
+    let b = Backend::start("m0", Mode::TaggedEcho).await;
+    let (admin, stats_only, bind) = (free_addr(), free_addr(), free_addr());
+    let base = format!("bind = \"{admin}\"\nstats_bind = \"{stats_only}\"");
+    let with_auth = format!(
+        "{base}\nstats_users = [\"admin:s3cret\", \"ops:p:w\"]\nstats_realm = \"lbd test\""
+    );
+    let lbd = Lbd::start(rt, 1, &config(&with_auth, bind, "", &[member(&b)])).await;
+    lbd.wait_for_log("reads need basic auth (2 user(s))", 1)
+        .await;
+    // Steady traffic goes on meanwhile.
+    let _ = hit(bind).await.expect("traffic");
+    let basic = |cred: &str| format!("Authorization: Basic {}", base64_of(cred.as_bytes()));
+    let (good, other, wrong) = (
+        basic("admin:s3cret"),
+        basic("ops:p:w"),
+        basic("admin:s3creT"),
+    );
+    for addr in [admin, stats_only] {
+        for path in ["/", "/stats.csv", "/stats.json", "/metrics"] {
+            for (headers, want) in [
+                (vec![], 401),
+                (vec![wrong.as_str()], 401),
+                (vec!["Authorization: Bearer s3cret"], 401),
+                (vec![good.as_str()], 200),
+                (vec![other.as_str()], 200),
+            ] {
+                let (code, head) = http_head_of(addr, path, &headers)
+                    .await
+                    .unwrap_or_else(|e| panic!("{addr}{path}: {e}"));
+                assert_eq!(code, want, "{addr}{path} {headers:?}:\n{head}");
+                let challenge = header_of(&head, "www-authenticate");
+                if want == 401 {
+                    assert_eq!(
+                        challenge.as_deref(),
+                        Some("Basic realm=\"lbd test\""),
+                        "{head}"
+                    );
+                } else {
+                    assert_eq!(challenge, None, "{head}");
+                }
+            }
+        }
+        assert_eq!(
+            http_head_of(addr, "/healthz", &[])
+                .await
+                .expect("healthz")
+                .0,
+            200
+        );
+    }
+    // The API's reads show the config (passwords included): protected too.
+    assert_eq!(
+        http_head_of(admin, "/api/config", &[])
+            .await
+            .expect("get")
+            .0,
+        401
+    );
+    let (code, body) = http_request_once(admin, "GET", "/api/config", &[good.as_str()], b"")
+        .await
+        .expect("get");
+    assert_eq!(code, 200, "{body}");
+    // Writes: the loopback bind allows them without a token, as before.
+    let path = format!("/api/pools/p/members/{}", b.addr);
+    let (code, body) = put(admin, &path, &[], r#"{"weight": 2}"#).await;
+    assert_eq!(code, 200, "{body}");
+    // The users removed: open again.
+    assert!(lbd.reload(&config(&base, bind, "", &[member(&b)])).await);
+    lbd.wait_for_log("reads open", 1).await;
+    assert_eq!(
+        http_head_of(stats_only, "/", &[]).await.expect("get").0,
+        200
+    );
+    let _ = hit(bind).await.expect("traffic");
+    assert!(
+        !lbd.log().contains("s3cret"),
+        "a password in the log:\n{}",
+        lbd.log()
+    );
+}
+
+/// Standard base64 with padding.
+fn base64_of(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 async fn admin_over_a_unix_socket(rt: &str) {
     let b = Backend::start("m0", Mode::TaggedEcho).await;
     let sock = scratch_dir().join("admin.sock");
@@ -665,6 +773,10 @@ mod io_uring_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_need_a_local_bind_or_the_token() {
         super::writes_need_a_local_bind_or_the_token("io-uring").await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stats_pages_need_basic_auth() {
+        super::stats_pages_need_basic_auth("io-uring").await
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn admin_over_https() {

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::apiserver::http_request_once;
+use common::apiserver::stats;
 use common::haproxy::Haproxy;
 use common::*;
 use lbd_test_support::eventually;
@@ -95,14 +95,6 @@ fn touch(path: PathBuf) {
 }
 
 // ------------------------------------------------------------------ stats
-
-async fn stats(admin: SocketAddr) -> Value {
-    let (code, body) = http_request_once(admin, "GET", "/stats.json", &[], b"")
-        .await
-        .expect("GET /stats.json");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).expect("stats.json is JSON")
-}
 
 /// The stats of member `addr` of pool `pool`.
 async fn member_stats(admin: SocketAddr, pool: &str, addr: SocketAddr) -> Value {

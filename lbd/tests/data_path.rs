@@ -553,28 +553,6 @@ fn syn_sent_to(port: u16) -> usize {
         .count()
 }
 
-/// lbd's descriptor count once its service threads have opened theirs (a
-/// loaded machine starts them late): the same count three times 100 ms
-/// apart, or after 5 s whatever it is then.
-async fn settled_fds(pid: i32) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut last = open_fds(pid);
-    let mut same = 0;
-    while same < 3 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = open_fds(pid);
-        same = if now == last { same + 1 } else { 0 };
-        last = now;
-    }
-    last
-}
-
-fn open_fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 async fn bad_clients_and_members_leak_no_descriptors(rt: &str) {
     let b = tagged(1).await;
     let dead = free_addr();
@@ -613,18 +591,7 @@ async fn bad_clients_and_members_leak_no_descriptors(rt: &str) {
         open_fds(lbd.pid()) > baseline,
         "the idle connections should hold descriptors"
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let now = open_fds(lbd.pid());
-        if now <= baseline {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "lbd holds {now} descriptors, {baseline} before the traffic"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fds_back_to(lbd.pid(), baseline, Duration::from_secs(15)).await;
     drop(idle);
 }
 

@@ -21,7 +21,21 @@ const HOT_PATH: &[&str] = &[
 
 /// Control-side modules the hot path must never reach.
 const CONTROL: &[&str] = &[
-    "health", "admin", "xdp", "server", "service", "memory", "demo", "tls", "pidfile", "limits",
+    "health",
+    "admin",
+    "xdp",
+    "server",
+    "service",
+    "memory",
+    "demo",
+    "tls",
+    "pidfile",
+    "limits",
+    "notify",
+    "daemon",
+    "takeover",
+    "handoff",
+    "haproxy_cli",
 ];
 
 /// A module's path (`proxy::tcp`) and its code without comments and tests.

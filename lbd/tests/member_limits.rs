@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::apiserver::http_request_once;
+use common::apiserver::{http_request_once, stats};
 use common::*;
 use lbd_test_support::eventually;
 use serde_json::Value;
@@ -110,14 +110,6 @@ fn config(admin: SocketAddr, bind: SocketAddr, pool: &str, members: &str) -> Str
         "[admin]\nbind = \"{admin}\"\n\n[[listener]]\nname = \"l\"\nbind = \"{bind}\"\npool = \"p\"\n\n\
          [[pool]]\nname = \"p\"\n{pool}\n{members}"
     )
-}
-
-async fn stats(admin: SocketAddr) -> Value {
-    let (code, body) = http_request_once(admin, "GET", "/stats.json", &[], b"")
-        .await
-        .expect("GET /stats.json");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).expect("JSON")
 }
 
 async fn pool_stats(admin: SocketAddr, pool: &str) -> Value {

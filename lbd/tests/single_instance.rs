@@ -106,22 +106,11 @@ async fn a_held_pid_file_refuses_a_second_lbd(rt: &str) {
     assert!(!pid_file.exists(), "removed at exit");
 }
 
-/// A port that is free on the wildcard address and below the ephemeral
-/// range: a wildcard bind fails while any socket uses the port, and
-/// ephemeral ports come and go with every connection other tests make.
-fn wildcard_port() -> u16 {
-    let start = 20_000 + (std::process::id() % 10_000) as u16;
-    (0..2_000u16)
-        .map(|i| 20_000 + (start - 20_000 + i * 7) % 12_000)
-        .find(|&port| std::net::TcpListener::bind(("0.0.0.0", port)).is_ok())
-        .expect("a free port below the ephemeral range")
-}
-
 /// lbd's own listener is not "another process": a reload may move a
 /// listener between a specific address and the wildcard of its port.
 async fn a_reload_may_move_a_listener_onto_its_ports_wildcard(rt: &str) {
     let backend = Backend::start("a", Mode::TaggedEcho).await;
-    let port = wildcard_port();
+    let port = free_port();
     let specific = SocketAddr::from(([127, 0, 0, 1], port));
     let wildcard = SocketAddr::from(([0, 0, 0, 0], port));
     let lbd = Lbd::start(rt, 2, &config(specific, &backend)).await;

@@ -65,10 +65,25 @@ def log(msg):
 
 
 def free_port(kind):
-    """A port on 127.0.0.1 that is free right now (TCP or UDP)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 that is free right now (TCP or UDP), below the
+    kernel's ephemeral range: a port from bind(0) is an ephemeral one, which
+    any outgoing connection may take before the service binds it (the same
+    rule as free_port in lbd's test-support crate)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            top = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        top = 32768
+    top = max(top, 11000)
+    for _ in range(4000):
+        port = 10000 + secrets.randbelow(top - 10000)
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def run_dir_for(dir_):

@@ -6,7 +6,8 @@
 //! --log lbd=debug`), four clients (`--clients`) looping connect -> read a
 //! line -> close for 10 s; at 3 s the victim dies (`refuse`: its port resets connects;
 //! `blackhole`: SYNs are dropped). lbd's log gives every failed data-path
-//! connect to the victim and its `is DOWN` line, timestamped. See
+//! connect to the victim and its `is DOWN` line, timestamped.
+//! `--connect-hedge DUR` sets the listener's `connect_hedge`. See
 //! bench/README.md, "Failover: member death to last routed attempt".
 
 // A binary's root resolves modules next to itself; these live in failover/.
@@ -74,6 +75,10 @@ struct Cli {
     /// Keep each repetition's lbd.toml and lbd.log (the directory is printed)
     #[arg(long)]
     keep_logs: bool,
+    /// Hedged connects: `connect_hedge` on the listener (e.g. 150ms; must be
+    /// less than member_connect: 1s in blackhole mode, 5s in refuse mode)
+    #[arg(long, value_name = "DUR")]
+    connect_hedge: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -136,8 +141,9 @@ fn run(cli: Cli) -> Result<()> {
         let (mut config_example, mut lbd_command_example) = (String::new(), String::new());
         for rep in 1..=cli.reps.max(1) {
             let dir = scratch.join(format!("{}-{rep}", report::death_name(death)));
-            let (r, config, command) =
-                run_rep(&bin, death, rep, &shape, &dir).with_context(|| {
+            let hedge = cli.connect_hedge.as_deref();
+            let (r, config, command) = run_rep(&bin, death, hedge, rep, &shape, &dir)
+                .with_context(|| {
                     format!(
                         "{} rep {rep} (files kept in {})",
                         report::death_name(death),
@@ -179,6 +185,7 @@ fn run(cli: Cli) -> Result<()> {
 fn run_rep(
     bin: &Path,
     death: Death,
+    hedge: Option<&str>,
     rep: usize,
     shape: &load::Shape,
     dir: &Path,
@@ -190,7 +197,7 @@ fn run_rep(
         .collect::<Result<Vec<_>>>()?;
     let bind = free_addr()?;
     let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
-    let config = lbd::config(bind, &addrs, death);
+    let config = lbd::config(bind, &addrs, death, hedge);
     let config_path = dir.join("lbd.toml");
     std::fs::write(&config_path, &config).context("writing lbd.toml")?;
     let mut lbd = Lbd::start(bin, &config_path, &dir.join("lbd.log"))?;
@@ -309,6 +316,7 @@ fn write_json(
             "death": modes.iter().map(|m| m.death).collect::<Vec<_>>(),
             "clients": cli.clients.max(1),
             "pace_ms": cli.pace_ms,
+            "connect_hedge": cli.connect_hedge,
             "run_s": RUN.as_secs(),
             "kill_at_s": KILL_AT.as_secs(),
             "client_io_timeout_s": load::IO_TIMEOUT.as_secs(),

@@ -395,10 +395,17 @@ fn render_listener(
         client_idle: listener.timeout_client_data.and_then(millis),
         member_connect: listener.timeout_member_connect.and_then(millis),
         member_idle: listener.timeout_member_data.and_then(millis),
+        // Octavia's amphora HAProxy sets neither `timeout tunnel` nor the
+        // half-closed timeouts.
+        tunnel_idle: None,
+        client_fin: None,
+        member_fin: None,
         proxy_protocol,
         // The VIP may be held by keepalived on the other amphora.
         freebind: Some(true),
         fast_path: None,
+        // Octavia has no hedged connects.
+        connect_hedge: None,
     };
     Ok((
         section,

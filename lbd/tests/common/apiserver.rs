@@ -647,3 +647,13 @@ fn parse_response(head: &[u8]) -> io::Result<(u16, usize)> {
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
+
+/// `GET /stats.json` of the admin server at `admin`, parsed; fails the test
+/// unless it answers 200 with JSON.
+pub async fn stats(admin: SocketAddr) -> serde_json::Value {
+    let (code, body) = http_request_once(admin, "GET", "/stats.json", &[], b"")
+        .await
+        .expect("GET /stats.json");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("stats.json is JSON")
+}

@@ -56,7 +56,6 @@ impl Lbd {
         let config_path = dir.join("lbd.toml");
         let log_path = dir.join("lbd.log");
         std::fs::write(&config_path, config).expect("write config");
-        let log = std::fs::File::create(&log_path).expect("create log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lbd"));
         cmd.args([
             "--runtime",
@@ -69,11 +68,16 @@ impl Lbd {
         .arg("run")
         .arg("-c")
         .arg(&config_path)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
+        .env_remove("RUST_LOG");
         adjust(&mut cmd);
+        Self::spawn(cmd, config_path, log_path).await
+    }
+
+    /// Runs `cmd` (an lbd, however started) with its stderr to `log_path`
+    /// and waits until it says it started.
+    pub async fn spawn(mut cmd: Command, config_path: PathBuf, log_path: PathBuf) -> Lbd {
+        let log = std::fs::File::create(&log_path).expect("create log");
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         let child = cmd.spawn().expect("spawn lbd");
         let lbd = Lbd {
             pid: child.id() as i32,
@@ -363,6 +367,51 @@ pub async fn is_refused(addr: SocketAddr, from: Option<SocketAddr>, within: Dura
     }
 }
 
+/// An HTTP/1.1 `GET path` with `Connection: close` and the extra header
+/// lines in `headers` on a new connection; the status and the response
+/// head (bounded: 1 MiB, [`WAIT`]).
+pub async fn http_head_of(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[&str],
+) -> io::Result<(u16, String)> {
+    let exchange = async {
+        let mut conn = connect_from(addr, None).await?;
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        for header in headers {
+            request.push_str(header);
+            request.push_str("\r\n");
+        }
+        request.push_str("\r\n");
+        conn.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        (&mut conn).take(1 << 20).read_to_end(&mut response).await?;
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("no status: {head}"))
+            })?;
+        Ok((status, head))
+    };
+    tokio::time::timeout(WAIT, exchange)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("GET {path}: no response")))?
+}
+
+/// The value of header `name` (any case) in a response head.
+pub fn header_of(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
 /// Counts tags from `n` sequential connections.
 pub async fn tally(addr: SocketAddr, n: usize) -> std::collections::BTreeMap<String, usize> {
     let mut counts = std::collections::BTreeMap::new();
@@ -396,4 +445,73 @@ macro_rules! on_both_runtimes {
             )*
         }
     };
+}
+
+/// How many descriptors process `pid` holds.
+pub fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// lbd's descriptor count once stable (the same three times 100 ms apart,
+/// or after 5 s the lowest seen): checks open short-lived sockets.
+pub async fn settled_fds(pid: i32) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = open_fds(pid);
+    let mut lowest = last;
+    let mut same = 0;
+    while same < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = open_fds(pid);
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+        lowest = lowest.min(now);
+    }
+    if same >= 3 {
+        last
+    } else {
+        lowest
+    }
+}
+
+/// Waits (up to `within`) until lbd holds at most `limit` descriptors.
+pub async fn fds_back_to(pid: i32, limit: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = open_fds(pid);
+        if now <= limit {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lbd holds {now} descriptors, {limit} before the connections"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The Octavia venv's python, or `None` (test skipped) when it is missing.
+pub fn octavia_python() -> Option<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_owned();
+    let venv = std::env::var_os("LBD_OCTAVIA_VENV")
+        .map(|v| root.join(v))
+        .unwrap_or_else(|| root.join("target/octavia-venv"));
+    let python = venv.join("bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("LBD_TEST_REQUIRE_TOOLS").is_none(),
+        "{} missing: run scripts/octavia/setup.sh",
+        python.display()
+    );
+    eprintln!(
+        "SKIPPED: no Octavia venv at {} (run scripts/octavia/setup.sh)",
+        venv.display()
+    );
+    None
 }

@@ -18,12 +18,22 @@ pub const POOL: &str = "api";
 
 /// The config: one listener, pool "api" with the members and TCP checks
 /// every second (`fall = 2`). Blackhole mode gives up a member connect
-/// after 1 s instead of the default 5 s.
-pub fn config(bind: SocketAddr, members: &[SocketAddr], death: Death) -> String {
-    let connect = match death {
+/// after 1 s instead of the default 5 s. `hedge`: the listener's
+/// `connect_hedge` (hedged connects), if any.
+pub fn config(
+    bind: SocketAddr,
+    members: &[SocketAddr],
+    death: Death,
+    hedge: Option<&str>,
+) -> String {
+    let mut connect = match death {
         Death::Blackhole => "member_connect = \"1s\"\n",
         Death::Refuse => "",
-    };
+    }
+    .to_owned();
+    if let Some(hedge) = hedge {
+        connect += &format!("connect_hedge = \"{hedge}\"\n");
+    }
     let mut cfg = format!(
         "[global]\ndrain_timeout = \"1s\"\n\n\
          [[listener]]\nname = \"front\"\nbind = \"{bind}\"\npool = \"{POOL}\"\n{connect}\n\

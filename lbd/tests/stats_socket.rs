@@ -1,0 +1,786 @@
+//! The stats socket (HAProxy's CLI): the same commands to real HAProxy and
+//! to lbd give the same answers; levels are enforced; a change made on the
+//! socket reaches the traffic, the admin API and `/metrics`; hostile
+//! clients neither break the socket nor the data plane nor leak fds.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::apiserver::http_get_once;
+use common::haproxy::Haproxy;
+use common::{
+    connect_from, fds_back_to, free_addr, read_line, scratch_dir, settled_fds, Backend, Lbd, Mode,
+    WAIT,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::task::JoinHandle;
+
+/// Sends `line` and reads the answer to its end (the server closes).
+async fn cli(path: &Path, line: &str) -> String {
+    let mut conn = tokio::time::timeout(WAIT, UnixStream::connect(path))
+        .await
+        .expect("connect in time")
+        .unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+    conn.write_all(format!("{line}\n").as_bytes())
+        .await
+        .expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, conn.read_to_end(&mut answer))
+        .await
+        .unwrap_or_else(|_| panic!("no answer to {line:?} within {WAIT:?}"))
+        .expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// An interactive session: each line's answer up to and including the
+/// prompt (`> `), or to the end for the last.
+async fn session(path: &Path, lines: &[&str]) -> Vec<String> {
+    let mut conn = UnixStream::connect(path).await.expect("connect");
+    let mut answers = Vec::new();
+    for line in lines {
+        conn.write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("send");
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        let deadline = Instant::now() + WAIT;
+        while !answer.ends_with(b"\n> ") {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, conn.read(&mut byte)).await {
+                Ok(Ok(1)) => answer.push(byte[0]),
+                Ok(_) => break,
+                Err(_) => panic!("no answer to {line:?} within {WAIT:?}"),
+            }
+        }
+        answers.push(String::from_utf8_lossy(&answer).into_owned());
+    }
+    answers
+}
+
+async fn wait_for_socket(path: &Path) {
+    let deadline = Instant::now() + WAIT;
+    while UnixStream::connect(path).await.is_err() {
+        assert!(Instant::now() < deadline, "no socket at {}", path.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The file both run: three stats sockets, one per level.
+fn cli_config(dir: &Path, bind: SocketAddr, ports: [u16; 3]) -> String {
+    let sock = |name: &str| dir.join(name).display().to_string();
+    format!(
+        "global\n  stats socket {} mode 600 level admin\n  stats socket {} level user\n  \
+         stats socket {} level operator\n\
+         defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
+         frontend fe\n  bind {bind}\n  default_backend be\n\
+         backend be\n  server s1 127.0.0.1:{} check inter 1s\n  \
+         server s2 127.0.0.1:{} weight 3 check inter 1s\n  \
+         server s3 127.0.0.1:{} disabled check inter 1s\n",
+        sock("admin.sock"),
+        sock("user.sock"),
+        sock("oper.sock"),
+        ports[0],
+        ports[1],
+        ports[2],
+    )
+}
+
+/// Commands whose answers do not depend on the process, and which socket
+/// gets them. Run in order: some change what the later ones see.
+fn script(ports: [u16; 3], moved: u16) -> Vec<(&'static str, String)> {
+    let admin = |c: &str| ("admin.sock", c.to_owned());
+    vec![
+        admin("get weight be/s2"),
+        admin("set weight be/s2 150%"),
+        admin("get weight be/s2"),
+        admin("set weight be/s2 -1"),
+        admin("set weight be/s2 abc"),
+        admin("set weight be/s2 5x"),
+        admin("set weight be/s2 -5%"),
+        admin("set weight be/s2 1000%"),
+        admin("get weight be/s2"),
+        admin("set weight be/s2 257"),
+        admin("set weight be/s2"),
+        admin("set server be/s2 weight 7"),
+        admin("get weight be/s2"),
+        admin("set server be/s2 weight"),
+        admin("set server be/s2 state"),
+        admin("set server be/s2 state frob"),
+        admin("set server be/s2 state drain"),
+        admin("set server be/s2 state ready"),
+        admin("set server be/s2"),
+        admin("set server be/s2 frob 1"),
+        admin("get weight be/zz"),
+        admin("get weight zz/s1"),
+        admin("get weight be"),
+        admin("disable server be/zz"),
+        admin("disable server zz"),
+        admin("disable server be/s1"),
+        admin("enable server be/s1"),
+        admin("enable server be/s3"),
+        admin("set maxconn server be/s2"),
+        admin("set maxconn server be/s2 10"),
+        admin("set maxconn frontend fe"),
+        admin("set maxconn frontend zz 100"),
+        admin("set maxconn frontend fe 100"),
+        admin("set server be/s2 addr bad"),
+        admin(&format!("set server be/s2 addr 127.0.0.9 port {moved}")),
+        admin(&format!(
+            "set server be/s2 addr 127.0.0.1 port {}",
+            ports[1]
+        )),
+        admin("show cli level;show backend"),
+        admin("show cli level ; get weight be/s1;;get weight be/s3"),
+        admin("user;set weight be/s1 1"),
+        admin("operator;show cli level;clear counters"),
+        admin("show servers state zz"),
+        ("user.sock", "show cli level".into()),
+        ("user.sock", "set server be/s1 state drain".into()),
+        ("user.sock", "disable server be/s1".into()),
+        ("user.sock", "set weight be/s1 2".into()),
+        ("user.sock", "clear counters".into()),
+        ("user.sock", "get weight be/s1".into()),
+        ("oper.sock", "show cli level".into()),
+        ("oper.sock", "clear counters".into()),
+        ("oper.sock", "set server be/s1 state drain".into()),
+        ("oper.sock", "set maxconn server be/s1 5".into()),
+    ]
+}
+
+const PROMPTED: &[&str] = &[
+    "prompt",
+    "show cli level",
+    "get weight be/s1",
+    "set weight be/s1 2;get weight be/s1",
+    "user",
+    "set weight be/s1 3",
+    "show cli level",
+    "quit",
+];
+
+/// The answer with the list of commands HAProxy gives for an empty or
+/// unknown command left out (lbd lists its own commands).
+fn without_command_list(answer: &str) -> String {
+    const HEAD: &str = "Unknown command. Please enter one of the following commands only:\n";
+    let mut out = String::new();
+    let mut rest = answer;
+    while let Some(at) = rest.find(HEAD) {
+        out.push_str(&rest[..at + HEAD.len()]);
+        out.push_str("<list>");
+        rest = &rest[at + HEAD.len()..];
+        rest = rest.find("\n\n").map_or("", |end| &rest[end..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Runs the script on the sockets in `dir`; one answer per command, then
+/// the prompted session's transcript.
+async fn answers(dir: &Path, ports: [u16; 3], moved: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    for (socket, command) in script(ports, moved) {
+        let answer = without_command_list(&cli(&dir.join(socket), &command).await);
+        out.push(format!("{socket} {command:?} -> {answer:?}"));
+    }
+    for (line, answer) in PROMPTED
+        .iter()
+        .zip(session(&dir.join("admin.sock"), PROMPTED).await)
+    {
+        out.push(format!("prompt {line:?} -> {answer:?}"));
+    }
+    out
+}
+
+/// One file, HAProxy and lbd: every answer of the script is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_like_haproxy() {
+    let members = [
+        Backend::start("s1", Mode::TaggedEcho).await,
+        Backend::start("s2", Mode::TaggedEcho).await,
+        Backend::start("s3", Mode::TaggedEcho).await,
+    ];
+    let ports = members.each_ref().map(|m| m.addr.port());
+    let moved = common::free_port();
+
+    let hdir = scratch_dir();
+    let hbind = free_addr();
+    let Some(haproxy) = Haproxy::start(&cli_config(&hdir, hbind, ports), hbind).await else {
+        return;
+    };
+    wait_for_socket(&hdir.join("admin.sock")).await;
+    let theirs = answers(&hdir, ports, moved).await;
+
+    let ldir = scratch_dir();
+    let lbind = free_addr();
+    let lbd = Lbd::start("epoll", 1, &cli_config(&ldir, lbind, ports)).await;
+    wait_for_socket(&ldir.join("admin.sock")).await;
+    let ours = answers(&ldir, ports, moved).await;
+
+    let differ: Vec<String> = theirs
+        .iter()
+        .zip(&ours)
+        .filter(|(t, o)| t != o)
+        .map(|(t, o)| format!("haproxy: {t}\n    lbd: {o}"))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{} of {} answers differ:\n{}\nhaproxy log:\n{}\nlbd log:\n{}",
+        differ.len(),
+        theirs.len(),
+        differ.join("\n"),
+        haproxy.log(),
+        lbd.log()
+    );
+    assert_eq!(theirs.len(), ours.len());
+}
+
+/// Steady clients, each connection tagged by the member that took it.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<Vec<(Instant, Result<String, String>)>>,
+}
+
+impl Traffic {
+    fn start(bind: SocketAddr) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let task = tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_secs(60);
+            let mut seen = Vec::new();
+            for _ in 0..20_000 {
+                if stopped.load(Ordering::SeqCst) || Instant::now() > until {
+                    break;
+                }
+                let started = Instant::now();
+                let result = async {
+                    let mut conn = connect_from(bind, None).await?;
+                    read_line(&mut conn).await
+                }
+                .await
+                .map_err(|e| e.to_string());
+                seen.push((started, result));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen
+        });
+        Traffic { stop, task }
+    }
+
+    async fn stop(self) -> Vec<(Instant, Result<String, String>)> {
+        self.stop.store(true, Ordering::SeqCst);
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("traffic stops")
+            .expect("traffic task")
+    }
+}
+
+/// Which members took the connections that started in `from..to`.
+fn tally(
+    seen: &[(Instant, Result<String, String>)],
+    from: Instant,
+    to: Instant,
+) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for (at, result) in seen {
+        if *at >= from && *at < to {
+            let key = match result {
+                Ok(tag) => tag.clone(),
+                Err(e) => format!("error: {e}"),
+            };
+            *counts.entry(key).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+fn toml_config(
+    dir: &Path,
+    admin: SocketAddr,
+    bind: SocketAddr,
+    a: &Backend,
+    b: &Backend,
+) -> String {
+    let sock = |name: &str| dir.join(name).display().to_string();
+    format!(
+        "[admin]\nbind = \"{admin}\"\n\n\
+         [[stats_socket]]\npath = \"{}\"\nlevel = \"admin\"\n\n\
+         [[stats_socket]]\npath = \"{}\"\nlevel = \"user\"\n\n\
+         [[stats_socket]]\npath = \"{}\"\nlevel = \"operator\"\n\n\
+         [[listener]]\nname = \"web\"\nbind = \"{bind}\"\npool = \"p\"\n\n\
+         [[pool]]\nname = \"p\"\n\n\
+         [[pool.member]]\nname = \"a\"\naddress = \"{}\"\nport = {}\n\n\
+         [[pool.member]]\nname = \"b\"\naddress = \"{}\"\nport = {}\n",
+        sock("admin.sock"),
+        sock("user.sock"),
+        sock("oper.sock"),
+        a.addr.ip(),
+        a.addr.port(),
+        b.addr.ip(),
+        b.addr.port(),
+    )
+}
+
+/// Waits until `check` holds for the body of `GET path` on the admin server.
+async fn admin_shows(admin: SocketAddr, path: &str, what: &str, check: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = http_get_once(admin, path)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        if status == 200 && check(&body) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never showed {what}:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Levels, and a drain through the socket under steady traffic: the user
+/// and operator sockets are refused; the admin socket's drain stops new
+/// connections to the member at once (none failing), and shows in `show
+/// servers state`, the admin API and `/metrics`; `ready` brings it back.
+async fn changes_reach_traffic_api_and_metrics(rt: &str) {
+    let (a, b) = (
+        Backend::start("a", Mode::TaggedEcho).await,
+        Backend::start("b", Mode::TaggedEcho).await,
+    );
+    let dir = scratch_dir();
+    let (admin, bind) = (free_addr(), free_addr());
+    let lbd = Lbd::start(rt, 2, &toml_config(&dir, admin, bind, &a, &b)).await;
+    let sock = |name: &str| -> PathBuf { dir.join(name) };
+    wait_for_socket(&sock("admin.sock")).await;
+
+    let traffic = Traffic::start(bind);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    for (socket, command) in [
+        ("user.sock", "set server p/a state drain"),
+        ("user.sock", "disable server p/a"),
+        ("oper.sock", "set server p/a state drain"),
+        ("oper.sock", "set weight p/a 0"),
+        ("admin.sock", "operator;set server p/a state drain"),
+    ] {
+        let answer = cli(&sock(socket), command).await;
+        assert!(
+            answer.ends_with("Permission denied\n\n"),
+            "{socket} {command:?}: {answer:?}"
+        );
+    }
+    assert_eq!(
+        cli(&sock("admin.sock"), "get weight p/a").await,
+        "1 (initial 1)\n\n"
+    );
+
+    let drained_at = Instant::now();
+    assert_eq!(
+        cli(&sock("admin.sock"), "set server p/a state drain").await,
+        "\n"
+    );
+    let state = cli(&sock("user.sock"), "show servers state p").await;
+    let line_a = state
+        .lines()
+        .find(|l| l.split(' ').nth(3) == Some("a"))
+        .unwrap_or_else(|| panic!("no server a in {state:?}"));
+    let fields: Vec<&str> = line_a.split(' ').collect();
+    assert_eq!(fields[6], "8", "srv_admin_state forced drain: {line_a}");
+    admin_shows(admin, "/api/config", "a drained", |body| {
+        body.replace([' ', '\n'], "")
+            .contains("\"admin_state\":\"drain\"")
+    })
+    .await;
+    admin_shows(admin, "/metrics", "a's admin state drain", |body| {
+        body.lines().any(|l| {
+            l.starts_with("lbd_server_admin_state{")
+                && l.contains("server=\"a\"")
+                && l.contains("state=\"drain\"")
+                && l.ends_with(" 1")
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let readied_at = Instant::now();
+    assert_eq!(
+        cli(&sock("admin.sock"), "set server p/a state ready").await,
+        "\n"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let done = Instant::now();
+    let seen = traffic.stop().await;
+
+    let errors: Vec<_> = seen.iter().filter(|(_, r)| r.is_err()).collect();
+    assert!(errors.is_empty(), "failed connections: {errors:?}");
+    // The snapshot is swapped before the answer: connections that start
+    // after it never reach the drained member.
+    let drained = tally(&seen, drained_at + Duration::from_millis(5), readied_at);
+    assert!(
+        !drained.contains_key("a") && drained.get("b").copied().unwrap_or(0) >= 20,
+        "while a was drained: {drained:?}"
+    );
+    let after = tally(&seen, readied_at + Duration::from_millis(5), done);
+    assert!(
+        after.get("a").copied().unwrap_or(0) >= 5,
+        "after ready: {after:?}"
+    );
+    drop(lbd);
+}
+
+/// Hostile clients: an unknown command, binary garbage, a 1 MiB line,
+/// 1000 clients that never send, and one that never reads a large answer.
+/// Through all of it the socket answers, the data plane serves every
+/// connection, and lbd's descriptors come back to where they were.
+async fn hostile_clients_break_nothing(rt: &str) {
+    let (a, b) = (
+        Backend::start("a", Mode::TaggedEcho).await,
+        Backend::start("b", Mode::TaggedEcho).await,
+    );
+    let dir = scratch_dir();
+    let (admin, bind) = (free_addr(), free_addr());
+    let lbd = Lbd::start(rt, 2, &toml_config(&dir, admin, bind, &a, &b)).await;
+    let sock = dir.join("admin.sock");
+    wait_for_socket(&sock).await;
+    let baseline = settled_fds(lbd.pid()).await;
+    let traffic = Traffic::start(bind);
+
+    let version = format!("{}\n\n", cli(&sock, "show version").await.trim_end());
+    let answers_quickly = || async {
+        let started = Instant::now();
+        let answer = cli(&sock, "show version").await;
+        assert_eq!(answer, version);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "show version took {:?}",
+            started.elapsed()
+        );
+    };
+
+    let unknown = cli(&sock, "frobnicate everything").await;
+    assert!(unknown.starts_with("Unknown command."), "{unknown:?}");
+
+    let mut conn = UnixStream::connect(&sock).await.expect("connect");
+    // One line of garbage (no line end inside).
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i * 7919 % 251) as u8)
+        .filter(|b| *b != b'\n')
+        .collect();
+    conn.write_all(&garbage).await.expect("send garbage");
+    conn.write_all(b"\n").await.expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, conn.read_to_end(&mut answer))
+        .await
+        .expect("garbage answered in time")
+        .expect("read");
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("Unknown command"),
+        "garbage: {:?}",
+        String::from_utf8_lossy(&answer[..answer.len().min(200)])
+    );
+    answers_quickly().await;
+
+    // A 1 MiB line: closed after the limit, without reading it all.
+    let mut conn = UnixStream::connect(&sock).await.expect("connect");
+    let big = vec![b'x'; 1 << 20];
+    let _ = tokio::time::timeout(WAIT, conn.write_all(&big)).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, conn.read_to_end(&mut answer)).await;
+    assert!(
+        String::from_utf8_lossy(&answer).contains("command line over"),
+        "1 MiB line: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(conn);
+    answers_quickly().await;
+
+    // A client that asks for a large answer and never reads it.
+    let mut stuck = UnixStream::connect(&sock).await.expect("connect");
+    let many_helps = vec!["help"; 3000].join(";");
+    stuck
+        .write_all(format!("{many_helps}\n").as_bytes())
+        .await
+        .expect("send");
+    answers_quickly().await;
+
+    // 1000 clients that never send.
+    let mut silent = Vec::new();
+    for _ in 0..1000 {
+        match UnixStream::connect(&sock).await {
+            Ok(c) => silent.push(c),
+            Err(e) => panic!("connect {}: {e}", silent.len()),
+        }
+    }
+    answers_quickly().await;
+    drop(silent);
+    drop(stuck);
+
+    // The stuck client's answer times out (10 s) at the latest.
+    fds_back_to(lbd.pid(), baseline, Duration::from_secs(20)).await;
+    answers_quickly().await;
+    let seen = traffic.stop().await;
+    let errors: Vec<_> = seen.iter().filter(|(_, r)| r.is_err()).collect();
+    assert!(
+        errors.is_empty() && seen.len() >= 10,
+        "{} connections, failed: {errors:?}",
+        seen.len()
+    );
+    assert!(lbd.exited().is_none(), "lbd exited; log:\n{}", lbd.log());
+}
+
+on_both_runtimes!(
+    changes_reach_traffic_api_and_metrics,
+    hostile_clients_break_nothing,
+    show_stat_like_haproxy,
+);
+
+/// A file for `show stat`: one server up, one on a closed port (DOWN), one
+/// `disabled` (MAINT), one backup.
+fn stat_config(
+    dir: &Path,
+    bind: SocketAddr,
+    up: u16,
+    closed: u16,
+    disabled: u16,
+    backup: u16,
+) -> String {
+    format!(
+        "global\n  stats socket {} level admin\n  maxconn 1000\n\
+         defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
+         frontend fe\n  bind {bind}\n  default_backend be\n\
+         backend be\n  server up 127.0.0.1:{up} check inter 200ms\n  \
+         server closed 127.0.0.1:{closed} check inter 200ms\n  \
+         server off 127.0.0.1:{disabled} disabled check inter 200ms\n  \
+         server spare 127.0.0.1:{backup} backup check inter 200ms\n",
+        dir.join("admin.sock").display()
+    )
+}
+
+/// `show stat` rows as Octavia reads them: `answer[2:]` through a CSV
+/// reader, keyed by (pxname, svname).
+fn stat_rows(answer: &str) -> (Vec<String>, StatRows) {
+    let body = answer
+        .strip_prefix("# ")
+        .unwrap_or_else(|| panic!("no '# ' in {answer:?}"));
+    let mut lines = body.lines();
+    let header: Vec<String> = lines
+        .next()
+        .expect("header")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let mut rows = BTreeMap::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        let fields: BTreeMap<String, String> = header
+            .iter()
+            .cloned()
+            .zip(line.split(',').map(str::to_owned))
+            .collect();
+        rows.insert((fields["pxname"].clone(), fields["svname"].clone()), fields);
+    }
+    (header, rows)
+}
+
+/// Waits until `show stat` shows server `closed` DOWN.
+async fn stat_when_down(sock: &Path) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = cli(sock, "show stat").await;
+        if answer
+            .lines()
+            .any(|l| l.starts_with("be,closed,") && l.contains(",DOWN,"))
+        {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "closed never DOWN:\n{answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `show stat` rows by (pxname, svname), each a column -> value map.
+type StatRows = BTreeMap<(String, String), BTreeMap<String, String>>;
+
+/// The `show stat` columns compared as increments.
+const COUNTERS: &[&str] = &["stot", "bin", "bout", "lbtot"];
+
+/// `n` connections one after the other, each reading the member's tag.
+async fn serve_n(bind: SocketAddr, n: usize) {
+    for i in 0..n {
+        let mut conn = connect_from(bind, None)
+            .await
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        read_line(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+    }
+}
+
+/// The same file run by HAProxy and lbd, the same connections through each:
+/// `show stat` has the same header, the same rows in the same order, the
+/// same statuses, weights, ids and flags, and the same counters; `-1 6 -1`
+/// (what Octavia's `get_pool_status` asks) and Python's `csv.DictReader`
+/// on `answer[2:]` (what Octavia does) read both alike.
+async fn show_stat_like_haproxy(rt: &str) {
+    let up = Backend::start("up", Mode::TaggedEcho).await;
+    let off = Backend::start("off", Mode::TaggedEcho).await;
+    let spare = Backend::start("spare", Mode::TaggedEcho).await;
+    let closed = common::free_port();
+    let make = |dir: &Path, bind| {
+        stat_config(
+            dir,
+            bind,
+            up.addr.port(),
+            closed,
+            off.addr.port(),
+            spare.addr.port(),
+        )
+    };
+
+    let hdir = scratch_dir();
+    let hbind = free_addr();
+    let Some(haproxy) = Haproxy::start(&make(&hdir, hbind), hbind).await else {
+        return;
+    };
+    let ldir = scratch_dir();
+    let lbind = free_addr();
+    let lbd = Lbd::start(rt, 2, &make(&ldir, lbind)).await;
+    let (hsock, lsock) = (hdir.join("admin.sock"), ldir.join("admin.sock"));
+    wait_for_socket(&hsock).await;
+    wait_for_socket(&lsock).await;
+    stat_when_down(&hsock).await;
+    stat_when_down(&lsock).await;
+
+    // The same 30 connections through each; a steady client meanwhile on
+    // lbd's socket reading show stat (as the health daemon does).
+    let reader = {
+        let lsock = lsock.clone();
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                let answer = cli(&lsock, "show stat -1 -1 -1").await;
+                assert!(answer.starts_with("# pxname,svname,"), "{answer:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // Counters are compared as what these connections added: the harness
+    // probes HAProxy's port once before it is handed over.
+    let (_, hbefore) = stat_rows(&cli(&hsock, "show stat").await);
+    let (_, lbefore) = stat_rows(&cli(&lsock, "show stat").await);
+    serve_n(hbind, 30).await;
+    serve_n(lbind, 30).await;
+    reader.await.expect("reader");
+
+    let theirs = cli(&hsock, "show stat").await;
+    let ours = cli(&lsock, "show stat").await;
+    let (hheader, mut hrows) = stat_rows(&theirs);
+    let (lheader, mut lrows) = stat_rows(&ours);
+    for (rows, before) in [(&mut hrows, &hbefore), (&mut lrows, &lbefore)] {
+        for (key, row) in rows.iter_mut() {
+            for column in COUNTERS {
+                let was = before.get(key).and_then(|r| r.get(*column));
+                if let (Some(now), Some(was)) = (row.get_mut(*column), was) {
+                    if let (Ok(n), Ok(w)) = (now.parse::<u64>(), was.parse::<u64>()) {
+                        *now = (n - w).to_string();
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(hheader, lheader, "header");
+    let order = |answer: &str| -> Vec<String> {
+        answer
+            .lines()
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split(',').take(2).collect::<Vec<_>>().join(","))
+            .collect()
+    };
+    assert_eq!(order(&theirs), order(&ours), "rows");
+    let same = [
+        "status",
+        "weight",
+        "act",
+        "bck",
+        "iid",
+        "sid",
+        "type",
+        "mode",
+        "pid",
+        "qcur",
+        "scur",
+        "slim",
+        "stot",
+        "bin",
+        "bout",
+        "ereq",
+        "lbtot",
+        "check_status",
+        "algo",
+        "chkdown",
+    ];
+    let mut differ = Vec::new();
+    for (key, h) in &hrows {
+        let l = &lrows[key];
+        for column in same {
+            if h.get(column) != l.get(column) {
+                differ.push(format!(
+                    "{key:?} {column}: haproxy {:?}, lbd {:?}",
+                    h.get(column),
+                    l.get(column)
+                ));
+            }
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{}\nhaproxy:\n{theirs}\nlbd:\n{ours}\nlbd log:\n{}",
+        differ.join("\n"),
+        lbd.log()
+    );
+
+    // What get_pool_status asks: backends and servers only.
+    let pools = |answer: &str| order(answer);
+    assert_eq!(
+        pools(&cli(&hsock, "show stat -1 6 -1").await),
+        pools(&cli(&lsock, "show stat -1 6 -1").await)
+    );
+
+    // Octavia's own reading: answer[2:] through csv.DictReader.
+    let script = "import csv,sys\n\
+                  rows=list(csv.DictReader(sys.stdin.read()[2:].split('\\n')))\n\
+                  print(';'.join(r['pxname']+'/'+r['svname']+'='+r['status'] for r in rows))\n";
+    let python = |answer: String| {
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(answer.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("python3 output");
+        assert!(out.status.success(), "python3 failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (hpy, lpy) = (python(theirs), python(ours));
+    assert_eq!(hpy, lpy);
+    assert!(
+        lpy.contains("be/closed=DOWN") && lpy.contains("be/off=MAINT"),
+        "{lpy}"
+    );
+    drop(haproxy);
+}
