@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 
 use lbd::haproxy_cli::{self, Invocation, MasterWorker, StopOld};
 use lbd::runtime::{self, RuntimeChoice};
-use lbd::server::Server;
+use lbd::server::{Server, Versions};
 use lbd::sockets::Sharing;
 use lbd_config::{haproxy, Config};
 
@@ -367,6 +367,28 @@ struct Loaded {
     /// haproxy.cfg only: what was accepted but not carried over as written.
     warnings: Vec<haproxy::Diag>,
     process: haproxy::Process,
+    /// haproxy.cfg only: the server-state files to apply.
+    server_state: Vec<haproxy::server_state::StateSource>,
+}
+
+impl Loaded {
+    /// The config to run: the files' config with the server-state files
+    /// applied (what they say is logged).
+    fn versions(&self) -> Versions {
+        let mut running = self.config.clone();
+        let notes = haproxy::server_state::apply(&mut running, &self.server_state);
+        log_warnings(&notes);
+        if !self.server_state.is_empty() && notes.is_empty() {
+            info!(
+                "server state loaded for {} backend(s)",
+                self.server_state.len()
+            );
+        }
+        Versions {
+            loaded: self.config.clone(),
+            running,
+        }
+    }
 }
 
 /// Reads and validates a TOML file or haproxy.cfg files; the error is the
@@ -382,6 +404,7 @@ fn load(
                 config,
                 warnings: reading.warnings,
                 process: reading.process,
+                server_state: reading.server_state,
             }),
             Err(e) => {
                 let mut text = String::new();
@@ -398,6 +421,7 @@ fn load(
                 config,
                 warnings: Vec::new(),
                 process: haproxy::Process::default(),
+                server_state: Vec::new(),
             })
             .map_err(|e| e.to_string()),
         _ => Err("several config paths are read as haproxy.cfg only".to_owned()),
@@ -443,18 +467,19 @@ fn run(settings: &Settings, source: Source, mut haproxy: Option<HaproxyRun>) -> 
             None => (None, None),
         };
 
-        let (config, nbthread) = match &source {
+        let (versions, nbthread): (Versions, _) = match &source {
             Source::Files(paths, haproxy, command_line) => {
                 let loaded =
                     load(paths, *haproxy, *command_line).map_err(|e| anyhow::anyhow!("{e}"))?;
                 log_warnings(&loaded.warnings);
-                (loaded.config, loaded.process.workers)
+                (loaded.versions(), loaded.process.workers)
             }
-            Source::Demo(bind, admin) => (demo_config(*bind, *admin)?, None),
+            Source::Demo(bind, admin) => (demo_config(*bind, *admin)?.into(), None),
         };
         let workers = settings.workers.or(nbthread).unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         });
+        let config = versions.running.clone();
         lbd::limits::raise_fd_limit(&config);
         if let Some(h) = &haproxy {
             h.fetch_sockets()?;
@@ -465,7 +490,7 @@ fn run(settings: &Settings, source: Source, mut haproxy: Option<HaproxyRun>) -> 
             Some((_, pids)) if !pids.is_empty() => Sharing::TakingOver,
             _ => Sharing::Exclusive,
         };
-        let server = Arc::new(Server::start_sharing(config.clone(), workers, kind, sharing)?);
+        let server = Arc::new(Server::start_sharing(versions, workers, kind, sharing)?);
         let unclaimed = lbd::sockets::drop_unclaimed();
         if !unclaimed.is_empty() {
             info!(
@@ -744,7 +769,7 @@ fn reload(server: &Server, source: &Source, why: &str) {
         Ok(loaded) => loaded,
     };
     log_warnings(&loaded.warnings);
-    match server.reload(loaded.config) {
+    match server.reload(loaded.versions()) {
         Ok(s) => info!(
             "reloaded: generation {}, listeners +{} -{}, members +{} -{}",
             s.generation,

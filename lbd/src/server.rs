@@ -58,6 +58,25 @@ struct ControlState {
     loaded: Arc<Config>,
 }
 
+/// A config as its files give it, and the config that runs: the same, or
+/// with runtime state applied on top (HAProxy's server-state file, see
+/// `lbd_config::haproxy::server_state`). [`Server::loaded_config`] is the
+/// first.
+#[derive(Debug, Clone)]
+pub struct Versions {
+    pub loaded: Config,
+    pub running: Config,
+}
+
+impl From<Config> for Versions {
+    fn from(config: Config) -> Versions {
+        Versions {
+            loaded: config.clone(),
+            running: config,
+        }
+    }
+}
+
 /// A running data plane.
 pub struct Server {
     shared: Arc<Shared>,
@@ -76,13 +95,14 @@ impl Server {
     /// [`Server::start`], saying whether the listeners may share their
     /// addresses with processes being replaced (`haproxy -sf/-st`).
     pub fn start_sharing(
-        config: Config,
+        config: impl Into<Versions>,
         workers: usize,
         runtime: RuntimeKind,
         sharing: Sharing,
     ) -> anyhow::Result<Server> {
         let workers = workers.max(1);
-        let loaded = Arc::new(config.clone());
+        let Versions { loaded, running } = config.into();
+        let (loaded, config) = (Arc::new(loaded), running);
         let built = Snapshot::build(config, None, workers, 1, sharing)?;
         built.snapshot.apply_member_settings();
         let shared = Arc::new(Shared::new(built.snapshot, workers, runtime));
@@ -161,10 +181,11 @@ impl Server {
     /// with an unchanged `bind` keep their sockets, removed ones stop
     /// accepting; established connections are untouched. On error nothing
     /// changes. This is what SIGHUP and the admin API call.
-    pub fn reload(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
+    pub fn reload(&self, config: impl Into<Versions>) -> Result<ReloadSummary, ReloadError> {
         let mut control = self.control.lock().unwrap_or_else(|p| p.into_inner());
-        let loaded = Arc::new(config.clone());
-        let result = self.swap_config(&mut control, config);
+        let Versions { loaded, running } = config.into();
+        let loaded = Arc::new(loaded);
+        let result = self.swap_config(&mut control, running);
         match &result {
             Ok(_) => {
                 control.loaded = loaded;

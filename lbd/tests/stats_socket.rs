@@ -540,6 +540,7 @@ on_both_runtimes!(
     changes_reach_traffic_api_and_metrics,
     hostile_clients_break_nothing,
     show_stat_like_haproxy,
+    server_state_survives_reload_like_haproxy,
 );
 
 /// A file for `show stat`: one server up, one on a closed port (DOWN), one
@@ -783,4 +784,127 @@ async fn show_stat_like_haproxy(rt: &str) {
         "{lpy}"
     );
     drop(haproxy);
+}
+
+/// A file with a server-state file: `a` (weight 10), `b` and `c`
+/// `disabled`.
+fn state_config(dir: &Path, bind: SocketAddr, a: &Backend, b: &Backend, c: &Backend) -> String {
+    format!(
+        "global\n  stats socket {} level admin\n  server-state-file {}\n\
+         defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
+         frontend fe\n  bind {bind}\n  default_backend be\n\
+         backend be\n  load-server-state-from-file global\n  \
+         server a {} weight 10\n  server b {} disabled\n  server c {} disabled\n",
+        dir.join("admin.sock").display(),
+        dir.join("servers-state").display(),
+        a.addr,
+        b.addr,
+        c.addr,
+    )
+}
+
+/// The changes made on the socket, then saved as Octavia's agent saves
+/// them before a reload (`show servers state` into the state file).
+async fn change_and_save(sock: &Path, dir: &Path) {
+    let answer = cli(
+        sock,
+        "set server be/b state ready; set server be/a state drain; set weight be/a 3",
+    )
+    .await;
+    assert_eq!(answer, "\n\n\n", "{answer:?}");
+    let state = cli(sock, "show servers state").await;
+    std::fs::write(dir.join("servers-state"), state).expect("save state");
+}
+
+/// `show servers state` lines reduced to what a reload carries: backend,
+/// server, operational and admin state, weight and initial weight.
+fn carried(answer: &str) -> Vec<String> {
+    answer
+        .lines()
+        .skip(2)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            [1, 3, 5, 6, 7, 8]
+                .iter()
+                .map(|&i| f.get(i).copied().unwrap_or("?"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// Runtime changes survive a reload through the server-state file, as
+/// with HAProxy: the same file and commands to both, HAProxy restarted
+/// with the saved file, lbd reloaded (SIGHUP) under steady traffic; the
+/// saved state is the same, and lbd's traffic follows it without a failed
+/// connection (drained `a` takes none, `b` made ready takes them all).
+async fn server_state_survives_reload_like_haproxy(rt: &str) {
+    let (a, b, c) = (
+        Backend::start("a", Mode::TaggedEcho).await,
+        Backend::start("b", Mode::TaggedEcho).await,
+        Backend::start("c", Mode::TaggedEcho).await,
+    );
+    let hdir = scratch_dir();
+    let hbind = free_addr();
+    let hconfig = state_config(&hdir, hbind, &a, &b, &c);
+    let Some(first) = Haproxy::start(&hconfig, hbind).await else {
+        return;
+    };
+    let hsock = hdir.join("admin.sock");
+    wait_for_socket(&hsock).await;
+    change_and_save(&hsock, &hdir).await;
+    drop(first);
+    let _ = std::fs::remove_file(&hsock);
+    let second = Haproxy::start(&hconfig, hbind)
+        .await
+        .expect("haproxy again");
+    wait_for_socket(&hsock).await;
+    let theirs = carried(&cli(&hsock, "show servers state").await);
+    assert!(
+        second.log().contains("remains in forced drain mode"),
+        "{}",
+        second.log()
+    );
+
+    let ldir = scratch_dir();
+    let lbind = free_addr();
+    let lconfig = state_config(&ldir, lbind, &a, &b, &c);
+    let lbd = Lbd::start(rt, 2, &lconfig).await;
+    assert!(
+        lbd.log().contains("cannot read server state file"),
+        "no state file yet: {}",
+        lbd.log()
+    );
+    let lsock = ldir.join("admin.sock");
+    wait_for_socket(&lsock).await;
+    let traffic = Traffic::start(lbind);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    change_and_save(&lsock, &ldir).await;
+    let changed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(lbd.reload(&lconfig).await, "{}", lbd.log());
+    let reloaded = Instant::now();
+    assert_eq!(
+        carried(&cli(&lsock, "show servers state").await),
+        theirs,
+        "after the reload; lbd log:\n{}",
+        lbd.log()
+    );
+    assert_eq!(
+        cli(&lsock, "get weight be/a").await,
+        "3 (initial 10)\n\n",
+        "the config's weight stays the initial one"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = traffic.stop().await;
+    let errors: Vec<_> = seen.iter().filter(|(_, r)| r.is_err()).collect();
+    assert!(errors.is_empty(), "failed connections: {errors:?}");
+    let after = tally(&seen, changed, Instant::now());
+    assert_eq!(after.keys().collect::<Vec<_>>(), ["b"], "{after:?}");
+    assert!(
+        tally(&seen, reloaded, Instant::now()).get("b") > Some(&10),
+        "too little traffic after the reload: {after:?}"
+    );
+    assert!(lbd.log().contains("server state loaded for 1 backend(s)"));
 }

@@ -16,7 +16,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::sections::{At, Balance, Kind, Mode, Proxy, Reader, L4_ONLY};
+use super::sections::{At, Balance, Global, Kind, Mode, Proxy, Reader, StateFrom, L4_ONLY};
+use super::server_state::{self, StateSource};
 use super::{acl, checks, Diags, Reading, Refused, Reported};
 use crate::file::{
     AdminSection, ConfigFile, GlobalSection, ListenerSection, MemberSection, PoolSection,
@@ -70,6 +71,7 @@ pub fn convert(reader: Reader) -> Result<Reading, Refused> {
     // inherit them.
     let mut inherited: Vec<(At<String>, Vec<String>)> = Vec::new();
     let mut backends: HashMap<&str, BackendView> = HashMap::new();
+    let mut server_state = Vec::new();
 
     for proxy in &proxies {
         if proxy.parts.stats.is_stats() {
@@ -129,6 +131,7 @@ pub fn convert(reader: Reader) -> Result<Reading, Refused> {
         if is_backend {
             if let Some((pool, view)) = pool(proxy, &mut diags) {
                 origins.push((format!("pool {}", proxy.name), proxy.loc.clone()));
+                server_state.extend(state_source(proxy, &global, &mut diags));
                 file.pools.push(pool);
                 backends.insert(proxy.name.as_str(), view);
             }
@@ -261,6 +264,7 @@ pub fn convert(reader: Reader) -> Result<Reading, Refused> {
             process: global.process,
             warnings: sorted(diags.warnings),
             origins,
+            server_state,
         })
     } else {
         Err(Refused {
@@ -400,6 +404,36 @@ fn agreed<T: Clone + PartialEq + std::fmt::Debug>(
         }
     }
     Ok(value)
+}
+
+/// Where a backend's `load-server-state-from-file` reads from.
+fn state_source(proxy: &Proxy, global: &Global, diags: &mut Diags) -> Option<StateSource> {
+    let from = proxy.settings.load_server_state.as_ref()?;
+    let base = global.server_state_base.as_ref().map(|b| b.value.as_str());
+    let file = match from.value {
+        StateFrom::None => return None,
+        StateFrom::Global => match &global.server_state_file {
+            Some(file) => file.value.clone(),
+            None => {
+                diags.warn(
+                    Some(from.loc.clone()),
+                    "'load-server-state-from-file global': no global 'server-state-file'; ignored",
+                );
+                return None;
+            }
+        },
+        StateFrom::Local => match proxy.settings.server_state_file_name.as_ref() {
+            Some(name) if !name.value.is_empty() && name.value != "use-backend-name" => {
+                name.value.clone()
+            }
+            _ => proxy.name.clone(),
+        },
+    };
+    Some(StateSource {
+        pool: proxy.name.clone(),
+        path: server_state::resolve(base, &file),
+        loc: from.loc.clone(),
+    })
 }
 
 fn pool(proxy: &Proxy, diags: &mut Diags) -> Option<(PoolSection, BackendView)> {

@@ -18,7 +18,8 @@
 //! Modules: [`lexer`] (words, quotes, variables, `.if` blocks) →
 //! [`sections`] (sections, inheritance from `defaults`, keyword dispatch)
 //! with one module per keyword family ([`bind`], [`server`],
-//! [`timeouts`], [`checks`], [`acl`], [`stats`], [`cli_socket`]) → [`convert`] (to a
+//! [`timeouts`], [`checks`], [`acl`], [`stats`], [`cli_socket`],
+//! [`server_state`]) → [`convert`] (to a
 //! [`ConfigFile`], and the TOML text of `lbd convert`).
 
 pub mod acl;
@@ -29,6 +30,7 @@ pub mod convert;
 pub mod lexer;
 pub mod sections;
 pub mod server;
+pub mod server_state;
 pub mod stats;
 pub mod timeouts;
 
@@ -148,6 +150,9 @@ pub struct Reading {
     /// Where each listener and pool came from (`frontend`/`backend`/
     /// `listen` line), for errors of the validator.
     pub origins: Vec<(String, Loc)>,
+    /// The pools that load a server-state file, and from where (applied
+    /// when the config is started or reloaded, not by `-c`).
+    pub server_state: Vec<server_state::StateSource>,
 }
 
 /// Why a haproxy.cfg was refused: every error, and the warnings found

@@ -102,6 +102,20 @@ pub struct Settings {
     pub default_server: server::ServerOptions,
     /// HTTP-only settings: ignored (with a warning) by `mode tcp` proxies.
     pub http_only: Vec<At<String>>,
+    /// `load-server-state-from-file`.
+    pub load_server_state: Option<At<StateFrom>>,
+    /// `server-state-file-name` (empty: the backend's name).
+    pub server_state_file_name: Option<At<String>>,
+}
+
+/// `load-server-state-from-file global|local|none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFrom {
+    /// The global `server-state-file`.
+    Global,
+    /// The backend's own file (`server-state-file-name`).
+    Local,
+    None,
 }
 
 /// A `defaults` section.
@@ -159,6 +173,9 @@ pub struct Global {
     pub hard_stop_after: Option<At<Duration>>,
     /// `stats socket` lines that lbd serves.
     pub stats_sockets: Vec<At<crate::file::StatsSocketSection>>,
+    /// `server-state-file`, `server-state-base`.
+    pub server_state_file: Option<At<String>>,
+    pub server_state_base: Option<At<String>>,
     pub process: Process,
 }
 
@@ -586,10 +603,18 @@ impl Reader {
                     super::cli_socket::GlobalStats::Accepted(note) => warn(&mut self.diags, note),
                 }
             }
-            "server-state-file" | "server-state-base" => warn(
-                &mut self.diags,
-                "lbd keeps member state across reloads itself; ignored",
-            ),
+            "server-state-file" | "server-state-base" => {
+                arg_count(words, 1, 1..=1, &format!("{keyword} <path>"))?;
+                let at = Some(At {
+                    value: words[1].clone(),
+                    loc: loc.clone(),
+                });
+                if keyword == "server-state-file" {
+                    self.global.server_state_file = at;
+                } else {
+                    self.global.server_state_base = at;
+                }
+            }
             "pidfile" => warn(&mut self.diags, "use 'lbd run --pid-file'; ignored"),
             "cpu-map" => warn(&mut self.diags, "lbd does not pin threads to CPUs; ignored"),
             "ulimit-n" | "fd-hard-limit" => warn(
@@ -881,8 +906,35 @@ fn general_keyword(
         }
         "backlog" => ctx.warn("lbd uses the kernel's somaxconn for its listen backlog; ignored"),
         "bind-process" => ctx.warn("lbd's workers all serve every listener; ignored"),
-        "load-server-state-from-file" | "server-state-file-name" => {
-            ctx.warn("lbd keeps member state across reloads itself; ignored")
+        "load-server-state-from-file" => {
+            arg_count(
+                words,
+                1,
+                1..=1,
+                "load-server-state-from-file global|local|none",
+            )?;
+            let from = match words[1].as_str() {
+                "global" => StateFrom::Global,
+                "local" => StateFrom::Local,
+                "none" => StateFrom::None,
+                other => {
+                    return Err(format!(
+                        "'load-server-state-from-file' expects 'global', 'local' or 'none', got \
+                         '{other}'"
+                    ))
+                }
+            };
+            settings.load_server_state = Some(ctx.at(from));
+        }
+        "server-state-file-name" => {
+            arg_count(
+                words,
+                1,
+                0..=1,
+                "server-state-file-name [<file>|use-backend-name]",
+            )?;
+            settings.server_state_file_name =
+                Some(ctx.at(words.get(1).cloned().unwrap_or_default()));
         }
         "option" | "no" => return option(ctx, settings, parts),
         "rate-limit"

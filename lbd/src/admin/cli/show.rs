@@ -259,19 +259,21 @@ fn server_state_line(
         Status::Down | Status::Maint => 0,
         _ => 2,
     };
-    // srv_admin_state bits: 0x01 forced maint, 0x04 maint from the config
-    // (`disabled`), 0x08 forced drain.
-    let admin_state = match s.admin() {
-        AdminState::Ready => 0,
-        AdminState::Drain => 0x08,
-        AdminState::Maint => {
-            if loaded.is_some_and(|l| l.admin_state == AdminState::Maint) {
-                0x05
-            } else {
-                0x01
-            }
-        }
+    // srv_admin_state bits: 0x04 maint from the config (`disabled`, which
+    // HAProxy keeps while the server is made ready at run time), 0x01
+    // forced maint, 0x08 forced drain. The server-state file reads them
+    // back (lbd_config::haproxy::server_state).
+    let config_maint = if loaded.is_some_and(|l| l.admin_state == AdminState::Maint) {
+        0x04
+    } else {
+        0
     };
+    let admin_state = config_maint
+        | match s.admin() {
+            AdminState::Ready => 0,
+            AdminState::Drain => 0x08,
+            AdminState::Maint => 0x01,
+        };
     let initial_weight = loaded.map_or(m.cfg.weight, |l| l.weight);
     let record = s.record();
     let since_change = record.changed_at.elapsed().as_secs();
