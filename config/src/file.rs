@@ -74,6 +74,10 @@ pub struct AdminSection {
     /// The realm of the basic auth challenge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats_realm: Option<String>,
+    /// Where the stats page also answers, with HAProxy's `;csv` and
+    /// `;json` exports after it (HAProxy `stats uri`); default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats_uri: Option<String>,
 }
 
 /// `[[stats_socket]]` (HAProxy `stats socket <path> mode <m> level <l>
@@ -376,6 +380,8 @@ impl From<&Admin> for AdminSection {
                 .map(|u| format!("{}:{}", u.user, u.password))
                 .collect(),
             stats_realm: admin.stats_auth.as_ref().map(|a| a.realm.clone()),
+            stats_uri: (admin.stats_uri != crate::model::DEFAULT_STATS_URI)
+                .then(|| admin.stats_uri.clone()),
         }
     }
 }

@@ -75,7 +75,14 @@ pub struct Admin {
     /// HTTP basic auth for the read-only pages on both listeners (HAProxy
     /// `stats auth`/`stats realm`); `None`: open.
     pub stats_auth: Option<StatsAuth>,
+    /// HAProxy's `stats uri`: the stats page answers there too, and
+    /// `<stats_uri>;csv` / `;json` are HAProxy's `show stat` exports.
+    /// Starts with `/`.
+    pub stats_uri: String,
 }
+
+/// HAProxy's `stats uri` default is `/haproxy?stats`; lbd's page is at `/`.
+pub const DEFAULT_STATS_URI: &str = "/";
 
 /// The realm of the `WWW-Authenticate` challenge when `stats_realm` is
 /// not set.

@@ -541,6 +541,7 @@ on_both_runtimes!(
     hostile_clients_break_nothing,
     show_stat_like_haproxy,
     server_state_survives_reload_like_haproxy,
+    stats_exports_like_haproxy,
 );
 
 /// A file for `show stat`: one server up, one on a closed port (DOWN), one
@@ -907,4 +908,168 @@ async fn server_state_survives_reload_like_haproxy(rt: &str) {
         "too little traffic after the reload: {after:?}"
     );
     assert!(lbd.log().contains("server state loaded for 1 backend(s)"));
+}
+
+/// A file whose `listen stats` has HAProxy's default `stats uri` (last, so
+/// that the other proxies' ids are the same in HAProxy and lbd, which does
+/// not count its stats page as a proxy).
+fn export_config(bind: SocketAddr, stats: SocketAddr, up: u16, closed: u16) -> String {
+    format!(
+        "global\n  maxconn 1000\n\
+         defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
+         frontend fe\n  bind {bind}\n  default_backend be\n\
+         backend be\n  server up 127.0.0.1:{up} check inter 200ms\n  \
+         server closed 127.0.0.1:{closed} check inter 200ms\n\
+         listen stats\n  bind {stats}\n  mode http\n  stats enable\n  stats uri /haproxy?stats\n"
+    )
+}
+
+/// `GET path` over HTTP/1.0: (head, body).
+async fn http10_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut conn = connect_from(addr, None).await.expect("connect");
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: lb\r\n\r\n").as_bytes())
+        .await
+        .expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, conn.read_to_end(&mut raw))
+        .await
+        .unwrap_or_else(|_| panic!("no answer to GET {path} within {WAIT:?}"))
+        .expect("read");
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let head = head.to_ascii_lowercase();
+    // HAProxy chunks its exports even to HTTP/1.0.
+    let body = if head.contains("transfer-encoding: chunked") {
+        unchunk(body)
+    } else {
+        body.to_owned()
+    };
+    (head, body)
+}
+
+/// A chunked body's data (bounded by its length).
+fn unchunk(mut body: &str) -> String {
+    let mut data = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        data.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    data
+}
+
+/// `(pxname, svname, status)` of a `;json` export's rows, the stats
+/// proxy left out.
+fn json_statuses(body: &str) -> Vec<(String, String, String)> {
+    let rows: serde_json::Value = serde_json::from_str(body).expect("json");
+    let field = |row: &serde_json::Value, name: &str| -> String {
+        row.as_array()
+            .into_iter()
+            .flatten()
+            .find(|f| f["field"]["name"] == name)
+            .and_then(|f| f["value"]["value"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    rows.as_array()
+        .expect("an array of rows")
+        .iter()
+        .map(|row| {
+            (
+                field(row, "pxname"),
+                field(row, "svname"),
+                field(row, "status"),
+            )
+        })
+        .filter(|(px, _, _)| px != "stats")
+        .collect()
+}
+
+/// The HTTP stats page's `;csv` and `;json` exports at `stats uri`, with
+/// HAProxy as the oracle: the same content types, the same CSV header,
+/// the same rows with the same statuses and ids (but for HAProxy's row of
+/// its stats proxy), and lbd's own routes still answer beside them.
+async fn stats_exports_like_haproxy(rt: &str) {
+    let up = Backend::start("up", Mode::TaggedEcho).await;
+    let closed = common::free_port();
+    let (hbind, hstats) = (free_addr(), free_addr());
+    let (lbind, lstats) = (free_addr(), free_addr());
+    let Some(_haproxy) =
+        Haproxy::start(&export_config(hbind, hstats, up.addr.port(), closed), hbind).await
+    else {
+        return;
+    };
+    let lbd = Lbd::start(rt, 2, &export_config(lbind, lstats, up.addr.port(), closed)).await;
+    let csv_path = "/haproxy?stats;csv;norefresh";
+    let mut answers = Vec::new();
+    for (who, stats) in [("haproxy", hstats), ("lbd", lstats)] {
+        let deadline = Instant::now() + WAIT;
+        let (head, body) = loop {
+            let (head, body) = http10_get(stats, csv_path).await;
+            let settled = body
+                .lines()
+                .any(|l| l.starts_with("be,closed,") && l.contains(",DOWN,"))
+                && body
+                    .lines()
+                    .any(|l| l.starts_with("be,up,") && l.contains(",UP,"));
+            if settled {
+                break (head, body);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{who}: checks never settled:\n{head}\n{body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(head.starts_with("http/1."), "{who}: {head}");
+        assert!(head.contains(" 200 "), "{who}: {head}");
+        assert!(head.contains("content-type: text/plain"), "{who}: {head}");
+        let (json_head, json) = http10_get(stats, "/haproxy?stats;json").await;
+        assert!(
+            json_head.contains("content-type: application/json"),
+            "{who}: {json_head}"
+        );
+        answers.push((body, json_statuses(&json)));
+    }
+    let (hcsv, hjson) = &answers[0];
+    let (lcsv, ljson) = &answers[1];
+    let (hheader, mut hrows) = stat_rows(hcsv);
+    let (lheader, lrows) = stat_rows(lcsv);
+    assert_eq!(hheader, lheader, "header");
+    hrows.retain(|(px, _), _| px != "stats");
+    assert_eq!(
+        hrows.keys().collect::<Vec<_>>(),
+        lrows.keys().collect::<Vec<_>>(),
+        "rows"
+    );
+    for (key, h) in &hrows {
+        for column in [
+            "status",
+            "weight",
+            "act",
+            "bck",
+            "iid",
+            "sid",
+            "type",
+            "mode",
+            "check_status",
+        ] {
+            assert_eq!(
+                h.get(column),
+                lrows[key].get(column),
+                "{key:?} {column}:\nhaproxy:\n{hcsv}\nlbd:\n{lcsv}"
+            );
+        }
+    }
+    assert_eq!(hjson, ljson, ";json statuses");
+    assert!(ljson.iter().any(|(_, s, st)| s == "closed" && st == "DOWN"));
+    // lbd's page at the URI, and its own routes beside it.
+    for path in ["/haproxy?stats", "/", "/metrics", "/stats.csv"] {
+        let (head, _) = http10_get(lstats, path).await;
+        assert!(head.contains(" 200 "), "{path}: {head}");
+    }
+    assert!(lbd.exited().is_none());
 }

@@ -373,6 +373,7 @@ fn stats_proxy(proxy: &Proxy, file: &mut ConfigFile, diags: &mut Diags) {
         bind: Some(addr.to_string()),
         stats_users: stats.auth.iter().map(|a| a.value.clone()).collect(),
         stats_realm: realm,
+        stats_uri: stats.uri.as_ref().map(|u| u.value.clone()),
         ..AdminSection::default()
     });
 }

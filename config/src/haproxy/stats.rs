@@ -76,12 +76,6 @@ fn stats(ctx: &mut Ctx, parts: Option<&mut Parts>) -> Result<(), String> {
         "uri" => {
             arg_count(words, 2, 1..=1, "stats uri <prefix>")?;
             parts.stats.uri = Some(ctx.at(words[2].clone()));
-            if words[2] != "/" {
-                ctx.warn(
-                    "lbd serves its stats page at '/' (and /stats.csv, /stats.json, /metrics); \
-                     ignored",
-                );
-            }
         }
         "refresh" => {
             arg_count(words, 2, 1..=1, "stats refresh <time>")?;

@@ -5,7 +5,7 @@ use super::fields::{binds_overlap, socket_addr_field, ConfigError, Scope};
 use crate::file::AdminSection;
 use crate::model::{
     Admin, AdminBind, AdminTls, Listener, StatsAuth, StatsUser, DEFAULT_ADMIN_BIND,
-    DEFAULT_STATS_REALM,
+    DEFAULT_STATS_REALM, DEFAULT_STATS_URI,
 };
 use crate::tls_files;
 
@@ -94,12 +94,30 @@ pub(super) fn validate_admin(
         }
     };
     let stats_auth = stats_auth(section, &mut scope);
+    let stats_uri = match section.stats_uri.as_deref() {
+        None => Some(DEFAULT_STATS_URI.to_owned()),
+        Some(uri)
+            if uri.starts_with('/')
+                && uri.len() <= MAX_AUTH_FIELD
+                && uri.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Some(uri.to_owned())
+        }
+        Some(uri) => {
+            scope.error(format!(
+                "stats_uri {uri:?}: a path starting with '/', 1-256 printable ASCII characters \
+                 without spaces"
+            ));
+            None
+        }
+    };
     Some(Admin {
         bind: bind?,
         stats_bind: stats_bind?,
         token_file: token_file?,
         tls: tls?,
         stats_auth: stats_auth?,
+        stats_uri: stats_uri?,
     })
 }
 

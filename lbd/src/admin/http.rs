@@ -36,8 +36,9 @@ use tracing::{debug, info, warn};
 use super::api::{self, ApiError};
 use super::limit::{Phase, Slot, Tracker, BODY_TIMEOUT};
 use super::stats::{RateTracker, Stats};
+use super::stats_uri::{self, StatsRequest};
 use super::watched::Watched;
-use super::{csv, metrics, page};
+use super::{csv, metrics, page, show_stat};
 use crate::server::Server;
 
 /// Largest accepted request body (a pushed config).
@@ -219,6 +220,9 @@ async fn route(req: Request<Incoming>, ctx: &Context, role: Role, conn: &Tracker
             return reply;
         }
     }
+    if let Some(asked) = at_stats_uri(&req, ctx) {
+        return stats_page(asked, &req, ctx);
+    }
     match (&method, segments.as_slice()) {
         (&Method::GET, [""]) => {
             let refresh = refresh_param(req.uri().query());
@@ -254,6 +258,34 @@ async fn route(req: Request<Incoming>, ctx: &Context, role: Role, conn: &Tracker
             &ApiError::new(405, format!("{method} is not allowed on {path}")),
         ),
         _ => error(&ApiError::new(404, format!("nothing at {path}"))),
+    }
+}
+
+/// What a GET at the configured `stats uri` asks for (HAProxy's page and
+/// its `;csv` / `;json` exports); `None` for every other request.
+fn at_stats_uri(req: &Request<Incoming>, ctx: &Context) -> Option<StatsRequest> {
+    if req.method() != Method::GET {
+        return None;
+    }
+    let snapshot = ctx.server.shared().snapshot();
+    let uri = &snapshot.config.admin.as_ref()?.stats_uri;
+    let asked = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    stats_uri::classify(asked, uri)
+}
+
+fn stats_page(asked: StatsRequest, req: &Request<Incoming>, ctx: &Context) -> Reply {
+    let stats = Stats::collect(ctx.server.shared(), &ctx.rates);
+    match asked {
+        StatsRequest::Page => text(
+            200,
+            "text/html; charset=utf-8",
+            page::render(&stats, refresh_param(req.uri().query())),
+        ),
+        StatsRequest::Export(query) => text(
+            200,
+            stats_uri::content_type(query.format),
+            show_stat::render(&stats, &query),
+        ),
     }
 }
 

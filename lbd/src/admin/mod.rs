@@ -31,6 +31,7 @@ pub mod page;
 pub mod show_stat;
 mod socket_file;
 pub mod stats;
+mod stats_uri;
 mod watched;
 
 use std::collections::HashMap;

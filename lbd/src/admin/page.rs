@@ -802,6 +802,7 @@ pub(crate) fn sample() -> Stats {
             },
             pool("api", "least_connections", None, 2, 1, api),
         ],
+        has_cli: false,
     }
 }
 

@@ -30,8 +30,8 @@
 //!
 //! # Ids
 //!
-//! HAProxy numbers proxies (`iid`) in declaration order from 2 (1 is its
-//! CLI's own proxy). lbd keeps listeners and pools in two lists, so the
+//! HAProxy numbers proxies (`iid`) in declaration order from 1, or from 2
+//! when there is a `stats socket` (1 is then its CLI's own proxy). lbd keeps listeners and pools in two lists, so the
 //! rule is: each listener in order takes the next id, and its pool, if not
 //! numbered yet, takes the same id when it has the listener's name (a
 //! `listen` section) or else the next one; pools no listener uses follow,
@@ -228,7 +228,7 @@ struct Proxy<'a> {
 fn proxies(stats: &Stats) -> Vec<Proxy<'_>> {
     let mut out: Vec<Proxy> = Vec::new();
     let mut numbered = vec![false; stats.pools.len()];
-    let mut next = 2;
+    let mut next = if stats.has_cli { 2 } else { 1 };
     for l in &stats.listeners {
         if let Some(base) = extra_bind_of(&l.name) {
             if let Some(p) = out
@@ -1209,6 +1209,7 @@ mod tests {
             xdp: None,
             listeners,
             pools,
+            has_cli: true,
         }
     }
 

@@ -35,6 +35,10 @@ pub struct Stats {
     pub xdp: Option<XdpStats>,
     pub listeners: Vec<ListenerStats>,
     pub pools: Vec<PoolStats>,
+    /// Whether the config has stats sockets (HAProxy's CLI proxy then
+    /// takes proxy id 1; `show stat` numbers the others after it).
+    #[serde(skip)]
+    pub has_cli: bool,
 }
 
 /// The XDP fast path: where it is attached and the kernel's counters
@@ -286,6 +290,7 @@ impl Stats {
             reload_failures_total: shared.reload_failures.load(Relaxed),
             current_connections: shared.active_connections(),
             xdp: shared.xdp.load().as_deref().map(XdpStats::from),
+            has_cli: !snap.config.stats_sockets.is_empty(),
             listeners: snap
                 .listeners
                 .iter()

@@ -177,6 +177,7 @@ fn fixture() -> Stats {
         }),
         listeners: vec![listener("web", "web_pool", "open"), closed],
         pools: vec![web, api, dead],
+        has_cli: false,
     }
 }
 
