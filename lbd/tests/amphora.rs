@@ -532,6 +532,7 @@ async fn member_statuses(env: &OctaviaEnv, pool: &str) -> BTreeMap<String, Strin
 struct Seen {
     members: BTreeMap<String, String>,
     pool_status: Value,
+    listener_status: Value,
     stats: Value,
 }
 
@@ -546,7 +547,11 @@ async fn seen(env: &OctaviaEnv, pool: &str, listener: &str) -> Seen {
             None,
         )
         .await;
+    let (_, l) = env
+        .api("GET", &format!("/v2/lbaas/listeners/{listener}"), None)
+        .await;
     Seen {
+        listener_status: l["listener"]["operating_status"].clone(),
         members: member_statuses(env, pool).await,
         pool_status: p["pool"]["operating_status"].clone(),
         stats: stats["stats"].clone(),
@@ -572,9 +577,10 @@ async fn heartbeat_until(
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: still {:?}, pool {}, stats {}\nlast heartbeat: {msg}\nhealth manager:\n{}",
+            "{what}: still {:?}, pool {}, listener {}, stats {}\nlast heartbeat: {msg}\nhealth manager:\n{}",
             now.members,
             now.pool_status,
+            now.listener_status,
             now.stats,
             env.log_tail("health-manager", 20)
         );
@@ -699,6 +705,7 @@ async fn heartbeats_from_lbd_reach_octavia(rt: &str) {
         |seen| {
             status(seen, &ma) == "ONLINE"
                 && status(seen, &mb) == "ONLINE"
+                && seen.listener_status == "ONLINE"
                 && seen.stats == want_stats
         },
     )
