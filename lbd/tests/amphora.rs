@@ -675,6 +675,15 @@ async fn heartbeats_from_lbd_reach_octavia(rt: &str) {
         bytes_out += r;
     }
     wait_stat(&sock, &[(&ma, "UP"), (&mb, "UP")], "lbd").await;
+    // Nothing has reported yet: what the heartbeats change is not there.
+    let untouched = seen(&env, &pool, &listener).await;
+    assert!(
+        untouched.members.values().all(|s| s != "ONLINE")
+            && untouched.stats["total_connections"] == 0,
+        "before any heartbeat: {:?} {}",
+        untouched.members,
+        untouched.stats
+    );
     // The first heartbeat: what the daemon read from lbd's socket (its
     // stats are deltas since the daemon's start: all of the traffic).
     let first = daemon.ask("send").await;
