@@ -936,7 +936,11 @@ async fn agent_uploads_and_reloads_lbd(rt: &str) {
 
 /// keepalived's check script as the agent writes it:
 /// `haproxy-vrrp-check <sockets>; exit $?` (the venv's console script for
-/// `octavia.cmd.haproxy_vrrp_check:main`).
+/// `octavia.cmd.haproxy_vrrp_check:main`; in Octavia 19 its arguments are
+/// the stats socket files, `<base_path>/<lb>.sock`, not their directory).
+/// It sends `show stat -1 -1 -1` and fails only when the socket cannot be
+/// reached, times out (5 s) or closes without a byte: any answer, even an
+/// empty one (the CLI's lone "\n"), counts as alive.
 fn vrrp_check(python: &Path, sock: &Path) -> std::process::ExitStatus {
     let check = python.with_file_name("haproxy-vrrp-check");
     let mut cmd = Command::new("sh");
