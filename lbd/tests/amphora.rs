@@ -508,7 +508,21 @@ async fn octavia_readers_like_haproxy(rt: &str) {
 
 // --- 2. Heartbeats from lbd reach Octavia ------------------------------------
 
-const AMPHORA_ID: &str = "aaaaaaaa-0000-4000-8000-0000000000a1";
+/// One Octavia for the runs of both runtimes (each with its own load
+/// balancer and amphora): started by the first that needs it, stopped when
+/// the last one holding it is done (run one at a time, each starts its own).
+static OCTAVIA: std::sync::Mutex<std::sync::Weak<OctaviaEnv>> =
+    std::sync::Mutex::new(std::sync::Weak::new());
+
+fn shared_octavia() -> Option<std::sync::Arc<OctaviaEnv>> {
+    let mut shared = OCTAVIA.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(env) = shared.upgrade() {
+        return Some(env);
+    }
+    let env = std::sync::Arc::new(OctaviaEnv::start()?);
+    *shared = std::sync::Arc::downgrade(&env);
+    Some(env)
+}
 
 /// Member id -> operating status, from `GET .../members`.
 async fn member_statuses(env: &OctaviaEnv, pool: &str) -> BTreeMap<String, String> {
@@ -589,10 +603,14 @@ async fn heartbeat_until(
 }
 
 async fn heartbeats_from_lbd_reach_octavia(rt: &str) {
+    let amphora_id = match rt {
+        "epoll" => "aaaaaaaa-0000-4000-8000-0000000000e1",
+        _ => "aaaaaaaa-0000-4000-8000-0000000000a1",
+    };
     let Some(python) = octavia_python() else {
         return;
     };
-    let Some(env) = OctaviaEnv::start() else {
+    let Some(env) = tokio::task::block_in_place(shared_octavia) else {
         return;
     };
     let a = Backend::start("a", Mode::TaggedEcho).await;
@@ -614,7 +632,7 @@ async fn heartbeats_from_lbd_reach_octavia(rt: &str) {
         json!({"type": "TCP", "delay": 1, "timeout": 1, "max_retries": 1}),
     )
     .await;
-    env.register_amphora(AMPHORA_ID, &lb);
+    env.register_amphora(amphora_id, &lb);
 
     // The amphora's directory as the agent leaves it: <base>/<lb>/haproxy.cfg
     // (the rendered config for these ids), <base>/<lb>/<lb>.pid, and the
@@ -655,7 +673,7 @@ async fn heartbeats_from_lbd_reach_octavia(rt: &str) {
             "--base-path",
             &base_text,
             "--amphora-id",
-            AMPHORA_ID,
+            amphora_id,
             "--controller",
             &hm,
             "--key",
@@ -687,7 +705,7 @@ async fn heartbeats_from_lbd_reach_octavia(rt: &str) {
     // The first heartbeat: what the daemon read from lbd's socket (its
     // stats are deltas since the daemon's start: all of the traffic).
     let first = daemon.ask("send").await;
-    assert_eq!(first["id"], AMPHORA_ID, "{first}");
+    assert_eq!(first["id"], amphora_id, "{first}");
     assert_eq!(first["ver"], 3, "{first}");
     assert_eq!(
         first["pools"][format!("{pool}:{listener}")],
