@@ -12,7 +12,9 @@ cases.json is a list of load balancers:
 
     [{"name": "case-1", "topology": "SINGLE" | "ACTIVE_STANDBY",
       "vip": "10.0.0.2",
-      "listeners": [{"port": 80,
+      "lb_id": "...",                    # optional: the ids, e.g. the ones
+      "listeners": [{"port": 80,         # a real Octavia API gave
+                     "id": "...", "pool_id": "...",   # optional
                      "algorithm": "ROUND_ROBIN" | "LEAST_CONNECTIONS" | "SOURCE_IP",
                      "persistence": false,          # SOURCE_IP session persistence
                      "pool_protocol": "TCP" | "PROXY" | "PROXYV2",
@@ -22,6 +24,7 @@ cases.json is a list of load balancers:
                      "timeouts": [50000, 5000, 50000],   # client, connect, member data (ms)
                      "backup": false, "disabled": false, "weight0": false,
                      "members": [{"ip": "10.0.0.99", "port": 82, "weight": 13,
+                                  "id": "...",       # optional
                                   "backup": false, "enabled": true,
                                   "monitor_address": null, "monitor_port": null}]  # optional
                     }]}]
@@ -64,7 +67,7 @@ def listener_tuple(lb_id, topology, vip, index, spec):
         timeout_member_connect=connect,
         timeout_member_data=member,
         topology=topology,
-        id="listener-%d" % index,
+        id=spec.get("id", "listener-%d" % index),
     )
 
     def pool(p):
@@ -73,7 +76,7 @@ def listener_tuple(lb_id, topology, vip, index, spec):
             template = members[0]
             members = [
                 template._replace(
-                    id="%s-member-%d" % (p.id, i + 1),
+                    id=m.get("id", "%s-member-%d" % (p.id, i + 1)),
                     ip_address=m["ip"],
                     protocol_port=m["port"],
                     weight=m.get("weight", 1),
@@ -91,7 +94,7 @@ def listener_tuple(lb_id, topology, vip, index, spec):
         if spec.get("disabled"):
             members[-1] = members[-1]._replace(enabled=False)
         return p._replace(
-            id="pool-%d" % index,
+            id=spec.get("pool_id", "pool-%d" % index),
             lb_algorithm=spec.get("algorithm", "ROUND_ROBIN"),
             members=members,
         )

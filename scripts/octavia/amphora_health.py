@@ -1,0 +1,75 @@
+"""The amphora health daemon's heartbeat, built and sent by Octavia's code.
+
+Runs octavia.amphorae.backends.health_daemon.health_daemon's
+build_stats_message() (which finds the load balancers under
+[haproxy_amphora] base_path, checks each one's pid file, asks its stats
+socket with HAProxyQuery and keeps the delta counters in
+base_path/stats_counters.json) and sends the result with
+health_sender.UDPStatusSender, the same two calls as the daemon's loop
+(run_sender), one heartbeat per request instead of every
+heartbeat_interval. Run with the venv of scripts/octavia/setup.sh:
+
+    python amphora_health.py --base-path DIR --amphora-id ID \
+        --controller 127.0.0.1:PORT --key KEY
+
+Reads one command per line on stdin: "send" builds and sends a heartbeat
+and prints the message as one JSON line; "build" only prints it; EOF
+exits. Errors are printed as {"error": "..."} lines.
+"""
+
+import argparse
+import json
+import os
+import socket
+import sys
+import traceback
+import warnings
+
+warnings.filterwarnings("ignore")
+
+# pyroute2 from the venv if it has one (the amphora image does), else the
+# import-only stand-in beside this script: health_daemon imports the
+# agent's util, which imports it at load time.
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                             "amphora_stubs"))
+
+from oslo_config import cfg  # noqa: E402
+
+from octavia.common import config  # noqa: E402,F401 - registers the options
+from octavia.amphorae.backends.health_daemon import health_daemon  # noqa: E402
+from octavia.amphorae.backends.health_daemon import health_sender  # noqa: E402
+
+CONF = cfg.CONF
+TIMEOUT_S = 10
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--base-path", required=True)
+    parser.add_argument("--amphora-id", required=True)
+    parser.add_argument("--controller", required=True)
+    parser.add_argument("--key", required=True)
+    args = parser.parse_args()
+    CONF([], project="octavia", default_config_files=[])
+    CONF.set_override("base_path", args.base_path, group="haproxy_amphora")
+    CONF.set_override("amphora_id", args.amphora_id, group="amphora_agent")
+    CONF.set_override("controller_ip_port_list", [args.controller],
+                      group="health_manager")
+    CONF.set_override("heartbeat_key", args.key, group="health_manager")
+    # HAProxyQuery opens blocking sockets: bound them.
+    socket.setdefaulttimeout(TIMEOUT_S)
+    sender = health_sender.UDPStatusSender()
+    for line in sys.stdin:
+        command = line.strip()
+        try:
+            message = health_daemon.build_stats_message()
+            if command == "send":
+                sender.dosend(message)
+            print(json.dumps(message), flush=True)
+        except Exception:  # noqa: BLE001 - report to the test, go on
+            print(json.dumps({"error": traceback.format_exc()}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
