@@ -97,6 +97,9 @@ pub struct StatsSocketSection {
     /// Hand the listening sockets to a process that asks (`haproxy -x`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expose_fd_listeners: Option<bool>,
+    /// How long a connection may stay idle or leave an answer unread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
 }
 
 /// `[xdp]`
@@ -360,6 +363,8 @@ impl From<&StatsSocket> for StatsSocketSection {
             mode: socket.mode.map(|m| format!("{m:04o}")),
             level: Some(socket.level.name().to_owned()),
             expose_fd_listeners: Some(socket.expose_fd_listeners),
+            timeout: (socket.timeout != crate::model::DEFAULT_CLI_TIMEOUT)
+                .then(|| humantime::format_duration(socket.timeout).to_string()),
         }
     }
 }

@@ -151,7 +151,13 @@ pub struct StatsSocket {
     /// `expose-fd listeners`: `_getsocks` hands the listening sockets to
     /// the process that asks (`haproxy -x`).
     pub expose_fd_listeners: bool,
+    /// How long a connection may wait for its next command, or leave an
+    /// answer unread, before it is closed (HAProxy `stats timeout`).
+    pub timeout: Duration,
 }
+
+/// HAProxy's default `stats timeout`.
+pub const DEFAULT_CLI_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest unix socket path (`sun_path` holds 108 bytes with the NUL).
 pub const MAX_UNIX_PATH: usize = 107;

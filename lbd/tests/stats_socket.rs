@@ -542,6 +542,7 @@ on_both_runtimes!(
     show_stat_like_haproxy,
     server_state_survives_reload_like_haproxy,
     stats_exports_like_haproxy,
+    stats_timeout_closes_idle_clients,
 );
 
 /// A file for `show stat`: one server up, one on a closed port (DOWN), one
@@ -1071,5 +1072,48 @@ async fn stats_exports_like_haproxy(rt: &str) {
         let (head, _) = http10_get(lstats, path).await;
         assert!(head.contains(" 200 "), "{path}: {head}");
     }
+    assert!(lbd.exited().is_none());
+}
+
+/// `stats timeout`: an interactive client that stays silent longer is
+/// closed, one that speaks in time is served; the timeout is the file's
+/// (1s here), not the default 10s.
+async fn stats_timeout_closes_idle_clients(rt: &str) {
+    let dir = scratch_dir();
+    let bind = free_addr();
+    let up = Backend::start("up", Mode::TaggedEcho).await;
+    let config = format!(
+        "global\n  stats socket {} level user\n  stats timeout 1s\n\
+         defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
+         frontend fe\n  bind {bind}\n  default_backend be\n\
+         backend be\n  server up {}\n",
+        dir.join("cli.sock").display(),
+        up.addr
+    );
+    let lbd = Lbd::start(rt, 1, &config).await;
+    let sock = dir.join("cli.sock");
+    wait_for_socket(&sock).await;
+    let mut conn = UnixStream::connect(&sock).await.expect("connect");
+    let mut buf = vec![0u8; 4096];
+    for line in ["prompt\n", "show cli level\n"] {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        conn.write_all(line.as_bytes()).await.expect("in time");
+        let n = tokio::time::timeout(WAIT, conn.read(&mut buf))
+            .await
+            .expect("an answer")
+            .expect("read");
+        assert!(n > 0, "closed while speaking in time");
+    }
+    let silent = Instant::now();
+    let n = tokio::time::timeout(WAIT, conn.read(&mut buf))
+        .await
+        .expect("closed within the wait")
+        .unwrap_or(0);
+    let waited = silent.elapsed();
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}, not the file's 1s"
+    );
     assert!(lbd.exited().is_none());
 }

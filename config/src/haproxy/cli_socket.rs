@@ -15,6 +15,8 @@ pub enum GlobalStats {
     Accepted(&'static str),
     /// A socket lbd does not serve (the notes said why).
     NotServed,
+    /// `stats timeout`: every socket's `timeout`.
+    Timeout(std::time::Duration),
 }
 
 const NOT_UNIX: &str = "only unix sockets ('/path' or 'unix@/path') are served so far; \
@@ -32,11 +34,11 @@ pub fn global_stats(words: &[String], warn: &mut dyn FnMut(&str)) -> Result<Glob
         }
         Some("timeout") => {
             arg_count(words, 2, 1..=1, "stats timeout <time>")?;
-            parse_time(&words[2], "stats timeout")?;
-            Ok(GlobalStats::Accepted(
-                "lbd's CLI closes a connection after one command, as HAProxy does without \
-                 'prompt'; ignored",
-            ))
+            let timeout = parse_time(&words[2], "stats timeout")?;
+            if timeout.is_zero() {
+                return Err("'stats timeout' must be greater than zero".to_owned());
+            }
+            Ok(GlobalStats::Timeout(timeout))
         }
         Some("maxconn") => {
             arg_count(words, 2, 1..=1, "stats maxconn <number>")?;
@@ -145,6 +147,7 @@ mod tests {
                 mode: Some("0666".into()),
                 level: Some("user".into()),
                 expose_fd_listeners: None,
+                timeout: None,
             }))
         );
         assert!(notes.is_empty());
@@ -159,9 +162,21 @@ mod tests {
                 mode: Some("660".into()),
                 level: Some("admin".into()),
                 expose_fd_listeners: Some(true),
+                timeout: None,
             }))
         );
         assert_eq!(notes, [OWNER, OWNER]);
+    }
+
+    #[test]
+    fn stats_timeout_is_read() {
+        let (got, _) = read("stats timeout 2m");
+        assert_eq!(
+            got,
+            Ok(GlobalStats::Timeout(std::time::Duration::from_secs(120)))
+        );
+        let (got, _) = read("stats timeout 0");
+        assert!(got.is_err(), "{got:?}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use super::server_state::{self, StateSource};
 use super::{acl, checks, Diags, Reading, Refused, Reported};
 use crate::file::{
     AdminSection, ConfigFile, GlobalSection, ListenerSection, MemberSection, PoolSection,
+    StatsSocketSection,
 };
 use crate::model::ProxyProtocol;
 
@@ -57,7 +58,10 @@ pub fn convert(reader: Reader) -> Result<Reading, Refused> {
     file.stats_sockets = global
         .stats_sockets
         .iter()
-        .map(|s| s.value.clone())
+        .map(|s| StatsSocketSection {
+            timeout: global.stats_timeout.map(text),
+            ..s.value.clone()
+        })
         .collect();
     if proxies.is_empty() && diags.errors.is_empty() {
         diags.error(

@@ -173,6 +173,9 @@ pub struct Global {
     pub hard_stop_after: Option<At<Duration>>,
     /// `stats socket` lines that lbd serves.
     pub stats_sockets: Vec<At<crate::file::StatsSocketSection>>,
+    /// `stats timeout`: every stats socket's (HAProxy applies it to all,
+    /// wherever the line is).
+    pub stats_timeout: Option<Duration>,
     /// `server-state-file`, `server-state-base`.
     pub server_state_file: Option<At<String>>,
     pub server_state_base: Option<At<String>>,
@@ -600,6 +603,9 @@ impl Reader {
                         })
                     }
                     super::cli_socket::GlobalStats::NotServed => {}
+                    super::cli_socket::GlobalStats::Timeout(t) => {
+                        self.global.stats_timeout = Some(t);
+                    }
                     super::cli_socket::GlobalStats::Accepted(note) => warn(&mut self.diags, note),
                 }
             }

@@ -2,9 +2,9 @@
 
 use std::collections::HashSet;
 
-use super::fields::{expected_list, lookup, ConfigError, Scope};
+use super::fields::{duration_field, expected_list, lookup, ConfigError, Scope};
 use crate::file::StatsSocketSection;
-use crate::model::{CliLevel, StatsSocket, MAX_UNIX_PATH};
+use crate::model::{CliLevel, StatsSocket, DEFAULT_CLI_TIMEOUT, MAX_UNIX_PATH};
 
 /// Checks every `[[stats_socket]]`; the valid ones, in order.
 pub(super) fn validate_stats_sockets(
@@ -70,11 +70,18 @@ fn validate_one(section: &StatsSocketSection, scope: &mut Scope) -> Option<Stats
             None
         }),
     };
+    let timeout = duration_field(
+        scope,
+        "timeout",
+        section.timeout.as_deref(),
+        DEFAULT_CLI_TIMEOUT,
+    );
     Some(StatsSocket {
         path: path?,
         mode: mode?,
         level: level?,
         expose_fd_listeners: section.expose_fd_listeners.unwrap_or(false),
+        timeout: timeout?,
     })
 }
 

@@ -7,16 +7,16 @@
 //!
 //! ```text
 //! Waiting for a line (idle: may be closed to make room, see super)
-//!   --no line within READ_TIMEOUT, EOF, a line over MAX_LINE--> Closed
+//!   --no line within the socket's timeout, EOF, a line over MAX_LINE--> Closed
 //!   --`_getsocks` as the first line--> hand-off (crate::handoff) --> Closed
-//!   --a line--> Answering (each command in turn, written within WRITE_TIMEOUT)
+//!   --a line--> Answering (each command in turn, read by the client within
+//!               the socket's timeout)
 //! Answering
 //!   --`quit`, or not interactive--> Closed
 //!   --interactive--> Waiting
 //! ```
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use lbd_config::StatsSocket;
@@ -31,11 +31,6 @@ use crate::server::Server;
 
 /// The longest command line (HAProxy's default buffer size).
 pub const MAX_LINE: usize = 16 * 1024;
-/// How long a client has to send its next line (HAProxy's default `stats
-/// timeout`).
-pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an answer may take to be read by the client.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one line was.
 enum Line {
@@ -81,7 +76,7 @@ pub async fn serve(
     let mut first = true;
     loop {
         idle.store(true, Relaxed);
-        let line = tokio::time::timeout(READ_TIMEOUT, read_line(&mut reader))
+        let line = tokio::time::timeout(socket.timeout, read_line(&mut reader))
             .await
             .context("no command within the read timeout")??;
         idle.store(false, Relaxed);
@@ -91,7 +86,7 @@ pub async fn serve(
             Line::TooLong => {
                 let answer = format!("lbd: command line over {MAX_LINE} bytes; closing.\n\n");
                 let _ =
-                    tokio::time::timeout(WRITE_TIMEOUT, write.write_all(answer.as_bytes())).await;
+                    tokio::time::timeout(socket.timeout, write.write_all(answer.as_bytes())).await;
                 anyhow::bail!("a command line over {MAX_LINE} bytes");
             }
         };
@@ -122,7 +117,7 @@ pub async fn serve(
                 answer.push_str("> ");
             }
         }
-        tokio::time::timeout(WRITE_TIMEOUT, write.write_all(answer.as_bytes()))
+        tokio::time::timeout(socket.timeout, write.write_all(answer.as_bytes()))
             .await
             .context("the client did not read the answer within the write timeout")??;
         if session.quit || !session.interactive {
