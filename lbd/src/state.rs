@@ -333,6 +333,10 @@ pub struct MemberState {
     /// Whether a check has decided this member's health since it appeared
     /// (or left maint).
     confirmed: AtomicBool,
+    /// `disable health` (HAProxy's CLI): no checks, and failed connects do
+    /// not count toward `fall`; the health stays as it was until `enable
+    /// health`.
+    checks_paused: AtomicBool,
     /// Failed checks and failed connects (of a checked pool) in a row since
     /// the last passed check. Only a passed check resets it.
     fall_streak: AtomicU32,
@@ -367,6 +371,7 @@ impl MemberState {
             health: AtomicU8::new(Health::Up as u8),
             checked: AtomicBool::new(false),
             confirmed: AtomicBool::new(false),
+            checks_paused: AtomicBool::new(false),
             fall_streak: AtomicU32::new(0),
             connect_failures: AtomicU32::new(0),
             rise_streak: AtomicU32::new(0),
@@ -465,12 +470,25 @@ impl MemberState {
         }
     }
 
+    /// Pauses (`disable health`) or resumes (`enable health`) the
+    /// member's checks; returns whether they were paused.
+    pub fn pause_checks(&self, paused: bool) -> bool {
+        self.checks_paused.swap(paused, Relaxed)
+    }
+
+    pub fn checks_paused(&self) -> bool {
+        self.checks_paused.load(Relaxed)
+    }
+
     pub fn status(&self) -> Status {
         match (self.admin(), self.checked.load(Relaxed), self.health()) {
             (AdminState::Maint, _, _) => Status::Maint,
             (_, true, Health::Down) => Status::Down,
             (AdminState::Drain, _, _) => Status::Drain,
             (AdminState::Ready, false, _) => Status::NoCheck,
+            // HAProxy shows an up server whose checks are disabled as
+            // "no check" (a down one stays DOWN).
+            (AdminState::Ready, true, Health::Up) if self.checks_paused() => Status::NoCheck,
             (AdminState::Ready, true, Health::Up) => Status::Up,
         }
     }
@@ -561,6 +579,9 @@ impl MemberState {
     /// a successful connect does not end the streak. Returns the streak if
     /// this failure took the member down (so exactly one caller logs it).
     pub fn observe_connect_failure(&self, fall: u32) -> Option<u32> {
+        if self.checks_paused() {
+            return None;
+        }
         let failures = self.failure_observed();
         (failures >= fall && self.mark_down()).then_some(failures)
     }

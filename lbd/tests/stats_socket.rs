@@ -543,6 +543,7 @@ on_both_runtimes!(
     server_state_survives_reload_like_haproxy,
     stats_exports_like_haproxy,
     stats_timeout_closes_idle_clients,
+    health_pause_like_haproxy,
 );
 
 /// A file for `show stat`: one server up, one on a closed port (DOWN), one
@@ -1116,4 +1117,106 @@ async fn stats_timeout_closes_idle_clients(rt: &str) {
         "closed after {waited:?}, not the file's 1s"
     );
     assert!(lbd.exited().is_none());
+}
+
+/// `disable health` / `enable health` with HAProxy as the oracle: the same
+/// answers (and errors), the paused checks' empty `check_status` and
+/// `srv_check_state`, a DOWN server that stays DOWN while its checks are
+/// paused even once its port listens, and comes UP after `enable health`.
+async fn health_pause_like_haproxy(rt: &str) {
+    let up = Backend::start("up", Mode::TaggedEcho).await;
+    let closed = common::free_port();
+    let config = |dir: &Path, bind: SocketAddr| {
+        format!(
+            "global\n  stats socket {} level admin\n\
+             defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
+             frontend fe\n  bind {bind}\n  default_backend be\n\
+             backend be\n  server up {} check inter 100ms\n  \
+             server closed 127.0.0.1:{closed} check inter 100ms\n",
+            dir.join("admin.sock").display(),
+            up.addr
+        )
+    };
+    let (hdir, hbind) = (scratch_dir(), free_addr());
+    let Some(_haproxy) = Haproxy::start(&config(&hdir, hbind), hbind).await else {
+        return;
+    };
+    let (ldir, lbind) = (scratch_dir(), free_addr());
+    let lbd = Lbd::start(rt, 2, &config(&ldir, lbind)).await;
+    let socks = [hdir.join("admin.sock"), ldir.join("admin.sock")];
+    for sock in &socks {
+        wait_for_socket(sock).await;
+        stat_when_down(sock).await;
+    }
+    // (status, check_status) of both servers, and their srv_check_state.
+    let look = |answer: String, state: String| -> Vec<String> {
+        let mut seen: Vec<String> = answer
+            .lines()
+            .filter(|l| l.starts_with("be,up,") || l.starts_with("be,closed,"))
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                format!("{} {} [{}]", f[1], f[17], f[36])
+            })
+            .collect();
+        seen.extend(state.lines().skip(2).filter(|l| !l.is_empty()).map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            format!("{} check_state {}", f[3], f[13])
+        }));
+        seen
+    };
+    let mut views = Vec::new();
+    for sock in &socks {
+        let answers = cli(
+            sock,
+            "disable health be/closed; disable health be/up; disable health be/zz; \
+             disable health; enable health nobe/up",
+        )
+        .await;
+        let paused = look(
+            cli(sock, "show stat -1 4 -1").await,
+            cli(sock, "show servers state be").await,
+        );
+        views.push((answers, paused));
+    }
+    assert_eq!(views[0], views[1], "haproxy, then lbd");
+    assert!(
+        views[1].1.contains(&"closed DOWN []".to_owned()),
+        "{:?}",
+        views[1]
+    );
+    // The port listens now; paused checks do not see it.
+    let _back =
+        Backend::start_on(([127, 0, 0, 1], closed).into(), "closed", Mode::TaggedEcho).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for sock in &socks {
+        let answer = cli(sock, "show stat -1 4 -1").await;
+        assert!(
+            answer
+                .lines()
+                .any(|l| l.starts_with("be,closed,") && l.contains(",DOWN,")),
+            "{answer}"
+        );
+        assert_eq!(cli(sock, "enable health be/closed").await, "\n");
+    }
+    for sock in &socks {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let answer = cli(sock, "show stat -1 4 -1").await;
+            if answer
+                .lines()
+                .any(|l| l.starts_with("be,closed,") && l.contains(",UP,"))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "closed never UP again:\n{answer}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // And lbd's traffic reaches it again.
+    let counts = common::tally(lbind, 20).await;
+    assert!(counts.get("closed").is_some_and(|n| *n > 0), "{counts:?}");
+    assert!(lbd.log().contains("health checks of be/closed disabled"));
 }

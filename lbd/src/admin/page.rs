@@ -597,6 +597,7 @@ pub(crate) fn sample() -> Stats {
             down_transitions_total: 0,
             seconds_since_change: 0.0,
             check_streak: None,
+            checks_paused: false,
         }
     }
     let check = |passed: bool, result: &str, duration_seconds: f64| {

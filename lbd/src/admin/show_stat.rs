@@ -481,6 +481,8 @@ fn server_status(m: &MemberStats) -> ServerStatus {
         ("drain", None) => return plain("DRAIN"),
         ("down", None) => return plain("DOWN"),
         (_, None) => return plain("no check"),
+        // Checks disabled (`disable health`) on an up member.
+        ("no_check", Some(_)) => return plain("no check"),
         (_, Some(s)) => s,
     };
     let (rise, fall) = (streak.rise.max(1), streak.fall.max(1));
@@ -561,6 +563,8 @@ fn server_row(p: &Proxy, pool: &PoolStats, m: &MemberStats, sid: i64, status: Se
     r.num("check_fall", u64::from(streak.fall));
     r.num("check_health", u64::from(health));
     match &m.last_check {
+        // HAProxy leaves the check's status empty while it is disabled.
+        _ if m.checks_paused => r.text("check_status", ""),
         None => {
             r.text("check_status", "INI");
             r.text("check_desc", "Initializing");
@@ -1181,6 +1185,7 @@ mod tests {
                 passes: 0,
                 confirmed: true,
             }),
+            checks_paused: false,
         }
     }
 

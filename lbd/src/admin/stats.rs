@@ -219,6 +219,8 @@ pub struct MemberStats {
     /// Where the member stands against its pool's `rise` and `fall`
     /// (HAProxy's `UP 1/3`, `DOWN 1/2`); `None` without health checks.
     pub check_streak: Option<CheckStreak>,
+    /// Checks paused on the stats socket (`disable health`).
+    pub checks_paused: bool,
 }
 
 /// A checked member's streaks against its pool's `rise` and `fall`.
@@ -460,5 +462,6 @@ fn member_stats(m: &MemberRt, server: String, ramp: Option<u64>) -> MemberStats 
         down_transitions_total: s.went_down.load(Relaxed),
         seconds_since_change: record.changed_at.elapsed().as_secs_f64(),
         check_streak: None,
+        checks_paused: s.checks_paused(),
     }
 }

@@ -148,8 +148,8 @@ fn sync_tasks(snap: &Snapshot, running: &mut HashMap<Arc<str>, Running>) {
     running.retain(|label, _| wanted.contains(label));
 }
 
-/// Checks one member every `interval` until aborted. Members in maint are
-/// not checked.
+/// Checks one member every `interval` until aborted. Members in maint, and
+/// those whose checks are paused (`disable health`), are not checked.
 async fn check_loop(
     label: Arc<str>,
     state: Arc<MemberState>,
@@ -163,7 +163,7 @@ async fn check_loop(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if state.admin() == AdminState::Maint {
+        if state.admin() == AdminState::Maint || state.checks_paused() {
             continue;
         }
         let (passed, summary, took) = match probe.as_ref() {

@@ -98,6 +98,34 @@ fn set_state(server: &Server, arg: Option<&str>, state: AdminState) -> String {
     )
 }
 
+/// `enable health <bk>/<srv>`: the member's checks resume.
+pub fn enable_health(ctx: &mut Ctx<'_>, args: &[&str]) -> String {
+    pause_checks(ctx.server, args.first().copied(), false)
+}
+
+/// `disable health <bk>/<srv>`: the member's checks stop and its health
+/// stays as it is (HAProxy 2.6 keeps a DOWN server DOWN).
+pub fn disable_health(ctx: &mut Ctx<'_>, args: &[&str]) -> String {
+    pause_checks(ctx.server, args.first().copied(), true)
+}
+
+fn pause_checks(server: &Server, arg: Option<&str>, paused: bool) -> String {
+    let snapshot = server.shared().snapshot();
+    let target = match target::find(&snapshot, arg) {
+        Ok(target) => target,
+        Err(e) => return e.to_owned(),
+    };
+    let member = target.member(&snapshot);
+    if member.state.pause_checks(paused) != paused {
+        info!(
+            "stats socket: health checks of {} {}",
+            arg.unwrap_or_default(),
+            if paused { "disabled" } else { "enabled" }
+        );
+    }
+    String::new()
+}
+
 pub fn enable_server(ctx: &mut Ctx<'_>, args: &[&str]) -> String {
     set_state(ctx.server, args.first().copied(), AdminState::Ready)
 }

@@ -53,11 +53,25 @@ pub const COMMANDS: &[Entry] = &[
         change::clear_counters,
     ),
     entry(
+        &["disable", "health"],
+        "disable health",
+        "disable health checks",
+        Admin,
+        change::disable_health,
+    ),
+    entry(
         &["disable", "server"],
         "disable server (DEPRECATED)",
         "disable a server for maintenance (use 'set server' instead)",
         Admin,
         change::disable_server,
+    ),
+    entry(
+        &["enable", "health"],
+        "enable health",
+        "enable health checks",
+        Admin,
+        change::enable_health,
     ),
     entry(
         &["enable", "server"],
@@ -177,14 +191,6 @@ pub const COMMANDS: &[Entry] = &[
 /// HAProxy commands lbd knows of but does not have: they get a clear
 /// answer instead of the list of commands.
 const NOT_IN_LBD: &[(&[&str], &str)] = &[
-    (
-        &["disable", "health"],
-        "lbd always checks a checked server; use 'set server <bk>/<srv> state maint' to stop its checks",
-    ),
-    (
-        &["enable", "health"],
-        "lbd always checks a checked server; use 'set server <bk>/<srv> state ready'",
-    ),
     (&["disable", "agent"], "lbd has no agent checks"),
     (&["enable", "agent"], "lbd has no agent checks"),
     (
@@ -293,7 +299,7 @@ mod tests {
         assert!(find(COMMANDS, |e| e.words, &["show"]).is_none());
         // HAProxy pads the usage to 40 columns.
         assert_eq!(
-            help_line(&COMMANDS[3]),
+            help_line(&COMMANDS[5]),
             "  get weight <bk>/<srv>                   : report a server's current weight\n"
         );
     }

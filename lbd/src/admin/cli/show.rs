@@ -304,8 +304,13 @@ fn server_state_line(
     } else {
         (rise + fall - 1).saturating_sub(s.fall_streak())
     };
-    // srv_check_state: 0x02 configured, 0x04 enabled, 0x08 paused (maint).
-    let mut check_state = if checked { 0x06 } else { 0 };
+    // srv_check_state: 0x02 configured, 0x04 enabled (not while `disable
+    // health`), 0x08 paused (maint).
+    let mut check_state = match (checked, s.checks_paused()) {
+        (false, _) => 0,
+        (true, false) => 0x06,
+        (true, true) => 0x02,
+    };
     if status == Status::Maint {
         check_state |= 0x08;
     }

@@ -56,6 +56,7 @@ fn member(server: &str, status: &'static str, admin_state: &'static str) -> Memb
         down_transitions_total: 0,
         seconds_since_change: 61.5,
         check_streak: None,
+        checks_paused: false,
     }
 }
 
