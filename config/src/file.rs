@@ -81,20 +81,26 @@ pub struct AdminSection {
 }
 
 /// `[[stats_socket]]` (HAProxy `stats socket <path> mode <m> level <l>
-/// expose-fd listeners`)
+/// expose-fd listeners`, or `stats socket ipv4@<addr>:<port> level <l>`):
+/// exactly one of `path` and `bind`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatsSocketSection {
     /// The unix socket's path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// Octal permissions, e.g. `"0660"`; default: as the umask leaves them.
+    /// A TCP address instead, e.g. `"127.0.0.1:9999"` or `"[::1]:9999"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    /// Octal permissions, e.g. `"0660"`; default: as the umask leaves them
+    /// (unix sockets only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     /// `user`, `operator` (default) or `admin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
-    /// Hand the listening sockets to a process that asks (`haproxy -x`).
+    /// Hand the listening sockets to a process that asks (`haproxy -x`);
+    /// unix sockets only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expose_fd_listeners: Option<bool>,
     /// How long a connection may stay idle or leave an answer unread.
@@ -332,7 +338,7 @@ use std::time::Duration;
 use crate::check_program::to_hex;
 use crate::model::{
     Admin, CheckKind, Config, Expectation, Global, HealthCheck, Listener, Member, Payload, Pool,
-    ScriptStep, StatsSocket, Xdp,
+    ScriptStep, StatsAddress, StatsSocket, Xdp,
 };
 
 /// Renders a typed config back into the file model, every setting written
@@ -358,11 +364,17 @@ impl From<&Config> for ConfigFile {
 
 impl From<&StatsSocket> for StatsSocketSection {
     fn from(socket: &StatsSocket) -> Self {
+        let (path, bind) = match &socket.address {
+            StatsAddress::Unix(path) => (Some(path.display().to_string()), None),
+            StatsAddress::Tcp(addr) => (None, Some(addr.to_string())),
+        };
         StatsSocketSection {
-            path: Some(socket.path.display().to_string()),
+            path,
+            bind,
             mode: socket.mode.map(|m| format!("{m:04o}")),
             level: Some(socket.level.name().to_owned()),
-            expose_fd_listeners: Some(socket.expose_fd_listeners),
+            expose_fd_listeners: matches!(socket.address, StatsAddress::Unix(_))
+                .then_some(socket.expose_fd_listeners),
             timeout: (socket.timeout != crate::model::DEFAULT_CLI_TIMEOUT)
                 .then(|| humantime::format_duration(socket.timeout).to_string()),
         }

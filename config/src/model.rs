@@ -141,19 +141,38 @@ impl std::fmt::Display for AdminBind {
     }
 }
 
-/// A unix socket speaking HAProxy's CLI (`stats socket`).
+/// A socket speaking HAProxy's CLI (`stats socket`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsSocket {
-    pub path: PathBuf,
-    /// Permissions of the socket file; `None`: as the umask leaves them.
+    pub address: StatsAddress,
+    /// Permissions of the socket file; `None`: as the umask leaves them
+    /// (always `None` on TCP).
     pub mode: Option<u32>,
     pub level: CliLevel,
     /// `expose-fd listeners`: `_getsocks` hands the listening sockets to
-    /// the process that asks (`haproxy -x`).
+    /// the process that asks (`haproxy -x`); unix sockets only.
     pub expose_fd_listeners: bool,
     /// How long a connection may wait for its next command, or leave an
     /// answer unread, before it is closed (HAProxy `stats timeout`).
     pub timeout: Duration,
+}
+
+/// Where a CLI socket listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StatsAddress {
+    /// A unix socket's path (`path`; haproxy.cfg `/path`, `unix@/path`).
+    Unix(PathBuf),
+    /// A TCP address (`bind`; haproxy.cfg `ipv4@A:P`, `ipv6@[A]:P`, `A:P`).
+    Tcp(SocketAddr),
+}
+
+impl std::fmt::Display for StatsAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StatsAddress::Unix(path) => write!(f, "{}", path.display()),
+            StatsAddress::Tcp(addr) => write!(f, "{addr}"),
+        }
+    }
 }
 
 /// HAProxy's default `stats timeout`.

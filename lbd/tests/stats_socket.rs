@@ -18,16 +18,30 @@ use common::{
     connect_from, fds_back_to, free_addr, read_line, scratch_dir, settled_fds, Backend, Lbd, Mode,
     WAIT,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::task::JoinHandle;
 
 /// Sends `line` and reads the answer to its end (the server closes).
 async fn cli(path: &Path, line: &str) -> String {
-    let mut conn = tokio::time::timeout(WAIT, UnixStream::connect(path))
+    let conn = tokio::time::timeout(WAIT, UnixStream::connect(path))
         .await
         .expect("connect in time")
         .unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+    exchange(conn, line).await
+}
+
+/// [`cli`] on a TCP stats socket.
+async fn tcp_cli(addr: SocketAddr, line: &str) -> String {
+    let conn = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    exchange(conn, line).await
+}
+
+/// Sends `line` on `conn` and reads the answer to its end.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut conn: S, line: &str) -> String {
     conn.write_all(format!("{line}\n").as_bytes())
         .await
         .expect("send");
@@ -42,7 +56,12 @@ async fn cli(path: &Path, line: &str) -> String {
 /// An interactive session: each line's answer up to and including the
 /// prompt (`> `), or to the end for the last.
 async fn session(path: &Path, lines: &[&str]) -> Vec<String> {
-    let mut conn = UnixStream::connect(path).await.expect("connect");
+    let conn = UnixStream::connect(path).await.expect("connect");
+    prompted(conn, lines).await
+}
+
+/// [`session`] on `conn`.
+async fn prompted<S: AsyncRead + AsyncWrite + Unpin>(mut conn: S, lines: &[&str]) -> Vec<String> {
     let mut answers = Vec::new();
     for line in lines {
         conn.write_all(format!("{line}\n").as_bytes())
@@ -544,6 +563,9 @@ on_both_runtimes!(
     stats_exports_like_haproxy,
     stats_timeout_closes_idle_clients,
     health_pause_like_haproxy,
+    tcp_socket_answers_like_haproxy,
+    hostile_tcp_clients_break_nothing,
+    tcp_socket_follows_reloads,
 );
 
 /// A file for `show stat`: one server up, one on a closed port (DOWN), one
@@ -1219,4 +1241,288 @@ async fn health_pause_like_haproxy(rt: &str) {
     let counts = common::tally(lbind, 20).await;
     assert!(counts.get("closed").is_some_and(|n| *n > 0), "{counts:?}");
     assert!(lbd.log().contains("health checks of be/closed disabled"));
+}
+
+// ------------------------------------------------------------ TCP sockets
+
+/// A file with two TCP stats sockets: admin (`ipv4@`) and user (plain).
+fn tcp_cli_config(admin: SocketAddr, user: SocketAddr, bind: SocketAddr, a: u16, b: u16) -> String {
+    format!(
+        "global\n  stats socket ipv4@{admin} level admin\n  stats socket {user} level user\n\
+         defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
+         frontend fe\n  bind {bind}\n  default_backend be\n\
+         backend be\n  server a 127.0.0.1:{a}\n  server b 127.0.0.1:{b}\n"
+    )
+}
+
+async fn wait_for_tcp_socket(addr: SocketAddr) {
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "no stats socket on {addr}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The keys of a `show info` answer.
+fn info_keys(answer: &str) -> Vec<String> {
+    answer
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(k, _)| k.to_owned()))
+        .collect()
+}
+
+/// The commands of a `help` answer: its lines' first words.
+fn help_commands(answer: &str) -> Vec<String> {
+    answer
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What the TCP sockets of [`tcp_cli_config`] answer, one entry per check.
+async fn tcp_answers(admin: SocketAddr, user: SocketAddr) -> Vec<String> {
+    let mut out = Vec::new();
+    let keys = info_keys(&tcp_cli(admin, "show info").await);
+    for key in [
+        "Name",
+        "Version",
+        "Pid",
+        "Uptime_sec",
+        "CurrConns",
+        "Stopping",
+    ] {
+        out.push(format!(
+            "show info has {key}: {}",
+            keys.iter().any(|k| k == key)
+        ));
+    }
+    let help = help_commands(&tcp_cli(user, "help").await);
+    for command in [
+        "help", "prompt", "quit", "show", "get", "set", "disable", "enable",
+    ] {
+        out.push(format!(
+            "help (user) lists {command}: {}",
+            help.iter().any(|c| c == command)
+        ));
+    }
+    out.push(format!(
+        "show servers state: {:?}",
+        carried(&tcp_cli(user, "show servers state be").await)
+    ));
+    for (addr, command) in [
+        (user, "set server be/a state drain"),
+        (user, "show cli level"),
+        (admin, "show cli level"),
+        (admin, "set server be/a state drain"),
+        (admin, "get weight be/a"),
+        (admin, "_getsocks"),
+    ] {
+        out.push(format!("{command:?} -> {:?}", tcp_cli(addr, command).await));
+    }
+    let (_, rows) = stat_rows(&tcp_cli(user, "show stat").await);
+    for server in ["a", "b"] {
+        let status = rows
+            .get(&("be".to_owned(), server.to_owned()))
+            .and_then(|r| r.get("status"));
+        out.push(format!("show stat be/{server}: {status:?}"));
+    }
+    out.push(format!(
+        "show servers state after drain: {:?}",
+        carried(&tcp_cli(user, "show servers state be").await)
+    ));
+    let conn = TcpStream::connect(admin).await.expect("connect");
+    let lines = [
+        "prompt",
+        "show cli level",
+        "set weight be/b 2;get weight be/b",
+        "user",
+        "set weight be/b 3",
+        "quit",
+    ];
+    for (line, answer) in lines.iter().zip(prompted(conn, &lines).await) {
+        out.push(format!("prompt {line:?} -> {answer:?}"));
+    }
+    out
+}
+
+/// One file with TCP stats sockets (`ipv4@A:P` and `A:P`), HAProxy and
+/// lbd: the same answers over TCP (levels, a drain, prompt mode, and
+/// `_getsocks` closed without an answer on a socket without expose-fd).
+async fn tcp_socket_answers_like_haproxy(rt: &str) {
+    let (a, b) = (
+        Backend::start("a", Mode::TaggedEcho).await,
+        Backend::start("b", Mode::TaggedEcho).await,
+    );
+    let run = |admin: SocketAddr, user: SocketAddr, bind: SocketAddr| {
+        tcp_cli_config(admin, user, bind, a.addr.port(), b.addr.port())
+    };
+
+    let (hadmin, huser, hbind) = (free_addr(), free_addr(), free_addr());
+    let Some(haproxy) = Haproxy::start(&run(hadmin, huser, hbind), hbind).await else {
+        return;
+    };
+    wait_for_tcp_socket(hadmin).await;
+    let theirs = tcp_answers(hadmin, huser).await;
+    drop(haproxy);
+
+    let (ladmin, luser, lbind) = (free_addr(), free_addr(), free_addr());
+    let lbd = Lbd::start(rt, 1, &run(ladmin, luser, lbind)).await;
+    wait_for_tcp_socket(ladmin).await;
+    let ours = tcp_answers(ladmin, luser).await;
+
+    let differ: Vec<String> = theirs
+        .iter()
+        .zip(&ours)
+        .filter(|(t, o)| t != o)
+        .map(|(t, o)| format!("haproxy: {t}\n    lbd: {o}"))
+        .collect();
+    assert!(
+        differ.is_empty() && theirs.len() == ours.len(),
+        "{} of {} answers differ:\n{}\nlbd log:\n{}",
+        differ.len(),
+        theirs.len(),
+        differ.join("\n"),
+        lbd.log()
+    );
+    assert!(lbd.exited().is_none());
+}
+
+/// A TOML config with one TCP stats socket.
+fn tcp_toml_config(cli: SocketAddr, level: &str, bind: SocketAddr, a: &Backend) -> String {
+    format!(
+        "[[stats_socket]]\nbind = \"{cli}\"\nlevel = \"{level}\"\n\n\
+         [[listener]]\nname = \"web\"\nbind = \"{bind}\"\npool = \"p\"\n\n\
+         [[pool]]\nname = \"p\"\n\n\
+         [[pool.member]]\nname = \"a\"\naddress = \"{}\"\nport = {}\n",
+        a.addr.ip(),
+        a.addr.port(),
+    )
+}
+
+/// Hostile clients on a TCP stats socket: binary garbage, a 1 MiB line,
+/// 200 clients that never send. The socket keeps answering and lbd's
+/// descriptors come back to where they were.
+async fn hostile_tcp_clients_break_nothing(rt: &str) {
+    let a = Backend::start("a", Mode::TaggedEcho).await;
+    let (cli_addr, bind) = (free_addr(), free_addr());
+    let lbd = Lbd::start(rt, 1, &tcp_toml_config(cli_addr, "admin", bind, &a)).await;
+    wait_for_tcp_socket(cli_addr).await;
+    let baseline = settled_fds(lbd.pid()).await;
+    let version = tcp_cli(cli_addr, "show version").await;
+    assert!(version.ends_with("\n\n"), "{version:?}");
+    let answers_quickly = || async {
+        let started = Instant::now();
+        assert_eq!(tcp_cli(cli_addr, "show version").await, version);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "show version took {:?}",
+            started.elapsed()
+        );
+    };
+
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i * 7919 % 251) as u8)
+        .filter(|b| *b != b'\n')
+        .collect();
+    let mut conn = TcpStream::connect(cli_addr).await.expect("connect");
+    conn.write_all(&garbage).await.expect("send garbage");
+    conn.write_all(b"\n").await.expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, conn.read_to_end(&mut answer))
+        .await
+        .expect("garbage answered in time")
+        .expect("read");
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("Unknown command"),
+        "garbage: {:?}",
+        String::from_utf8_lossy(&answer[..answer.len().min(200)])
+    );
+    answers_quickly().await;
+
+    // A 1 MiB line: closed after the limit, without reading it all.
+    let mut conn = TcpStream::connect(cli_addr).await.expect("connect");
+    let big = vec![b'x'; 1 << 20];
+    let _ = tokio::time::timeout(WAIT, conn.write_all(&big)).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, conn.read_to_end(&mut answer)).await;
+    assert!(
+        String::from_utf8_lossy(&answer).contains("command line over"),
+        "1 MiB line: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(conn);
+    answers_quickly().await;
+
+    // 200 clients that never send: the longest idle make room.
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        match TcpStream::connect(cli_addr).await {
+            Ok(c) => silent.push(c),
+            Err(e) => panic!("connect {}: {e}", silent.len()),
+        }
+    }
+    answers_quickly().await;
+    drop(silent);
+
+    fds_back_to(lbd.pid(), baseline, Duration::from_secs(20)).await;
+    answers_quickly().await;
+    assert_eq!(common::hit(bind).await.expect("traffic"), "a");
+    assert!(lbd.exited().is_none(), "lbd exited; log:\n{}", lbd.log());
+}
+
+/// Waits until `show cli level` on `addr` answers `level`.
+async fn level_becomes(addr: SocketAddr, level: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = tcp_cli(addr, "show cli level").await;
+        if answer == format!("{level}\n\n") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "level never {level}: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reloads: a TCP socket kept across a reload changes level without a
+/// bind error (the socket is kept, not bound again), a moved one listens
+/// at its new address and no longer at the old one, a removed one closes.
+async fn tcp_socket_follows_reloads(rt: &str) {
+    let a = Backend::start("a", Mode::TaggedEcho).await;
+    let (first, bind) = (free_addr(), free_addr());
+    let lbd = Lbd::start(rt, 1, &tcp_toml_config(first, "user", bind, &a)).await;
+    wait_for_tcp_socket(first).await;
+    level_becomes(first, "user").await;
+
+    assert!(lbd.reload(&tcp_toml_config(first, "admin", bind, &a)).await);
+    level_becomes(first, "admin").await;
+    assert!(
+        !lbd.log().contains("the stats sockets stay as they were"),
+        "{}",
+        lbd.log()
+    );
+
+    let second = free_addr();
+    assert!(
+        lbd.reload(&tcp_toml_config(second, "operator", bind, &a))
+            .await
+    );
+    level_becomes(second, "operator").await;
+    assert!(
+        TcpStream::connect(first).await.is_err(),
+        "{first} still listens"
+    );
+
+    let without = tcp_toml_config(second, "user", bind, &a);
+    let without = without
+        .split_once("[[listener]]")
+        .map(|(_, rest)| format!("[[listener]]{rest}"))
+        .expect("a listener");
+    assert!(lbd.reload(&without).await);
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(second).await.is_ok() {
+        assert!(Instant::now() < deadline, "{second} still listens");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(lbd.exited().is_none(), "lbd exited; log:\n{}", lbd.log());
 }

@@ -1,7 +1,15 @@
 //! `stats ...` lines of the `global` section: the CLI sockets (`stats
-//! socket <path> mode <m> level <l> expose-fd listeners`), which become
-//! `[[stats_socket]]`, and the settings of all of them.
+//! socket <path> mode <m> level <l> expose-fd listeners`, `stats socket
+//! ipv4@<addr>:<port> level <l>`), which become `[[stats_socket]]`, and
+//! the settings of all of them.
+//!
+//! A TCP address is written as `bind` does ([`parse_host_port`]):
+//! `ipv4@A:P`, `ipv6@[A]:P`, `A:P`, `*:P`, `:::P`. `:::P` listens on IPv4
+//! too, as HAProxy on Linux: two sockets (lbd's `[::]` binds are v6-only).
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::bind::parse_host_port;
 use super::sections::arg_count;
 use super::timeouts::parse_time;
 use crate::file::StatsSocketSection;
@@ -9,8 +17,8 @@ use crate::file::StatsSocketSection;
 /// What a `stats` line of `global` gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GlobalStats {
-    /// A unix CLI socket lbd serves.
-    Socket(StatsSocketSection),
+    /// CLI sockets lbd serves: one, or two for `:::<port>` (IPv6 and IPv4).
+    Sockets(Vec<StatsSocketSection>),
     /// Accepted; the note says what lbd does instead.
     Accepted(&'static str),
     /// A socket lbd does not serve (the notes said why).
@@ -19,8 +27,11 @@ pub enum GlobalStats {
     Timeout(std::time::Duration),
 }
 
-const NOT_UNIX: &str = "only unix sockets ('/path' or 'unix@/path') are served so far; \
-                        this one is ignored";
+const NOT_SERVED: &str = "lbd serves unix ('/path', 'unix@/path') and TCP ('ipv4@', \
+                          'ipv6@', 'addr:port') sockets; this one is ignored";
+const TCP_MODE: &str = "'mode' applies to unix sockets; ignored on a TCP socket (as HAProxy)";
+const TCP_EXPOSE: &str = "'expose-fd listeners' needs a unix socket (_getsocks passes file \
+                          descriptors); ignored on a TCP socket";
 const OWNER: &str = "lbd creates the socket as the user it runs as (start it as the user \
                      that should own it); the owner part is ignored";
 
@@ -63,6 +74,10 @@ fn socket(
         Some(p) => Some(p),
         None if address.starts_with('/') => Some(address),
         None => None,
+    };
+    let binds = match path {
+        Some(_) => Vec::new(),
+        None => tcp_binds(address)?,
     };
     let mut section = StatsSocketSection {
         path: path.map(str::to_owned),
@@ -115,11 +130,51 @@ fn socket(
         // Every parameter but `accept-proxy` takes one value.
         i += 2;
     }
-    if section.path.is_none() {
-        warn(NOT_UNIX);
+    if section.path.is_some() {
+        return Ok(GlobalStats::Sockets(vec![section]));
+    }
+    if binds.is_empty() {
+        warn(NOT_SERVED);
         return Ok(GlobalStats::NotServed);
     }
-    Ok(GlobalStats::Socket(section))
+    if section.mode.take().is_some() {
+        warn(TCP_MODE);
+    }
+    if section.expose_fd_listeners.take().is_some() {
+        warn(TCP_EXPOSE);
+    }
+    Ok(GlobalStats::Sockets(
+        binds
+            .into_iter()
+            .map(|bind| StatsSocketSection {
+                bind: Some(bind.to_string()),
+                ..section.clone()
+            })
+            .collect(),
+    ))
+}
+
+/// The TCP addresses of a `stats socket` address: none for the families
+/// lbd does not serve (`abns@`, `fd@`, `sockpair@`...).
+fn tcp_binds(address: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Some((prefix, _)) = address.split_once('@') {
+        if !["ipv4", "ipv6", "tcp", "tcp4", "tcp6"].contains(&prefix) {
+            return Ok(Vec::new());
+        }
+    }
+    let hp = parse_host_port(address, "stats socket")?;
+    let Some(port) = hp.port else {
+        return Err(format!("stats socket '{address}': missing port"));
+    };
+    Ok(match hp.ip {
+        Some(ip) if ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED) => vec![
+            SocketAddr::new(ip, port),
+            SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
+        ],
+        Some(ip) => vec![SocketAddr::new(ip, port)],
+        None if hp.ipv6 => vec![SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)],
+        None => vec![SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)],
+    })
 }
 
 fn value_of<'a>(name: &str, value: Option<&'a str>) -> Result<&'a str, String> {
@@ -142,13 +197,14 @@ mod tests {
         let (got, notes) = read("stats socket /var/lib/octavia/x.sock mode 0666 level user");
         assert_eq!(
             got,
-            Ok(GlobalStats::Socket(StatsSocketSection {
+            Ok(GlobalStats::Sockets(vec![StatsSocketSection {
                 path: Some("/var/lib/octavia/x.sock".into()),
                 mode: Some("0666".into()),
                 level: Some("user".into()),
                 expose_fd_listeners: None,
                 timeout: None,
-            }))
+                bind: None,
+            }]))
         );
         assert!(notes.is_empty());
         let (got, notes) = read(
@@ -157,13 +213,14 @@ mod tests {
         );
         assert_eq!(
             got,
-            Ok(GlobalStats::Socket(StatsSocketSection {
+            Ok(GlobalStats::Sockets(vec![StatsSocketSection {
                 path: Some("/run/h.sock".into()),
                 mode: Some("660".into()),
                 level: Some("admin".into()),
                 expose_fd_listeners: Some(true),
                 timeout: None,
-            }))
+                bind: None,
+            }]))
         );
         assert_eq!(notes, [OWNER, OWNER]);
     }
@@ -179,11 +236,59 @@ mod tests {
         assert!(got.is_err(), "{got:?}");
     }
 
+    fn binds(got: Result<GlobalStats, String>) -> Vec<String> {
+        match got {
+            Ok(GlobalStats::Sockets(s)) => s.into_iter().filter_map(|s| s.bind).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
-    fn tcp_sockets_are_accepted_but_not_served_yet() {
+    fn tcp_sockets_are_served() {
         let (got, notes) = read("stats socket ipv4@127.0.0.1:9999 level admin");
+        assert_eq!(
+            got,
+            Ok(GlobalStats::Sockets(vec![StatsSocketSection {
+                bind: Some("127.0.0.1:9999".into()),
+                level: Some("admin".into()),
+                ..StatsSocketSection::default()
+            }]))
+        );
+        assert!(notes.is_empty());
+        for (address, want) in [
+            ("ipv6@[::1]:9999", &["[::1]:9999"][..]),
+            ("127.0.0.1:9999", &["127.0.0.1:9999"]),
+            ("[::1]:9999", &["[::1]:9999"]),
+            ("*:9999", &["0.0.0.0:9999"]),
+            (":9999", &["0.0.0.0:9999"]),
+            ("ipv6@:9999", &["[::]:9999"]),
+            (":::9999", &["[::]:9999", "0.0.0.0:9999"]),
+        ] {
+            let (got, _) = read(&format!("stats socket {address}"));
+            assert_eq!(binds(got), want, "{address}");
+        }
+    }
+
+    #[test]
+    fn unix_only_parameters_are_ignored_on_tcp() {
+        let (got, notes) =
+            read("stats socket 127.0.0.1:9999 mode 600 expose-fd listeners level user");
+        assert_eq!(
+            got,
+            Ok(GlobalStats::Sockets(vec![StatsSocketSection {
+                bind: Some("127.0.0.1:9999".into()),
+                level: Some("user".into()),
+                ..StatsSocketSection::default()
+            }]))
+        );
+        assert_eq!(notes, [TCP_MODE, TCP_EXPOSE]);
+    }
+
+    #[test]
+    fn abstract_sockets_are_not_served() {
+        let (got, notes) = read("stats socket abns@haproxy level admin");
         assert_eq!(got, Ok(GlobalStats::NotServed));
-        assert_eq!(notes, [NOT_UNIX]);
+        assert_eq!(notes, [NOT_SERVED]);
     }
 
     #[test]
@@ -200,6 +305,9 @@ mod tests {
                 "unknown parameter 'frobnicate'",
             ),
             ("stats socket", "stats socket <path>"),
+            ("stats socket ipv4@127.0.0.1", "missing port"),
+            ("stats socket ipv4@127.0.0.1:0", "is not a port"),
+            ("stats socket localhost:9999", "lbd does not resolve names"),
             ("stats timeout soon", "stats timeout"),
             ("stats enable", "not a global keyword"),
         ] {

@@ -596,11 +596,13 @@ impl Reader {
                     warn(&mut self.diags, &note);
                 }
                 match read {
-                    super::cli_socket::GlobalStats::Socket(section) => {
-                        self.global.stats_sockets.push(At {
-                            value: section,
-                            loc: loc.clone(),
-                        })
+                    super::cli_socket::GlobalStats::Sockets(sections) => {
+                        for section in sections {
+                            self.global.stats_sockets.push(At {
+                                value: section,
+                                loc: loc.clone(),
+                            });
+                        }
                     }
                     super::cli_socket::GlobalStats::NotServed => {}
                     super::cli_socket::GlobalStats::Timeout(t) => {

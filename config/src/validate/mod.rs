@@ -77,7 +77,8 @@ pub fn validate(file: &ConfigFile) -> Result<Config, Vec<ConfigError>> {
         Some(section) => validate_admin(section, &listeners, &mut errors),
         None => None,
     };
-    let stats_sockets = validate_stats_sockets(&file.stats_sockets, &mut errors);
+    let stats_sockets =
+        validate_stats_sockets(&file.stats_sockets, &listeners, admin.as_ref(), &mut errors);
     let xdp = match &file.xdp {
         Some(section) => validate_xdp(section, &mut errors),
         None => None,

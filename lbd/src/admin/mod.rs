@@ -152,7 +152,7 @@ fn tcp_seat(addr: SocketAddr, held: &Held) -> std::io::Result<TcpSeat> {
 /// A listening TCP socket. No SO_REUSEPORT: that would let another process
 /// bind the same address and take part of the requests; a reload that
 /// keeps the address reuses this socket instead of binding again.
-fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+pub(crate) fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     // Only lets a restart bind over TIME_WAIT leftovers; on Linux it does

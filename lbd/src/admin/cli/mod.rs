@@ -1,8 +1,9 @@
-//! HAProxy's CLI on the unix sockets of `[[stats_socket]]` (haproxy.cfg
-//! `stats socket`), on a thread of its own ("lbd-cli"): what Octavia's
-//! amphora agent, its health daemon and keepalived's check script read,
-//! and what operators type into `socat`.
+//! HAProxy's CLI on the unix and TCP sockets of `[[stats_socket]]`
+//! (haproxy.cfg `stats socket`), on a thread of its own ("lbd-cli"): what
+//! Octavia's amphora agent, its health daemon and keepalived's check script
+//! read, and what operators type into `socat`.
 //!
+//! * [`listen`]: binding the sockets, accepting on them;
 //! * [`session`]: one connection (lines, `;`, `prompt`, timeouts);
 //! * [`words`]: splitting a line as HAProxy does;
 //! * [`commands`]: the table of commands, levels, `help`;
@@ -10,10 +11,10 @@
 //!   (through [`Server::adjust`], the one way config and state change);
 //! * [`target`]: `<backend>/<server>` and HAProxy's ids;
 //! * `_getsocks` (for `haproxy -x`, see [`crate::handoff`]) on sockets with
-//!   `expose_fd_listeners`.
+//!   `expose_fd_listeners` (unix only: on TCP it closes the connection).
 //!
-//! A socket is bound at `<path>.<pid>.tmp`, given its mode, then renamed
-//! over `<path>`, as HAProxy does: a process taking over from another
+//! A unix socket is bound at `<path>.<pid>.tmp`, given its mode, then
+//! renamed over `<path>`, as HAProxy does: a process taking over from another
 //! replaces its socket file atomically, and the old process, which still
 //! serves its own socket until it exits, leaves the new file in place
 //! ([`super::socket_file::SocketFile`] removes only its own).
@@ -22,8 +23,9 @@
 //!
 //! [`spawn`] binds the configured sockets (an error fails the start) →
 //! the service serves them → a reload that changes `[[stats_socket]]` binds
-//! the new set, then drops the old one (a bind error keeps the old set) →
-//! shutdown closes them and removes their files.
+//! the new set, then drops the old one (a bind error keeps the old set; a
+//! TCP address in both sets keeps its socket) → shutdown closes them and
+//! removes their files.
 //!
 //! Connections are bounded: at most [`MAX_CLIENTS`] per socket at once.
 //! When a new one comes and all are taken, the one that has waited longest
@@ -34,13 +36,12 @@
 mod change;
 mod commands;
 mod ctx;
+mod listen;
 mod session;
 mod show;
 mod target;
 mod words;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,68 +50,25 @@ use lbd_config::StatsSocket;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, error, info, warn};
 
-use super::socket_file::SocketFile;
 use super::stats::RateTracker;
 use crate::server::Server;
 use crate::service::{BackgroundService, Shutdown};
+use listen::{bind_all, Bound, Conn, Held, Listener};
 
 /// Connections served at once per CLI socket.
 pub const MAX_CLIENTS: usize = 64;
 
-/// One bound CLI socket, not yet serving.
-struct Bound {
-    config: StatsSocket,
-    listener: std::os::unix::net::UnixListener,
-    file: SocketFile,
-}
-
-/// Binds every socket of `configs`, or none (the first error).
-fn bind_all(configs: &[StatsSocket]) -> anyhow::Result<Vec<Bound>> {
-    configs.iter().map(bind).collect()
-}
-
-/// Binds at a temporary path next to `config.path`, sets the mode, and
-/// renames it over `config.path`.
-fn bind(config: &StatsSocket) -> anyhow::Result<Bound> {
-    let path = &config.path;
-    let tmp = temporary_path(path);
-    let _ = std::fs::remove_file(&tmp);
-    let listener = std::os::unix::net::UnixListener::bind(&tmp)
-        .with_context(|| format!("stats socket: cannot listen on {}", tmp.display()))?;
-    let placed = (|| {
-        if let Some(mode) = config.mode {
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-        }
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = placed {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("stats socket: cannot create {}", path.display()));
-    }
-    let file = SocketFile::created(path)
-        .with_context(|| format!("stats socket: cannot stat {}", path.display()))?;
-    Ok(Bound {
-        config: config.clone(),
-        listener,
-        file,
-    })
-}
-
-/// `<path>.<pid>.tmp`.
-fn temporary_path(path: &Path) -> PathBuf {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    PathBuf::from(tmp)
-}
-
 /// Starts the CLI service (thread "lbd-cli"). Binds the configured sockets
 /// first, so a bind error fails the start.
 pub fn spawn(server: Arc<Server>) -> anyhow::Result<()> {
-    let initial = bind_all(&server.shared().snapshot().config.stats_sockets)?;
+    let initial = bind_all(
+        &server.shared().snapshot().config.stats_sockets,
+        &Held::new(),
+    )?;
     let service = CliService {
         server: Arc::clone(&server),
         initial: Some(initial),
@@ -136,7 +94,10 @@ impl BackgroundService for CliService {
         let bound = match self.initial.take() {
             Some(bound) => bound,
             // After a panic: bind the current set again.
-            None => match bind_all(&server.shared().snapshot().config.stats_sockets) {
+            None => match bind_all(
+                &server.shared().snapshot().config.stats_sockets,
+                &Held::new(),
+            ) {
                 Ok(bound) => bound,
                 Err(e) => panic!("the CLI cannot start again: {e:#}"),
             },
@@ -158,7 +119,8 @@ async fn follow_config(server: Arc<Server>, bound: Vec<Bound>, shutdown: Shutdow
     let mut changed = server.shared().subscribe();
     let rates = Arc::new(RateTracker::default());
     let mut serving = JoinSet::new();
-    let mut current = start(bound, &server, &rates, &mut serving);
+    let mut held = Held::new();
+    let mut current = start(bound, &server, &rates, &mut serving, &mut held);
     loop {
         tokio::select! {
             changed = changed.changed() => if changed.is_err() {
@@ -170,13 +132,15 @@ async fn follow_config(server: Arc<Server>, bound: Vec<Bound>, shutdown: Shutdow
         if wanted == current {
             continue;
         }
-        match bind_all(&wanted) {
+        match bind_all(&wanted, &held) {
             Ok(bound) => {
                 serving.abort_all();
                 // The old files go with their tasks; wait for that before
                 // serving new ones at maybe the same paths.
                 while serving.join_next().await.is_some() {}
-                current = start(bound, &server, &rates, &mut serving);
+                // TCP sockets no longer wanted close here.
+                held.clear();
+                current = start(bound, &server, &rates, &mut serving, &mut held);
             }
             Err(e) => error!("{e:#}; the stats sockets stay as they were"),
         }
@@ -185,34 +149,29 @@ async fn follow_config(server: Arc<Server>, bound: Vec<Bound>, shutdown: Shutdow
     debug!("stats sockets closed");
 }
 
-/// Serves each of `bound` in `serving`; returns their settings.
+/// Serves each of `bound` in `serving` (its TCP sockets kept in `held`);
+/// returns their settings.
 fn start(
     bound: Vec<Bound>,
     server: &Arc<Server>,
     rates: &Arc<RateTracker>,
     serving: &mut JoinSet<()>,
+    held: &mut Held,
 ) -> Vec<lbd_config::StatsSocket> {
     let mut configs = Vec::with_capacity(bound.len());
-    for Bound {
-        config,
-        listener,
-        file,
-    } in bound
-    {
+    for bound in bound {
+        let config = bound.config.clone();
         configs.push(config.clone());
-        let listener = match listener
-            .set_nonblocking(true)
-            .and_then(|()| UnixListener::from_std(listener))
-        {
-            Ok(l) => l,
+        let (listener, file) = match bound.serve(held) {
+            Ok(served) => served,
             Err(e) => {
-                error!("stats socket {}: {e}", config.path.display());
+                error!("stats socket {}: {e}", config.address);
                 continue;
             }
         };
         info!(
             "stats socket {} (level {}{})",
-            config.path.display(),
+            config.address,
             config.level.name(),
             if config.expose_fd_listeners {
                 ", expose-fd listeners"
@@ -239,7 +198,7 @@ struct Client {
 }
 
 async fn accept_loop(
-    listener: UnixListener,
+    listener: Listener,
     config: StatsSocket,
     server: Arc<Server>,
     rates: Arc<RateTracker>,
@@ -251,10 +210,10 @@ async fn accept_loop(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok(stream) => {
                     clients.retain(|c| !c.task.is_finished());
                     if clients.len() >= MAX_CLIENTS && !make_room(&mut clients) {
-                        debug!("stats socket {}: {MAX_CLIENTS} clients busy; closing a new one", config.path.display());
+                        debug!("stats socket {}: {MAX_CLIENTS} clients busy; closing a new one", config.address);
                         continue;
                     }
                     let idle = Arc::new(AtomicBool::new(true));
@@ -268,7 +227,7 @@ async fn accept_loop(
                     clients.push_back(Client { task, idle });
                 }
                 Err(e) => {
-                    warn!("stats socket {}: accept failed: {e}", config.path.display());
+                    warn!("stats socket {}: accept failed: {e}", config.address);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
@@ -292,28 +251,36 @@ fn make_room(clients: &mut VecDeque<Client>) -> bool {
 }
 
 async fn serve(
-    stream: UnixStream,
+    stream: Conn,
     config: Arc<StatsSocket>,
     server: Arc<Server>,
     rates: Arc<RateTracker>,
     idle: Arc<AtomicBool>,
 ) {
-    if let Err(e) = session::serve(stream, &config, &server, &rates, &idle).await {
-        debug!("stats socket {}: {e:#}", config.path.display());
+    let served = match stream {
+        Conn::Unix(s) => session::serve(s, &config, &server, &rates, &idle).await,
+        Conn::Tcp(s) => session::serve(s, &config, &server, &rates, &idle).await,
+    };
+    if let Err(e) = served {
+        debug!("stats socket {}: {e:#}", config.address);
     }
 }
 
 /// `_getsocks`: hands every listening socket to the asking process, on a
-/// socket with `expose_fd_listeners`; closes the connection otherwise, as
-/// HAProxy does.
-async fn hand_off(stream: UnixStream, config: &StatsSocket, server: &Server) -> anyhow::Result<()> {
-    if !config.expose_fd_listeners {
+/// unix socket with `expose_fd_listeners`; closes the connection otherwise,
+/// as HAProxy does (on TCP, where HAProxy sends a count and no sockets).
+async fn hand_off(
+    stream: Option<UnixStream>,
+    config: &StatsSocket,
+    server: &Server,
+) -> anyhow::Result<()> {
+    let Some(stream) = stream.filter(|_| config.expose_fd_listeners) else {
         info!(
             "stats socket {}: _getsocks refused: the socket has no 'expose-fd listeners'",
-            config.path.display()
+            config.address
         );
         return Ok(());
-    }
+    };
     let snapshot = server.shared().snapshot();
     // From now on another process may accept on them: never shut them
     // down (see `crate::sockets`).
@@ -334,26 +301,9 @@ async fn hand_off(stream: UnixStream, config: &StatsSocket, server: &Server) -> 
     match sent {
         Ok(n) => info!(
             "stats socket {}: handed {n} listening socket(s) to a new process (_getsocks)",
-            config.path.display()
+            config.address
         ),
-        Err(e) => warn!(
-            "stats socket {}: _getsocks failed: {e}",
-            config.path.display()
-        ),
+        Err(e) => warn!("stats socket {}: _getsocks failed: {e}", config.address),
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_temporary_path_is_next_to_the_socket() {
-        let tmp = temporary_path(Path::new("/run/lbd/x.sock"));
-        assert_eq!(
-            tmp,
-            PathBuf::from(format!("/run/lbd/x.sock.{}.tmp", std::process::id()))
-        );
-    }
 }

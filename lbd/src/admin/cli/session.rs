@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use anyhow::Context as _;
 use lbd_config::StatsSocket;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpStream, UnixStream};
 
 use super::commands;
 use super::ctx::{Ctx, Session, UNENDED};
@@ -57,17 +57,35 @@ async fn read_line<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> std::io::
     Ok(Line::Text(String::from_utf8_lossy(&line).into_owned()))
 }
 
+/// A connection of a CLI socket: unix or TCP.
+pub trait CliStream: AsyncRead + AsyncWrite + Unpin {
+    /// The unix stream `_getsocks` passes sockets over; `None` on TCP.
+    fn into_unix(self) -> Option<UnixStream>;
+}
+
+impl CliStream for UnixStream {
+    fn into_unix(self) -> Option<UnixStream> {
+        Some(self)
+    }
+}
+
+impl CliStream for TcpStream {
+    fn into_unix(self) -> Option<UnixStream> {
+        None
+    }
+}
+
 /// Serves one connection. `idle` is set while the connection waits for a
 /// line (the only time it may be closed to make room for another).
-pub async fn serve(
-    stream: UnixStream,
+pub async fn serve<S: CliStream>(
+    stream: S,
     socket: &StatsSocket,
     server: &Server,
     rates: &RateTracker,
     idle: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
+    // Reads through the buffer, writes straight to the stream.
+    let mut reader = BufReader::new(stream);
     let mut session = Session {
         level: socket.level,
         interactive: false,
@@ -86,17 +104,13 @@ pub async fn serve(
             Line::TooLong => {
                 let answer = format!("lbd: command line over {MAX_LINE} bytes; closing.\n\n");
                 let _ =
-                    tokio::time::timeout(socket.timeout, write.write_all(answer.as_bytes())).await;
+                    tokio::time::timeout(socket.timeout, reader.write_all(answer.as_bytes())).await;
                 anyhow::bail!("a command line over {MAX_LINE} bytes");
             }
         };
         let commands = words::split(&text);
         if first && commands.len() == 1 && commands[0] == ["_getsocks"] {
-            let stream = reader
-                .into_inner()
-                .reunite(write)
-                .context("cannot rejoin the connection")?;
-            return super::hand_off(stream, socket, server).await;
+            return super::hand_off(reader.into_inner().into_unix(), socket, server).await;
         }
         first = false;
         let mut answer = String::new();
@@ -117,11 +131,11 @@ pub async fn serve(
                 answer.push_str("> ");
             }
         }
-        tokio::time::timeout(socket.timeout, write.write_all(answer.as_bytes()))
+        tokio::time::timeout(socket.timeout, reader.write_all(answer.as_bytes()))
             .await
             .context("the client did not read the answer within the write timeout")??;
         if session.quit || !session.interactive {
-            let _ = write.shutdown().await;
+            let _ = reader.shutdown().await;
             return Ok(());
         }
     }
