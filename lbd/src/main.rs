@@ -491,6 +491,9 @@ fn run(settings: &Settings, source: Source, mut haproxy: Option<HaproxyRun>) -> 
             _ => Sharing::Exclusive,
         };
         let server = Arc::new(Server::start_sharing(versions, workers, kind, sharing)?);
+        lbd::admin::spawn(Arc::clone(&server))?;
+        // The TCP stats sockets take theirs of the received sockets too.
+        lbd::admin::cli::spawn(Arc::clone(&server))?;
         let unclaimed = lbd::sockets::drop_unclaimed();
         if !unclaimed.is_empty() {
             info!(
@@ -498,8 +501,6 @@ fn run(settings: &Settings, source: Source, mut haproxy: Option<HaproxyRun>) -> 
                 unclaimed.len()
             );
         }
-        lbd::admin::spawn(Arc::clone(&server))?;
-        lbd::admin::cli::spawn(Arc::clone(&server))?;
         log_started(&config, workers, kind.name());
         if let Source::Demo(bind, admin) = &source {
             print_demo_help(*bind, *admin, &config);

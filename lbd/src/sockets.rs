@@ -189,6 +189,18 @@ pub fn drop_unclaimed() -> Vec<SocketAddr> {
     kept.drain(..).filter_map(|l| l.local_addr().ok()).collect()
 }
 
+/// An inherited socket bound to `bind`, for a TCP stats socket (the others
+/// of that address, if any, are left to [`drop_unclaimed`]).
+pub fn take_one_inherited(bind: SocketAddr) -> Option<TcpListener> {
+    let mut mine = take_inherited(bind);
+    let first = mine.pop();
+    INHERITED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(mine);
+    first
+}
+
 /// The inherited sockets bound to `bind` (an IPv6 one only if v6-only, as
 /// lbd's own are).
 fn take_inherited(bind: SocketAddr) -> Vec<TcpListener> {

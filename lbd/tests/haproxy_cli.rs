@@ -10,7 +10,8 @@
 //! - `-sf <old pid>` takeover under steady traffic;
 //! - `-x <stats socket> -sf <old pid>` under steady traffic: lbd from lbd,
 //!   lbd from Debian's HAProxy, and HAProxy from lbd; the listening sockets
-//!   (by inode) stay the same across each takeover;
+//!   (by inode) stay the same across each takeover, a TCP stats socket's
+//!   too;
 //! - `-D -p pidfile`.
 //!
 //! Tests needing `/usr/sbin/haproxy` or the Octavia venv skip with a
@@ -643,6 +644,62 @@ async fn x_takeover_under_traffic_loses_no_connection(rt: &str) {
     assert!(answer.contains(&pid_line), "{answer}");
 }
 
+/// `-x <socket> -sf <old pid>` with a TCP stats socket too: the new lbd
+/// takes it with the listeners (the same inode; binding it anew would
+/// fail, the old one still listens there), and it answers as the new
+/// process once the old one exited.
+async fn x_takeover_keeps_the_tcp_stats_socket(rt: &str) {
+    let a = Backend::start("a", Mode::TaggedEcho).await;
+    let b = Backend::start("b", Mode::TaggedEcho).await;
+    let (bind, cli) = (free_addr(), free_addr());
+    let dir = haproxy_dir();
+    let socket = dir.join("lb.sock");
+    let config = cfg_exposing(&socket, bind, &a, &b).replacen(
+        "global\n",
+        &format!("global\n    stats socket ipv4@{cli} level admin\n"),
+        1,
+    );
+    let old = start(&dir, rt, &config, &["-W"], "gen0").await;
+    until_listening(cli, || old.log()).await;
+    let cli_socket = listening_inodes(cli.port());
+    assert_eq!(cli_socket.len(), 1, "{}", old.log());
+    let (x, old_pid) = (socket.display().to_string(), old.pid().to_string());
+    let new = start(
+        &dir,
+        rt,
+        &config,
+        &["-W", "-x", &x, "-sf", &old_pid],
+        "gen1",
+    )
+    .await;
+    new.wait_for_log("received 3 socket(s), 3 of them TCP listeners", 1)
+        .await;
+    new.wait_for_log("taken from the old process (-x)", 1).await;
+    old.wait_for_log("handed 3 listening socket(s) to a new process", 1)
+        .await;
+    let status = old.wait_exit(WAIT).await;
+    assert!(status.success(), "old: {status}: {}", old.log());
+    assert_eq!(listening_inodes(cli.port()), cli_socket, "{}", new.log());
+    let mut conn = tokio::net::TcpStream::connect(cli).await.expect("connect");
+    conn.write_all(b"show info\n").await.expect("command");
+    let mut answer = String::new();
+    tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncReadExt::read_to_string(&mut conn, &mut answer),
+    )
+    .await
+    .expect("answered in time")
+    .expect("answer");
+    assert!(
+        answer.contains(&format!("\nPid: {}\n", new.pid())),
+        "{answer}"
+    );
+    assert_eq!(
+        hit(bind).await.map(|t| t == "a" || t == "b").ok(),
+        Some(true)
+    );
+}
+
 /// Debian's HAProxy, killed with its process group when dropped.
 struct HaproxyProcess {
     child: std::process::Child,
@@ -824,5 +881,6 @@ on_both_runtimes!(
     x_takeover_under_traffic_loses_no_connection,
     x_takes_over_from_haproxy,
     haproxy_takes_over_from_lbd_with_x,
+    x_takeover_keeps_the_tcp_stats_socket,
     daemon_writes_its_pid_and_serves,
 );

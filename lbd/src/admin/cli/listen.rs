@@ -7,13 +7,18 @@
 //!   binds: a second process cannot share the address and take part of
 //!   the connections, its bind fails. `[::]` binds are v6-only. A reload
 //!   that keeps an address keeps its socket ([`Held`]): binding it again
-//!   while it is served would fail.
+//!   while it is served would fail. A process taking over (`haproxy -x
+//!   <unix stats socket> -sf <pid>`) takes the old one's socket from those
+//!   it received ([`crate::sockets::take_one_inherited`]), and `_getsocks`
+//!   hands the served ones over with the listeners
+//!   ([`served_listeners`]).
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::Context as _;
 use lbd_config::{StatsAddress, StatsSocket};
@@ -23,6 +28,27 @@ use crate::admin::socket_file::SocketFile;
 
 /// The TCP sockets served, by address (duplicates of the served ones).
 pub type Held = HashMap<SocketAddr, std::net::TcpListener>;
+
+/// The TCP stats sockets being served, for `_getsocks`.
+static SERVED: Mutex<Option<Held>> = Mutex::new(None);
+
+/// Records `held` as the TCP stats sockets being served.
+pub fn set_served(held: &Held) {
+    let copies = held
+        .iter()
+        .filter_map(|(addr, l)| Some((*addr, l.try_clone().ok()?)))
+        .collect();
+    *SERVED.lock().unwrap_or_else(|p| p.into_inner()) = Some(copies);
+}
+
+/// Duplicates of the TCP stats sockets being served.
+pub fn served_listeners() -> Vec<std::net::TcpListener> {
+    let served = SERVED.lock().unwrap_or_else(|p| p.into_inner());
+    served
+        .iter()
+        .flat_map(|held| held.values().filter_map(|l| l.try_clone().ok()))
+        .collect()
+}
 
 /// One bound CLI socket, not yet serving.
 pub struct Bound {
@@ -109,7 +135,13 @@ fn temporary_path(path: &Path) -> PathBuf {
 fn bind_tcp(addr: SocketAddr, held: &Held) -> anyhow::Result<std::net::TcpListener> {
     let socket = match held.get(&addr) {
         Some(served) => served.try_clone(),
-        None => crate::admin::tcp_listener(addr),
+        None => match crate::sockets::take_one_inherited(addr) {
+            Some(inherited) => {
+                tracing::info!("stats socket {addr}: taken from the old process (-x)");
+                Ok(inherited)
+            }
+            None => crate::admin::tcp_listener(addr),
+        },
     };
     socket.with_context(|| format!("stats socket: cannot listen on {addr}"))
 }

@@ -121,6 +121,7 @@ async fn follow_config(server: Arc<Server>, bound: Vec<Bound>, shutdown: Shutdow
     let mut serving = JoinSet::new();
     let mut held = Held::new();
     let mut current = start(bound, &server, &rates, &mut serving, &mut held);
+    listen::set_served(&held);
     loop {
         tokio::select! {
             changed = changed.changed() => if changed.is_err() {
@@ -141,6 +142,7 @@ async fn follow_config(server: Arc<Server>, bound: Vec<Bound>, shutdown: Shutdow
                 // TCP sockets no longer wanted close here.
                 held.clear();
                 current = start(bound, &server, &rates, &mut serving, &mut held);
+                listen::set_served(&held);
             }
             Err(e) => error!("{e:#}; the stats sockets stay as they were"),
         }
@@ -287,6 +289,9 @@ async fn hand_off(
     for l in &snapshot.listeners {
         l.sockets.mark_shared();
     }
+    // The TCP stats sockets too, as HAProxy (a new process with the same
+    // `stats socket ipv4@...` takes it, see `listen`).
+    let cli = listen::served_listeners();
     let stream = stream.into_std()?;
     stream.set_nonblocking(false)?;
     let sent = tokio::task::spawn_blocking(move || {
@@ -294,6 +299,7 @@ async fn hand_off(
             .listeners
             .iter()
             .flat_map(|l| l.sockets.borrow_fds())
+            .chain(cli.iter().map(std::os::fd::AsFd::as_fd))
             .collect();
         crate::handoff::send_listeners(&stream, &fds).map(|()| fds.len())
     })
