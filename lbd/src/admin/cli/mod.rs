@@ -148,6 +148,8 @@ async fn follow_config(server: Arc<Server>, bound: Vec<Bound>, shutdown: Shutdow
         }
     }
     serving.shutdown().await;
+    held.clear();
+    listen::set_served(&held);
     debug!("stats sockets closed");
 }
 

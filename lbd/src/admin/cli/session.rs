@@ -85,7 +85,7 @@ pub async fn serve<S: CliStream>(
     idle: &AtomicBool,
 ) -> anyhow::Result<()> {
     // Reads through the buffer, writes straight to the stream.
-    let mut reader = BufReader::new(stream);
+    let mut conn = BufReader::new(stream);
     let mut session = Session {
         level: socket.level,
         interactive: false,
@@ -94,7 +94,7 @@ pub async fn serve<S: CliStream>(
     let mut first = true;
     loop {
         idle.store(true, Relaxed);
-        let line = tokio::time::timeout(socket.timeout, read_line(&mut reader))
+        let line = tokio::time::timeout(socket.timeout, read_line(&mut conn))
             .await
             .context("no command within the read timeout")??;
         idle.store(false, Relaxed);
@@ -104,13 +104,13 @@ pub async fn serve<S: CliStream>(
             Line::TooLong => {
                 let answer = format!("lbd: command line over {MAX_LINE} bytes; closing.\n\n");
                 let _ =
-                    tokio::time::timeout(socket.timeout, reader.write_all(answer.as_bytes())).await;
+                    tokio::time::timeout(socket.timeout, conn.write_all(answer.as_bytes())).await;
                 anyhow::bail!("a command line over {MAX_LINE} bytes");
             }
         };
         let commands = words::split(&text);
         if first && commands.len() == 1 && commands[0] == ["_getsocks"] {
-            return super::hand_off(reader.into_inner().into_unix(), socket, server).await;
+            return super::hand_off(conn.into_inner().into_unix(), socket, server).await;
         }
         first = false;
         let mut answer = String::new();
@@ -131,11 +131,11 @@ pub async fn serve<S: CliStream>(
                 answer.push_str("> ");
             }
         }
-        tokio::time::timeout(socket.timeout, reader.write_all(answer.as_bytes()))
+        tokio::time::timeout(socket.timeout, conn.write_all(answer.as_bytes()))
             .await
             .context("the client did not read the answer within the write timeout")??;
         if session.quit || !session.interactive {
-            let _ = reader.shutdown().await;
+            let _ = conn.shutdown().await;
             return Ok(());
         }
     }
