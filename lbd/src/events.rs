@@ -46,8 +46,9 @@ impl MemberEvents {
 
 /// Wakes the workers' session sweepers (`proxy::sessions`) when a member
 /// went down or into maint, so that pools with `on_down` / `on_maint =
-/// "shutdown_sessions"` close its connections at once. Bumped only on those
-/// transitions (rare), whatever the config; never touched per connection.
+/// "shutdown_sessions"` close its connections at once, and on `shutdown
+/// sessions server`. Bumped only on those events (rare), whatever the
+/// config; never touched per connection.
 pub struct SessionEvents {
     generation: AtomicU64,
     notify: Notify,

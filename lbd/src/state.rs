@@ -355,6 +355,8 @@ pub struct MemberState {
     down_epoch: AtomicU64,
     /// Bumped on every entry into Maint.
     maint_epoch: AtomicU64,
+    /// Bumped by `shutdown sessions server` (the stats socket).
+    shutdown_epoch: AtomicU64,
     /// `now_ms()` (at least 1) when the member last came back into service
     /// (health up again, or out of maint): where slow start ramps from.
     /// 0: it never came back (as at start).
@@ -380,6 +382,7 @@ impl MemberState {
             skip_until_ms: AtomicU64::new(0),
             down_epoch: AtomicU64::new(0),
             maint_epoch: AtomicU64::new(0),
+            shutdown_epoch: AtomicU64::new(0),
             back_since_ms: AtomicU64::new(0),
             record: Mutex::new(CheckRecord {
                 last: None,
@@ -616,6 +619,19 @@ impl MemberState {
     #[inline]
     pub fn maint_epoch(&self) -> u64 {
         self.maint_epoch.load(SeqCst)
+    }
+
+    /// How many times `shutdown sessions server` was asked for.
+    #[inline]
+    pub fn shutdown_epoch(&self) -> u64 {
+        self.shutdown_epoch.load(SeqCst)
+    }
+
+    /// `shutdown sessions server`: every worker closes the member's
+    /// established connections (see `proxy::sessions`).
+    pub fn shutdown_sessions(&self) {
+        self.shutdown_epoch.fetch_add(1, SeqCst);
+        SESSION_EVENTS.wake();
     }
 
     /// Applies one health-check result (`summary`: `"HTTP 503"`) under the

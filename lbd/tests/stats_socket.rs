@@ -545,10 +545,13 @@ async fn hostile_clients_break_nothing(rt: &str) {
     // The stuck client's answer times out (10 s) at the latest.
     fds_back_to(lbd.pid(), baseline, Duration::from_secs(20)).await;
     answers_quickly().await;
+    // Traffic went on throughout (how much depends on the machine's load:
+    // the test's own clients share its runtime).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = traffic.stop().await;
     let errors: Vec<_> = seen.iter().filter(|(_, r)| r.is_err()).collect();
     assert!(
-        errors.is_empty() && seen.len() >= 10,
+        errors.is_empty() && seen.len() >= 3,
         "{} connections, failed: {errors:?}",
         seen.len()
     );
@@ -563,6 +566,7 @@ on_both_runtimes!(
     stats_exports_like_haproxy,
     stats_timeout_closes_idle_clients,
     health_pause_like_haproxy,
+    shutdown_sessions_like_haproxy,
     tcp_socket_answers_like_haproxy,
     hostile_tcp_clients_break_nothing,
     tcp_socket_follows_reloads,
@@ -1507,11 +1511,14 @@ async fn tcp_socket_follows_reloads(rt: &str) {
         lbd.reload(&tcp_toml_config(second, "operator", bind, &a))
             .await
     );
+    // The sockets follow the reload shortly after it is logged.
+    wait_for_tcp_socket(second).await;
     level_becomes(second, "operator").await;
-    assert!(
-        TcpStream::connect(first).await.is_err(),
-        "{first} still listens"
-    );
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(first).await.is_ok() {
+        assert!(Instant::now() < deadline, "{first} still listens");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let without = tcp_toml_config(second, "user", bind, &a);
     let without = without
@@ -1525,4 +1532,98 @@ async fn tcp_socket_follows_reloads(rt: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(lbd.exited().is_none(), "lbd exited; log:\n{}", lbd.log());
+}
+
+/// Whether `conn` was closed (EOF or reset) within `within`.
+async fn ended(conn: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, conn.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// `shutdown sessions server` with HAProxy as the oracle: the same answers
+/// (and errors); the server's established connections end at once, the
+/// other server's stay and still echo; on lbd, steady new connections
+/// started after the command all succeed.
+async fn shutdown_sessions_like_haproxy(rt: &str) {
+    let (a, b) = (
+        Backend::start("a", Mode::TaggedEcho).await,
+        Backend::start("b", Mode::TaggedEcho).await,
+    );
+    let config = |dir: &Path, bind: SocketAddr| {
+        format!(
+            "global\n  stats socket {} level admin\n\
+             defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n\
+             frontend fe\n  bind {bind}\n  default_backend be\n\
+             backend be\n  server a {}\n  server b {}\n",
+            dir.join("admin.sock").display(),
+            a.addr,
+            b.addr
+        )
+    };
+    let (hdir, hbind) = (scratch_dir(), free_addr());
+    let Some(_haproxy) = Haproxy::start(&config(&hdir, hbind), hbind).await else {
+        return;
+    };
+    let (ldir, lbind) = (scratch_dir(), free_addr());
+    let lbd = Lbd::start(rt, 2, &config(&ldir, lbind)).await;
+    let mut answers = Vec::new();
+    for (sock, bind) in [
+        (hdir.join("admin.sock"), hbind),
+        (ldir.join("admin.sock"), lbind),
+    ] {
+        wait_for_socket(&sock).await;
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            let mut conn = connect_from(bind, None).await.expect("connect");
+            let tag = read_line(&mut conn).await.expect("tag");
+            held.push((tag, conn));
+        }
+        let on = |t: &str| held.iter().filter(|(tag, _)| tag == t).count();
+        assert!(on("a") >= 2 && on("b") >= 2, "round robin over both");
+        let traffic = (bind == lbind).then(|| Traffic::start(bind));
+        answers.push(
+            cli(
+                &sock,
+                "shutdown sessions server be/a; shutdown sessions server be/zz; \
+                 shutdown sessions server; shutdown sessions server nobe/a",
+            )
+            .await,
+        );
+        // Connections established before the answer may be a's and be
+        // closed too; those started after it must all be served.
+        let asked = Instant::now();
+        for (tag, conn) in &mut held {
+            if tag == "a" {
+                assert!(
+                    ended(conn, Duration::from_secs(2)).await,
+                    "a's connection ends"
+                );
+            } else {
+                conn.write_all(b"still\n").await.expect("write");
+                assert_eq!(read_line(conn).await.expect("echo"), "still", "b's stays");
+            }
+        }
+        // New connections to a are served again.
+        let counts = common::tally(bind, 10).await;
+        assert!(counts.get("a").is_some_and(|n| *n > 0), "{counts:?}");
+        if let Some(traffic) = traffic {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let seen = traffic.stop().await;
+            let errors: Vec<_> = seen
+                .iter()
+                .filter(|(at, r)| *at > asked && r.is_err())
+                .collect();
+            assert!(errors.is_empty(), "{errors:?}");
+            assert!(seen.iter().filter(|(at, _)| *at > asked).count() > 10);
+        }
+    }
+    assert_eq!(answers[0], answers[1], "haproxy, then lbd");
+    assert!(
+        lbd.log().contains("(shutdown sessions server)"),
+        "{}",
+        lbd.log()
+    );
 }

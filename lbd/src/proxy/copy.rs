@@ -149,7 +149,8 @@ pub enum Outcome {
     /// No activity on the member side for its timeout (the field named).
     MemberIdle(&'static str),
     /// The member went down or into maint and the pool closes its
-    /// connections (`on_down` / `on_maint = "shutdown_sessions"`).
+    /// connections (`on_down` / `on_maint = "shutdown_sessions"`), or the
+    /// stats socket asked (`shutdown sessions server`).
     Killed,
 }
 

@@ -1,16 +1,18 @@
 //! Closing a member's established connections when it goes down or into
 //! maint, for pools with `on_down` / `on_maint = "shutdown_sessions"`
-//! (HAProxy `on-marked-down shutdown-sessions`).
+//! (HAProxy `on-marked-down shutdown-sessions`), and when the stats socket
+//! asks for it (`shutdown sessions server`, any pool).
 //!
 //! Each worker keeps a registry ([`Sessions`], in its [`super::local::Local`])
-//! of the connections of such pools: the member's state, the member's
-//! `down_epoch` / `maint_epoch` when the connection was registered, and a
-//! [`Kill`] switch the connection's copy loop waits on beside its copy.
-//! Connections of other pools never register: they pay one branch on the
-//! pool's flags.
+//! of its established connections: the member's state, the member's
+//! `down_epoch` / `maint_epoch` / `shutdown_epoch` when the connection was
+//! registered, and a [`Kill`] switch the connection's copy loop waits on
+//! beside its copy. Registering is a slot in the worker's own slab (no
+//! lock) and one small allocation per connection.
 //!
-//! Every transition to Down and every entry into Maint bumps the member's
-//! epoch and wakes every worker's sweeper ([`crate::events::SESSION_EVENTS`]);
+//! Every transition to Down, every entry into Maint and every `shutdown
+//! sessions server` bumps the member's epoch and wakes every worker's
+//! sweeper ([`crate::events::SESSION_EVENTS`]);
 //! the sweeper walks its registry and fires the switch of each connection
 //! whose member's relevant epoch moved. The connection then resets both
 //! sockets (client and member get a RST) and ends; its registration is
@@ -26,6 +28,7 @@
 //!   --member already Down (on_down) or Maint (on_maint)--> Fired at once
 //!   --the member's down_epoch moves (on_down)------------> Fired by the sweeper
 //!   --the member's maint_epoch moves (on_maint)----------> Fired by the sweeper
+//!   --the member's shutdown_epoch moves (asked)----------> Fired by the sweeper
 //!   --the connection ends by itself----------------------> Removed
 //! Fired
 //!   --the copy loop sees the switch----------------------> both sockets reset,
@@ -89,18 +92,13 @@ pub struct Triggers {
     pub on_maint: bool,
 }
 
-impl Triggers {
-    #[inline]
-    pub fn any(self) -> bool {
-        self.on_down || self.on_maint
-    }
-}
-
 /// Why connections were closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reason {
     Down,
     Maint,
+    /// `shutdown sessions server` on the stats socket.
+    Asked,
 }
 
 struct Entry {
@@ -109,12 +107,15 @@ struct Entry {
     triggers: Triggers,
     down_epoch: u64,
     maint_epoch: u64,
+    shutdown_epoch: u64,
     kill: Rc<Kill>,
 }
 
 impl Entry {
     fn due(&self) -> Option<Reason> {
-        if self.triggers.on_down && self.member.down_epoch() != self.down_epoch {
+        if self.member.shutdown_epoch() != self.shutdown_epoch {
+            Some(Reason::Asked)
+        } else if self.triggers.on_down && self.member.down_epoch() != self.down_epoch {
             Some(Reason::Down)
         } else if self.triggers.on_maint && self.member.maint_epoch() != self.maint_epoch {
             Some(Reason::Maint)
@@ -172,6 +173,7 @@ impl Sessions {
             triggers,
             down_epoch: member.down_epoch(),
             maint_epoch: member.maint_epoch(),
+            shutdown_epoch: member.shutdown_epoch(),
             kill: Rc::clone(&kill),
         };
         let reason = if triggers.on_down && member.health() == Health::Down {
@@ -195,7 +197,7 @@ impl Sessions {
         if let Some(reason) = reason {
             kill.fire();
             add(&member.counters.get(worker).sessions_shutdown, 1);
-            debug!(member = %label, "member {label} is {}: closing a connection that just reached it", reason_state(reason));
+            debug!(member = %label, "member {label} {}: closing a connection that just reached it", reason_state(reason));
         }
         Registered {
             sessions: self,
@@ -246,13 +248,14 @@ impl Sessions {
             add(&member.counters.get(worker).sessions_shutdown, n);
             fired += n;
             let field = match reason {
-                Reason::Down => "on_down",
-                Reason::Maint => "on_maint",
+                Reason::Down => "on_down = shutdown_sessions",
+                Reason::Maint => "on_maint = shutdown_sessions",
+                Reason::Asked => "shutdown sessions server",
             };
             info!(
                 member = %label,
                 worker,
-                "member {label} is {}: closed {n} established connection(s) ({field} = shutdown_sessions)",
+                "member {label} {}: closed {n} established connection(s) ({field})",
                 reason_state(reason)
             );
         }
@@ -274,8 +277,9 @@ impl Sessions {
 
 fn reason_state(reason: Reason) -> &'static str {
     match reason {
-        Reason::Down => "DOWN",
-        Reason::Maint => "in MAINT",
+        Reason::Down => "is DOWN",
+        Reason::Maint => "is in MAINT",
+        Reason::Asked => "was asked to shut its sessions down",
     }
 }
 

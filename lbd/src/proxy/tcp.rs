@@ -170,22 +170,21 @@ async fn relay<R: Runtime>(
         client_to_member: [&lc.bytes_in, &mc.bytes_in],
         member_to_client: [&lc.bytes_out, &mc.bytes_out],
     };
-    // Only pools with on_down / on_maint register (and pay for it).
-    let registered = conn.triggers.any().then(|| {
-        local.sessions.register(
-            local.id,
-            conn.member_slot.state(),
-            &conn.member_label,
-            conn.triggers,
-        )
-    });
+    // Every connection registers: `shutdown sessions server` may close
+    // it, and on_down / on_maint when its pool has them.
+    let registered = local.sessions.register(
+        local.id,
+        conn.member_slot.state(),
+        &conn.member_label,
+        conn.triggers,
+    );
     let outcome = copy_both_ways(
         &client,
         &conn.member,
         &local.bufs,
         conn.timeouts,
         counters,
-        registered.as_ref().map(|r| r.kill()),
+        Some(registered.kill()),
     )
     .await;
     match outcome {

@@ -126,6 +126,25 @@ fn pause_checks(server: &Server, arg: Option<&str>, paused: bool) -> String {
     String::new()
 }
 
+/// `shutdown sessions server <bk>/<srv>`: every worker closes the
+/// member's established connections (both sides reset), as HAProxy kills
+/// them; new connections are not affected.
+pub fn shutdown_sessions(ctx: &mut Ctx<'_>, args: &[&str]) -> String {
+    let arg = args.first().copied();
+    let snapshot = ctx.server.shared().snapshot();
+    match target::find(&snapshot, arg) {
+        Ok(target) => {
+            target.member(&snapshot).state.shutdown_sessions();
+            info!(
+                "stats socket: shutdown sessions server {}",
+                arg.unwrap_or_default()
+            );
+            String::new()
+        }
+        Err(e) => e.to_owned(),
+    }
+}
+
 pub fn enable_server(ctx: &mut Ctx<'_>, args: &[&str]) -> String {
     set_state(ctx.server, args.first().copied(), AdminState::Ready)
 }

@@ -165,6 +165,13 @@ pub const COMMANDS: &[Entry] = &[
         show::version,
     ),
     entry(
+        &["shutdown", "sessions", "server"],
+        "shutdown sessions server <bk>/<srv>",
+        "kill sessions on a server",
+        Admin,
+        change::shutdown_sessions,
+    ),
+    entry(
         &["user"],
         "user",
         "lower the level of the current CLI session to user",
@@ -194,18 +201,35 @@ const NOT_IN_LBD: &[(&[&str], &str)] = &[
     (&["disable", "agent"], "lbd has no agent checks"),
     (&["enable", "agent"], "lbd has no agent checks"),
     (
-        &["shutdown", "sessions", "server"],
-        "set the backend's 'on-marked-down shutdown-sessions' (lbd: on_maint/on_down = \"shutdown_sessions\") and put the server in maint",
+        &["shutdown", "session"],
+        "lbd does not list single sessions",
     ),
-    (&["shutdown", "session"], "lbd does not list single sessions"),
     (&["show", "sess"], "lbd does not list single sessions"),
     (&["show", "table"], "lbd has no stick tables on the CLI"),
-    (&["set", "maxconn", "global"], "set 'maxconn' in the config and reload"),
-    (&["add", "server"], "add the server to the config and reload"),
-    (&["del", "server"], "remove the server from the config and reload"),
-    (&["disable", "frontend"], "remove the frontend from the config and reload"),
-    (&["enable", "frontend"], "add the frontend to the config and reload"),
-    (&["shutdown", "frontend"], "remove the frontend from the config and reload"),
+    (
+        &["set", "maxconn", "global"],
+        "set 'maxconn' in the config and reload",
+    ),
+    (
+        &["add", "server"],
+        "add the server to the config and reload",
+    ),
+    (
+        &["del", "server"],
+        "remove the server from the config and reload",
+    ),
+    (
+        &["disable", "frontend"],
+        "remove the frontend from the config and reload",
+    ),
+    (
+        &["enable", "frontend"],
+        "add the frontend to the config and reload",
+    ),
+    (
+        &["shutdown", "frontend"],
+        "remove the frontend from the config and reload",
+    ),
 ];
 
 /// The longest entry of `table` whose words start `words`.

@@ -495,7 +495,7 @@ pub(super) const MEMBERS: &[Metric<MemberStats>] = &[
     counter(
         "lbd_server_sessions_shutdown_total",
         SERVER,
-        "Established connections closed because the member went down or into maintenance (pool on_down / on_maint = shutdown_sessions).",
+        "Established connections closed because the member went down or into maintenance (pool on_down / on_maint = shutdown_sessions), or by the stats socket's shutdown sessions server.",
         Value(|m| m.sessions_shutdown_total as f64),
     ),
     gauge(
