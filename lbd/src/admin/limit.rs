@@ -10,8 +10,12 @@
 //! * keeps one client address to a share of the slots;
 //! * when the listener is full (or the client over its share), closes the
 //!   connection that has waited longest on its client to make room, since
-//!   that is what a slowloris attacker holds. Only when every slot is busy
-//!   in a handler is the new connection refused (with a 503).
+//!   that is what a slowloris attacker holds. A connection that has sent
+//!   nothing yet and is younger than [`UNHEARD_GRACE`] goes last: it may be
+//!   a scraper sharing its address with an attacker whose request is still
+//!   in flight, and a flood of newer connections must not close it before
+//!   it was read. Only when every slot is busy in a handler is the new
+//!   connection refused (with a 503).
 //!
 //! Admin traffic is light; this runs on the admin thread, never on the data
 //! plane, so a mutex and a linear scan over at most [`MAX_CONNECTIONS`]
@@ -19,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -41,6 +46,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The handler answers a late body itself (408) at [`BODY_TIMEOUT`]; the
 /// limiter only closes a connection stuck in that phase this much later.
 const BODY_BACKSTOP: Duration = Duration::from_secs(2);
+/// How long a connection that has sent nothing yet is evicted only after
+/// every connection that has (see the module doc).
+const UNHEARD_GRACE: Duration = Duration::from_secs(1);
 /// At most one pressure warning per listener this often.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -125,6 +133,8 @@ pub enum Refused {
 struct Shared {
     client: Option<IpAddr>,
     phase: Mutex<(Phase, Instant)>,
+    /// The client has sent bytes (or a request was handled).
+    heard: AtomicBool,
     closed: Mutex<Option<Closed>>,
     close: Notify,
 }
@@ -132,6 +142,13 @@ struct Shared {
 impl Shared {
     fn phase(&self) -> (Phase, Instant) {
         *lock(&self.phase)
+    }
+
+    /// Whether this slot goes after those that have proved to be waiting
+    /// on their client: nothing heard yet, and young.
+    fn unheard_at(&self, since: Instant, now: Instant) -> bool {
+        !self.heard.load(Ordering::Relaxed)
+            && now.saturating_duration_since(since) < UNHEARD_GRACE
     }
 }
 
@@ -171,7 +188,7 @@ impl Limiter {
         let mut state = lock(&self.state);
         if let Some(ip) = client {
             if state.per_client.get(&ip).copied().unwrap_or(0) >= self.limits.per_client {
-                match state.longest_waiting(|s| s.client == Some(ip)) {
+                match state.longest_waiting(|s| s.client == Some(ip), now) {
                     Some(id) => self.evict(&mut state, id, Closed::ClientShare, now),
                     None => {
                         self.note(&mut state, Event::Refused, now);
@@ -181,7 +198,7 @@ impl Limiter {
             }
         }
         if state.open.len() >= self.limits.max {
-            match state.longest_waiting(|_| true) {
+            match state.longest_waiting(|_| true, now) {
                 Some(id) => self.evict(&mut state, id, Closed::ListenerFull, now),
                 None => {
                     self.note(&mut state, Event::Refused, now);
@@ -194,6 +211,7 @@ impl Limiter {
         let shared = Arc::new(Shared {
             client,
             phase: Mutex::new((Phase::Head, now)),
+            heard: AtomicBool::new(false),
             closed: Mutex::new(None),
             close: Notify::new(),
         });
@@ -316,17 +334,18 @@ impl State {
     }
 
     /// The slot that has waited longest on its client, among those `which`
-    /// selects. Busy ones are never chosen.
-    fn longest_waiting(&self, which: impl Fn(&Shared) -> bool) -> Option<u64> {
+    /// selects; young slots that have heard nothing yet come after all
+    /// others. Busy ones are never chosen.
+    fn longest_waiting(&self, which: impl Fn(&Shared) -> bool, now: Instant) -> Option<u64> {
         self.open
             .iter()
             .filter(|(_, s)| which(s))
             .filter_map(|(&id, s)| {
                 let (phase, since) = s.phase();
-                (phase != Phase::Busy).then_some((since, id))
+                (phase != Phase::Busy).then(|| (s.unheard_at(since, now), since, id))
             })
             .min()
-            .map(|(_, id)| id)
+            .map(|(_, _, id)| id)
     }
 }
 
@@ -418,13 +437,15 @@ impl Drop for Slot {
 pub struct Tracker(Arc<Shared>);
 
 impl Tracker {
-    /// Enters `phase` now.
+    /// Enters `phase` now (a request has come: the client was heard).
     pub fn set(&self, phase: Phase) {
+        self.0.heard.store(true, Ordering::Relaxed);
         *lock(&self.0.phase) = (phase, Instant::now());
     }
 
     /// Bytes arrived: an idle connection now waits for the rest of a head.
     pub fn received(&self) {
+        self.0.heard.store(true, Ordering::Relaxed);
         let mut phase = lock(&self.0.phase);
         if phase.0 == Phase::Idle {
             *phase = (Phase::Head, Instant::now());
@@ -539,6 +560,41 @@ mod tests {
             .collect();
         assert_eq!(l.open(), 8);
         drop(unix);
+    }
+
+    #[test]
+    fn a_young_silent_connection_goes_after_those_heard_from() {
+        let l = Limiter::new("t", limits(64, 3));
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        // A scraper's connection, accepted before its request arrived.
+        let scraper = l.admit_at(ip(1), t0).expect("scraper");
+        // Attackers of the same address whose heads came (PUT, no body).
+        let mut attackers = Vec::new();
+        for n in 1..=2 {
+            let a = l.admit_at(ip(1), ms(n)).expect("attacker");
+            a.tracker().set(Phase::Body);
+            attackers.push(a);
+        }
+        // A flood of newer ones: each closes an attacker, never the scraper.
+        for n in 3..=6 {
+            let a = l.admit_at(ip(1), ms(n)).expect("attacker");
+            a.tracker().set(Phase::Body);
+            attackers.push(a);
+        }
+        assert_eq!(closed_why(&scraper), None);
+        let evicted = attackers.iter().filter(|a| closed_why(a).is_some());
+        assert_eq!(evicted.count(), 4);
+        // Only young silence is spared: after the grace it is the oldest.
+        let _late = l
+            .admit_at(ip(1), t0 + UNHEARD_GRACE)
+            .expect("late attacker");
+        assert_eq!(closed_why(&scraper), Some(Closed::ClientShare));
+        // And a silent slot is still chosen when nothing else can be.
+        let l = Limiter::new("t", limits(64, 1));
+        let first = l.admit_at(ip(1), t0).expect("first");
+        let _second = l.admit_at(ip(1), ms(1)).expect("second");
+        assert_eq!(closed_why(&first), Some(Closed::ClientShare));
     }
 
     #[test]
