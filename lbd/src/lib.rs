@@ -5,7 +5,8 @@
 //! (`tests/layers.rs` checks this, and that there is no import cycle):
 //!
 //! 1. at the bottom, what everything may use: [`events`] (member events),
-//!    [`fault`] (test fault injection), [`state`] (lock-free counters and
+//!    [`fault`] (test fault injection), [`clock`] (a cheap coarse clock),
+//!    [`state`] (lock-free counters and
 //!    member state), [`queue`] (a pool's queue of clients waiting for a
 //!    member slot), [`sockets`], [`runtime`] (the seam to io_uring or
 //!    epoll), [`balance`] (the algorithms), [`tls`], [`limits`], [`pidfile`],
@@ -26,6 +27,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod clock;
 pub mod context;
 pub mod daemon;
 pub mod demo;

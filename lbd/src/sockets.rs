@@ -254,6 +254,16 @@ fn open_one(bind: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// Readies a listening socket for a worker: sets TCP_NODELAY on it, which
+/// Linux copies into every socket it accepts, so accepted connections need
+/// no setsockopt of their own. Also for sockets handed over by another
+/// process (`-x`, inherited descriptors), which may not have it.
+pub fn serve_listener(socket: &TcpListener) {
+    if let Err(e) = with_socket(socket, |s| s.set_nodelay(true)) {
+        tracing::warn!("cannot set TCP_NODELAY on a listening socket ({e}): its connections will delay small writes");
+    }
+}
+
 /// Runs `f` with socket2's view of a socket given by fd, for the stream
 /// types of either runtime (they expose `AsRawFd`, not socket2 types).
 pub fn with_socket<T>(fd: &impl AsRawFd, f: impl FnOnce(SockRef<'_>) -> T) -> T {
@@ -272,4 +282,24 @@ pub fn is_local_shortage(e: &std::io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What [`serve_listener`] relies on: the kernel copies TCP_NODELAY
+    /// from the listener into accepted sockets.
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let plain = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let served = TcpListener::bind("127.0.0.1:0").expect("bind");
+        serve_listener(&served);
+        for (listener, nodelay) in [(&plain, false), (&served, true)] {
+            let addr = listener.local_addr().expect("addr");
+            let _client = std::net::TcpStream::connect(addr).expect("connect");
+            let (accepted, _) = listener.accept().expect("accept");
+            assert_eq!(accepted.nodelay().expect("getsockopt"), nodelay);
+        }
+    }
 }

@@ -68,6 +68,7 @@ impl<R: Runtime> Worker<R> {
                 let opened = l.sockets.for_worker(self.local.id).and_then(|sockets| {
                     sockets
                         .into_iter()
+                        .inspect(crate::sockets::serve_listener)
                         .map(R::listener)
                         .collect::<io::Result<Vec<_>>>()
                 });

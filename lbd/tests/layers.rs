@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 /// The hot path and the layers below it that it may use.
 const HOT_PATH: &[&str] = &[
     "runtime", "proxy", "pick", "worker", "balance", "state", "snapshot", "sockets", "events",
-    "context", "fault", "queue",
+    "context", "fault", "queue", "clock",
 ];
 
 /// Control-side modules the hot path must never reach.

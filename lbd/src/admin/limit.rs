@@ -147,8 +147,7 @@ impl Shared {
     /// Whether this slot goes after those that have proved to be waiting
     /// on their client: nothing heard yet, and young.
     fn unheard_at(&self, since: Instant, now: Instant) -> bool {
-        !self.heard.load(Ordering::Relaxed)
-            && now.saturating_duration_since(since) < UNHEARD_GRACE
+        !self.heard.load(Ordering::Relaxed) && now.saturating_duration_since(since) < UNHEARD_GRACE
     }
 }
 

@@ -68,15 +68,16 @@
 //! side's timeout bounds the connection, so a client that half-closes and
 //! waits for a slow answer is not cut by `client_idle`. Timeouts are read from the listener
 //! when the member is connected: a reload applies new values to new
-//! connections. Without `*_fin` timeouts a FIN changes nothing but a flag,
-//! and no clock is read per chunk either way.
+//! connections. Without `*_fin` timeouts a FIN changes nothing but a flag.
+//! Activity is timed with the kernel's coarse clock ([`coarse_ms`]): one
+//! cheap read per chunk, a few milliseconds of precision.
 
 use std::cell::Cell;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lbd_config::Listener;
 
@@ -84,6 +85,7 @@ use super::buffers::BufPool;
 use super::sessions::Kill;
 use super::sizing::{queued_bytes, Sizer};
 use super::wake::WakeSlot;
+use crate::clock::{coarse_ms, millis};
 use crate::runtime::Stream;
 use crate::sockets::with_socket;
 use crate::state::add;
@@ -154,11 +156,12 @@ pub enum Outcome {
     Killed,
 }
 
-/// Last time something was read from or written to each side, and whether
-/// lbd has sent it FIN.
+/// Last time something was read from or written to each side (coarse
+/// milliseconds, [`coarse_ms`]: a read per chunk costs next to nothing),
+/// and whether lbd has sent it FIN.
 struct Activity {
-    client: Cell<Instant>,
-    member: Cell<Instant>,
+    client: Cell<u64>,
+    member: Cell<u64>,
     fin_to_client: Cell<bool>,
     fin_to_member: Cell<bool>,
     /// Whether each side has sent its own EOF (lbd read it).
@@ -178,7 +181,7 @@ enum Side {
 
 impl Activity {
     fn new(timeouts: Timeouts) -> Self {
-        let now = Instant::now();
+        let now = coarse_ms();
         Activity {
             client: Cell::new(now),
             member: Cell::new(now),
@@ -193,8 +196,8 @@ impl Activity {
 
     fn touch(&self, side: Side) {
         match side {
-            Side::Client => self.client.set(Instant::now()),
-            Side::Member => self.member.set(Instant::now()),
+            Side::Client => self.client.set(coarse_ms()),
+            Side::Member => self.member.set(coarse_ms()),
         }
     }
 
@@ -254,7 +257,7 @@ impl Activity {
         }
     }
 
-    fn last(&self, side: Side) -> Instant {
+    fn last(&self, side: Side) -> u64 {
         match side {
             Side::Client => self.client.get(),
             Side::Member => self.member.get(),
@@ -401,14 +404,16 @@ async fn idle_watchdog(activity: &Activity) -> Outcome {
         let (member_field, member_timeout) = activity.timeout(Side::Member);
         let client_deadline = deadline(activity.last(Side::Client), client_timeout);
         let member_deadline = deadline(activity.last(Side::Member), member_timeout);
-        let now = Instant::now();
+        let now = coarse_ms();
         if now >= client_deadline {
             return Outcome::ClientIdle(client_field);
         }
         if now >= member_deadline {
             return Outcome::MemberIdle(member_field);
         }
-        let sleep = tokio::time::sleep_until(client_deadline.min(member_deadline).into());
+        // tokio saturates a sleep too long for its clock to "far future".
+        let left = client_deadline.min(member_deadline) - now;
+        let sleep = tokio::time::sleep(Duration::from_millis(left));
         if fins_matter {
             let seen = activity.fins();
             tokio::select! {
@@ -421,21 +426,10 @@ async fn idle_watchdog(activity: &Activity) -> Outcome {
     }
 }
 
-/// `at + timeout`, or a far-future instant when that does not fit in an
-/// `Instant` (a timeout like `18446744073709551615s` means "never"; adding
-/// it would panic).
-fn deadline(at: Instant, timeout: Duration) -> Instant {
-    at.checked_add(timeout).unwrap_or_else(|| far_future(at))
-}
-
-/// About 30 years after `at` (what tokio uses for "never"), or the
-/// latest of a few shorter spans that still fit.
-fn far_future(at: Instant) -> Instant {
-    const YEAR: u64 = 365 * 24 * 3600;
-    [30 * YEAR, YEAR, 24 * 3600]
-        .into_iter()
-        .find_map(|secs| at.checked_add(Duration::from_secs(secs)))
-        .unwrap_or(at)
+/// `at + timeout` in coarse milliseconds, saturating: a timeout like
+/// `18446744073709551615s` means "never" (adding it must not overflow).
+fn deadline(at: u64, timeout: Duration) -> u64 {
+    at.saturating_add(millis(timeout))
 }
 
 /// Shuts a socket down both ways so that any read or write still in flight
@@ -469,13 +463,11 @@ mod tests {
 
     #[test]
     fn huge_timeouts_mean_never_instead_of_a_panic() {
-        let now = Instant::now();
-        let far = deadline(now, Duration::MAX);
-        assert!(far > now + Duration::from_secs(365 * 24 * 3600));
-        let huge = Duration::from_secs(u64::MAX);
-        assert!(deadline(now, huge) > now + Duration::from_secs(365 * 24 * 3600));
+        let now = coarse_ms();
+        assert_eq!(deadline(now, Duration::MAX), u64::MAX);
+        assert_eq!(deadline(now, Duration::from_secs(u64::MAX)), u64::MAX);
         let ten = Duration::from_secs(10);
-        assert_eq!(deadline(now, ten), now + ten);
+        assert_eq!(deadline(now, ten), now + 10_000);
     }
 
     #[tokio::test]

@@ -76,7 +76,7 @@ async fn establish<R: Runtime>(
         debug!(listener = %listener.cfg.name, client = %peer, "refused: connection_limit reached");
         return None;
     };
-    let _ = with_socket(client, |s| s.set_nodelay(true));
+    // TCP_NODELAY came from the listener (`sockets::serve_listener`).
 
     let pool = &view.snap.pools[listener.pool];
     let connected = match connect_member::<R>(local, Rc::clone(&view), listener, peer.ip()).await {
