@@ -24,8 +24,6 @@ use std::time::Duration;
 /// The default buffer. Reads of interactive traffic are rarely larger, and
 /// a stuck direction pins no more than this.
 pub const SMALL: usize = 16 * 1024;
-// A buffer the runtime lends for a read is a small one.
-const _: () = assert!(crate::runtime::lent::SIZE == SMALL);
 
 /// The buffer of a bulk direction whose peer's send buffer is filling up:
 /// fewer reads and writes than small ones while there is room for it.

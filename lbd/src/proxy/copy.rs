@@ -42,14 +42,11 @@
 //!   --either direction Failed---------------> Outcome::Error (peers got RST)
 //!   --no client activity for its timeout----> Outcome::ClientIdle
 //!   --no member activity for its timeout----> Outcome::MemberIdle
-//!                                              (for both idle outcomes both
-//!                                              sockets are shut down, FIN)
+//!                                              (for both idle outcomes the
+//!                                              caller aborts both sockets)
 //!   --its member went down / into maint-----> Outcome::Killed (pools with
-//!     (the connection's Kill switch fired)     on_down / on_maint, or the
-//!                                              stats socket; both sockets
-//!                                              are reset)
-//!   (idle or killed, the reads and writes in flight are then let complete,
-//!   never dropped: see `runtime::lent`)
+//!     (the connection's Kill switch fired)     on_down / on_maint; the
+//!                                              caller resets both sockets)
 //!
 //! a side's timeout (the watchdog's, for the side it guards):
 //! Open: tunnel_idle if set, else client_idle (client) / member_idle (member)
@@ -84,7 +81,7 @@ use std::time::Duration;
 
 use lbd_config::Listener;
 
-use super::buffers::{BufPool, SMALL};
+use super::buffers::BufPool;
 use super::sessions::Kill;
 use super::sizing::{queued_bytes, Sizer};
 use super::wake::WakeSlot;
@@ -170,9 +167,6 @@ struct Activity {
     /// Whether each side has sent its own EOF (lbd read it).
     eof_from_client: Cell<bool>,
     eof_from_member: Cell<bool>,
-    /// The copy ended (idle or killed): the directions stop as their
-    /// operations in flight complete.
-    ended: Cell<bool>,
     timeouts: Timeouts,
     /// The watchdog waiting for a FIN that changes a timeout (only with
     /// `*_fin` timeouts).
@@ -195,7 +189,6 @@ impl Activity {
             fin_to_member: Cell::new(false),
             eof_from_client: Cell::new(false),
             eof_from_member: Cell::new(false),
-            ended: Cell::new(false),
             timeouts,
             watchdog: WakeSlot::default(),
         }
@@ -320,49 +313,26 @@ pub async fn copy_both_ways<S: Stream>(
             None => std::future::pending().await,
         }
     };
-    let mut both = std::pin::pin!(async { tokio::join!(up, down) });
-    let ended = tokio::select! {
+    tokio::select! {
         biased;
         () = killed => Outcome::Killed,
-        result = &mut both => return match result {
+        result = async { tokio::join!(up, down) } => match result {
             (Ok(()), Ok(())) => Outcome::Done,
             (Err(e), _) | (_, Err(e)) => Outcome::Error(e),
         },
         idle = watchdog => idle,
-    };
-    // End the reads and writes in flight and let them complete rather
-    // than drop them: a receive into a lent buffer must not be dropped in
-    // flight (`runtime::lent`). Killed: both peers get a reset; idle: FIN.
-    // The directions see `ended` and stop without passing anything on.
-    activity.ended.set(true);
-    if matches!(ended, Outcome::Killed) {
-        reset(client);
-        reset(member);
-    } else {
-        abort(client);
-        abort(member);
     }
-    if tokio::time::timeout(SETTLE, both).await.is_err() {
-        tracing::debug!("a copy's reads and writes did not end {SETTLE:?} after shutdown");
-    }
-    ended
 }
-
-/// How long the copy waits for its reads and writes in flight to end once
-/// it has shut its sockets down (they end at once; this is a backstop).
-const SETTLE: Duration = Duration::from_secs(1);
 
 /// One direction: wait for data, read it into a pooled buffer, write it
 /// out, give the buffer back; until EOF or error.
 ///
-/// An idle direction holds no buffer: it waits in a receive into a buffer
-/// the runtime lends only when data arrives (io_uring, one operation per
-/// chunk), or else in `readable`, reading into a pooled buffer after. So
-/// an idle connection costs no buffer memory. After a read that filled the
-/// buffer (a bulk transfer) more data is likely waiting, so the next read
-/// goes straight ahead without waiting for readiness first. Each read's
-/// buffer is small unless the [`Sizer`] asks for a bigger one and the
-/// budget has one to spare.
+/// An idle direction waits in `readable` and holds no buffer, so an idle
+/// connection costs no buffer memory. After a read that filled the buffer
+/// (a bulk transfer) more data is likely waiting, so the next read goes
+/// straight ahead without waiting for readiness first. Each read's buffer
+/// is small unless the [`Sizer`] asks for a bigger one and the budget has
+/// one to spare.
 async fn pump<S: Stream>(
     from: &S,
     to: &S,
@@ -375,45 +345,8 @@ async fn pump<S: Stream>(
     let mut bulk = false;
     let mut sizer = Sizer::default();
     loop {
-        if S::LENDS && !bulk && sizer.small() {
-            let received = from.recv_lent().await;
-            if activity.ended.get() {
-                return Ok(());
-            }
-            match received {
-                Some(Ok(chunk)) => {
-                    let n = chunk.as_ref().len();
-                    if n == 0 {
-                        eof(to, from_side, to_side, activity);
-                        return Ok(());
-                    }
-                    bulk = n == SMALL;
-                    sizer.read(n);
-                    activity.touch(from_side);
-                    let written = to.write_lent(chunk).await;
-                    if activity.ended.get() {
-                        return Ok(());
-                    }
-                    if let Err(e) = written {
-                        return Err(fail(from, to, e));
-                    }
-                    activity.touch(to_side);
-                    add(counters[0], n as u64);
-                    add(counters[1], n as u64);
-                    continue;
-                }
-                Some(Err(e)) => return Err(fail(from, to, e)),
-                // No buffer to lend (the group ran dry): wait and read
-                // into a pooled one below.
-                None => {}
-            }
-        }
         if !bulk {
-            let ready = from.readable().await;
-            if activity.ended.get() {
-                return Ok(());
-            }
-            if let Err(e) = ready {
+            if let Err(e) = from.readable().await {
                 return Err(fail(from, to, e));
             }
         }
@@ -422,14 +355,14 @@ async fn pump<S: Stream>(
         // the buffer is out, and returns if this future is dropped.
         let (buf, _grant) = pool.take_sized(size);
         let (res, buf) = from.read(buf).await;
-        if activity.ended.get() {
-            pool.give(buf);
-            return Ok(());
-        }
         let n = match res {
             Ok(0) => {
                 pool.give(buf);
-                eof(to, from_side, to_side, activity);
+                // Half-close: pass the EOF on. The peer may already be gone
+                // (ENOTCONN); the other direction will notice on its own.
+                let _ = with_socket(to, |s| s.shutdown(Shutdown::Write));
+                activity.eof_from(from_side);
+                activity.fin_sent(to_side);
                 return Ok(());
             }
             Ok(n) => n,
@@ -443,9 +376,6 @@ async fn pump<S: Stream>(
         activity.touch(from_side);
         let (res, buf) = to.write_all(buf).await;
         pool.give(buf);
-        if activity.ended.get() {
-            return Ok(());
-        }
         if let Err(e) = res {
             return Err(fail(from, to, e));
         }
@@ -453,14 +383,6 @@ async fn pump<S: Stream>(
         add(counters[0], n as u64);
         add(counters[1], n as u64);
     }
-}
-
-/// Half-close: `from_side` sent EOF; pass it on. The peer may already be
-/// gone (ENOTCONN); the other direction will notice on its own.
-fn eof(to: &impl Stream, from_side: Side, to_side: Side, activity: &Activity) {
-    let _ = with_socket(to, |s| s.shutdown(Shutdown::Write));
-    activity.eof_from(from_side);
-    activity.fin_sent(to_side);
 }
 
 /// Ends both directions after an error on one: resetting both sockets

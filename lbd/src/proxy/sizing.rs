@@ -84,12 +84,6 @@ impl Sizer {
         size
     }
 
-    /// Whether the next read is small whatever the peer's room: the
-    /// direction has not been moving bulk (no `getsockopt` needed to know).
-    pub fn small(&self) -> bool {
-        self.streak < GROW_AFTER
-    }
-
     /// Records a read of `n` bytes.
     pub fn read(&mut self, n: usize) {
         self.streak = if n >= SMALL {

@@ -19,7 +19,7 @@ use crate::state::{inc, now_ms, ListenerState, Slot};
 
 use super::canonical;
 use super::connect::{connect_member, Connected, Shed};
-use super::copy::{abort, copy_both_ways, ByteCounters, Outcome, Timeouts};
+use super::copy::{abort, copy_both_ways, reset, ByteCounters, Outcome, Timeouts};
 use super::header;
 use super::local::Local;
 use super::sessions::Triggers;
@@ -187,13 +187,13 @@ async fn relay<R: Runtime>(
         Some(registered.kill()),
     )
     .await;
-    // Whatever the outcome, nothing of the copy is in flight any more: an
-    // error or a kill reset both sockets, an idle timeout shut them down,
-    // so dropping them closes them.
     match outcome {
-        Outcome::Done => {}
+        // Both sides sent EOF: nothing is in flight, closing is enough.
+        Outcome::Done => return,
+        // One side failed: the copy has reset both sockets already.
         Outcome::Error(e) => {
-            debug!(client = %peer, member = %conn.member_label, "connection ended: {e}")
+            debug!(client = %peer, member = %conn.member_label, "connection ended: {e}");
+            return;
         }
         Outcome::ClientIdle(field) => {
             debug!(client = %peer, member = %conn.member_label, "client side: {field} timeout")
@@ -202,9 +202,18 @@ async fn relay<R: Runtime>(
             debug!(client = %peer, member = %conn.member_label, "member side: {field} timeout")
         }
         Outcome::Killed => {
-            debug!(client = %peer, member = %conn.member_label, "closed: the member went down or into maint")
+            debug!(client = %peer, member = %conn.member_label, "closed: the member went down or into maint");
+            // Both peers get a RST; pending reads and writes complete now,
+            // so the sockets really close when dropped below.
+            reset(&client);
+            reset(&conn.member);
+            return;
         }
     }
+    // These outcomes can leave a wait or read in flight; make it finish so
+    // the sockets really close.
+    abort(&client);
+    abort(&conn.member);
 }
 
 /// The address the client connected to: the bind address, or for a

@@ -13,19 +13,6 @@ use super::{Runtime, Stream};
 pub struct Epoll;
 
 impl Stream for TcpStream {
-    /// Never made: epoll lends no buffers (readiness, then a read, is how
-    /// epoll works anyway).
-    type Lent = Vec<u8>;
-    const LENDS: bool = false;
-
-    async fn recv_lent(&self) -> Option<io::Result<Vec<u8>>> {
-        None
-    }
-
-    async fn write_lent(&self, buf: Vec<u8>) -> io::Result<()> {
-        Stream::write_all(self, buf).await.0
-    }
-
     async fn readable(&self) -> io::Result<()> {
         TcpStream::readable(self).await
     }

@@ -6,15 +6,13 @@
 //! single-threaded runtime per worker, tasks spawned with
 //! `tokio::task::spawn_local`, so futures need not be `Send`.
 //!
-//! * [`uring::Uring`]: tokio-uring (io_uring completions, owned buffers,
-//!   buffers lent by the kernel: [`lent`]).
+//! * [`uring::Uring`]: tokio-uring (io_uring completions, owned buffers).
 //! * [`epoll::Epoll`]: a current-thread tokio runtime (epoll readiness).
 //!
 //! I/O uses owned buffers (`Vec<u8>` in, `Vec<u8>` back), the shape io_uring
 //! needs; the epoll side adapts to it at no cost.
 
 pub mod epoll;
-pub mod lent;
 pub mod uring;
 
 use std::future::Future;
@@ -28,20 +26,8 @@ use std::time::Duration;
 /// return is the byte count); `write_all` writes all of `buf`.
 /// `readable` waits until a read would not block (data, EOF or an error)
 /// without needing a buffer, so idle connections hold none.
-///
-/// A runtime that can lend buffers (io_uring, [`lent`]) also waits and
-/// reads in one step: `recv_lent` holds no buffer while it waits and
-/// returns the bytes in a buffer of the runtime's (empty: EOF), which
-/// `write_lent` writes out and gives back. `None` means no buffer is free
-/// (or the runtime lends none: epoll, where `LENDS` is false): wait with
-/// `readable` and `read` into an own buffer. A `recv_lent` future must be
-/// polled to completion, not dropped in flight.
 #[allow(async_fn_in_trait)] // thread-per-core: futures are deliberately !Send
 pub trait Stream: AsRawFd + 'static {
-    type Lent: AsRef<[u8]> + 'static;
-    const LENDS: bool;
-    async fn recv_lent(&self) -> Option<io::Result<Self::Lent>>;
-    async fn write_lent(&self, lent: Self::Lent) -> io::Result<()>;
     async fn readable(&self) -> io::Result<()>;
     async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);

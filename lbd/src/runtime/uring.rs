@@ -1,5 +1,4 @@
-//! The io_uring runtime (tokio-uring). All tokio-uring code lives here and
-//! in [`super::lent`].
+//! The io_uring runtime (tokio-uring). All tokio-uring code lives here.
 
 use std::future::Future;
 use std::io;
@@ -12,7 +11,7 @@ use io_uring::{cqueue, opcode, types};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio_uring::{OneshotOutputTransform, UnsubmittedOneshot};
 
-use super::{lent, Runtime, Stream};
+use super::{Runtime, Stream};
 
 /// Submission queue entries per worker ring (completion queue is twice
 /// that). In-flight operations beyond it wait in tokio-uring, not the kernel.
@@ -55,17 +54,6 @@ pub fn probe() -> io::Result<()> {
 }
 
 impl Stream for tokio_uring::net::TcpStream {
-    type Lent = lent::Chunk;
-    const LENDS: bool = true;
-
-    async fn recv_lent(&self) -> Option<io::Result<lent::Chunk>> {
-        lent::recv(self.as_raw_fd()).await
-    }
-
-    async fn write_lent(&self, chunk: lent::Chunk) -> io::Result<()> {
-        tokio_uring::net::TcpStream::write_all(self, chunk).await.0
-    }
-
     async fn readable(&self) -> io::Result<()> {
         poll_readable(self.as_raw_fd()).await
     }
@@ -89,10 +77,7 @@ impl Runtime for Uring {
 
     fn block_on<F: Future>(fut: F) -> io::Result<F::Output> {
         let rt = tokio_uring::Runtime::new(&builder())?;
-        Ok(rt.block_on(async {
-            lent::set_up().await;
-            fut.await
-        }))
+        Ok(rt.block_on(fut))
     }
 
     fn listener(socket: std::net::TcpListener) -> io::Result<Self::Listener> {
