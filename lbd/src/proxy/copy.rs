@@ -81,7 +81,6 @@ use std::time::Duration;
 
 use lbd_config::Listener;
 
-use super::branches::{self, Branch};
 use super::buffers::BufPool;
 use super::sessions::Kill;
 use super::sizing::{queued_bytes, Sizer};
@@ -307,52 +306,22 @@ pub async fn copy_both_ways<S: Stream>(
         &activity,
         counters.member_to_client,
     );
-    let mut killed = std::pin::pin!(async {
+    let watchdog = idle_watchdog(&activity);
+    let killed = async {
         match kill {
             Some(kill) => kill.wait().await,
             None => std::future::pending().await,
         }
-        Part::Killed
-    });
-    let mut up = std::pin::pin!(async { Part::Up(up.await) });
-    let mut down = std::pin::pin!(async { Part::Down(down.await) });
-    let mut watchdog = std::pin::pin!(async { Part::Idle(idle_watchdog(&activity).await) });
-    // In this order: a kill wins over a copy that ends at the same time.
-    let mut parts: [Branch<'_, Part>; 4] = [
-        killed.as_mut(),
-        up.as_mut(),
-        down.as_mut(),
-        watchdog.as_mut(),
-    ];
-    let (mut up_result, mut down_result) = (None, None);
-    let ended = branches::run(&mut parts, |_, part| {
-        match part {
-            Part::Killed => return Some(Outcome::Killed),
-            Part::Idle(idle) => return Some(idle),
-            Part::Up(result) => up_result = Some(result),
-            Part::Down(result) => down_result = Some(result),
-        }
-        match (up_result.take(), down_result.take()) {
-            (Some(Ok(())), Some(Ok(()))) => Some(Outcome::Done),
-            (Some(Err(e)), _) | (_, Some(Err(e))) => Some(Outcome::Error(e)),
-            (up, down) => {
-                (up_result, down_result) = (up, down);
-                None
-            }
-        }
-    })
-    .await;
-    // Only the two directions end without ending the whole, and when both
-    // have, the whole has ended.
-    ended.unwrap_or(Outcome::Done)
-}
-
-/// What one part of a proxied connection's copy ended with.
-enum Part {
-    Killed,
-    Up(io::Result<()>),
-    Down(io::Result<()>),
-    Idle(Outcome),
+    };
+    tokio::select! {
+        biased;
+        () = killed => Outcome::Killed,
+        result = async { tokio::join!(up, down) } => match result {
+            (Ok(()), Ok(())) => Outcome::Done,
+            (Err(e), _) | (_, Err(e)) => Outcome::Error(e),
+        },
+        idle = watchdog => idle,
+    }
 }
 
 /// One direction: wait for data, read it into a pooled buffer, write it

@@ -13,7 +13,6 @@
 //! * [`wake`]: a task's wake-up slot on one worker thread (kill switch,
 //!   idle watchdog).
 //! * [`copy`]: the copy loop both ways and how a connection ends;
-//!   [`branches`]: its parts in one task, each polled only when woken;
 //!   [`buffers`] and [`sizing`]: its buffers; [`header`]: the PROXY
 //!   protocol header.
 //!
@@ -22,7 +21,6 @@
 //! states, and writes counters.
 
 pub mod attempt;
-pub mod branches;
 pub mod buffers;
 pub mod connect;
 pub mod copy;
