@@ -5,7 +5,8 @@
  * For a TCP packet (IPv4, no IP options, not a fragment):
  *  1. conntrack hit (either direction): rewrite addresses and ports from the
  *     entry, fix the IP and TCP checksums incrementally, decrement the TTL,
- *     resolve the next hop with bpf_fib_lookup and XDP_TX / bpf_redirect it.
+ *     send it to the next hop (bpf_fib_lookup, cached in the entry for
+ *     LB_HOP_CACHE_NS) with XDP_TX / bpf_redirect.
  *  2. miss, to a fast-path VIP:port, SYN without ACK: pick a usable member
  *     (weighted round robin or Maglev on the client address), allocate a SNAT
  *     source port unique per (snat_ip, member ip:port) by inserting the reply
@@ -285,18 +286,24 @@ static __always_inline int fib_pass_reason(int rc)
 	return rc == BPF_FIB_LKUP_RET_NO_NEIGH ? LB_PASS_NO_NEIGH : LB_PASS_FIB_OTHER;
 }
 
-/* Sets the Ethernet addresses from a successful lookup and sends the frame
- * out of p->ifindex. */
+/* Sets the Ethernet addresses and sends the frame out of `ifindex`. */
+static __always_inline int send_via(struct xdp_md *ctx, struct lb_stats *st, struct ethhdr *eth,
+				    __u32 ifindex, const __u8 *smac, const __u8 *dmac, __u64 len)
+{
+	__builtin_memcpy(eth->h_dest, dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, smac, ETH_ALEN);
+	st->packets++;
+	st->bytes += len;
+	if (ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(ifindex, 0);
+}
+
+/* Sends the frame along a successful lookup. */
 static __always_inline int send(struct xdp_md *ctx, struct lb_stats *st, struct ethhdr *eth,
 				const struct bpf_fib_lookup *p, __u64 len)
 {
-	__builtin_memcpy(eth->h_dest, p->dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, p->smac, ETH_ALEN);
-	st->packets++;
-	st->bytes += len;
-	if (p->ifindex == ctx->ingress_ifindex)
-		return XDP_TX;
-	return bpf_redirect(p->ifindex, 0);
+	return send_via(ctx, st, eth, p->ifindex, p->smac, p->dmac, len);
 }
 
 static __always_inline int pass(struct lb_stats *st, int reason)
@@ -449,10 +456,21 @@ int xdp_lb(struct xdp_md *ctx)
 		if (fl != f->flags)
 			f->flags = fl;
 		translate(iph, th, f);
+		/* The next hop: cached in the entry, looked up again after
+		 * LB_HOP_CACHE_NS (a lookup per packet was most of the
+		 * program's cost on keep-alive traffic). */
+		if (f->hop_ns && now - f->hop_ns < LB_HOP_CACHE_NS)
+			return send_via(ctx, st, eth, f->hop_ifindex, f->hop_smac, f->hop_dmac,
+					len);
 		rc = fib(ctx, &p, ctx->ingress_ifindex, iph->tos, bpf_ntohs(iph->tot_len),
 			 iph->saddr, iph->daddr, th->source, th->dest);
-		if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+		if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+			f->hop_ifindex = p.ifindex;
+			__builtin_memcpy(f->hop_smac, p.smac, ETH_ALEN);
+			__builtin_memcpy(f->hop_dmac, p.dmac, ETH_ALEN);
+			f->hop_ns = now;
 			return send(ctx, st, eth, &p, len);
+		}
 		/* Hand the translated packet to the kernel: it forwards it
 		 * (resolving the neighbour) if it can. */
 		return pass(st, fib_pass_reason(rc));

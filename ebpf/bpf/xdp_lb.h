@@ -149,7 +149,19 @@ struct lb_flow {
 	__u8 flags;         /* LB_FLOW_* */
 	__u16 member;       /* member index at creation (informational) */
 	__u32 pad;          /* 0 */
-};                          /* 32 bytes */
+	/* The next hop of this direction, cached from bpf_fib_lookup for
+	 * LB_HOP_CACHE_NS (0 when none yet): the egress device and the
+	 * Ethernet addresses to write. */
+	__u64 hop_ns;       /* bpf_ktime_get_ns() of the lookup */
+	__u32 hop_ifindex;
+	__u8 hop_smac[6];
+	__u8 hop_dmac[6];
+};                          /* 56 bytes */
+
+/* How long an established flow direction reuses its next hop before it
+ * looks it up again: a route or neighbour change reaches established
+ * flows within this (new flows look it up at once). */
+#define LB_HOP_CACHE_NS 1000000000ULL
 
 /* stats: PERCPU_ARRAY, key 0 -> lb_stats (sum over CPUs in userspace). */
 enum lb_drop_reason {
@@ -190,7 +202,7 @@ _Static_assert(sizeof(struct lb_rr_table) == 2048, "lb_rr_table");
 _Static_assert(sizeof(struct lb_maglev_table) == 131080, "lb_maglev_table");
 _Static_assert(sizeof(struct lb_config) == 16, "lb_config");
 _Static_assert(sizeof(struct lb_flow_key) == 16, "lb_flow_key");
-_Static_assert(sizeof(struct lb_flow) == 32, "lb_flow");
+_Static_assert(sizeof(struct lb_flow) == 56, "lb_flow");
 _Static_assert(sizeof(struct lb_stats) == 224, "lb_stats");
 #endif
 

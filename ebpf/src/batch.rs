@@ -16,7 +16,7 @@ use crate::maps::{Flow, FlowKey};
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
-/// Entries per lookup call (16 + 32 bytes each: 192 KiB of buffers).
+/// Entries per lookup call (16 + 56 bytes each: 288 KiB of buffers).
 const CHUNK: usize = 4096;
 
 /// The batch part of `union bpf_attr`.

@@ -11,8 +11,10 @@
 //!   and destination address and port (full NAT: client -> VIP becomes
 //!   `snat_ip`:port -> member, and back), decrement the TTL, fix the IP and
 //!   TCP checksums incrementally, look up the next hop with
-//!   `bpf_fib_lookup` and send the frame with `XDP_TX` (same interface) or
-//!   `bpf_redirect` (another one). The kernel's TCP stack never sees it.
+//!   `bpf_fib_lookup` (cached in the flow's entry for a second, so a
+//!   route or neighbour change reaches established flows within a second)
+//!   and send the frame with `XDP_TX` (same interface) or `bpf_redirect`
+//!   (another one). The kernel's TCP stack never sees it.
 //! * **New flow**: a SYN (without ACK) to a fast-path `VIP:port` with no
 //!   state. A usable member is picked (weighted round robin, or Maglev on the
 //!   client address, see [`Selection`]), a SNAT port is allocated (see

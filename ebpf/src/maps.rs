@@ -141,6 +141,11 @@ pub(crate) struct Flow {
     pub flags: u8,
     pub member: u16,
     pub pad: u32,
+    /// The cached next hop of this direction (`hop_ns` 0: none yet).
+    pub hop_ns: u64,
+    pub hop_ifindex: u32,
+    pub hop_smac: [u8; 6],
+    pub hop_dmac: [u8; 6],
 }
 
 impl Flow {
@@ -190,7 +195,7 @@ const _: () = {
     assert!(size_of::<MemberVal>() == 8);
     assert!(size_of::<Config>() == 16);
     assert!(size_of::<FlowKey>() == 16);
-    assert!(size_of::<Flow>() == 32);
+    assert!(size_of::<Flow>() == 56);
     assert!(size_of::<Stats>() == 224);
     assert!(size_of::<RrTable>() == 2048);
     assert!(size_of::<MaglevTable>() == 131_080);

@@ -16,7 +16,9 @@
 //! * a removed member's established flow ends (reset), the others go on;
 //! * Maglev: each client address goes to the member the userspace mirror
 //!   predicts;
-//! * idle flows expire.
+//! * idle flows expire;
+//! * an established flow follows a change of its member's MAC address (the
+//!   program caches a flow's next hop for at most a second).
 
 use lbd_ebpf::select::{client_hash, maglev_pick, smooth_weighted_slots};
 use lbd_ebpf::{
@@ -26,7 +28,7 @@ use lbd_ebpf::{
 use lbd_test_support::netlab::{expected_body, http_get, HttpServer, KeepAlive, Lab, Ns};
 use lbd_test_support::skip;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const BODY_LEN: usize = 100_000;
@@ -406,6 +408,59 @@ fn xdp_nat_native() {
 #[test]
 fn xdp_nat_generic() {
     scenario(AttachMode::Generic);
+}
+
+/// The program caches each flow direction's next hop (`LB_HOP_CACHE_NS`,
+/// one second) instead of a `bpf_fib_lookup` per packet. A member whose MAC
+/// address changes (its lb-side neighbour entry follows, as ARP would) must
+/// get an established flow's packets again once the cached hop expires:
+/// until then they go to the old address and the member drops them, and
+/// TCP retransmits.
+#[test]
+fn xdp_established_flows_follow_a_neighbour_change() {
+    let Some(mut env) = setup(AttachMode::Native) else {
+        return;
+    };
+    let svc = env.service(&[(0, true)], Selection::RoundRobin);
+    env.fp().set_services(&[svc]).expect("set_services");
+    health_check(&env);
+    let mut k = KeepAlive::open(env.lab.client(), env.vip(), TIMEOUT).expect("keep-alive connect");
+    for _ in 0..3 {
+        assert_eq!(check_body(&k.get().expect("keep-alive GET")), 0);
+    }
+    let mac = "02:00:00:00:be:ef";
+    let member_if = env.lab.member_if(0).to_string();
+    env.lab.members()[0]
+        .sh(&["ip", "link", "set", "dev", &member_if, "address", mac])
+        .expect("new member MAC");
+    let member_ip = env.lab.member_ip(0).to_string();
+    let lb_if = env.lab.lb_member_if(0).to_string();
+    env.lab
+        .lb()
+        .sh(&[
+            "ip",
+            "neigh",
+            "replace",
+            &member_ip,
+            "lladdr",
+            mac,
+            "dev",
+            &lb_if,
+            "nud",
+            "reachable",
+        ])
+        .expect("neighbour entry follows");
+    let changed = Instant::now();
+    let body = k
+        .get()
+        .unwrap_or_else(|e| panic!("the established flow never reached the new MAC: {e}"));
+    assert_eq!(check_body(&body), 0);
+    eprintln!(
+        "established flow recovered {:?} after the MAC change",
+        changed.elapsed()
+    );
+    // New flows look the hop up at once.
+    assert_eq!(env.get_vip().expect("a new flow"), 0);
 }
 
 /// Needs no privileges: an unknown interface is reported as such (or the
