@@ -139,7 +139,7 @@ struct lb_flow_key {
 #define LB_FLOW_RST 0x02  /* a RST was seen in this entry's direction */
 
 struct lb_flow {
-	__u64 last_seen_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last packet */
+	__u64 last_seen_ns; /* bpf_ktime_get_coarse_ns() of the last packet (CLOCK_MONOTONIC_COARSE) */
 	__be32 nat_saddr;
 	__be32 nat_daddr;
 	__be16 nat_sport;
@@ -152,7 +152,7 @@ struct lb_flow {
 	/* The next hop of this direction, cached from bpf_fib_lookup for
 	 * LB_HOP_CACHE_NS (0 when none yet): the egress device and the
 	 * Ethernet addresses to write. */
-	__u64 hop_ns;       /* bpf_ktime_get_ns() of the lookup */
+	__u64 hop_ns;       /* bpf_ktime_get_coarse_ns() of the lookup */
 	__u32 hop_ifindex;
 	__u8 hop_smac[6];
 	__u8 hop_dmac[6];

@@ -3,7 +3,8 @@
 //! flows, and the kernel's random numbers, for the per-load SNAT port
 //! offset. Kept apart so that the `unsafe` blocks sit in one small file.
 
-/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+/// CLOCK_MONOTONIC in ns: the clock the program's `bpf_ktime_get_coarse_ns`
+/// follows (a tick behind at most).
 pub(super) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
