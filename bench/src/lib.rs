@@ -8,6 +8,7 @@ pub mod cli;
 pub mod iperf;
 pub mod procfs;
 pub mod procs;
+pub mod profile;
 pub mod proxies;
 pub mod report;
 pub mod scenarios;

@@ -12,7 +12,7 @@ use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
 use backends::{Backends, Ports};
-use bench::{backends, procs, proxies, report, scenarios, setup, wrk};
+use bench::{backends, procs, profile, proxies, report, scenarios, setup, wrk};
 use procs::{Pin, WorkDir};
 use proxies::{Kind, Proxy, Upstreams};
 use report::Sample;
@@ -61,6 +61,10 @@ struct Cli {
     /// with N above the load, the cost of a limit that is never reached
     #[arg(long)]
     lbd_max_connections: Option<u32>,
+    /// Do not profile the proxies (by default, where perf exists, the first keep-alive
+    /// repetition of each proxy is sampled with `perf record` for its CPU split)
+    #[arg(long)]
+    no_perf: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -87,6 +91,7 @@ struct Options {
     lbd: Option<PathBuf>,
     lbd_old: Option<PathBuf>,
     lbd_max_connections: Option<u32>,
+    no_perf: bool,
 }
 
 impl Options {
@@ -116,6 +121,7 @@ impl Options {
             lbd: cli.lbd,
             lbd_old: cli.lbd_old,
             lbd_max_connections: cli.lbd_max_connections,
+            no_perf: cli.no_perf,
         }
     }
 }
@@ -176,6 +182,9 @@ struct VariantResult {
     summary: report::Summary,
     targets: Vec<report::TargetResult>,
     table: String,
+    /// Per proxy: the CPU split of its first keep-alive repetition (perf).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    cpu_split: BTreeMap<String, profile::CpuSplit>,
     elapsed_s: f64,
 }
 
@@ -252,17 +261,19 @@ fn run_in(opts: &Options, work: &WorkDir, fd: setup::FdLimit, started: Instant) 
         PinningChoice::Unpinned => "unpinned",
         PinningChoice::Both => "both",
     };
-    let out_file = opts.out.join(format!(
-        "{}-{}-{pinning_name}{}.json",
+    let stem = format!(
+        "{}-{}-{pinning_name}{}",
         machine.date,
         machine.commit,
         if opts.quick { "-quick" } else { "" }
-    ));
+    );
+    let out_file = opts.out.join(format!("{stem}.json"));
     let layouts: Vec<Layout> = match opts.pinning {
         PinningChoice::Pinned => vec![PINNED],
         PinningChoice::Unpinned => vec![UNPINNED],
         PinningChoice::Both => vec![PINNED, UNPINNED],
     };
+    let perf = find_perf(opts);
     eprintln!(
         "bench: {} | {} | {} core(s) | kernel {} | commit {}",
         machine.date, machine.cpu_model, machine.cores, machine.kernel, machine.commit
@@ -279,9 +290,24 @@ fn run_in(opts: &Options, work: &WorkDir, fd: setup::FdLimit, started: Instant) 
 
     let mut ports = Ports::new(17_000);
     let mut variants = Vec::new();
+    let several = layouts.len() > 1;
     for layout in layouts {
-        let v = run_variant(&layout, opts, work, lbd_bin.as_deref(), &mut ports)
-            .with_context(|| format!("{} variant", layout.name))?;
+        // The profiles' text goes next to the JSON: <stem>[-<variant>]-<proxy>-perf.txt.
+        let perf_out = if several {
+            opts.out.join(format!("{stem}-{}", layout.name))
+        } else {
+            opts.out.join(&stem)
+        };
+        let profiling = perf.as_ref().map(|p| (p, perf_out.as_path()));
+        let v = run_variant(
+            &layout,
+            opts,
+            work,
+            lbd_bin.as_deref(),
+            &mut ports,
+            profiling,
+        )
+        .with_context(|| format!("{} variant", layout.name))?;
         if v.samples.iter().any(|s| s.error.is_some()) {
             work.keep();
         }
@@ -311,6 +337,33 @@ fn run_in(opts: &Options, work: &WorkDir, fd: setup::FdLimit, started: Instant) 
     Ok(())
 }
 
+/// perf for the CPU splits, or `None` (and one line saying why) when
+/// profiling is off, cannot happen, or would have nothing to profile.
+fn find_perf(opts: &Options) -> Option<profile::Perf> {
+    let wanted = opts.scenarios.contains(&Scenario::Keepalive)
+        && opts.proxies.iter().any(|&k| k != Kind::Direct);
+    if !wanted {
+        return None;
+    }
+    if opts.no_perf {
+        eprintln!("bench: --no-perf: no CPU split of the proxies");
+        return None;
+    }
+    match profile::Perf::find() {
+        Ok(p) => {
+            eprintln!(
+                "bench: CPU split: {} samples the first keep-alive repetition of each proxy",
+                p.path.display()
+            );
+            Some(p)
+        }
+        Err(why) => {
+            eprintln!("bench: no CPU split of the proxies: {why}");
+            None
+        }
+    }
+}
+
 fn names<T: Copy>(items: &[T], f: fn(T) -> &'static str) -> String {
     items.iter().map(|i| f(*i)).collect::<Vec<_>>().join(",")
 }
@@ -321,6 +374,8 @@ fn run_variant(
     work: &WorkDir,
     lbd: Option<&Path>,
     ports: &mut Ports,
+    // perf, and where its text goes (a prefix: `-<proxy>-perf.txt` follows).
+    profiling: Option<(&profile::Perf, &Path)>,
 ) -> Result<VariantResult> {
     let started = Instant::now();
     let root = work.path().join(layout.name);
@@ -410,6 +465,7 @@ fn run_variant(
         ));
     }
     let mut samples = Vec::new();
+    let mut cpu_split = BTreeMap::new();
     // Interleaved: every configuration once per repetition, scenario by
     // scenario, so drift over the run hits all of them alike.
     for &scenario in &opts.scenarios {
@@ -429,9 +485,18 @@ fn run_variant(
                     eprintln!("bench: {what}");
                     notes.push(format!("before {} rep {rep}: {what}", scenario.name()));
                 }
+                // The first keep-alive repetition of every proxy is profiled.
+                let perf = profiling
+                    .filter(|_| scenario == Scenario::Keepalive && rep == 1)
+                    .filter(|_| p.kind != Kind::Direct)
+                    .map(|(perf, _)| perf);
                 let t0 = Instant::now();
-                let result = scenarios::run(scenario, p, &mut backends, &settings);
+                let mut result = scenarios::run(scenario, p, &mut backends, &settings, perf);
                 let seconds = t0.elapsed().as_secs_f64();
+                let profiled = match result.as_mut() {
+                    Ok(m) => m.profile.take(),
+                    Err(_) => perf.map(|_| Err("the run failed".to_string())),
+                };
                 let sample = match result {
                     Ok(m) => Sample {
                         scenario: scenario.name().into(),
@@ -472,6 +537,37 @@ fn run_variant(
                     );
                 }
                 samples.push(sample);
+                if let (Some(outcome), Some((_, prefix))) = (profiled, profiling) {
+                    let name = p.kind.name();
+                    match outcome {
+                        Ok(prof) => {
+                            let mut split = prof.split.clone();
+                            let file =
+                                PathBuf::from(format!("{}-{name}-perf.txt", prefix.display()));
+                            match std::fs::write(&file, profile::text(&prof, name, layout.name)) {
+                                Ok(()) => split.text_file = Some(file.display().to_string()),
+                                Err(e) => {
+                                    let why = format!("cannot write {}: {e}", file.display());
+                                    eprintln!("bench: [{}] cpu split {name}: {why}", layout.name);
+                                    notes.push(format!("cpu split {name}: {why}"));
+                                }
+                            }
+                            eprintln!(
+                                "bench: [{}] cpu split {name}: {}",
+                                layout.name,
+                                split.line()
+                            );
+                            cpu_split.insert(name.to_string(), split);
+                        }
+                        Err(why) => {
+                            eprintln!(
+                                "bench: [{}] cpu split {name}: not measured: {why}",
+                                layout.name
+                            );
+                            notes.push(format!("cpu split {name}: not measured: {why}"));
+                        }
+                    }
+                }
             }
         }
     }
@@ -507,6 +603,7 @@ fn run_variant(
         summary,
         targets,
         table,
+        cpu_split,
         elapsed_s: started.elapsed().as_secs_f64(),
     })
 }
@@ -572,6 +669,13 @@ fn print_variant(v: &VariantResult, m: &setup::Machine, opts: &Options) {
         opts.duration_s, opts.reps, opts.idle_conns, opts.reloads
     );
     print!("{}", v.table);
+    if !v.cpu_split.is_empty() {
+        let cols: Vec<&str> = opts.proxies.iter().map(|k| k.name()).collect();
+        println!(
+            "\nCPU split of each proxy (perf, first keep-alive repetition; samples by leaf symbol):\n"
+        );
+        print!("{}", report::cpu_split_table(&v.cpu_split, &cols));
+    }
     println!("\nTargets (lbd, medians of this run):\n");
     print!("{}", report::targets_text(&v.targets));
     for n in &v.notes {
@@ -613,6 +717,8 @@ mod tests {
         ]));
         assert_eq!(o.reps, 2);
         assert_eq!(o.proxies, vec![Kind::Lbd, Kind::HaproxySplice]);
+        assert!(!o.no_perf);
+        assert!(Options::from_cli(Cli::parse_from(["bench", "--no-perf"])).no_perf);
         assert_eq!(o.scenarios, vec![Scenario::Keepalive, Scenario::OneMib]);
         let o = Options::from_cli(Cli::parse_from(["bench"]));
         assert_eq!(

@@ -10,6 +10,8 @@ use anyhow::{bail, Context, Result};
 pub struct Stat {
     /// Field 2: the command (thread) name, without the parentheses.
     pub comm: String,
+    /// Field 3: the state (`R`, `S`, `D`, `Z` for a zombie, ...).
+    pub state: char,
     /// Field 5: the process group.
     pub pgrp: i32,
     /// Field 9: the kernel's `PF_*` flags.
@@ -39,6 +41,7 @@ pub fn parse_stat(text: &str) -> Result<Stat> {
         f.parse::<u64>()
             .with_context(|| format!("/proc/PID/stat field {n} is not a number ({f:?}): {text:?}"))
     };
+    let state = field(3)?.chars().next().unwrap_or('?');
     let pgrp_text = field(5)?;
     let pgrp = pgrp_text
         .parse::<i32>()
@@ -49,6 +52,7 @@ pub fn parse_stat(text: &str) -> Result<Stat> {
         .map_or_else(String::new, |open| text[open + 1..close].to_string());
     Ok(Stat {
         comm,
+        state,
         pgrp,
         flags: num(9)?,
         utime: num(14)?,
@@ -166,6 +170,7 @@ mod tests {
             s,
             Stat {
                 comm: "nginx".into(),
+                state: 'S',
                 pgrp: 4241,
                 flags: 4194624,
                 utime: 153,
@@ -195,6 +200,7 @@ mod tests {
         let s = parse_stat(text).unwrap();
         assert_eq!((s.pgrp, s.utime, s.stime), (77, 5, 6));
         assert_eq!(s.comm, "a) b (c)");
+        assert_eq!(s.state, 'R');
     }
 
     #[test]

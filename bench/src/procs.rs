@@ -446,6 +446,16 @@ pub fn group_pids(pgid: i32) -> Result<Vec<i32>> {
         .collect())
 }
 
+/// Pids of the group's processes that are alive (not zombies): those a
+/// profiler can attach to.
+pub fn group_live_pids(pgid: i32) -> Result<Vec<i32>> {
+    Ok(all_stats()?
+        .into_iter()
+        .filter(|(_, s)| s.pgrp == pgid && s.state != 'Z')
+        .map(|(pid, _)| pid)
+        .collect())
+}
+
 /// Every process's `/proc/PID/stat`, parsed, by pid.
 pub fn all_stats() -> Result<Vec<(i32, procfs::Stat)>> {
     let mut out = Vec::new();

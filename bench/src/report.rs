@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::profile::{self, CpuSplit};
+
 /// Which direction is better for a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -273,6 +275,50 @@ pub fn markdown_table(
     out
 }
 
+/// The CPU split table: rows = userspace, io_uring, epoll/poll, the rest
+/// of the kernel (shares of the proxy's samples) and the samples taken;
+/// columns = the configurations of `proxies` that were profiled. Empty
+/// when none was.
+pub fn cpu_split_table(splits: &BTreeMap<String, CpuSplit>, proxies: &[&str]) -> String {
+    let cols: Vec<(&str, &CpuSplit)> = proxies
+        .iter()
+        .filter_map(|p| splits.get(*p).map(|s| (*p, s)))
+        .collect();
+    if cols.is_empty() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let names: Vec<&str> = cols.iter().map(|(p, _)| *p).collect();
+    let _ = writeln!(out, "| share of the proxy's CPU | {} |", names.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---|".repeat(cols.len()));
+    type Share = fn(&CpuSplit) -> f64;
+    let rows: [(&str, Share); 4] = [
+        ("userspace (binary, libraries, vDSO)", |s| s.user_pct),
+        ("kernel: io_uring (`io_*`)", |s| s.io_uring_pct),
+        ("kernel: epoll / poll", |s| s.epoll_pct),
+        ("kernel: the rest", |s| s.kernel_other_pct),
+    ];
+    for (label, get) in rows {
+        let cells: Vec<String> = cols
+            .iter()
+            .map(|(_, s)| format!("{:.1}%", get(s)))
+            .collect();
+        let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
+    }
+    let cells: Vec<String> = cols
+        .iter()
+        .map(|(_, s)| {
+            format!(
+                "{} in {} s",
+                profile::thousands(s.samples),
+                fmt_num(s.seconds, if s.seconds.fract() == 0.0 { 0 } else { 1 })
+            )
+        })
+        .collect();
+    let _ = writeln!(out, "| samples | {} |", cells.join(" | "));
+    out
+}
+
 /// How a target compares lbd.
 #[derive(Debug, Clone, Copy)]
 pub enum Check {
@@ -492,6 +538,42 @@ mod tests {
         assert_eq!(fmt_num(81234.0, 0), "81.2k");
         assert_eq!(fmt_num(812.4, 0), "812");
         assert_eq!(fmt_num(0.1234, 3), "0.123");
+    }
+
+    #[test]
+    fn cpu_split_table_columns() {
+        let split = |user: f64, samples: u64| CpuSplit {
+            scenario: "keepalive".into(),
+            rep: 1,
+            user_pct: user,
+            io_uring_pct: 5.5,
+            epoll_pct: 0.3,
+            kernel_other_pct: 100.0 - user - 5.8,
+            samples,
+            seconds: 2.5,
+            pids: vec![1],
+            record_command: String::new(),
+            report_command: String::new(),
+            text_file: None,
+        };
+        assert_eq!(cpu_split_table(&BTreeMap::new(), &["lbd"]), "");
+        let mut splits = BTreeMap::new();
+        splits.insert("nginx".to_string(), split(10.0, 900));
+        splits.insert("lbd".to_string(), split(14.1, 41_234));
+        let t = cpu_split_table(&splits, &["direct", "lbd", "haproxy", "nginx"]);
+        assert!(
+            t.starts_with("| share of the proxy's CPU | lbd | nginx |\n|---|---|---|\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| userspace (binary, libraries, vDSO) | 14.1% | 10.0% |"),
+            "{t}"
+        );
+        assert!(t.contains("| kernel: epoll / poll | 0.3% | 0.3% |"), "{t}");
+        assert!(
+            t.contains("| samples | 41,234 in 2.5 s | 900 in 2.5 s |"),
+            "{t}"
+        );
     }
 
     #[test]

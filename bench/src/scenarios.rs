@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use crate::backends::{Backends, LARGE_PATH, SMALL_PATH, SMALL_SIZE};
 use crate::iperf;
 use crate::procs::{self, Pin};
+use crate::profile::{self, Perf, Profile};
 use crate::proxies::{Kind, Proxy, WEIGHTS_ALT, WEIGHTS_BASE};
 use crate::wrk;
 
@@ -85,6 +86,9 @@ pub struct Settings {
 pub struct Measurement {
     pub metrics: BTreeMap<String, f64>,
     pub raw: Value,
+    /// The CPU split of a profiled run, or why there is none (one line).
+    #[serde(skip)]
+    pub profile: Option<Result<Profile, String>>,
 }
 
 impl Measurement {
@@ -95,16 +99,18 @@ impl Measurement {
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// Runs `scenario` once against `proxy`.
+/// Runs `scenario` once against `proxy`. With `perf`, a keep-alive run is
+/// also profiled (see [`profile`]); other scenarios ignore it.
 pub fn run(
     scenario: Scenario,
     proxy: &mut Proxy,
     backends: &mut Backends,
     s: &Settings,
+    perf: Option<&Perf>,
 ) -> Result<Measurement> {
     match scenario {
-        Scenario::Keepalive => small(proxy, s, false),
-        Scenario::Close => small(proxy, s, true),
+        Scenario::Keepalive => small(proxy, s, false, perf),
+        Scenario::Close => small(proxy, s, true, None),
         Scenario::OneMib => large(proxy, s),
         Scenario::Iperf => bulk(proxy, s),
         Scenario::Idle => {
@@ -128,7 +134,7 @@ fn with_cpu<T>(proxy: &Proxy, f: impl FnOnce() -> Result<T>) -> Result<(T, Optio
     Ok((out, before.zip(after).map(|(b, a)| (a - b).max(0.0))))
 }
 
-fn small(proxy: &Proxy, s: &Settings, close: bool) -> Result<Measurement> {
+fn small(proxy: &Proxy, s: &Settings, close: bool, perf: Option<&Perf>) -> Result<Measurement> {
     let url = proxy.url(SMALL_PATH);
     let run = wrk::Run {
         url: &url,
@@ -136,7 +142,19 @@ fn small(proxy: &Proxy, s: &Settings, close: bool) -> Result<Measurement> {
         duration: s.duration,
         close,
     };
-    let (out, cpu) = with_cpu(proxy, || run.run(&s.script, s.client_pin, &s.logs))?;
+    let profiled = perf.zip(proxy.pgid());
+    let data = s.logs.join(format!("perf-{}.data", proxy.kind.name()));
+    let ((out, recording), cpu) = with_cpu(proxy, || match profiled {
+        None => Ok((run.run(&s.script, s.client_pin, &s.logs)?, None)),
+        Some((perf, pgid)) => {
+            // The same run as above, with perf sampling the proxy meanwhile;
+            // perf has finished (or was killed) before wrk is waited for,
+            // and its failure is only reported.
+            let guard = run.start(&s.script, s.client_pin, &s.logs)?;
+            let rec = profile::record_during(perf, pgid, s.duration, &data, s.client_pin, &s.logs);
+            Ok((wrk::finish(guard, s.duration)?, Some(rec)))
+        }
+    })?;
     let sum = &out.summary;
     let mut m = Measurement::default();
     let (prefix, rate, per) = if close {
@@ -156,6 +174,14 @@ fn small(proxy: &Proxy, s: &Settings, close: bool) -> Result<Measurement> {
         }
     }
     m.raw = json!({ "wrk": out, "proxy_cpu_s": cpu });
+    // After the measurement: perf report and the classification.
+    if let (Some(rec), Some((perf, _))) = (recording, profiled) {
+        m.raw["profiled"] = json!(rec.is_ok());
+        m.profile = Some(
+            rec.and_then(|r| profile::analyse(perf, &r, &s.logs))
+                .map_err(|e| profile::one_line(&e)),
+        );
+    }
     Ok(m)
 }
 
