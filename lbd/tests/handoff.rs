@@ -198,10 +198,11 @@ fn haproxy_takes_listeners_from_send_listeners() {
         return;
     }
     let dir = scratch_dir();
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    // std's bind sets SO_REUSEADDR only.
-    let listener = TcpListener::bind(addr).expect("bind");
+    // std's bind sets SO_REUSEADDR only. Port 0: the kernel's pick cannot
+    // be taken by someone else between choosing and binding it.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    let port = addr.port();
     let ino = inode(listener.as_fd());
 
     let sock = dir.join("l.sock");
