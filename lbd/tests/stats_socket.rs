@@ -487,38 +487,9 @@ async fn hostile_clients_break_nothing(rt: &str) {
     let unknown = cli(&sock, "frobnicate everything").await;
     assert!(unknown.starts_with("Unknown command."), "{unknown:?}");
 
-    let mut conn = UnixStream::connect(&sock).await.expect("connect");
-    // One line of garbage (no line end inside).
-    let garbage: Vec<u8> = (0..4096u32)
-        .map(|i| (i * 7919 % 251) as u8)
-        .filter(|b| *b != b'\n')
-        .collect();
-    conn.write_all(&garbage).await.expect("send garbage");
-    conn.write_all(b"\n").await.expect("send");
-    let mut answer = Vec::new();
-    tokio::time::timeout(WAIT, conn.read_to_end(&mut answer))
-        .await
-        .expect("garbage answered in time")
-        .expect("read");
-    assert!(
-        String::from_utf8_lossy(&answer).starts_with("Unknown command"),
-        "garbage: {:?}",
-        String::from_utf8_lossy(&answer[..answer.len().min(200)])
-    );
+    garbage_line(UnixStream::connect(&sock).await.expect("connect")).await;
     answers_quickly().await;
-
-    // A 1 MiB line: closed after the limit, without reading it all.
-    let mut conn = UnixStream::connect(&sock).await.expect("connect");
-    let big = vec![b'x'; 1 << 20];
-    let _ = tokio::time::timeout(WAIT, conn.write_all(&big)).await;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(WAIT, conn.read_to_end(&mut answer)).await;
-    assert!(
-        String::from_utf8_lossy(&answer).contains("command line over"),
-        "1 MiB line: {:?}",
-        String::from_utf8_lossy(&answer)
-    );
-    drop(conn);
+    huge_line(UnixStream::connect(&sock).await.expect("connect")).await;
     answers_quickly().await;
 
     // A client that asks for a large answer and never reads it.
@@ -1404,6 +1375,40 @@ fn tcp_toml_config(cli: SocketAddr, level: &str, bind: SocketAddr, a: &Backend) 
     )
 }
 
+/// One line of binary garbage (no line end inside) on `conn`: answered
+/// "Unknown command", then closed.
+async fn garbage_line(mut conn: impl AsyncRead + AsyncWrite + Unpin) {
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i * 7919 % 251) as u8)
+        .filter(|b| *b != b'\n')
+        .collect();
+    conn.write_all(&garbage).await.expect("send garbage");
+    conn.write_all(b"\n").await.expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, conn.read_to_end(&mut answer))
+        .await
+        .expect("garbage answered in time")
+        .expect("read");
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("Unknown command"),
+        "garbage: {:?}",
+        String::from_utf8_lossy(&answer[..answer.len().min(200)])
+    );
+}
+
+/// A 1 MiB line on `conn`: closed after the limit, without reading it all.
+async fn huge_line(mut conn: impl AsyncRead + AsyncWrite + Unpin) {
+    let big = vec![b'x'; 1 << 20];
+    let _ = tokio::time::timeout(WAIT, conn.write_all(&big)).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, conn.read_to_end(&mut answer)).await;
+    assert!(
+        String::from_utf8_lossy(&answer).contains("command line over"),
+        "1 MiB line: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
 /// Hostile clients on a TCP stats socket: binary garbage, a 1 MiB line,
 /// 200 clients that never send. The socket keeps answering and lbd's
 /// descriptors come back to where they were.
@@ -1425,37 +1430,9 @@ async fn hostile_tcp_clients_break_nothing(rt: &str) {
         );
     };
 
-    let garbage: Vec<u8> = (0..4096u32)
-        .map(|i| (i * 7919 % 251) as u8)
-        .filter(|b| *b != b'\n')
-        .collect();
-    let mut conn = TcpStream::connect(cli_addr).await.expect("connect");
-    conn.write_all(&garbage).await.expect("send garbage");
-    conn.write_all(b"\n").await.expect("send");
-    let mut answer = Vec::new();
-    tokio::time::timeout(WAIT, conn.read_to_end(&mut answer))
-        .await
-        .expect("garbage answered in time")
-        .expect("read");
-    assert!(
-        String::from_utf8_lossy(&answer).starts_with("Unknown command"),
-        "garbage: {:?}",
-        String::from_utf8_lossy(&answer[..answer.len().min(200)])
-    );
+    garbage_line(TcpStream::connect(cli_addr).await.expect("connect")).await;
     answers_quickly().await;
-
-    // A 1 MiB line: closed after the limit, without reading it all.
-    let mut conn = TcpStream::connect(cli_addr).await.expect("connect");
-    let big = vec![b'x'; 1 << 20];
-    let _ = tokio::time::timeout(WAIT, conn.write_all(&big)).await;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(WAIT, conn.read_to_end(&mut answer)).await;
-    assert!(
-        String::from_utf8_lossy(&answer).contains("command line over"),
-        "1 MiB line: {:?}",
-        String::from_utf8_lossy(&answer)
-    );
-    drop(conn);
+    huge_line(TcpStream::connect(cli_addr).await.expect("connect")).await;
     answers_quickly().await;
 
     // 200 clients that never send: the longest idle make room.
