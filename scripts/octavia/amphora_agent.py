@@ -27,26 +27,12 @@ it, is the stand-in in amphora_stubs/ (import only).
 
 import argparse
 import json
-import os
-import socket
 import sys
 import traceback
-import warnings
 
-warnings.filterwarnings("ignore")
+from amphora_common import CONF, load_conf
 
-# pyroute2 from the venv if it has one (the amphora image does), else the
-# stand-in beside this script: the agent's modules import it at load time.
-sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                             "amphora_stubs"))
-
-from oslo_config import cfg  # noqa: E402
-
-from octavia.common import config  # noqa: E402,F401 - registers the options
-from octavia.common import constants as consts  # noqa: E402
-
-CONF = cfg.CONF
-TIMEOUT_S = 10
+from octavia.common import constants as consts
 
 
 def main():
@@ -58,12 +44,10 @@ def main():
     parser.add_argument("--haproxy-cmd", required=True)
     parser.add_argument("--amphora-id", required=True)
     args = parser.parse_args()
-    CONF([], project="octavia", default_config_files=[])
-    CONF.set_override("base_path", args.base_path, group="haproxy_amphora")
+    load_conf(args.base_path, args.amphora_id)
     CONF.set_override("base_cert_dir", args.base_path + "/certs",
                       group="haproxy_amphora")
     CONF.set_override("haproxy_cmd", args.haproxy_cmd, group="haproxy_amphora")
-    CONF.set_override("amphora_id", args.amphora_id, group="amphora_agent")
     CONF.set_override("agent_server_network_dir", args.network_dir,
                       group="amphora_agent")
     consts.SYSTEMD_DIR = args.systemd_dir
@@ -73,8 +57,6 @@ def main():
     from octavia.amphorae.backends.agent.api_server import util  # noqa
 
     util.send_vip_advertisements = lambda *a, **k: None
-    # HAProxyQuery (save_state before a reload) opens blocking sockets.
-    socket.setdefaulttimeout(TIMEOUT_S)
     client = server.Server(hm_queue=None).app.test_client()
     for line in sys.stdin:
         try:

@@ -19,28 +19,13 @@ exits. Errors are printed as {"error": "..."} lines.
 
 import argparse
 import json
-import os
-import socket
 import sys
 import traceback
-import warnings
 
-warnings.filterwarnings("ignore")
+from amphora_common import CONF, load_conf
 
-# pyroute2 from the venv if it has one (the amphora image does), else the
-# import-only stand-in beside this script: health_daemon imports the
-# agent's util, which imports it at load time.
-sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                             "amphora_stubs"))
-
-from oslo_config import cfg  # noqa: E402
-
-from octavia.common import config  # noqa: E402,F401 - registers the options
-from octavia.amphorae.backends.health_daemon import health_daemon  # noqa: E402
-from octavia.amphorae.backends.health_daemon import health_sender  # noqa: E402
-
-CONF = cfg.CONF
-TIMEOUT_S = 10
+from octavia.amphorae.backends.health_daemon import health_daemon
+from octavia.amphorae.backends.health_daemon import health_sender
 
 
 def main():
@@ -50,14 +35,10 @@ def main():
     parser.add_argument("--controller", required=True)
     parser.add_argument("--key", required=True)
     args = parser.parse_args()
-    CONF([], project="octavia", default_config_files=[])
-    CONF.set_override("base_path", args.base_path, group="haproxy_amphora")
-    CONF.set_override("amphora_id", args.amphora_id, group="amphora_agent")
+    load_conf(args.base_path, args.amphora_id)
     CONF.set_override("controller_ip_port_list", [args.controller],
                       group="health_manager")
     CONF.set_override("heartbeat_key", args.key, group="health_manager")
-    # HAProxyQuery opens blocking sockets: bound them.
-    socket.setdefaulttimeout(TIMEOUT_S)
     sender = health_sender.UDPStatusSender()
     for line in sys.stdin:
         command = line.strip()
