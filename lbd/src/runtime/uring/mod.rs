@@ -1,29 +1,58 @@
-//! The io_uring runtime (tokio-uring). All tokio-uring code lives here.
+//! The io_uring runtime: lbd's own driver for one ring per worker, on the
+//! `io-uring` crate, inside a current-thread tokio runtime (which keeps
+//! the tasks, timers and the reactor the ring's descriptor is polled by).
+//!
+//! * [`driver`]: the ring, operations in flight and their completions;
+//! * [`bufring`]: the provided-buffer ring multishot receives fill;
+//! * [`op`]: one-shot operations as futures (accept, connect, send, ...);
+//! * [`stream`]: a connected socket, reading through a multishot receive.
+//!
+//! Entries are submitted in one `io_uring_enter` as the thread parks, and
+//! completions are read from the shared queue without a syscall when the
+//! ring's descriptor turns readable.
+
+mod bufring;
+mod driver;
+mod op;
+mod stream;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use io_uring::{cqueue, opcode, types};
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tokio_uring::{OneshotOutputTransform, UnsubmittedOneshot};
+use io_uring::IoUring;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
-use super::{Runtime, Stream};
+pub use stream::TcpStream;
 
-/// Submission queue entries per worker ring (completion queue is twice
-/// that). In-flight operations beyond it wait in tokio-uring, not the kernel.
+use super::Runtime;
+
+/// Submission queue entries per worker ring. Entries beyond it are
+/// submitted early (the queue is flushed when full).
 const RING_ENTRIES: u32 = 1024;
+
+/// Completion queue entries: multishot receives post many completions per
+/// submission.
+const CQ_ENTRIES: u32 = 4 * RING_ENTRIES;
+
+/// The provided-buffer ring: 256 buffers of 16 KiB (HAProxy's
+/// `tune.bufsize`) per worker, 4 MiB, of which only pages data passed
+/// through are resident.
+const BUFFERS: u16 = 256;
+const BUFFER_SIZE: usize = 16 * 1024;
 
 pub struct Uring;
 
 /// Whether the kernel accepted the tuned ring flags (decided by [`probe`]).
 static TUNED: AtomicBool = AtomicBool::new(true);
 
-fn builder() -> tokio_uring::Builder {
-    let mut ring = tokio_uring::uring_builder();
+fn build_ring() -> io::Result<IoUring> {
+    let mut b = IoUring::builder();
     if TUNED.load(Ordering::Relaxed) {
         // Completions are delivered as task work; by default the kernel
         // interrupts the running worker for each one. Cooperative task
@@ -31,11 +60,10 @@ fn builder() -> tokio_uring::Builder {
         // which comes soon (it submits on every park) and still wakes it if
         // it sleeps. Measured: about a quarter less CPU per proxied request.
         // The worker thread is the ring's only submitter.
-        ring.setup_coop_taskrun().setup_single_issuer();
+        b.setup_coop_taskrun().setup_single_issuer();
     }
-    let mut b = tokio_uring::builder();
-    b.entries(RING_ENTRIES).uring_builder(&ring);
-    b
+    b.setup_cqsize(CQ_ENTRIES);
+    b.build(RING_ENTRIES)
 }
 
 /// Builds (and drops) one ring: fails like a worker would under seccomp
@@ -43,41 +71,103 @@ fn builder() -> tokio_uring::Builder {
 /// Kernels before 6.0 reject the tuned flags (EINVAL): then rings are
 /// built without them.
 pub fn probe() -> io::Result<()> {
-    match tokio_uring::Runtime::new(&builder()) {
+    match build_ring() {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             TUNED.store(false, Ordering::Relaxed);
             tracing::info!("io_uring: kernel lacks COOP_TASKRUN/SINGLE_ISSUER; using a plain ring");
-            tokio_uring::Runtime::new(&builder()).map(drop)
+            build_ring().map(drop)
         }
         result => result.map(drop),
     }
 }
 
-impl Stream for tokio_uring::net::TcpStream {
-    async fn readable(&self) -> io::Result<()> {
-        poll_readable(self.as_raw_fd()).await
-    }
+/// The ring's descriptor, for tokio's reactor.
+struct RingFd(RawFd);
 
-    async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        // tokio-uring reads into [0, capacity) and only ever grows len.
-        buf.clear();
-        tokio_uring::net::TcpStream::read(self, buf).await
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
     }
+}
 
-    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        tokio_uring::net::TcpStream::write_all(self, buf).await
+/// Delivers completions whenever the ring's descriptor turns readable.
+async fn reap(fd: RawFd) {
+    // SAFETY: the ring stays open until the driver is uninstalled, after
+    // the runtime and this task are gone.
+    let ring = match unsafe { AsyncFd::register_with_interest(RingFd(fd), Interest::READABLE) } {
+        Ok(ring) => ring,
+        Err(e) => {
+            tracing::error!("cannot poll the io_uring descriptor: {e}");
+            return;
+        }
+    };
+    loop {
+        let mut ready = match ring.readable().await {
+            Ok(ready) => ready,
+            Err(e) => {
+                tracing::error!("polling the io_uring descriptor failed: {e}");
+                return;
+            }
+        };
+        // Cleared first: a completion posted from here on signals again.
+        ready.clear_ready();
+        driver::dispatch();
+    }
+}
+
+/// Removes the thread's driver when the runtime is done (also on unwind).
+struct Installed;
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        driver::uninstall();
+    }
+}
+
+pub struct TcpListener(std::net::TcpListener);
+
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
     }
 }
 
 impl Runtime for Uring {
-    type Stream = tokio_uring::net::TcpStream;
-    type Listener = tokio_uring::net::TcpListener;
+    type Stream = TcpStream;
+    type Listener = TcpListener;
 
     const NAME: &'static str = "io_uring";
 
     fn block_on<F: Future>(fut: F) -> io::Result<F::Output> {
-        let rt = tokio_uring::Runtime::new(&builder())?;
-        Ok(rt.block_on(fut))
+        let ring = build_ring()?;
+        let bufs = match bufring::BufRing::new(&ring.submitter(), BUFFERS, BUFFER_SIZE) {
+            Ok(bufs) => Some(bufs),
+            Err(e) => {
+                tracing::info!(
+                    "io_uring: no provided-buffer ring ({e}; Linux 5.19+): reads wait and \
+                     read one at a time"
+                );
+                None
+            }
+        };
+        let fd = driver::install(ring, bufs);
+        let installed = Installed;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .on_thread_park(driver::flush)
+            .enable_all()
+            .build()?;
+        let local = tokio::task::LocalSet::new();
+        let out = local.block_on(&rt, async {
+            let reaper = tokio::task::spawn_local(reap(fd));
+            let out = fut.await;
+            reaper.abort();
+            out
+        });
+        // Tasks (and their sockets) go first: dropping them uses the driver.
+        drop(local);
+        drop(rt);
+        drop(installed);
+        Ok(out)
     }
 
     fn listener(socket: std::net::TcpListener) -> io::Result<Self::Listener> {
@@ -85,21 +175,22 @@ impl Runtime for Uring {
         // be shared with another process (`haproxy -x`) that relies on it.
         // Our own sockets are blocking: io_uring then waits for a
         // connection itself. See `accept` for non-blocking ones.
-        Ok(tokio_uring::net::TcpListener::from_std(socket))
+        Ok(TcpListener(socket))
     }
 
     async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {
+        let fd = listener.as_raw_fd();
         // Bounded: each round either accepts or waited for readiness.
         loop {
-            match listener.accept().await {
+            match op::accept(fd).await {
                 // A non-blocking socket (inherited from, or handed to, a
                 // process that wants it so) makes io_uring answer EAGAIN
                 // instead of waiting: wait for a connection, then accept
                 // (another process sharing the socket may take it first).
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-                    poll_readable(listener.as_raw_fd()).await?
-                }
-                result => return result,
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => op::readable(fd).await?,
+                // SAFETY: `conn` is the accepted connection, owned by nobody.
+                Ok((conn, peer)) => return Ok((unsafe { TcpStream::from_raw(conn) }, peer)),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -118,7 +209,7 @@ impl Runtime for Uring {
         // and it goes on to submit the next: cancel again, a few times.
         let fd = listener.as_raw_fd();
         for _ in 0..ABANDON_ROUNDS {
-            if let Err(e) = cancel_by_fd(fd).await {
+            if let Err(e) = op::cancel_fd(fd).await {
                 tracing::warn!(
                     "cannot cancel an io_uring accept ({e}; kernel before 5.19?): it may take \
                      one more connection, which would be reset"
@@ -136,11 +227,13 @@ impl Runtime for Uring {
     async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self::Stream> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         let connecting = Connecting(Some(socket));
-        let connect = submit_connect(connecting.socket(), addr);
+        let connect = op::connect(connecting.socket().as_raw_fd(), addr);
         match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(())) => Ok(tokio_uring::net::TcpStream::from_std(
-                connecting.done().into(),
-            )),
+            Ok(Ok(())) => {
+                let fd = connecting.done().into_raw_fd();
+                // SAFETY: `fd` was just released by its socket: ours alone.
+                Ok(unsafe { TcpStream::from_raw(fd) })
+            }
             Ok(Err(e)) => {
                 drop(connecting.done());
                 Err(e)
@@ -150,6 +243,10 @@ impl Runtime for Uring {
         }
     }
 }
+
+/// Cancels (and waits) for [`Runtime::abandon_accept`] before trying again.
+const ABANDON_WAIT: Duration = Duration::from_millis(100);
+const ABANDON_ROUNDS: usize = 10;
 
 /// A socket whose IORING_OP_CONNECT may be in flight. Dropped before the
 /// connect completed (timed out, or the caller dropped the connect future:
@@ -182,84 +279,4 @@ impl Drop for Connecting {
             let _ = socket.shutdown(std::net::Shutdown::Both);
         }
     }
-}
-
-/// Turns a poll completion into a result.
-struct PollDone;
-
-impl OneshotOutputTransform for PollDone {
-    type Output = io::Result<()>;
-    type StoredData = ();
-
-    fn transform_oneshot_output(self, _: (), cqe: cqueue::Entry) -> io::Result<()> {
-        match cqe.result() {
-            res if res < 0 => Err(io::Error::from_raw_os_error(-res)),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// Waits until `fd` is readable (data, EOF, error or hang-up) with a
-/// one-shot IORING_OP_POLL_ADD, which tokio-uring does not offer itself.
-///
-/// The kernel holds its own reference to the socket while the poll is in
-/// flight; callers that drop this future shut the socket down before
-/// closing it (see `proxy::copy::abort`), which completes the poll.
-fn poll_readable(fd: RawFd) -> impl Future<Output = io::Result<()>> {
-    let events = (libc::POLLIN | libc::POLLRDHUP) as u32;
-    let sqe = opcode::PollAdd::new(types::Fd(fd), events).build();
-    UnsubmittedOneshot::new((), PollDone, sqe).submit()
-}
-
-/// Cancels (and waits) for [`Runtime::abandon_accept`] before trying again.
-const ABANDON_WAIT: Duration = Duration::from_millis(100);
-const ABANDON_ROUNDS: usize = 10;
-
-/// Turns a cancel completion into a result: how many requests it
-/// cancelled (ENOENT: none; that is not an error here).
-struct CancelDone;
-
-impl OneshotOutputTransform for CancelDone {
-    type Output = io::Result<u32>;
-    type StoredData = ();
-
-    fn transform_oneshot_output(self, _: (), cqe: cqueue::Entry) -> io::Result<u32> {
-        match cqe.result() {
-            res if res == -libc::ENOENT => Ok(0),
-            res if res < 0 => Err(io::Error::from_raw_os_error(-res)),
-            res => Ok(res as u32),
-        }
-    }
-}
-
-/// Cancels every request of this ring on `fd` (IORING_OP_ASYNC_CANCEL with
-/// IORING_ASYNC_CANCEL_FD | _ALL, Linux 5.19).
-fn cancel_by_fd(fd: RawFd) -> impl Future<Output = io::Result<u32>> {
-    let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build();
-    UnsubmittedOneshot::new((), CancelDone, sqe).submit()
-}
-
-/// Turns a connect completion into a result; keeps the address alive until
-/// the kernel has read it.
-struct ConnectDone;
-
-impl OneshotOutputTransform for ConnectDone {
-    type Output = io::Result<()>;
-    type StoredData = Box<SockAddr>;
-
-    fn transform_oneshot_output(self, _: Box<SockAddr>, cqe: cqueue::Entry) -> io::Result<()> {
-        match cqe.result() {
-            res if res < 0 => Err(io::Error::from_raw_os_error(-res)),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// IORING_OP_CONNECT on a socket the caller owns (tokio-uring's own connect
-/// hides the socket, so a timed-out connect could not be aborted).
-fn submit_connect(socket: &Socket, addr: SocketAddr) -> impl Future<Output = io::Result<()>> {
-    let addr = Box::new(SockAddr::from(addr));
-    let sqe =
-        opcode::Connect::new(types::Fd(socket.as_raw_fd()), addr.as_ptr(), addr.len()).build();
-    UnsubmittedOneshot::new(addr, ConnectDone, sqe).submit()
 }
