@@ -397,9 +397,12 @@ async fn on_down_resets_the_members_connections(rt: &str) {
         assert!(Instant::now() < deadline, "the member saw no reset");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The kept connections, and any of the steady traffic's short ones
+    // that were on the member at that moment.
     let counted = shutdown_counts(admin, "a").await;
-    assert_eq!(counted, (killed as u64, killed as u64), "member, pool");
-    assert_eq!(shutdown_metric(admin, "a").await, killed as u64);
+    assert!(counted.0 >= killed as u64, "member, pool: {counted:?}");
+    assert_eq!(counted.0, counted.1, "member, pool");
+    assert_eq!(shutdown_metric(admin, "a").await, counted.0);
     assert_eq!(shutdown_metric(admin, "b").await, 0);
 
     drop(kept.on_a);

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// Clients that never read.
@@ -214,6 +215,25 @@ async fn stuck_clients_pin_little_memory_and_it_comes_back(rt: &str) {
         held = held.max(rss_kib(lbd.pid()));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // With every connection stuck, holding what they may of lbd's buffers
+    // (on io_uring, the worker's provided-buffer ring runs dry), a client
+    // that reads is still served.
+    let mut reader = TcpStream::connect(bind).await.expect("connect while stuck");
+    let mut buf = vec![0u8; 64 << 10];
+    let mut got = 0usize;
+    let deadline = Instant::now() + WAIT;
+    while got < 1 << 20 {
+        assert!(
+            Instant::now() < deadline,
+            "a reading client got only {got} bytes while {N} others were stuck"
+        );
+        match tokio::time::timeout(WAIT, reader.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got += n,
+            other => panic!("a reading client's read ended: {other:?} after {got} bytes"),
+        }
+    }
+    drop(reader);
 
     // All clients go away (with unread data: a reset), lbd closes both sides.
     drop(clients);

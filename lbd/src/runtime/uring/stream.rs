@@ -75,7 +75,7 @@ impl Stream for TcpStream {
         buf.clear();
         if buf.capacity() == 0 {
             // An empty read would look like EOF.
-            buf.reserve(crate::proxy::buffers::SMALL);
+            buf.reserve(super::BUFFER_SIZE);
         }
         let fd = self.as_raw_fd();
         let next = poll_fn(|cx| driver::with(|d| poll_read(d, self.recv, fd, &mut buf, cx))).await;
