@@ -447,7 +447,7 @@ impl Source {
 
 fn run(settings: &Settings, source: Source, mut haproxy: Option<HaproxyRun>) -> anyhow::Result<()> {
     lbd::memory::init();
-    // Probed outside any runtime: tokio-uring builds a tokio runtime itself.
+    // Probed outside any runtime: a worker's io_uring runtime builds its own.
     let kind = runtime::resolve(settings.runtime)?;
     // Signal handlers next: a SIGHUP that arrives early must not kill us.
     let control = tokio::runtime::Builder::new_current_thread()

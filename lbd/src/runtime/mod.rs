@@ -1,12 +1,14 @@
 //! The seam between lbd and the async runtime that does its socket I/O.
 //!
 //! Everything above this module (balancing, config, proxying, reload) is
-//! written against the two small traits here and never names tokio-uring or
-//! tokio's reactor directly. Both implementations are thread-per-core: a
+//! written against the two small traits here and never names the io_uring
+//! driver or tokio's reactor directly. Both implementations are thread-per-core: a
 //! single-threaded runtime per worker, tasks spawned with
 //! `tokio::task::spawn_local`, so futures need not be `Send`.
 //!
-//! * [`uring::Uring`]: tokio-uring (io_uring completions, owned buffers).
+//! * [`uring::Uring`]: lbd's own io_uring driver on the `io-uring` crate
+//!   (completions; reads through multishot receives into a ring of
+//!   provided buffers).
 //! * [`epoll::Epoll`]: a current-thread tokio runtime (epoll readiness).
 //!
 //! I/O uses owned buffers (`Vec<u8>` in, `Vec<u8>` back), the shape io_uring

@@ -74,6 +74,9 @@ pub(super) struct Recv {
     pub pausing: bool,
     /// The last one ended for lack of buffers.
     pub starved: bool,
+    /// The stream reads bulk into big buffers of its own: one-shot reads
+    /// straight into them beat copying 16 KiB ring buffers.
+    pub one_shot: bool,
     /// EOF or an error is queued or was read: nothing more comes.
     pub ended: bool,
     /// The stream is gone; the slot waits for the final completion.
@@ -249,6 +252,17 @@ impl Driver {
         self.push(&sqe);
     }
 
+    /// Pauses the armed multishot receive of slot `index` (it ends with
+    /// ECANCELED; data it took meanwhile stays queued).
+    pub(super) fn pause_recv(&mut self, index: usize) {
+        let r = self.recv(index);
+        if !r.armed || r.pausing {
+            return;
+        }
+        r.pausing = true;
+        self.start_unwatched(opcode::AsyncCancel::new(index as u64).build());
+    }
+
     /// Whether a starved stream should wait for buffers to come back
     /// rather than arm a receive that would fail again at once.
     pub(super) fn buffers_short(&self) -> bool {
@@ -367,16 +381,11 @@ impl Driver {
             }
         }
         let r = self.recv(index);
-        let pause = r.armed && !r.pausing && r.queue.len() >= RECV_QUEUE_CAP;
-        if pause {
-            r.pausing = true;
+        if r.queue.len() >= RECV_QUEUE_CAP {
+            self.pause_recv(index);
         }
-        if let Some(w) = r.waker.take() {
+        if let Some(w) = self.recv(index).waker.take() {
             w.wake();
-        }
-        if pause {
-            let sqe = opcode::AsyncCancel::new(index as u64).build();
-            self.start_unwatched(sqe);
         }
     }
 }

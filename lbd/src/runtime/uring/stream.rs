@@ -8,8 +8,10 @@
 //! A stream that queues [`super::driver::RECV_QUEUE_CAP`] buffers unread
 //! (its peer is slower) has its receive paused until it reads; one whose
 //! receive ran out of buffers waits for readiness and reads one-shot into
-//! the caller's buffer until the ring has buffers again. Without a buffer
-//! ring (old kernels) every read is such a one-shot read.
+//! the caller's buffer until the ring has buffers again. A stream that
+//! reads bulk into big buffers of its own (see `proxy::sizing`) reads
+//! one-shot straight into them too: cheaper than copying 16 KiB ring
+//! buffers. Without a buffer ring (old kernels) every read is one-shot.
 
 use std::future::poll_fn;
 use std::io;
@@ -107,7 +109,7 @@ fn poll_ready(d: &mut Driver, index: usize, fd: RawFd, cx: &mut Context<'_>) -> 
     if !r.queue.is_empty() || r.ended {
         return Poll::Ready(false);
     }
-    if !r.armed && !arm(d, index, fd) {
+    if !r.armed && (r.one_shot || !arm(d, index, fd)) {
         return Poll::Ready(true);
     }
     set_waker(d, index, cx);
@@ -121,12 +123,14 @@ fn poll_read(
     buf: &mut Vec<u8>,
     cx: &mut Context<'_>,
 ) -> Poll<Next> {
+    let big = buf.capacity() > super::BUFFER_SIZE;
     let r = d.recv(index);
+    r.one_shot = big;
     if !r.queue.is_empty() {
         let res = take(d, index, buf);
         let r = d.recv(index);
         // Paused (or starved) with room again: resume receiving.
-        if !r.armed && !r.ended && r.queue.len() < RECV_QUEUE_CAP / 2 {
+        if !big && !r.armed && !r.ended && r.queue.len() < RECV_QUEUE_CAP / 2 {
             arm(d, index, fd);
         }
         return Poll::Ready(Next::Done(res));
@@ -134,7 +138,14 @@ fn poll_read(
     if r.ended {
         return Poll::Ready(Next::Done(Ok(0)));
     }
-    if !r.armed && !arm(d, index, fd) {
+    if big {
+        // Bulk: straight into the caller's buffer, once the multishot
+        // receive (which would race it for the data) has ended.
+        if !r.armed {
+            return Poll::Ready(Next::OneShot);
+        }
+        d.pause_recv(index);
+    } else if !r.armed && !arm(d, index, fd) {
         return Poll::Ready(Next::OneShot);
     }
     set_waker(d, index, cx);
