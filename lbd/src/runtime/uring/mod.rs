@@ -15,6 +15,8 @@ mod bufring;
 mod driver;
 mod op;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::io;

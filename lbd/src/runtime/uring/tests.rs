@@ -1,0 +1,117 @@
+//! The driver's stream through real loopback sockets: data order across a
+//! receive's pauses, partial takes and switches between ring and one-shot
+//! reads, and the socket's release when a stream is dropped mid-receive.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream as StdStream};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::time::Duration;
+
+use super::{TcpStream, Uring};
+use crate::runtime::{Runtime, Stream};
+
+/// A connected pair: (the std peer, the driver's stream's socket).
+fn pair() -> (StdStream, OwnedFd) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let peer = StdStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (ours, _) = listener.accept().expect("accept");
+    peer.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // SAFETY: the descriptor was just released by its std socket.
+    (peer, unsafe { OwnedFd::from_raw_fd(ours.into_raw_fd()) })
+}
+
+/// The byte at offset `i` of the test stream.
+fn byte(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+/// 4 MiB written by a thread; read back through reads of changing sizes
+/// (smaller than a ring buffer, the ring's size, bulk sizes that switch
+/// the stream to one-shot reads and back), slowly enough at first that the
+/// receive queues its cap and pauses: every byte arrives once, in order.
+#[test]
+fn reads_of_any_size_keep_the_order() {
+    const TOTAL: usize = 4 << 20;
+    let (mut peer, fd) = pair();
+    let writer = std::thread::spawn(move || {
+        let data: Vec<u8> = (0..TOTAL).map(byte).collect();
+        peer.write_all(&data).expect("write");
+        peer
+    });
+    let got = Uring::block_on(async move {
+        let stream = TcpStream::from_fd(fd);
+        let sizes = [1000usize, 16 << 10, 256 << 10, 7, 64 << 10, 16 << 10];
+        let mut got = 0usize;
+        let mut round = 0usize;
+        // Bounded: every read returns at least a byte until EOF, and the
+        // peer writes TOTAL bytes.
+        while got < TOTAL && round < TOTAL {
+            if round < 8 {
+                // Let the receive fill its queue and pause.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if round.is_multiple_of(3) {
+                stream.readable().await.expect("readable");
+            }
+            let buf = Vec::with_capacity(sizes[round % sizes.len()]);
+            let (res, buf) = stream.read(buf).await;
+            let n = res.expect("read");
+            assert!(n > 0, "EOF after {got} bytes");
+            for (k, b) in buf.iter().enumerate() {
+                assert_eq!(*b, byte(got + k), "byte {} out of order", got + k);
+            }
+            got += n;
+            round += 1;
+        }
+        got
+    })
+    .expect("runtime");
+    assert_eq!(got, TOTAL);
+    drop(writer.join().expect("writer"));
+}
+
+/// A stream dropped while its receive waits for data releases the socket
+/// at once: the peer sees the connection end.
+#[test]
+fn a_dropped_stream_with_a_waiting_receive_closes_its_socket() {
+    let (mut peer, fd) = pair();
+    Uring::block_on(async move {
+        let stream = TcpStream::from_fd(fd);
+        // Arms the receive, then gives up waiting.
+        let wait = tokio::time::timeout(Duration::from_millis(50), stream.readable()).await;
+        assert!(wait.is_err(), "no data was sent");
+        drop(stream);
+        // The cancel goes to the kernel at the next park.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    })
+    .expect("runtime");
+    let mut buf = [0u8; 16];
+    match peer.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the peer's connection did not end: {other:?}"),
+    }
+}
+
+/// Data and EOF arrive together: the data first, then EOF, then EOF again.
+#[test]
+fn eof_comes_after_the_data_and_stays() {
+    let (mut peer, fd) = pair();
+    peer.write_all(b"hello").expect("write");
+    peer.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let reads = Uring::block_on(async move {
+        let stream = TcpStream::from_fd(fd);
+        let mut reads = Vec::new();
+        for _ in 0..3 {
+            stream.readable().await.expect("readable");
+            let (res, buf) = stream.read(Vec::with_capacity(64)).await;
+            reads.push((res.expect("read"), buf));
+        }
+        reads
+    })
+    .expect("runtime");
+    assert_eq!(reads[0], (5, b"hello".to_vec()));
+    assert_eq!(reads[1].0, 0);
+    assert_eq!(reads[2].0, 0);
+}
