@@ -286,16 +286,18 @@ impl Driver {
 
     /// The stream of slot `index` is dropped.
     pub(super) fn drop_recv(&mut self, index: usize) {
+        // Bounded by the queue's length.
+        while let Some((_, bid)) = self.recv(index).queue.pop_front() {
+            if let Some(bid) = bid {
+                self.give_back(bid);
+            }
+        }
         let r = self.recv(index);
-        let queued: Vec<u16> = r.queue.drain(..).filter_map(|(_, b)| b).collect();
         let armed = r.armed;
         if armed {
             r.dropped = true;
-        }
-        for bid in queued {
-            self.give_back(bid);
-        }
-        if armed {
+            // The cancel is queued before the slot can be freed (at the
+            // final completion) and reused: it cannot hit a later operation.
             let sqe = opcode::AsyncCancel::new(index as u64).build();
             self.start_unwatched(sqe);
         } else {
