@@ -22,6 +22,7 @@ use std::process::Command;
 const PROGRAMS: &[(&str, &str)] = &[
     ("bpf/xdp_lb.c", "xdp_lb.o"),
     ("bpf/xdp_pass.c", "xdp_pass.o"),
+    ("bpf/sk_relay.c", "sk_relay.o"),
 ];
 
 fn main() {

@@ -1,7 +1,8 @@
 //! The bench's building blocks, shared by its programs: `bench` (lbd side
 //! by side with HAProxy, nginx and a direct connection; `main.rs`),
-//! `failover` (member death to the last routed attempt; `bin/failover.rs`)
-//! and `xdp` (the XDP fast path in a netns lab; `bin/xdp.rs`).
+//! `failover` (member death to the last routed attempt; `bin/failover.rs`),
+//! `xdp` (the XDP fast path in a netns lab; `bin/xdp.rs`) and `sockmap`
+//! (an in-kernel relay experiment; `bin/sockmap.rs`).
 
 pub mod backends;
 pub mod cli;

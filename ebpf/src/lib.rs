@@ -108,12 +108,14 @@
 mod batch;
 mod fastpath;
 mod maps;
+mod relay;
 pub mod select;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::RangeInclusive;
 
 pub use maps::{MAGLEV_TABLE_SIZE, MAX_MEMBERS, RR_SLOTS};
+pub use relay::SockRelay;
 
 /// How an interface runs the program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
