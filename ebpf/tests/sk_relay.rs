@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use lbd_ebpf::{Error, SockRelay};
@@ -82,4 +83,117 @@ fn paired_sockets_relay_both_ways_in_order() {
     });
     assert_eq!(ended, Some(true), "the relay's socket did not see the EOF");
     drop(member_side);
+}
+
+/// The hand-over under a client that never pauses: 8 MiB streamed from
+/// before the sockets are paired; userspace copies first, then hands the
+/// direction over to the kernel while data keeps coming (read the passed
+/// count, drain, declare it forwarded; repeat while the program still
+/// passes), then passes the EOF on once everything relayed is queued.
+/// The member gets every byte once, in order, and most of them were
+/// relayed by the kernel.
+#[test]
+fn the_hand_over_keeps_a_streaming_clients_bytes_in_order() {
+    const TOTAL: usize = 8 << 20;
+    let mut relay = match SockRelay::load() {
+        Ok(relay) => relay,
+        Err(e @ (Error::PermissionDenied { .. } | Error::NotBuilt)) => {
+            skip(&e.to_string());
+            return;
+        }
+        Err(e) => panic!("loading the relay: {e}"),
+    };
+    let (client, mut inside) = connection();
+    let (mut member, mut upstream) = connection();
+    let writer = std::thread::spawn(move || {
+        let mut client = client;
+        let data: Vec<u8> = (0..TOTAL).map(|i| (i % 251) as u8).collect();
+        for chunk in data.chunks(4096) {
+            client.write_all(chunk).expect("client write");
+        }
+        client.shutdown(Shutdown::Write).expect("client shutdown");
+        client
+    });
+    let reader = std::thread::spawn(move || {
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 64 << 10];
+        // Bounded: the stream is TOTAL bytes, then EOF (or the timeout).
+        loop {
+            let n = member.read(&mut buf).expect("member read");
+            if n == 0 {
+                return got;
+            }
+            for (k, b) in buf[..n].iter().enumerate() {
+                assert_eq!(*b, ((got + k) % 251) as u8, "byte {} out of order", got + k);
+            }
+            got += n;
+        }
+    });
+
+    // Userspace copies the first MiB or so.
+    let mut buf = vec![0u8; 64 << 10];
+    let mut written = 0u64;
+    while written < 1 << 20 {
+        let n = inside.read(&mut buf).expect("read");
+        assert!(n > 0, "early EOF");
+        upstream.write_all(&buf[..n]).expect("forward");
+        written += n as u64;
+    }
+    // Under the program: passed to userspace until handed over.
+    let c = relay.add(&inside).expect("add");
+    let u = relay.add(&upstream).expect("add upstream");
+    relay.set_peer(c, u).expect("peer");
+    inside.set_nonblocking(true).expect("nonblocking");
+    let mut eof = false;
+    let mut rounds = 0;
+    // Bounded: each round drains what was passed; the stream is finite.
+    while !eof && rounds < 100_000 {
+        rounds += 1;
+        let passed = relay.stat(c).expect("stat").passed;
+        loop {
+            match inside.read(&mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    upstream.write_all(&buf[..n]).expect("forward");
+                    written += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        relay.set_forwarded(c, passed).expect("forwarded");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(eof, "no EOF after {rounds} rounds");
+    // Everything relayed must be in the upstream socket before its FIN.
+    let stat = relay.stat(c).expect("stat");
+    let want = written + stat.relayed;
+    let mut queued = 0;
+    for _ in 0..1000 {
+        queued = lbd_ebpf::queued_into(upstream.as_raw_fd()).expect("queued");
+        if queued >= want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(queued >= want, "upstream queued {queued} of {want}");
+    upstream.shutdown(Shutdown::Write).expect("pass the EOF on");
+    let got = reader.join().expect("member");
+    drop(writer.join().expect("client"));
+    eprintln!(
+        "{got} bytes: {written} copied by userspace, {} relayed by the kernel, {rounds} rounds",
+        stat.relayed
+    );
+    assert_eq!(got, TOTAL);
+    assert_eq!(written + stat.relayed, TOTAL as u64);
+    assert!(
+        stat.relayed > (TOTAL as u64) / 2,
+        "the kernel relayed only {} bytes",
+        stat.relayed
+    );
+    relay.forget(c);
+    relay.forget(u);
 }
