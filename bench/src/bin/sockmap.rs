@@ -127,7 +127,7 @@ fn relay_one(mut client: TcpStream, member: u16, relay: &Mutex<SockRelay>) -> Re
     let mut upstream = TcpStream::connect(("127.0.0.1", member))?;
     client.set_nodelay(true)?;
     upstream.set_nodelay(true)?;
-    let (ca, cb) = relay
+    relay
         .lock()
         .map_err(|_| anyhow::anyhow!("relay lock poisoned"))?
         .pair(&client, &upstream)?;
@@ -141,12 +141,7 @@ fn relay_one(mut client: TcpStream, member: u16, relay: &Mutex<SockRelay>) -> Re
     // Redirected data never shows here, but a read would still wake for
     // every ACK that frees send space (same wait queue) and answer EAGAIN:
     // wait for the end alone (POLLRDHUP), which such wake-ups skip.
-    let ended = wait_for_end(&client);
-    if let Ok(mut relay) = relay.lock() {
-        relay.forget(ca);
-        relay.forget(cb);
-    }
-    ended?;
+    wait_for_end(&client)?;
     let _ = upstream.shutdown(Shutdown::Both);
     Ok(())
 }
