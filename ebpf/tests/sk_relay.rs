@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use lbd_ebpf::{Error, SockRelay};
@@ -82,4 +83,110 @@ fn paired_sockets_relay_both_ways_in_order() {
     });
     assert_eq!(ended, Some(true), "the relay's socket did not see the EOF");
     drop(member_side);
+}
+
+/// Waits (bounded by `limit`) until `s` sees the end of its stream.
+fn wait_for_end(s: &TcpStream, limit: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if rc > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+            return true;
+        }
+    }
+    false
+}
+
+/// The hand-over: a request queued on the relay's socket before the
+/// pairing, whose client waits for the answer (so no later data would
+/// make the kernel look at it), then 8 MiB streamed without pause; a
+/// PROXY-like header written to the member first. The relay never reads:
+/// pairing, then `kick`, relays what was queued and what follows, in
+/// order; at the client's EOF the relay shuts the member side down once
+/// it has queued everything. The member gets the header, the request and
+/// every byte once, in order, then EOF.
+#[test]
+fn the_hand_over_keeps_a_streaming_clients_bytes_in_order() {
+    const TOTAL: usize = 8 << 20;
+    const HEADER: &[u8] = b"PROXY TCP4 127.0.0.1 127.0.0.1 1 2\r\n";
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+    const ANSWER: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut relay = match SockRelay::load() {
+        Ok(relay) => relay,
+        Err(e @ (Error::PermissionDenied { .. } | Error::NotBuilt)) => {
+            skip(&e.to_string());
+            return;
+        }
+        Err(e) => panic!("loading the relay: {e}"),
+    };
+    let (client, inside) = connection();
+    let (mut member, mut upstream) = connection();
+    let writer = std::thread::spawn(move || {
+        let mut client = client;
+        // A request that waits for its answer: queued before the pairing,
+        // and nothing follows it until it is relayed.
+        client.write_all(REQUEST).expect("request");
+        assert_eq!(read_exactly(&mut client, ANSWER.len()), ANSWER);
+        let data: Vec<u8> = (0..TOTAL).map(|i| (i % 251) as u8).collect();
+        for chunk in data.chunks(4096) {
+            client.write_all(chunk).expect("client write");
+        }
+        client.shutdown(Shutdown::Write).expect("client shutdown");
+        client
+    });
+    // The request is queued on the relay's socket before the pairing.
+    std::thread::sleep(Duration::from_millis(100));
+    upstream.write_all(HEADER).expect("header");
+    relay.pair(&inside, &upstream).expect("pair");
+    lbd_ebpf::kick(inside.as_raw_fd()).expect("kick");
+    lbd_ebpf::kick(upstream.as_raw_fd()).expect("kick upstream");
+
+    let reader = std::thread::spawn(move || {
+        assert_eq!(read_exactly(&mut member, HEADER.len()), HEADER);
+        assert_eq!(read_exactly(&mut member, REQUEST.len()), REQUEST);
+        member.write_all(ANSWER).expect("answer");
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 64 << 10];
+        // Bounded: TOTAL bytes, then EOF (or the read timeout).
+        loop {
+            let n = member.read(&mut buf).expect("member read");
+            if n == 0 {
+                return got;
+            }
+            for (k, b) in buf[..n].iter().enumerate() {
+                assert_eq!(*b, ((got + k) % 251) as u8, "byte {} out of order", got + k);
+            }
+            got += n;
+        }
+    });
+    assert!(
+        wait_for_end(&inside, Duration::from_secs(30)),
+        "the relay's socket saw no EOF"
+    );
+    let received = lbd_ebpf::tcp_counts(inside.as_raw_fd())
+        .expect("counts")
+        .received;
+    let want = received + HEADER.len() as u64;
+    let mut queued = 0;
+    for _ in 0..1000 {
+        queued = lbd_ebpf::tcp_counts(upstream.as_raw_fd())
+            .expect("counts")
+            .queued_out;
+        if queued >= want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(queued >= want, "the member side queued {queued} of {want}");
+    upstream.shutdown(Shutdown::Write).expect("pass the EOF on");
+    let got = reader.join().expect("member");
+    drop(writer.join().expect("client"));
+    assert_eq!(received, (REQUEST.len() + TOTAL) as u64);
+    assert_eq!(got, TOTAL);
 }

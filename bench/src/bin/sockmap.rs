@@ -10,16 +10,19 @@
 //! direct path is what the relay costs.
 //!
 //! The relay here is the experiment's minimum: per connection a thread
-//! connects to the member, pairs both sockets in the map, forwards bytes
-//! that arrived before the pairing, and waits for EOF. It keeps no byte
-//! counters and no idle timeouts: that is what lbd would lose with it.
+//! connects to the member, pairs both sockets in the map before reading
+//! anything, kicks the program over what the client sent before (see
+//! `lbd_ebpf::kick`), and waits for the client's end. It keeps no byte
+//! counters and no idle timeouts, and closes both sides at the client's
+//! EOF (no half-close): what lbd would have to add, from TCP's own
+//! counters (`lbd_ebpf::tcp_counts`).
 //!
 //! ```sh
 //! cargo run --release -p bench --bin sockmap -- --reps 3 --duration 5s --lbd target/release/lbd
 //! ```
 
-use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -123,21 +126,17 @@ fn serve_relay(
     }
 }
 
-fn relay_one(mut client: TcpStream, member: u16, relay: &Mutex<SockRelay>) -> Result<()> {
-    let mut upstream = TcpStream::connect(("127.0.0.1", member))?;
+fn relay_one(client: TcpStream, member: u16, relay: &Mutex<SockRelay>) -> Result<()> {
+    let upstream = TcpStream::connect(("127.0.0.1", member))?;
     client.set_nodelay(true)?;
     upstream.set_nodelay(true)?;
     relay
         .lock()
         .map_err(|_| anyhow::anyhow!("relay lock poisoned"))?
         .pair(&client, &upstream)?;
-    // Bytes that arrived before the pairing are not redirected.
-    client.set_nonblocking(true)?;
-    let mut early = [0u8; 16 << 10];
-    match client.read(&mut early) {
-        Ok(n) if n > 0 => upstream.write_all(&early[..n])?,
-        _ => {}
-    }
+    // What the client sent before the pairing is relayed too, in order.
+    lbd_ebpf::kick(client.as_raw_fd())?;
+    lbd_ebpf::kick(upstream.as_raw_fd())?;
     // Redirected data never shows here, but a read would still wake for
     // every ACK that frees send space (same wait queue) and answer EAGAIN:
     // wait for the end alone (POLLRDHUP), which such wake-ups skip.
@@ -149,7 +148,6 @@ fn relay_one(mut client: TcpStream, member: u16, relay: &Mutex<SockRelay>) -> Re
 /// Waits (bounded by the run: wrk closes its connections) until the peer
 /// ends or the socket fails.
 fn wait_for_end(s: &TcpStream) -> std::io::Result<i16> {
-    use std::os::fd::AsRawFd;
     let mut pfd = libc::pollfd {
         fd: s.as_raw_fd(),
         events: libc::POLLRDHUP,
