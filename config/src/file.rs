@@ -172,6 +172,10 @@ pub struct ListenerSection {
     /// the kernel (see `[xdp]`), the userspace proxy as the fallback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fast_path: Option<String>,
+    /// Once a connection's member is connected, relay its data in the
+    /// kernel (sockmap) instead of lbd's copy loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_relay: Option<bool>,
     /// A duration: when a member's connect has not completed after it, a
     /// connect to another member is started too (hedged connect). Absent:
     /// off. A pool's own `connect_hedge` overrides it.
@@ -448,6 +452,7 @@ impl From<&Listener> for ListenerSection {
                 .map(|version| version.name().to_owned()),
             freebind: Some(listener.freebind),
             fast_path: Some(listener.fast_path.name().to_owned()),
+            kernel_relay: listener.kernel_relay.then_some(true),
             connect_hedge: listener.connect_hedge.map(duration_text),
         }
     }

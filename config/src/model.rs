@@ -238,6 +238,10 @@ pub struct Listener {
     /// Bind to addresses not (yet) configured on this host (IP_FREEBIND).
     pub freebind: bool,
     pub fast_path: FastPath,
+    /// Relay established connections in the kernel (a sockmap and a
+    /// stream verdict program) instead of lbd's copy loop; the copy loop
+    /// where the program cannot be loaded.
+    pub kernel_relay: bool,
     /// Hedged connects: after this long without a completed connect, a
     /// connect to another member starts too; the first to complete wins.
     /// `None`: off. Less than `member_connect`; the pool's own value

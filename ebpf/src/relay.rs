@@ -15,7 +15,8 @@
 //! measured against lbd's userspace relay and is not part of lbd (see
 //! bench/README.md for why).
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
 
 use aya::maps::{MapData, SockHash};
 use aya::programs::{ProgramError, SkSkb};
@@ -25,6 +26,7 @@ use crate::Error;
 
 const PROG: &str = "lb_relay";
 const MAP: &str = "lb_relay_socks";
+const PEERS: &str = "lb_relay_peers";
 
 #[cfg(not(lbd_xdp_unavailable))]
 fn object() -> &'static [u8] {
@@ -39,6 +41,7 @@ fn object() -> &'static [u8] {
 /// The loaded relay: its program attached to its socket map.
 pub struct SockRelay {
     socks: SockHash<MapData, u64>,
+    peers: SockHash<MapData, u64>,
     _ebpf: Ebpf,
 }
 
@@ -53,6 +56,13 @@ fn map_error(e: impl std::error::Error + Send + Sync + 'static) -> Error {
     }
 }
 
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<SockHash<MapData, u64>, Error> {
+    ebpf.take_map(name)
+        .ok_or_else(|| Error::Load(format!("the relay object has no map {name}").into()))?
+        .try_into()
+        .map_err(map_error)
+}
+
 impl SockRelay {
     /// Loads the program and attaches it to its map.
     pub fn load() -> Result<SockRelay, Error> {
@@ -60,11 +70,8 @@ impl SockRelay {
             return Err(Error::NotBuilt);
         }
         let mut ebpf = Ebpf::load(object()).map_err(load_error)?;
-        let socks: SockHash<MapData, u64> = ebpf
-            .take_map(MAP)
-            .ok_or_else(|| Error::Load("the relay object has no map lb_relay_socks".into()))?
-            .try_into()
-            .map_err(map_error)?;
+        let socks: SockHash<MapData, u64> = take_map(&mut ebpf, MAP)?;
+        let peers: SockHash<MapData, u64> = take_map(&mut ebpf, PEERS)?;
         let prog: &mut SkSkb = ebpf
             .program_mut(PROG)
             .ok_or_else(|| Error::Load("the relay object has no program lb_relay".into()))?
@@ -72,19 +79,123 @@ impl SockRelay {
             .map_err(|e: ProgramError| load_error(e))?;
         prog.load().map_err(load_error)?;
         prog.attach(socks.fd()).map_err(load_error)?;
-        Ok(SockRelay { socks, _ebpf: ebpf })
+        Ok(SockRelay {
+            socks,
+            peers,
+            _ebpf: ebpf,
+        })
     }
 
     /// Relays `a` and `b` to each other from now on. Data they queued
     /// before waits for the next data to arrive, or for [`kick`].
     pub fn pair(&mut self, a: &impl AsRawFd, b: &impl AsRawFd) -> Result<(), Error> {
         let (ca, cb) = (cookie(a.as_raw_fd())?, cookie(b.as_raw_fd())?);
-        self.socks.insert(cb, a.as_raw_fd(), 0).map_err(map_error)?;
-        if let Err(e) = self.socks.insert(ca, b.as_raw_fd(), 0) {
-            let _ = self.socks.remove(&cb);
-            return Err(map_error(e));
+        // Each one's peer first, then the sockets under the program.
+        self.peers.insert(cb, a.as_raw_fd(), 0).map_err(map_error)?;
+        self.peers.insert(ca, b.as_raw_fd(), 0).map_err(map_error)?;
+        self.socks.insert(ca, a.as_raw_fd(), 0).map_err(map_error)?;
+        self.socks.insert(cb, b.as_raw_fd(), 0).map_err(map_error)
+    }
+}
+
+/// Pairs sockets from any thread without a lock: map updates by
+/// `bpf(BPF_MAP_UPDATE_ELEM)` on its own descriptor of the socket map.
+/// Keeps the loaded program (and so its attachment) alive.
+pub struct SockPairer {
+    socks: OwnedFd,
+    peers: OwnedFd,
+    _relay: Arc<Mutex<SockRelay>>,
+}
+
+impl std::fmt::Debug for SockPairer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SockPairer")
+            .field("socks", &self.socks)
+            .field("peers", &self.peers)
+            .finish()
+    }
+}
+
+impl SockPairer {
+    /// Loads the relay ([`SockRelay::load`]) for pairing from many threads.
+    pub fn load() -> Result<SockPairer, Error> {
+        let relay = SockRelay::load()?;
+        let dup = |fd: &aya::maps::sock::SockMapFd| {
+            fd.as_fd().try_clone_to_owned().map_err(|e| Error::Map {
+                map: MAP,
+                source: Box::new(e),
+            })
+        };
+        Ok(SockPairer {
+            socks: dup(relay.socks.fd())?,
+            peers: dup(relay.peers.fd())?,
+            _relay: Arc::new(Mutex::new(relay)),
+        })
+    }
+
+    /// Relays `a` and `b` to each other from now on (see [`kick`] for what
+    /// they queued before). Each one's peer is put in place before either
+    /// socket comes under the program, so no data can arrive without a
+    /// peer to go to. A socket leaves the maps when it is closed.
+    /// On an error (a full map: 32,768 pairs at once) nothing stays in
+    /// the maps.
+    pub fn pair(&self, a: RawFd, b: RawFd) -> Result<(), Error> {
+        let (ca, cb) = (cookie(a)?, cookie(b)?);
+        let steps = [
+            (&self.peers, cb, a),
+            (&self.peers, ca, b),
+            (&self.socks, ca, a),
+            (&self.socks, cb, b),
+        ];
+        for (done, &(map, key, fd)) in steps.iter().enumerate() {
+            if let Err(e) = self.update(map, key, fd) {
+                for &(map, key, _) in steps[..done].iter().rev() {
+                    self.bpf(3 /* BPF_MAP_DELETE_ELEM */, map, key, None);
+                }
+                return Err(e);
+            }
         }
         Ok(())
+    }
+
+    fn update(&self, map: &OwnedFd, key: u64, fd: RawFd) -> Result<(), Error> {
+        if self.bpf(2 /* BPF_MAP_UPDATE_ELEM */, map, key, Some(fd as u32)) {
+            Ok(())
+        } else {
+            Err(sock_error("lb_relay_socks"))
+        }
+    }
+
+    /// One map update (`value`) or delete (`None`); whether it succeeded.
+    fn bpf(&self, cmd: libc::c_long, map: &OwnedFd, key: u64, value: Option<u32>) -> bool {
+        // union bpf_attr for the map element commands: map_fd, (pad),
+        // key, value, flags.
+        #[repr(C)]
+        struct Attr {
+            map_fd: u32,
+            pad: u32,
+            key: u64,
+            value: u64,
+            flags: u64,
+        }
+        let value = value.unwrap_or(0);
+        let attr = Attr {
+            map_fd: map.as_raw_fd() as u32,
+            pad: 0,
+            key: &key as *const u64 as u64,
+            value: &value as *const u32 as u64,
+            flags: 0, // BPF_ANY
+        };
+        // SAFETY: `attr` points at `key` and `value`, alive for the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                &attr as *const Attr,
+                std::mem::size_of::<Attr>(),
+            )
+        };
+        rc == 0
     }
 }
 
@@ -120,6 +231,10 @@ pub struct TcpCounts {
     pub received: u64,
     /// Bytes it has taken to send: acknowledged plus still queued.
     pub queued_out: u64,
+    /// Milliseconds since it last received data.
+    pub last_recv_ms: u32,
+    /// Milliseconds since it last sent data.
+    pub last_sent_ms: u32,
 }
 
 /// Reads `fd`'s [`TcpCounts`]. After an EOF on one socket of a pair, shut
@@ -161,9 +276,18 @@ pub fn tcp_counts(fd: RawFd) -> Result<TcpCounts, Error> {
         return Err(sock_error("SIOCOUTQ"));
     }
     // A received FIN counts one in bytes_received: not data. It has come
-    // in CLOSE_WAIT (8), LAST_ACK (9), CLOSING (11) and TIME_WAIT (6).
-    let fin = u64::from(matches!(info[0], 6 | 8 | 9 | 11));
+    // in CLOSE_WAIT (8), LAST_ACK (9), CLOSING (11), TIME_WAIT (6) and
+    // CLOSE (7: a socket still open whose connection went to TIME_WAIT;
+    // after a reset too, when the connection failed anyway).
+    let fin = u64::from(matches!(info[0], 6..=9 | 11));
+    let u32_at = |at: usize| {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&info[at..at + 4]);
+        u32::from_ne_bytes(b)
+    };
     Ok(TcpCounts {
+        last_sent_ms: u32_at(44),
+        last_recv_ms: u32_at(52),
         received: u64_at(128).saturating_sub(fin),
         queued_out: u64_at(120) + outq.max(0) as u64,
     })

@@ -26,6 +26,10 @@ pub struct Snapshot {
     pub listeners: Vec<ListenerRt>,
     by_bind: HashMap<SocketAddr, usize>,
     pub pools: Vec<PoolRt>,
+    /// The kernel relay of listeners with `kernel_relay`: loaded once
+    /// (kept across reloads); `None` when no listener wants it or it
+    /// cannot be loaded (they relay in userspace then).
+    pub kernel_relay: Option<Arc<lbd_ebpf::SockPairer>>,
 }
 
 pub struct ListenerRt {
@@ -146,6 +150,13 @@ impl Snapshot {
             });
         }
 
+        let kernel_relay = if config.listeners.iter().any(|l| l.kernel_relay) {
+            prev.and_then(|p| p.kernel_relay.clone())
+                .or_else(load_kernel_relay)
+        } else {
+            None
+        };
+
         let retired = prev
             .map(|p| {
                 p.listeners
@@ -163,6 +174,7 @@ impl Snapshot {
                 listeners,
                 by_bind,
                 pools,
+                kernel_relay,
             },
             retired,
         })
@@ -214,6 +226,24 @@ impl Snapshot {
                     || own.ip().is_unspecified()
                     || bind.ip().is_unspecified())
         })
+    }
+}
+
+/// Loads the kernel relay; says so, or why not (the listeners then relay
+/// in userspace).
+fn load_kernel_relay() -> Option<Arc<lbd_ebpf::SockPairer>> {
+    match lbd_ebpf::SockPairer::load() {
+        Ok(pairer) => {
+            tracing::info!("kernel_relay: the sockmap relay is loaded");
+            Some(Arc::new(pairer))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "kernel_relay: cannot load the sockmap relay ({e}); those listeners relay \
+                 in userspace"
+            );
+            None
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! direct connection, side by side in one run on loopback.
 //!
 //! wrk (keep-alive, 50 connections, 100-byte answers) and nginx on CPU 0;
-//! lbd (one worker) or the relay on CPU 1. The relay's work happens in
+//! lbd (one worker; its copy loop, and with `kernel_relay = true`),
+//! HAProxy (one thread) or the experiment's own relay on CPU 1. The relay's work happens in
 //! softirq and kernel worker threads, not in a process, so the CPU figure
 //! is the whole machine's (`/proc/stat`) per request; its excess over the
 //! direct path is what the relay costs.
@@ -79,6 +80,7 @@ struct Row {
 fn measure(
     url: &str,
     connections: u32,
+    close: bool,
     duration: Duration,
     script: &std::path::Path,
     logs: &std::path::Path,
@@ -87,7 +89,7 @@ fn measure(
         url,
         connections,
         duration,
-        close: false,
+        close,
     };
     let before = machine_busy_ticks()?;
     let out = run.run(script, Pin::Cpu(0), logs)?;
@@ -204,27 +206,53 @@ fn run(cli: Cli) -> Result<()> {
     let script = work.path().join("report.lua");
     std::fs::write(&script, wrk::SCRIPT)?;
 
-    // lbd, one worker, on CPU 1.
-    let lbd_port = ports.take()?;
-    let cfg = work.path().join("lbd.toml");
+    // lbd, one worker, on CPU 1: its copy loop, and its `kernel_relay`.
+    let mut lbds = Vec::new();
+    let mut lbd_ports = Vec::new();
+    for (name, extra) in [("lbd", ""), ("lbd-kernel", "kernel_relay = true\n")] {
+        let port = ports.take()?;
+        let cfg = work.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[[listener]]\nname = \"http\"\nbind = \"127.0.0.1:{port}\"\npool = \"p\"\n\
+                 client_idle = \"300s\"\nmember_idle = \"300s\"\n{extra}\n[[pool]]\nname = \"p\"\n\n\
+                 [[pool.member]]\naddress = \"127.0.0.1\"\nport = {member}\n"
+            ),
+        )?;
+        let argv = vec![
+            cli.lbd.display().to_string(),
+            "--workers".into(),
+            "1".into(),
+            "run".into(),
+            "-c".into(),
+            cfg.display().to_string(),
+        ];
+        let mut lbd = Guard::spawn(name, &argv, Pin::Cpu(1), &logs)?;
+        procs::wait_listening(&mut lbd, port, Duration::from_secs(10))?;
+        lbds.push(lbd);
+        lbd_ports.push(port);
+    }
+
+    // HAProxy, one thread, on CPU 1: the issue's yardstick.
+    let haproxy_port = ports.take()?;
+    let haproxy_cfg = work.path().join("haproxy.cfg");
     std::fs::write(
-        &cfg,
+        &haproxy_cfg,
         format!(
-            "[[listener]]\nname = \"http\"\nbind = \"127.0.0.1:{lbd_port}\"\npool = \"p\"\n\
-             client_idle = \"300s\"\nmember_idle = \"300s\"\n\n[[pool]]\nname = \"p\"\n\n\
-             [[pool.member]]\naddress = \"127.0.0.1\"\nport = {member}\n"
+            "global\n  nbthread 1\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
+             timeout client 300s\n  timeout server 300s\n\nlisten http\n  \
+             bind 127.0.0.1:{haproxy_port}\n  server m 127.0.0.1:{member}\n"
         ),
     )?;
     let argv = vec![
-        cli.lbd.display().to_string(),
-        "--workers".into(),
-        "1".into(),
-        "run".into(),
-        "-c".into(),
-        cfg.display().to_string(),
+        "haproxy".to_string(),
+        "-db".into(),
+        "-f".into(),
+        haproxy_cfg.display().to_string(),
     ];
-    let mut lbd = Guard::spawn("lbd", &argv, Pin::Cpu(1), &logs)?;
-    procs::wait_listening(&mut lbd, lbd_port, Duration::from_secs(10))?;
+    let mut haproxy = Guard::spawn("haproxy", &argv, Pin::Cpu(1), &logs)?;
+    procs::wait_listening(&mut haproxy, haproxy_port, Duration::from_secs(10))?;
 
     // The relay's acceptor thread (its per-connection threads sleep in a
     // read; the data never passes them).
@@ -238,7 +266,9 @@ fn run(cli: Cli) -> Result<()> {
 
     let paths = [
         ("direct", member),
-        ("lbd", lbd_port),
+        ("lbd", lbd_ports[0]),
+        ("lbd-kernel", lbd_ports[1]),
+        ("haproxy", haproxy_port),
         ("sockmap", relay_port),
     ];
     let scenarios = [
@@ -272,7 +302,8 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     stop.store(true, Ordering::Relaxed);
-    drop(lbd);
+    drop(lbds);
+    drop(haproxy);
     backends.stop();
 
     println!(

@@ -242,6 +242,7 @@ pub fn convert(reader: Reader) -> Result<Reading, Refused> {
                     proxy_protocol: view.proxy.map(|p| p.name().to_owned()),
                     freebind: bind.value.freebind.then_some(true),
                     fast_path: None,
+                    kernel_relay: None,
                     tunnel_idle: view.tunnel.map(text),
                     client_fin: client_fin.map(text),
                     member_fin: view.server_fin.map(text),

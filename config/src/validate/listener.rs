@@ -98,6 +98,7 @@ fn validate_listener(
         proxy_protocol: proxy_protocol?,
         freebind: section.freebind.unwrap_or(false),
         fast_path: fast_path?,
+        kernel_relay: section.kernel_relay.unwrap_or(false),
         connect_hedge: connect_hedge?,
     })
 }

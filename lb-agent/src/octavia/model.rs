@@ -405,6 +405,7 @@ fn render_listener(
         freebind: Some(true),
         fast_path: None,
         // Octavia has no hedged connects.
+        kernel_relay: None,
         connect_hedge: None,
     };
     Ok((

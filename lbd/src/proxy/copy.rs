@@ -91,6 +91,7 @@ use crate::sockets::with_socket;
 use crate::state::add;
 
 /// Where the copied bytes are counted (per-worker counters).
+#[derive(Clone, Copy)]
 pub struct ByteCounters<'a> {
     /// Client to member.
     pub client_to_member: [&'a AtomicU64; 2],

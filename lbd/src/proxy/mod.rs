@@ -26,6 +26,7 @@ pub mod connect;
 pub mod copy;
 pub mod header;
 pub mod hedge;
+pub mod kernel;
 pub mod local;
 pub mod sessions;
 pub mod sizing;

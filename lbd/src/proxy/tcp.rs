@@ -1,7 +1,8 @@
 //! A proxied TCP connection, from accept to close:
 //! `allowed_cidrs` -> `connection_limit` -> pick a member and connect
 //! ([`super::connect`]: retries on other members, hedged connects) ->
-//! optional PROXY header -> copy both ways.
+//! optional PROXY header -> copy both ways (or, with `kernel_relay`, let
+//! the kernel relay them: [`super::kernel`]).
 //!
 //! Written against [`crate::runtime`]'s traits, so it runs unchanged on
 //! io_uring and epoll.
@@ -21,6 +22,7 @@ use super::canonical;
 use super::connect::{connect_member, Connected, Shed};
 use super::copy::{abort, copy_both_ways, reset, ByteCounters, Outcome, Timeouts};
 use super::header;
+use super::kernel::relay_in_kernel;
 use super::local::Local;
 use super::sessions::Triggers;
 use super::slots::MemberSlot;
@@ -52,6 +54,10 @@ struct Established<R: Runtime> {
     /// The pool's `on_down` / `on_maint`.
     triggers: Triggers,
     timeouts: Timeouts,
+    /// The kernel relay, for a listener with `kernel_relay` (when loaded).
+    kernel: Option<std::sync::Arc<lbd_ebpf::SockPairer>>,
+    /// Bytes lbd wrote to the member itself (the PROXY header).
+    header: u64,
 }
 
 async fn establish<R: Runtime>(
@@ -132,10 +138,12 @@ async fn establish<R: Runtime>(
     let m = &member_pool.members[index];
     inc(&m.state.counters.get(local.id).connections);
 
+    let mut header_len = 0;
     if let Some(version) = listener.cfg.proxy_protocol {
         let destination = local_addr(client, listener.cfg.bind);
         let mut header = local.bufs.take();
         header::encode(version, peer, destination, &mut header);
+        header_len = header.len() as u64;
         let (res, header) = member.write_all(header).await;
         local.bufs.give(header);
         if let Err(e) = res {
@@ -155,6 +163,12 @@ async fn establish<R: Runtime>(
             on_maint: member_pool.shutdown_on_maint,
         },
         timeouts: Timeouts::of(&listener.cfg),
+        kernel: if listener.cfg.kernel_relay {
+            view.snap.kernel_relay.clone()
+        } else {
+            None
+        },
+        header: header_len,
     })
 }
 
@@ -178,15 +192,35 @@ async fn relay<R: Runtime>(
         &conn.member_label,
         conn.triggers,
     );
-    let outcome = copy_both_ways(
-        &client,
-        &conn.member,
-        &local.bufs,
-        conn.timeouts,
-        counters,
-        Some(registered.kill()),
-    )
-    .await;
+    let in_kernel = match &conn.kernel {
+        Some(pairer) => {
+            relay_in_kernel(
+                &client,
+                &conn.member,
+                pairer,
+                conn.header,
+                conn.timeouts,
+                counters,
+                Some(registered.kill()),
+            )
+            .await
+        }
+        None => None,
+    };
+    let outcome = match in_kernel {
+        Some(outcome) => outcome,
+        None => {
+            copy_both_ways(
+                &client,
+                &conn.member,
+                &local.bufs,
+                conn.timeouts,
+                counters,
+                Some(registered.kill()),
+            )
+            .await
+        }
+    };
     match outcome {
         // Both sides sent EOF: nothing is in flight, closing is enough.
         Outcome::Done => return,

@@ -31,6 +31,13 @@ use std::time::Duration;
 #[allow(async_fn_in_trait)] // thread-per-core: futures are deliberately !Send
 pub trait Stream: AsRawFd + 'static {
     async fn readable(&self) -> io::Result<()>;
+    /// Waits until the peer has ended its side (EOF), or the socket
+    /// failed, without waking for data: for a socket whose data the kernel
+    /// relays ([`crate::proxy::kernel`]), whose every chunk would
+    /// otherwise wake a readiness wait. By default a readiness wait.
+    async fn hangup(&self) -> io::Result<()> {
+        self.readable().await
+    }
     async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
 }

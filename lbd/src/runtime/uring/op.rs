@@ -77,6 +77,15 @@ pub(super) async fn readable(fd: RawFd) -> io::Result<()> {
     result(res).map(drop)
 }
 
+/// Waits until `fd`'s peer ended its side (POLLRDHUP), or it failed or
+/// hung up (POLLERR and POLLHUP are always reported): data does not wake
+/// it.
+pub(super) async fn hangup(fd: RawFd) -> io::Result<()> {
+    let events = libc::POLLRDHUP as u32;
+    let (res, ()) = Op::start(opcode::PollAdd::new(types::Fd(fd), events).build(), ()).await;
+    result(res).map(drop)
+}
+
 /// One receive into `buf`'s spare capacity (from index 0).
 pub(super) async fn recv(fd: RawFd, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
     buf.clear();

@@ -90,6 +90,10 @@ impl Stream for TcpStream {
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         op::send_all(self.as_raw_fd(), buf).await
     }
+
+    async fn hangup(&self) -> io::Result<()> {
+        op::hangup(self.as_raw_fd()).await
+    }
 }
 
 /// Arms the receive of a stream that needs data and has none queued,
