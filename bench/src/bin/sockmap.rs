@@ -272,18 +272,19 @@ fn run(cli: Cli) -> Result<()> {
         ("sockmap", relay_port),
     ];
     let scenarios = [
-        ("keep-alive /100b", "/100b", 50u32),
-        ("1 MiB objects", "/1m", 10),
+        ("keep-alive /100b", "/100b", 50u32, false),
+        ("new connection per request /100b", "/100b", 50, true),
+        ("1 MiB objects", "/1m", 10, false),
     ];
     let mut rows: Vec<Vec<Vec<Row>>> = scenarios
         .iter()
         .map(|_| paths.iter().map(|_| Vec::new()).collect())
         .collect();
     for rep in 0..cli.reps {
-        for (si, (scenario, path, conns)) in scenarios.iter().enumerate() {
+        for (si, (scenario, path, conns, close)) in scenarios.iter().enumerate() {
             for (pi, (name, port)) in paths.iter().enumerate() {
                 let url = format!("http://127.0.0.1:{port}{path}");
-                let row = measure(&url, *conns, cli.duration, &script, &logs)?;
+                let row = measure(&url, *conns, *close, cli.duration, &script, &logs)?;
                 eprintln!(
                     "sockmap: [{}/{}] {scenario} {name:8} req/s {:.0} GiB/s {:.2} p50 {:.0} µs \
                      p99 {:.0} µs machine CPU {:.2} µs/req {:.3} s/GiB failed {}",
@@ -310,7 +311,7 @@ fn run(cli: Cli) -> Result<()> {
         "{} reps of {:?}, medians; machine CPU from /proc/stat (all CPUs), wrk and nginx included",
         cli.reps, cli.duration
     );
-    for (si, (scenario, _, conns)) in scenarios.iter().enumerate() {
+    for (si, (scenario, _, conns, _)) in scenarios.iter().enumerate() {
         let med = |pi: usize, f: fn(&Row) -> f64| median(rows[si][pi].iter().map(f).collect());
         println!(
             "\n| {scenario} (wrk -c{conns}) | req/s | GiB/s | p50 µs | p99 µs | machine CPU µs/req \
