@@ -436,6 +436,12 @@ mod tests {
     }
 
     #[test]
+    fn kernel_relay_is_off_unless_asked() {
+        assert!(!valid(&listener_with("")).listeners[0].kernel_relay);
+        assert!(valid(&listener_with("kernel_relay = true")).listeners[0].kernel_relay);
+    }
+
+    #[test]
     fn tunnel_and_half_closed_timeouts() {
         let config = valid(&listener_with(
             "client_idle = \"30s\"\ntunnel_idle = \"1h\"\nclient_fin = \"1s\"\nmember_fin = \"250ms\"",
