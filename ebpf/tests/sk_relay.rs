@@ -29,15 +29,22 @@ fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
     buf
 }
 
-#[test]
-fn paired_sockets_relay_both_ways_in_order() {
-    let mut relay = match SockRelay::load() {
-        Ok(relay) => relay,
+/// The relay, or `None` (after `skip`) where it cannot be loaded.
+fn load() -> Option<SockRelay> {
+    match SockRelay::load() {
+        Ok(relay) => Some(relay),
         Err(e @ (Error::PermissionDenied { .. } | Error::NotBuilt)) => {
             skip(&e.to_string());
-            return;
+            None
         }
         Err(e) => panic!("loading the relay: {e}"),
+    }
+}
+
+#[test]
+fn paired_sockets_relay_both_ways_in_order() {
+    let Some(mut relay) = load() else {
+        return;
     };
     let (mut client, client_side) = connection();
     let (mut member, member_side) = connection();
@@ -117,13 +124,8 @@ fn the_hand_over_keeps_a_streaming_clients_bytes_in_order() {
     const HEADER: &[u8] = b"PROXY TCP4 127.0.0.1 127.0.0.1 1 2\r\n";
     const REQUEST: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
     const ANSWER: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-    let mut relay = match SockRelay::load() {
-        Ok(relay) => relay,
-        Err(e @ (Error::PermissionDenied { .. } | Error::NotBuilt)) => {
-            skip(&e.to_string());
-            return;
-        }
-        Err(e) => panic!("loading the relay: {e}"),
+    let Some(mut relay) = load() else {
+        return;
     };
     let (client, inside) = connection();
     let (mut member, mut upstream) = connection();
