@@ -115,7 +115,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::RangeInclusive;
 
 pub use maps::{MAGLEV_TABLE_SIZE, MAX_MEMBERS, RR_SLOTS};
-pub use relay::{kick, tcp_counts, SockPairer, SockRelay, TcpCounts};
+pub use relay::{kick, tcp_counts, SockPairer, TcpCounts};
 
 /// How an interface runs the program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -39,7 +39,7 @@ fn object() -> &'static [u8] {
 }
 
 /// The loaded relay: its program attached to its socket map.
-pub struct SockRelay {
+struct SockRelay {
     socks: SockHash<MapData, u64>,
     peers: SockHash<MapData, u64>,
     _ebpf: Ebpf,
@@ -85,17 +85,6 @@ impl SockRelay {
             _ebpf: ebpf,
         })
     }
-
-    /// Relays `a` and `b` to each other from now on. Data they queued
-    /// before waits for the next data to arrive, or for [`kick`].
-    pub fn pair(&mut self, a: &impl AsRawFd, b: &impl AsRawFd) -> Result<(), Error> {
-        let (ca, cb) = (cookie(a.as_raw_fd())?, cookie(b.as_raw_fd())?);
-        // Each one's peer first, then the sockets under the program.
-        self.peers.insert(cb, a.as_raw_fd(), 0).map_err(map_error)?;
-        self.peers.insert(ca, b.as_raw_fd(), 0).map_err(map_error)?;
-        self.socks.insert(ca, a.as_raw_fd(), 0).map_err(map_error)?;
-        self.socks.insert(cb, b.as_raw_fd(), 0).map_err(map_error)
-    }
 }
 
 /// Pairs sockets from any thread without a lock: map updates by
@@ -117,7 +106,7 @@ impl std::fmt::Debug for SockPairer {
 }
 
 impl SockPairer {
-    /// Loads the relay ([`SockRelay::load`]) for pairing from many threads.
+    /// Loads the program and attaches it, for pairing from many threads.
     pub fn load() -> Result<SockPairer, Error> {
         let relay = SockRelay::load()?;
         let dup = |fd: &aya::maps::sock::SockMapFd| {

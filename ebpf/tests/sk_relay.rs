@@ -9,7 +9,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use lbd_ebpf::{Error, SockRelay};
+use lbd_ebpf::{Error, SockPairer};
 use lbd_test_support::skip;
 
 /// (the outside end, the end the relay holds) of one loopback connection.
@@ -30,8 +30,8 @@ fn read_exactly(s: &mut TcpStream, n: usize) -> Vec<u8> {
 }
 
 /// The relay, or `None` (after `skip`) where it cannot be loaded.
-fn load() -> Option<SockRelay> {
-    match SockRelay::load() {
+fn load() -> Option<SockPairer> {
+    match SockPairer::load() {
         Ok(relay) => Some(relay),
         Err(e @ (Error::PermissionDenied { .. } | Error::NotBuilt)) => {
             skip(&e.to_string());
@@ -43,12 +43,14 @@ fn load() -> Option<SockRelay> {
 
 #[test]
 fn paired_sockets_relay_both_ways_in_order() {
-    let Some(mut relay) = load() else {
+    let Some(relay) = load() else {
         return;
     };
     let (mut client, client_side) = connection();
     let (mut member, member_side) = connection();
-    relay.pair(&client_side, &member_side).expect("pair");
+    relay
+        .pair(client_side.as_raw_fd(), member_side.as_raw_fd())
+        .expect("pair");
 
     // Request/response rounds, then a stream of 1 MiB in 64 KiB writes.
     for round in 0..100u32 {
@@ -124,7 +126,7 @@ fn the_hand_over_keeps_a_streaming_clients_bytes_in_order() {
     const HEADER: &[u8] = b"PROXY TCP4 127.0.0.1 127.0.0.1 1 2\r\n";
     const REQUEST: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
     const ANSWER: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-    let Some(mut relay) = load() else {
+    let Some(relay) = load() else {
         return;
     };
     let (client, inside) = connection();
@@ -145,7 +147,9 @@ fn the_hand_over_keeps_a_streaming_clients_bytes_in_order() {
     // The request is queued on the relay's socket before the pairing.
     std::thread::sleep(Duration::from_millis(100));
     upstream.write_all(HEADER).expect("header");
-    relay.pair(&inside, &upstream).expect("pair");
+    relay
+        .pair(inside.as_raw_fd(), upstream.as_raw_fd())
+        .expect("pair");
     lbd_ebpf::kick(inside.as_raw_fd()).expect("kick");
     lbd_ebpf::kick(upstream.as_raw_fd()).expect("kick upstream");
 

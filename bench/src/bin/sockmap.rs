@@ -27,7 +27,7 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -35,7 +35,7 @@ use bench::backends::{Backends, Ports};
 use bench::procs::{self, Guard, Pin, WorkDir};
 use bench::{setup, wrk};
 use clap::Parser;
-use lbd_ebpf::SockRelay;
+use lbd_ebpf::SockPairer;
 
 #[derive(Parser)]
 struct Cli {
@@ -110,12 +110,7 @@ fn measure(
 
 /// The in-kernel relay: accepts on `listener`, pairs each connection with
 /// one to `member`.
-fn serve_relay(
-    listener: TcpListener,
-    member: u16,
-    relay: Arc<Mutex<SockRelay>>,
-    stop: Arc<AtomicBool>,
-) {
+fn serve_relay(listener: TcpListener, member: u16, relay: Arc<SockPairer>, stop: Arc<AtomicBool>) {
     for conn in listener.incoming() {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -128,14 +123,11 @@ fn serve_relay(
     }
 }
 
-fn relay_one(client: TcpStream, member: u16, relay: &Mutex<SockRelay>) -> Result<()> {
+fn relay_one(client: TcpStream, member: u16, relay: &SockPairer) -> Result<()> {
     let upstream = TcpStream::connect(("127.0.0.1", member))?;
     client.set_nodelay(true)?;
     upstream.set_nodelay(true)?;
-    relay
-        .lock()
-        .map_err(|_| anyhow::anyhow!("relay lock poisoned"))?
-        .pair(&client, &upstream)?;
+    relay.pair(client.as_raw_fd(), upstream.as_raw_fd())?;
     // What the client sent before the pairing is relayed too, in order.
     lbd_ebpf::kick(client.as_raw_fd())?;
     lbd_ebpf::kick(upstream.as_raw_fd())?;
@@ -191,8 +183,8 @@ fn run(cli: Cli) -> Result<()> {
     procs::install_signal_handler()?;
     procs::become_subreaper();
     setup::ensure_packages()?;
-    let relay = match SockRelay::load() {
-        Ok(relay) => Arc::new(Mutex::new(relay)),
+    let relay = match SockPairer::load() {
+        Ok(relay) => Arc::new(relay),
         Err(e) => {
             eprintln!("sockmap: skipping: the relay program cannot be loaded: {e}");
             return Ok(());

@@ -72,17 +72,20 @@ pub(super) fn result(res: i32) -> io::Result<u32> {
 
 /// Waits until `fd` is readable (data, EOF, error or hang-up).
 pub(super) async fn readable(fd: RawFd) -> io::Result<()> {
-    let events = (libc::POLLIN | libc::POLLRDHUP) as u32;
-    let (res, ()) = Op::start(opcode::PollAdd::new(types::Fd(fd), events).build(), ()).await;
-    result(res).map(drop)
+    poll(fd, libc::POLLIN | libc::POLLRDHUP).await
 }
 
 /// Waits until `fd`'s peer ended its side (POLLRDHUP), or it failed or
 /// hung up (POLLERR and POLLHUP are always reported): data does not wake
 /// it.
 pub(super) async fn hangup(fd: RawFd) -> io::Result<()> {
-    let events = libc::POLLRDHUP as u32;
-    let (res, ()) = Op::start(opcode::PollAdd::new(types::Fd(fd), events).build(), ()).await;
+    poll(fd, libc::POLLRDHUP).await
+}
+
+/// One IORING_OP_POLL_ADD for `events` on `fd`.
+async fn poll(fd: RawFd, events: libc::c_short) -> io::Result<()> {
+    let sqe = opcode::PollAdd::new(types::Fd(fd), events as u32).build();
+    let (res, ()) = Op::start(sqe, ()).await;
     result(res).map(drop)
 }
 
