@@ -176,6 +176,10 @@ pub struct ListenerSection {
     /// kernel (sockmap) instead of lbd's copy loop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_relay: Option<bool>,
+    /// Move bulk directions with `splice(2)` through a pipe (no copy into
+    /// lbd's memory) instead of copying through buffers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splice: Option<bool>,
     /// A duration: when a member's connect has not completed after it, a
     /// connect to another member is started too (hedged connect). Absent:
     /// off. A pool's own `connect_hedge` overrides it.
@@ -453,6 +457,7 @@ impl From<&Listener> for ListenerSection {
             freebind: Some(listener.freebind),
             fast_path: Some(listener.fast_path.name().to_owned()),
             kernel_relay: listener.kernel_relay.then_some(true),
+            splice: listener.splice.then_some(true),
             connect_hedge: listener.connect_hedge.map(duration_text),
         }
     }

@@ -242,6 +242,9 @@ pub struct Listener {
     /// stream verdict program) instead of lbd's copy loop; the copy loop
     /// where the program cannot be loaded.
     pub kernel_relay: bool,
+    /// A direction that moves bulk is spliced (socket -> pipe -> socket)
+    /// instead of copied through lbd's buffers.
+    pub splice: bool,
     /// Hedged connects: after this long without a completed connect, a
     /// connect to another member starts too; the first to complete wins.
     /// `None`: off. Less than `member_connect`; the pool's own value

@@ -16,10 +16,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::apiserver::http_request_once;
+use common::streams::{echo_stream, end, settle, stats};
 use common::*;
 use lbd_test_support::skip;
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LOADED: &str = "kernel_relay: the sockmap relay is loaded";
@@ -30,14 +29,6 @@ fn config(admin: SocketAddr, bind: SocketAddr, extra: &str, m: &Backend) -> Stri
          pool = \"p\"\nkernel_relay = true\n{extra}\n\n[[pool]]\nname = \"p\"\n{}",
         member(m)
     )
-}
-
-async fn stats(admin: SocketAddr) -> Value {
-    let (code, body) = http_request_once(admin, "GET", "/stats.json", &[], b"")
-        .await
-        .expect("stats");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).expect("JSON")
 }
 
 /// Starts lbd; `None` (after `skip`) when it could not load the relay.
@@ -56,80 +47,6 @@ async fn start(rt: &str, config: &str) -> Option<Lbd> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("lbd said nothing about the kernel relay:\n{}", lbd.log());
-}
-
-/// One connection through lbd to a greeting echo member: the greeting,
-/// then `total` bytes written in chunks (a pause of `pause` between them)
-/// while the echo is read back and checked, in order. Returns the halves,
-/// the echo complete, for the caller to end.
-async fn echo_stream(
-    bind: SocketAddr,
-    total: usize,
-    pause: Duration,
-) -> (
-    tokio::net::tcp::OwnedReadHalf,
-    tokio::net::tcp::OwnedWriteHalf,
-) {
-    let client = connect_from(bind, None).await.expect("connect");
-    let (mut rd, mut wr) = client.into_split();
-    // The member's greeting was queued on lbd's socket before the pairing.
-    let mut greeting = [0u8; 9];
-    tokio::time::timeout(WAIT, rd.read_exact(&mut greeting))
-        .await
-        .expect("greeting in time")
-        .expect("greeting");
-    assert_eq!(&greeting, b"greeting\n");
-    let writer = tokio::spawn(async move {
-        let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
-        for chunk in data.chunks(16 << 10) {
-            wr.write_all(chunk).await.expect("write");
-            if !pause.is_zero() {
-                tokio::time::sleep(pause).await;
-            }
-        }
-        wr
-    });
-    let mut got = 0usize;
-    let mut buf = vec![0u8; 64 << 10];
-    while got < total {
-        let n = tokio::time::timeout(WAIT, rd.read(&mut buf))
-            .await
-            .expect("echo in time")
-            .expect("read");
-        assert!(n > 0, "EOF after {got} bytes");
-        for (k, b) in buf[..n].iter().enumerate() {
-            assert_eq!(*b, ((got + k) % 251) as u8, "byte {} out of order", got + k);
-        }
-        got += n;
-    }
-    (rd, writer.await.expect("writer"))
-}
-
-/// Half-closes, and expects the member's orderly end back.
-async fn end(
-    lbd: &Lbd,
-    mut rd: tokio::net::tcp::OwnedReadHalf,
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
-) {
-    wr.shutdown().await.expect("shutdown(WR)");
-    let mut rest = Vec::new();
-    let end = tokio::time::timeout(WAIT, rd.read_to_end(&mut rest)).await;
-    assert!(
-        matches!(end, Ok(Ok(0))),
-        "no orderly end after the half-close: {end:?}\n{}",
-        lbd.log()
-    );
-}
-
-async fn settle(admin: SocketAddr) -> Value {
-    let deadline = Instant::now() + WAIT;
-    let mut s = stats(admin).await;
-    while s["current_connections"] != 0 {
-        assert!(Instant::now() < deadline, "connections never closed: {s}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        s = stats(admin).await;
-    }
-    s
 }
 
 async fn relays_a_streaming_exchange_in_the_kernel(rt: &str) {

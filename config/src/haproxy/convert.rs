@@ -243,6 +243,7 @@ pub fn convert(reader: Reader) -> Result<Reading, Refused> {
                     freebind: bind.value.freebind.then_some(true),
                     fast_path: None,
                     kernel_relay: None,
+                    splice: None,
                     tunnel_idle: view.tunnel.map(text),
                     client_fin: client_fin.map(text),
                     member_fin: view.server_fin.map(text),

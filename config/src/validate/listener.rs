@@ -99,6 +99,7 @@ fn validate_listener(
         freebind: section.freebind.unwrap_or(false),
         fast_path: fast_path?,
         kernel_relay: section.kernel_relay.unwrap_or(false),
+        splice: section.splice.unwrap_or(false),
         connect_hedge: connect_hedge?,
     })
 }
@@ -439,6 +440,17 @@ mod tests {
     fn kernel_relay_is_off_unless_asked() {
         assert!(!valid(&listener_with("")).listeners[0].kernel_relay);
         assert!(valid(&listener_with("kernel_relay = true")).listeners[0].kernel_relay);
+    }
+
+    #[test]
+    fn splice_is_off_unless_asked() {
+        assert!(!valid(&listener_with("")).listeners[0].splice);
+        assert!(valid(&listener_with("splice = true")).listeners[0].splice);
+        assert_eq!(
+            invalid(&listener_with("splice = \"auto\"")).len(),
+            1,
+            "not a boolean"
+        );
     }
 
     #[test]

@@ -406,6 +406,7 @@ fn render_listener(
         fast_path: None,
         // Octavia has no hedged connects.
         kernel_relay: None,
+        splice: None,
         connect_hedge: None,
     };
     Ok((

@@ -82,6 +82,7 @@ use std::time::Duration;
 use lbd_config::Listener;
 
 use super::buffers::BufPool;
+use super::pipes::{Lease, PipePool, PIPE_SIZE};
 use super::sessions::Kill;
 use super::sizing::{queued_bytes, Sizer};
 use super::wake::WakeSlot;
@@ -276,25 +277,33 @@ impl Activity {
     }
 }
 
+/// Where a connection's directions get their buffers, and their pipes
+/// when the listener splices (`splice`).
+#[derive(Clone, Copy)]
+pub struct Carriers<'a> {
+    pub bufs: &'a BufPool,
+    pub pipes: Option<&'a PipePool>,
+}
+
 /// Copies until both directions are finished, an error, an idle timeout,
-/// or `kill` (if any) is fired. Buffers come from the worker's `pool` only
-/// while data is in flight.
+/// or `kill` (if any) is fired. Buffers come from the worker's pool only
+/// while data is in flight, and so do pipes.
 pub async fn copy_both_ways<S: Stream>(
     client: &S,
     member: &S,
-    pool: &BufPool,
+    carriers: Carriers<'_>,
     timeouts: Timeouts,
     counters: ByteCounters<'_>,
     kill: Option<&Kill>,
 ) -> Outcome {
-    pool.start_trimming();
+    carriers.bufs.start_trimming();
     let activity = Activity::new(timeouts);
     let up = pump(
         client,
         member,
         Side::Client,
         Side::Member,
-        pool,
+        carriers,
         &activity,
         counters.client_to_member,
     );
@@ -303,7 +312,7 @@ pub async fn copy_both_ways<S: Stream>(
         client,
         Side::Member,
         Side::Client,
-        pool,
+        carriers,
         &activity,
         counters.member_to_client,
     );
@@ -333,22 +342,49 @@ pub async fn copy_both_ways<S: Stream>(
 /// (a bulk transfer) more data is likely waiting, so the next read goes
 /// straight ahead without waiting for readiness first. Each read's buffer
 /// is small unless the [`Sizer`] asks for a bigger one and the budget has
-/// one to spare.
+/// one to spare. On a listener with `splice`, a direction the sizer finds
+/// moving bulk splices through a pipe instead ([`splice_bulk`]) while it
+/// stays bulk.
 async fn pump<S: Stream>(
     from: &S,
     to: &S,
     from_side: Side,
     to_side: Side,
-    pool: &BufPool,
+    carriers: Carriers<'_>,
     activity: &Activity,
     counters: [&AtomicU64; 2],
 ) -> io::Result<()> {
+    let pool = carriers.bufs;
+    let pipes = carriers
+        .pipes
+        .filter(|_| from.can_splice() && to.can_splice());
     let mut bulk = false;
     let mut sizer = Sizer::default();
     loop {
         if !bulk {
             if let Err(e) = from.readable().await {
                 return Err(fail(from, to, e));
+            }
+        }
+        if let Some(lease) = pipes.filter(|_| sizer.bulk()).and_then(Lease::new) {
+            let dir = Direction {
+                from,
+                to,
+                from_side,
+                to_side,
+                activity,
+                counters,
+            };
+            match splice_bulk(&dir, lease, &mut sizer).await {
+                Ok(Spliced::Eof) => {
+                    dir.pass_eof();
+                    return Ok(());
+                }
+                Ok(Spliced::NotBulk) => {
+                    bulk = false;
+                    continue;
+                }
+                Err(e) => return Err(fail(from, to, e)),
             }
         }
         let size = sizer.next(to.as_raw_fd(), pool.plenty());
@@ -359,11 +395,7 @@ async fn pump<S: Stream>(
         let n = match res {
             Ok(0) => {
                 pool.give(buf);
-                // Half-close: pass the EOF on. The peer may already be gone
-                // (ENOTCONN); the other direction will notice on its own.
-                let _ = with_socket(to, |s| s.shutdown(Shutdown::Write));
-                activity.eof_from(from_side);
-                activity.fin_sent(to_side);
+                pass_eof(to, activity, from_side, to_side);
                 return Ok(());
             }
             Ok(n) => n,
@@ -383,6 +415,69 @@ async fn pump<S: Stream>(
         activity.touch(to_side);
         add(counters[0], n as u64);
         add(counters[1], n as u64);
+    }
+}
+
+/// Half-close: `from_side` sent EOF; pass it on to `to`. The peer may
+/// already be gone (ENOTCONN); the other direction will notice on its own.
+fn pass_eof(to: &impl Stream, activity: &Activity, from_side: Side, to_side: Side) {
+    let _ = with_socket(to, |s| s.shutdown(Shutdown::Write));
+    activity.eof_from(from_side);
+    activity.fin_sent(to_side);
+}
+
+/// One direction's ends, for [`splice_bulk`].
+struct Direction<'a, S> {
+    from: &'a S,
+    to: &'a S,
+    from_side: Side,
+    to_side: Side,
+    activity: &'a Activity,
+    counters: [&'a AtomicU64; 2],
+}
+
+impl<S: Stream> Direction<'_, S> {
+    fn pass_eof(&self) {
+        pass_eof(self.to, self.activity, self.from_side, self.to_side);
+    }
+}
+
+/// How a run of splicing ended (without an error).
+enum Spliced {
+    /// `from` sent EOF.
+    Eof,
+    /// The direction no longer moves bulk: back to buffers.
+    NotBulk,
+}
+
+/// Splices a bulk direction: up to a pipe's worth from `from` into the
+/// pipe, then all of it out to `to`, while the [`Sizer`] still sees bulk.
+/// The pipe is empty between rounds (back-pressure as with buffers: a
+/// slow reader slows the writer down) and goes back when this returns;
+/// one still holding data (this future dropped mid-write) is closed.
+async fn splice_bulk<S: Stream>(
+    dir: &Direction<'_, S>,
+    mut lease: Lease<'_>,
+    sizer: &mut Sizer,
+) -> io::Result<Spliced> {
+    let pipe = lease.pipe();
+    // Bounded: each round moves a byte or more, or returns.
+    loop {
+        let n = dir.from.splice_to(pipe.write_end(), PIPE_SIZE).await?;
+        if n == 0 {
+            return Ok(Spliced::Eof);
+        }
+        pipe.filled(n);
+        sizer.read(n);
+        dir.activity.touch(dir.from_side);
+        dir.to.splice_from(pipe.read_end(), n).await?;
+        pipe.drained(n);
+        dir.activity.touch(dir.to_side);
+        add(dir.counters[0], n as u64);
+        add(dir.counters[1], n as u64);
+        if !sizer.bulk() {
+            return Ok(Spliced::NotBulk);
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! What a worker thread lends the connections it accepts: its id (which
-//! counter slot to write), its counters, its buffer pool and its view of
+//! counter slot to write), its counters, its buffers and pipes and its view of
 //! the current config. One per worker thread, shared by its connection
 //! tasks through an `Rc`; nothing in it is shared with another thread
 //! except through [`Shared`].
@@ -13,6 +13,7 @@ use crate::pick::LocalView;
 use crate::state::WorkerCounters;
 
 use super::buffers::BufPool;
+use super::pipes::PipePool;
 use super::sessions::Sessions;
 
 pub struct Local {
@@ -20,6 +21,8 @@ pub struct Local {
     pub shared: Arc<Shared>,
     pub counters: Arc<WorkerCounters>,
     pub bufs: BufPool,
+    /// Pipes for listeners with `splice`.
+    pub pipes: PipePool,
     /// Connections of pools with `on_down` / `on_maint`.
     pub sessions: Sessions,
     view: RefCell<Rc<LocalView>>,
@@ -34,6 +37,7 @@ impl Local {
             counters: Arc::clone(&shared.workers[id]),
             shared,
             bufs: BufPool::default(),
+            pipes: PipePool::default(),
             sessions: Sessions::default(),
             view,
         }

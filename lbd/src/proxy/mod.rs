@@ -13,7 +13,8 @@
 //! * [`wake`]: a task's wake-up slot on one worker thread (kill switch,
 //!   idle watchdog).
 //! * [`copy`]: the copy loop both ways and how a connection ends;
-//!   [`buffers`] and [`sizing`]: its buffers; [`header`]: the PROXY
+//!   [`buffers`] and [`sizing`]: its buffers; [`pipes`]: its pipes for
+//!   `splice`; [`header`]: the PROXY
 //!   protocol header.
 //!
 //! Nothing here knows about worker threads, health checks, the admin server
@@ -28,6 +29,7 @@ pub mod header;
 pub mod hedge;
 pub mod kernel;
 pub mod local;
+pub mod pipes;
 pub mod sessions;
 pub mod sizing;
 pub mod slots;

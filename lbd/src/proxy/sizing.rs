@@ -84,6 +84,12 @@ impl Sizer {
         size
     }
 
+    /// Whether this direction moves bulk now (reads bigger than small
+    /// buffers would be).
+    pub fn bulk(&self) -> bool {
+        self.streak >= GROW_AFTER
+    }
+
     /// Records a read of `n` bytes.
     pub fn read(&mut self, n: usize) {
         self.streak = if n >= SMALL {

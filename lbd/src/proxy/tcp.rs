@@ -20,7 +20,7 @@ use crate::state::{inc, now_ms, ListenerState, Slot};
 
 use super::canonical;
 use super::connect::{connect_member, Connected, Shed};
-use super::copy::{abort, copy_both_ways, reset, ByteCounters, Outcome, Timeouts};
+use super::copy::{abort, copy_both_ways, reset, ByteCounters, Carriers, Outcome, Timeouts};
 use super::header;
 use super::kernel::relay_in_kernel;
 use super::local::Local;
@@ -56,6 +56,8 @@ struct Established<R: Runtime> {
     timeouts: Timeouts,
     /// The kernel relay, for a listener with `kernel_relay` (when loaded).
     kernel: Option<std::sync::Arc<lbd_ebpf::SockPairer>>,
+    /// Whether bulk directions splice (the listener's `splice`).
+    splice: bool,
     /// Bytes lbd wrote to the member itself (the PROXY header).
     header: u64,
 }
@@ -168,6 +170,7 @@ async fn establish<R: Runtime>(
         } else {
             None
         },
+        splice: listener.cfg.splice,
         header: header_len,
     })
 }
@@ -210,10 +213,14 @@ async fn relay<R: Runtime>(
     let outcome = match in_kernel {
         Some(outcome) => outcome,
         None => {
+            let carriers = Carriers {
+                bufs: &local.bufs,
+                pipes: conn.splice.then_some(&local.pipes),
+            };
             copy_both_ways(
                 &client,
                 &conn.member,
-                &local.bufs,
+                carriers,
                 conn.timeouts,
                 counters,
                 Some(registered.kill()),

@@ -6,9 +6,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::os::fd::{AsRawFd, RawFd};
+
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::{Runtime, Stream};
+use crate::proxy::pipes;
 
 pub struct Epoll;
 
@@ -43,6 +47,40 @@ impl Stream for TcpStream {
             }
         }
         (Ok(()), buf)
+    }
+
+    async fn splice_to(&self, pipe: RawFd, len: usize) -> io::Result<usize> {
+        let fd = self.as_raw_fd();
+        // Bounded: a round ends in a result or waits for readiness, which
+        // a spurious wake-up clears (try_io) before the next wait.
+        loop {
+            self.readable().await?;
+            match self.try_io(Interest::READABLE, || pipes::splice(fd, pipe, len)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                res => return res,
+            }
+        }
+    }
+
+    async fn splice_from(&self, pipe: RawFd, len: usize) -> io::Result<()> {
+        let fd = self.as_raw_fd();
+        let mut left = len;
+        // Bounded: each round moves a byte or more, fails, or waits.
+        while left > 0 {
+            self.writable().await?;
+            match self.try_io(Interest::WRITABLE, || pipes::splice(pipe, fd, left)) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => left -= n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// tokio's sockets are non-blocking already.
+    fn can_splice(&self) -> bool {
+        true
     }
 }
 

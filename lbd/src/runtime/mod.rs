@@ -20,7 +20,7 @@ pub mod uring;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -40,6 +40,15 @@ pub trait Stream: AsRawFd + 'static {
     }
     async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
+    /// Moves up to `len` bytes from this socket into the empty pipe whose
+    /// write end is `pipe` (`splice(2)`), waiting for data as `read`
+    /// does: how many (0: EOF). Only when [`Stream::can_splice`].
+    async fn splice_to(&self, pipe: RawFd, len: usize) -> io::Result<usize>;
+    /// Moves `len` bytes (all it holds) from the pipe whose read end is
+    /// `pipe` into this socket, waiting for room as `write_all` does.
+    async fn splice_from(&self, pipe: RawFd, len: usize) -> io::Result<()>;
+    /// Whether `splice_to` / `splice_from` work here.
+    fn can_splice(&self) -> bool;
 }
 
 /// One worker's I/O runtime.

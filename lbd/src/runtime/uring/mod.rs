@@ -13,6 +13,7 @@
 
 mod bufring;
 mod driver;
+mod nonblocking;
 mod op;
 mod stream;
 #[cfg(test)]
@@ -71,16 +72,31 @@ fn build_ring() -> io::Result<IoUring> {
 /// Builds (and drops) one ring: fails like a worker would under seccomp
 /// (EPERM), `kernel.io_uring_disabled`, old kernels or memory limits.
 /// Kernels before 6.0 reject the tuned flags (EINVAL): then rings are
-/// built without them.
+/// built without them. The ring then tells whether splicing can work
+/// ([`nonblocking`]).
 pub fn probe() -> io::Result<()> {
     match build_ring() {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             TUNED.store(false, Ordering::Relaxed);
             tracing::info!("io_uring: kernel lacks COOP_TASKRUN/SINGLE_ISSUER; using a plain ring");
-            build_ring().map(drop)
+            build_ring().map(probe_nonblocking)
         }
-        result => result.map(drop),
+        result => result.map(probe_nonblocking),
     }
+}
+
+/// See [`nonblocking`]: a failed probe only leaves splice off.
+fn probe_nonblocking(mut ring: IoUring) {
+    if let Err(e) = nonblocking::probe(&mut ring) {
+        tracing::info!(
+            "io_uring: cannot tell whether it waits on non-blocking sockets ({e}); splice is off"
+        );
+    }
+}
+
+/// Whether streams can splice ([`nonblocking`]).
+pub(super) fn splice_works() -> bool {
+    nonblocking::waits()
 }
 
 /// The ring's descriptor, for tokio's reactor.

@@ -75,6 +75,11 @@ pub(super) async fn readable(fd: RawFd) -> io::Result<()> {
     poll(fd, libc::POLLIN | libc::POLLRDHUP).await
 }
 
+/// Waits until `fd` has room to write (or failed).
+pub(super) async fn writable(fd: RawFd) -> io::Result<()> {
+    poll(fd, libc::POLLOUT).await
+}
+
 /// Waits until `fd`'s peer ended its side (POLLRDHUP), or it failed or
 /// hung up (POLLERR and POLLHUP are always reported): data does not wake
 /// it.

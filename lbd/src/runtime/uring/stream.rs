@@ -13,6 +13,7 @@
 //! one-shot straight into them too: cheaper than copying 16 KiB ring
 //! buffers. Without a buffer ring (old kernels) every read is one-shot.
 
+use std::cell::Cell;
 use std::future::poll_fn;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -20,18 +21,48 @@ use std::task::{Context, Poll};
 
 use super::driver::{self, Driver, RECV_QUEUE_CAP};
 use super::op;
+use crate::proxy::pipes;
 use crate::runtime::Stream;
+
+/// One write of `data` into a non-blocking pipe: how much it took (0 when
+/// full).
+fn write(pipe: RawFd, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: writes from a valid slice to a descriptor the caller holds.
+    let n = unsafe { libc::write(pipe, data.as_ptr().cast(), data.len()) };
+    match n {
+        n if n >= 0 => Ok(n as usize),
+        _ => match io::Error::last_os_error() {
+            e if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            e => Err(e),
+        },
+    }
+}
 
 pub struct TcpStream {
     fd: OwnedFd,
     /// The driver slot of the receive side.
     recv: usize,
+    /// Whether the socket was made non-blocking (for `splice(2)`; the
+    /// ring's operations wait on such sockets all the same).
+    nonblocking: Cell<bool>,
 }
 
 impl TcpStream {
     pub(super) fn from_fd(fd: OwnedFd) -> TcpStream {
         let recv = driver::with(Driver::new_recv);
-        TcpStream { fd, recv }
+        TcpStream {
+            fd,
+            recv,
+            nonblocking: Cell::new(false),
+        }
+    }
+
+    fn nonblocking(&self) -> io::Result<()> {
+        if !self.nonblocking.get() {
+            pipes::set_nonblocking(self.as_raw_fd())?;
+            self.nonblocking.set(true);
+        }
+        Ok(())
     }
 
     /// # Safety
@@ -80,11 +111,68 @@ impl Stream for TcpStream {
             buf.reserve(super::BUFFER_SIZE);
         }
         let fd = self.as_raw_fd();
-        let next = poll_fn(|cx| driver::with(|d| poll_read(d, self.recv, fd, &mut buf, cx))).await;
+        let big = buf.capacity() > super::BUFFER_SIZE;
+        let next = poll_fn(|cx| {
+            driver::with(|d| poll_read(d, self.recv, fd, big, |d, i| take(d, i, &mut buf), cx))
+        })
+        .await;
         match next {
             Next::Done(res) => (res, buf),
             Next::OneShot => op::recv(fd, buf).await,
         }
+    }
+
+    /// Data the multishot receive queued goes into the pipe first (a
+    /// write); then the receive stays paused and the socket, made
+    /// non-blocking, is spliced from, waiting for readiness when empty.
+    async fn splice_to(&self, pipe: RawFd, len: usize) -> io::Result<usize> {
+        let fd = self.as_raw_fd();
+        self.nonblocking()?;
+        let next = poll_fn(|cx| {
+            driver::with(|d| {
+                poll_read(
+                    d,
+                    self.recv,
+                    fd,
+                    true,
+                    |d, i| take_into(d, i, |data| write(pipe, data)),
+                    cx,
+                )
+            })
+        })
+        .await;
+        if let Next::Done(res) = next {
+            return res;
+        }
+        // Bounded: each round either returns or waits for readiness,
+        // after which the splice finds data, EOF or an error.
+        loop {
+            match pipes::splice(fd, pipe, len) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => op::readable(fd).await?,
+                res => return res,
+            }
+        }
+    }
+
+    async fn splice_from(&self, pipe: RawFd, len: usize) -> io::Result<()> {
+        let fd = self.as_raw_fd();
+        self.nonblocking()?;
+        let mut left = len;
+        // Bounded: each round moves a byte or more, fails, or waits for
+        // room in the send buffer.
+        while left > 0 {
+            match pipes::splice(pipe, fd, left) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => left -= n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => op::writable(fd).await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn can_splice(&self) -> bool {
+        super::splice_works()
     }
 
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
@@ -120,18 +208,20 @@ fn poll_ready(d: &mut Driver, index: usize, fd: RawFd, cx: &mut Context<'_>) -> 
     Poll::Pending
 }
 
+/// `read` (`take`: into the caller's buffer) or `splice_to` (into a
+/// pipe); `big`: the caller reads bulk one-shot when nothing is queued.
 fn poll_read(
     d: &mut Driver,
     index: usize,
     fd: RawFd,
-    buf: &mut Vec<u8>,
+    big: bool,
+    take: impl FnOnce(&mut Driver, usize) -> io::Result<usize>,
     cx: &mut Context<'_>,
 ) -> Poll<Next> {
-    let big = buf.capacity() > super::BUFFER_SIZE;
     let r = d.recv(index);
     r.one_shot = big;
     if !r.queue.is_empty() {
-        let res = take(d, index, buf);
+        let res = take(d, index);
         let r = d.recv(index);
         // Paused (or starved) with room again: resume receiving.
         if !big && !r.armed && !r.ended && r.queue.len() < RECV_QUEUE_CAP / 2 {
@@ -143,8 +233,8 @@ fn poll_read(
         return Poll::Ready(Next::Done(Ok(0)));
     }
     if big {
-        // Bulk: straight into the caller's buffer, once the multishot
-        // receive (which would race it for the data) has ended.
+        // Bulk: straight into the caller's buffer (or pipe), once the
+        // multishot receive (which would race it for the data) has ended.
         if !r.armed {
             return Poll::Ready(Next::OneShot);
         }
@@ -166,6 +256,22 @@ fn set_waker(d: &mut Driver, index: usize, cx: &mut Context<'_>) {
 /// Copies queued data into `buf` (up to its capacity), giving emptied
 /// buffers back. An EOF or error at the front is returned alone.
 fn take(d: &mut Driver, index: usize, buf: &mut Vec<u8>) -> io::Result<usize> {
+    take_into(d, index, |data| {
+        let n = data.len().min(buf.capacity() - buf.len());
+        buf.extend_from_slice(&data[..n]);
+        Ok(n)
+    })
+}
+
+/// Moves queued data on through `put`, which takes what it can of a slice
+/// and says how much (0: no room), giving emptied buffers back. An EOF or
+/// error at the front is returned alone.
+fn take_into(
+    d: &mut Driver,
+    index: usize,
+    mut put: impl FnMut(&[u8]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut total = 0usize;
     // Bounded by the queue's length (at most a few entries).
     loop {
         let r = d.recv(index);
@@ -174,7 +280,7 @@ fn take(d: &mut Driver, index: usize, buf: &mut Vec<u8>) -> io::Result<usize> {
         };
         let Some(bid) = bid else {
             // EOF or error: only on its own.
-            if !buf.is_empty() {
+            if total > 0 {
                 break;
             }
             r.queue.pop_front();
@@ -182,13 +288,16 @@ fn take(d: &mut Driver, index: usize, buf: &mut Vec<u8>) -> io::Result<usize> {
         };
         let offset = r.offset;
         let len = res as usize;
-        let room = buf.capacity() - buf.len();
-        if room == 0 {
+        let data = d.buffer(bid, len);
+        let n = match put(&data[offset..]) {
+            Ok(n) => n,
+            Err(e) if total == 0 => return Err(e),
+            Err(_) => 0,
+        };
+        if n == 0 {
             break;
         }
-        let n = (len - offset).min(room);
-        let data = d.buffer(bid, len);
-        buf.extend_from_slice(&data[offset..offset + n]);
+        total += n;
         let r = d.recv(index);
         if offset + n == len {
             r.queue.pop_front();
@@ -198,5 +307,5 @@ fn take(d: &mut Driver, index: usize, buf: &mut Vec<u8>) -> io::Result<usize> {
             r.offset = offset + n;
         }
     }
-    Ok(buf.len())
+    Ok(total)
 }

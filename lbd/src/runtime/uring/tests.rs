@@ -115,3 +115,52 @@ fn eof_comes_after_the_data_and_stays() {
     assert_eq!(reads[1].0, 0);
     assert_eq!(reads[2].0, 0);
 }
+
+/// What splicing relies on (see `nonblocking`): where the probe says the
+/// ring waits on non-blocking sockets, a one-shot receive, a stream's
+/// read and a write that fills the send buffer all wait on such a socket
+/// rather than fail with EAGAIN.
+#[test]
+fn ring_operations_wait_on_a_non_blocking_socket() {
+    use std::os::fd::AsRawFd;
+    let mut ring = io_uring::IoUring::new(8).expect("ring");
+    if !super::nonblocking::probe(&mut ring).expect("probe") {
+        lbd_test_support::skip("this kernel's io_uring does not wait on non-blocking sockets");
+        return;
+    }
+    let (mut peer, fd) = pair();
+    crate::proxy::pipes::set_nonblocking(fd.as_raw_fd()).expect("O_NONBLOCK");
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        peer.write_all(b"hello").expect("write");
+        std::thread::sleep(Duration::from_millis(200));
+        peer.write_all(b"world").expect("write");
+        // Kept open (and unread) until the test is done.
+        std::thread::sleep(Duration::from_secs(2));
+        peer
+    });
+    Uring::block_on(async move {
+        let raw = fd.as_raw_fd();
+        let started = std::time::Instant::now();
+        let (res, buf) = super::op::recv(raw, Vec::with_capacity(100)).await;
+        assert_eq!(res.expect("one-shot receive"), 5);
+        assert_eq!(buf, b"hello");
+        assert!(
+            started.elapsed() >= Duration::from_millis(150),
+            "did not wait"
+        );
+        let stream = TcpStream::from_fd(fd);
+        let (res, buf) = stream.read(Vec::with_capacity(100)).await;
+        assert_eq!(res.expect("stream read"), 5);
+        assert_eq!(buf, b"world");
+        // The peer reads nothing: the send buffer fills and the write waits.
+        let big = vec![0u8; 64 << 20];
+        let write = tokio::time::timeout(Duration::from_millis(500), stream.write_all(big)).await;
+        assert!(
+            write.is_err(),
+            "a write into a full send buffer did not wait"
+        );
+    })
+    .expect("runtime");
+    let _ = writer.join();
+}
