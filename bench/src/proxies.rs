@@ -28,6 +28,11 @@ pub enum Kind {
     /// Another lbd binary (`--lbd-old PATH`), e.g. the commit before a change,
     /// measured beside the current one (opt-in: `--proxies ...,lbd-old`).
     LbdOld,
+    /// lbd with `splice = true` on both listeners (opt-in).
+    LbdSplice,
+    /// lbd with `kernel_relay = true` on both listeners (opt-in; needs
+    /// root and BPF, else lbd logs that it copies).
+    LbdKernel,
     Haproxy,
     HaproxySplice,
     Nginx,
@@ -44,7 +49,19 @@ impl Kind {
 
     /// lbd under either runtime, or the other lbd binary.
     pub fn is_lbd(self) -> bool {
-        matches!(self, Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld)
+        matches!(
+            self,
+            Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld | Kind::LbdSplice | Kind::LbdKernel
+        )
+    }
+
+    /// What this column adds to each of lbd's listeners.
+    fn lbd_listener_option(self) -> &'static str {
+        match self {
+            Kind::LbdSplice => "splice = true\n",
+            Kind::LbdKernel => "kernel_relay = true\n",
+            _ => "",
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -53,6 +70,8 @@ impl Kind {
             Kind::Lbd => "lbd",
             Kind::LbdEpoll => "lbd-epoll",
             Kind::LbdOld => "lbd-old",
+            Kind::LbdSplice => "lbd-splice",
+            Kind::LbdKernel => "lbd-kernel",
             Kind::Haproxy => "haproxy",
             Kind::HaproxySplice => "haproxy-splice",
             Kind::Nginx => "nginx",
@@ -72,13 +91,15 @@ pub const WEIGHTS_BASE: [u32; 3] = [1, 1, 1];
 pub const WEIGHTS_ALT: [u32; 3] = [1, 2, 1];
 
 /// lbd's config; `member_limit` adds `max_connections` to the `http`
-/// members (`--lbd-max-connections`).
+/// members (`--lbd-max-connections`), `listener_option` a line to each
+/// listener.
 pub fn render_lbd(
     http_port: u16,
     iperf_port: u16,
     up: &Upstreams,
     weights: &[u32],
     member_limit: Option<u32>,
+    listener_option: &str,
 ) -> String {
     let mut s = String::from(
         "# lbd bench: one worker (--workers 1); `http` -> 3 nginx backends, `iperf` -> iperf3\n\
@@ -88,7 +109,8 @@ pub fn render_lbd(
         let _ = write!(
             s,
             "\n[[listener]]\nname = \"{name}\"\nbind = \"127.0.0.1:{port}\"\npool = \"{name}\"\n\
-             connection_limit = 200000\nclient_idle = \"300s\"\nmember_idle = \"300s\"\n"
+             connection_limit = 200000\nclient_idle = \"300s\"\nmember_idle = \"300s\"\n\
+             {listener_option}"
         );
     }
     s.push_str("\n[[pool]]\nname = \"http\"\nalgorithm = \"round_robin\"\n");
@@ -226,7 +248,9 @@ impl Proxy {
         let dir = root.join(kind.name());
         fs::create_dir_all(&dir)?;
         let config_path = dir.join(match kind {
-            Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld => "lbd.toml",
+            Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld | Kind::LbdSplice | Kind::LbdKernel => {
+                "lbd.toml"
+            }
             Kind::Haproxy | Kind::HaproxySplice => "haproxy.cfg",
             Kind::Nginx => "nginx.conf",
             Kind::Direct => "none",
@@ -260,8 +284,15 @@ impl Proxy {
         let (h, i, up) = (self.http_port, self.iperf_port, &self.upstreams);
         match self.kind {
             Kind::Direct => String::new(),
-            Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld => {
-                render_lbd(h, i, up, weights, self.member_limit)
+            k @ (Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld | Kind::LbdSplice | Kind::LbdKernel) => {
+                render_lbd(
+                    h,
+                    i,
+                    up,
+                    weights,
+                    self.member_limit,
+                    k.lbd_listener_option(),
+                )
             }
             Kind::Haproxy => render_haproxy(h, i, up, weights, false),
             Kind::HaproxySplice => render_haproxy(h, i, up, weights, true),
@@ -286,7 +317,7 @@ impl Proxy {
         let cfg = self.config_path.display().to_string();
         match self.kind {
             Kind::Direct => Vec::new(),
-            Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld => vec![
+            Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld | Kind::LbdSplice | Kind::LbdKernel => vec![
                 self.lbd
                     .as_ref()
                     .map_or_else(|| "lbd".to_string(), |p| p.display().to_string()),
@@ -405,7 +436,7 @@ impl Proxy {
         let g = self.guard.as_ref().context("not running")?;
         Ok(match self.kind {
             Kind::Direct => (0, 0),
-            Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld => {
+            Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld | Kind::LbdSplice | Kind::LbdKernel => {
                 let log = g.stderr_text();
                 (
                     log.matches("reloaded:").count(),
@@ -455,7 +486,12 @@ impl Proxy {
     pub fn reload(&mut self, weights: &[u32]) -> Result<Reload> {
         let sig = match self.kind {
             Kind::Direct => bail!("direct has nothing to reload"),
-            Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld | Kind::Nginx => libc::SIGHUP,
+            Kind::Lbd
+            | Kind::LbdEpoll
+            | Kind::LbdOld
+            | Kind::LbdSplice
+            | Kind::LbdKernel
+            | Kind::Nginx => libc::SIGHUP,
             Kind::Haproxy | Kind::HaproxySplice => libc::SIGUSR2,
         };
         if !procs::wait_until(Duration::from_secs(10), || self.ready_for_signal(sig))? {
@@ -527,7 +563,7 @@ mod tests {
 
     #[test]
     fn lbd_config_shape() {
-        let c = render_lbd(18000, 18001, &up(), &WEIGHTS_ALT, None);
+        let c = render_lbd(18000, 18001, &up(), &WEIGHTS_ALT, None, "");
         assert_eq!(c.matches("[[listener]]").count(), 2);
         assert_eq!(c.matches("[[pool]]").count(), 2);
         assert_eq!(c.matches("[[pool.member]]").count(), 4);
@@ -538,7 +574,7 @@ mod tests {
         assert!(c.contains("port = 17002\nweight = 2"));
         assert!(c.contains("port = 17004"));
         assert!(!c.contains("max_connections"));
-        let limited = render_lbd(18000, 18001, &up(), &WEIGHTS_BASE, Some(100_000));
+        let limited = render_lbd(18000, 18001, &up(), &WEIGHTS_BASE, Some(100_000), "");
         assert_eq!(limited.matches("max_connections = 100000").count(), 3);
     }
 

@@ -343,8 +343,8 @@ pub async fn copy_both_ways<S: Stream>(
 /// straight ahead without waiting for readiness first. Each read's buffer
 /// is small unless the [`Sizer`] asks for a bigger one and the budget has
 /// one to spare. On a listener with `splice`, a direction the sizer finds
-/// moving bulk splices through a pipe instead ([`splice_bulk`]) while it
-/// stays bulk.
+/// streaming (bulk for [`SPLICE_AFTER`](super::sizing::SPLICE_AFTER) bytes without a pause) splices
+/// through a pipe instead ([`splice_bulk`]) while it stays bulk.
 async fn pump<S: Stream>(
     from: &S,
     to: &S,
@@ -366,7 +366,7 @@ async fn pump<S: Stream>(
                 return Err(fail(from, to, e));
             }
         }
-        if let Some(lease) = pipes.filter(|_| sizer.bulk()).and_then(Lease::new) {
+        if let Some(lease) = pipes.filter(|_| sizer.streaming()).and_then(Lease::new) {
             let dir = Direction {
                 from,
                 to,
@@ -450,20 +450,27 @@ enum Spliced {
     NotBulk,
 }
 
-/// Splices a bulk direction: up to a pipe's worth from `from` into the
-/// pipe, then all of it out to `to`, while the [`Sizer`] still sees bulk.
-/// The pipe is empty between rounds (back-pressure as with buffers: a
-/// slow reader slows the writer down) and goes back when this returns;
+/// Splices a streaming direction: up to a pipe's worth from `from` into
+/// the pipe, then all of it out to `to`, while the [`Sizer`] still sees
+/// bulk. The pipe is empty between rounds (back-pressure as with buffers:
+/// a slow reader slows the writer down) and goes back when this returns;
 /// one still holding data (this future dropped mid-write) is closed.
+/// After a splice that did not fill the pipe, the next waits for
+/// readiness first rather than finding the socket empty.
 async fn splice_bulk<S: Stream>(
     dir: &Direction<'_, S>,
     mut lease: Lease<'_>,
     sizer: &mut Sizer,
 ) -> io::Result<Spliced> {
     let pipe = lease.pipe();
+    let mut full = true;
     // Bounded: each round moves a byte or more, or returns.
     loop {
+        if !full {
+            dir.from.readable().await?;
+        }
         let n = dir.from.splice_to(pipe.write_end(), PIPE_SIZE).await?;
+        full = n >= PIPE_SIZE;
         if n == 0 {
             return Ok(Spliced::Eof);
         }
