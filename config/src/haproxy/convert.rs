@@ -34,6 +34,8 @@ struct BackendView {
     tunnel: Option<Duration>,
     server_fin: Option<Duration>,
     proxy: Option<ProxyProtocol>,
+    /// A splice option.
+    splice: bool,
 }
 
 fn text(d: Duration) -> String {
@@ -212,6 +214,8 @@ pub fn convert(reader: Reader) -> Result<Reading, Refused> {
             );
         }
         let client_fin = proxy.settings.timeouts.client_fin.as_ref().map(|t| t.value);
+        // As in HAProxy, either side's splice option splices.
+        let splice = view.splice || proxy.settings.splice.as_ref().is_some_and(|s| s.value);
         let limit = proxy
             .settings
             .maxconn
@@ -243,7 +247,7 @@ pub fn convert(reader: Reader) -> Result<Reading, Refused> {
                     freebind: bind.value.freebind.then_some(true),
                     fast_path: None,
                     kernel_relay: None,
-                    splice: None,
+                    splice: splice.then_some(true),
                     tunnel_idle: view.tunnel.map(text),
                     client_fin: client_fin.map(text),
                     member_fin: view.server_fin.map(text),
@@ -561,6 +565,7 @@ fn pool(proxy: &Proxy, diags: &mut Diags) -> Option<(PoolSection, BackendView)> 
         tunnel: settings.timeouts.tunnel.as_ref().map(|t| t.value),
         server_fin: settings.timeouts.server_fin.as_ref().map(|t| t.value),
         proxy: proxy_protocol,
+        splice: settings.splice.as_ref().is_some_and(|s| s.value),
     };
     Some((pool, view))
 }
@@ -661,6 +666,31 @@ backend sample_pool_id_1:sample_listener_id_1
     }
 
     #[test]
+    fn splice_options_splice_the_listener() {
+        let cfg = |option: &str| {
+            format!(
+                "defaults\n    mode tcp\n    timeout client 5s\n{option}\n\
+                 frontend f\n    bind 127.0.0.1:8080\n    default_backend b\n\
+                 backend b\n    server s 127.0.0.1:9000\n"
+            )
+        };
+        let splice = |text: &str| {
+            read_sources(&[("lb.cfg", text.as_bytes())], env())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .file
+                .listeners[0]
+                .splice
+        };
+        assert_eq!(splice(&cfg("")), None);
+        assert_eq!(splice(&cfg("    option splice-auto")), Some(true));
+        assert_eq!(splice(&cfg("    option splice-response")), Some(true));
+        assert_eq!(
+            splice(&cfg("    option splice-auto\n    no option splice-auto")),
+            None
+        );
+    }
+
+    #[test]
     fn octavia_listener_and_pool() {
         let reading = octavia();
         let file = &reading.file;
@@ -677,6 +707,8 @@ backend sample_pool_id_1:sample_listener_id_1
         assert_eq!(l.member_connect.as_deref(), Some("5s"));
         assert_eq!(l.member_idle.as_deref(), Some("50s"));
         assert_eq!(l.proxy_protocol.as_deref(), Some("v1"));
+        // `option splice-request` / `splice-response` in its defaults.
+        assert_eq!(l.splice, Some(true));
         let p = &file.pools[0];
         assert_eq!(p.algorithm.as_deref(), Some("source_ip"));
         assert_eq!(p.retries, Some(3));

@@ -97,6 +97,9 @@ pub struct Settings {
     pub retries: Option<At<u32>>,
     pub redispatch: Option<At<bool>>,
     pub allbackups: Option<At<bool>>,
+    /// `option splice-auto` / `splice-request` / `splice-response` (the
+    /// last one wins; `no option ...` turns it off).
+    pub splice: Option<At<bool>>,
     pub default_backend: Option<At<String>>,
     pub checks: checks::CheckSettings,
     pub default_server: server::ServerOptions,
@@ -1016,10 +1019,16 @@ fn option(ctx: &mut Ctx, settings: &mut Settings, parts: Option<&mut Parts>) -> 
         | "log-health-checks"
         | "dontlog-normal"
         | "logasap" => ctx.warn(LOG_NOTE),
-        "splice-request" | "splice-response" | "splice-auto" => ctx.warn(
-            "lbd chooses how to copy (io_uring or epoll, zero-copy where it can) by itself; \
-             ignored",
-        ),
+        "splice-request" | "splice-response" | "splice-auto" => {
+            no_args(args)?;
+            if !negated && name.as_str() != "splice-auto" {
+                ctx.warn(
+                    "lbd splices both directions of a listener that has any splice option, \
+                     and only streaming ones (as splice-auto): listener splice = true",
+                );
+            }
+            settings.splice = Some(ctx.at(!negated));
+        }
         "tcpka" | "clitcpka" | "srvtcpka" => {
             ctx.warn("lbd does not enable TCP keep-alive probes; its idle timeouts apply; ignored")
         }
