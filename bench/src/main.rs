@@ -552,6 +552,13 @@ fn run_variant(
                                     notes.push(format!("cpu split {name}: {why}"));
                                 }
                             }
+                            // Flame graph input beside it.
+                            if let Some(folded) = &prof.folded {
+                                let file = file.with_extension("folded");
+                                if let Err(e) = std::fs::write(&file, folded) {
+                                    notes.push(format!("cannot write {}: {e}", file.display()));
+                                }
+                            }
                             eprintln!(
                                 "bench: [{}] cpu split {name}: {}",
                                 layout.name,

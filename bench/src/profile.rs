@@ -162,6 +162,9 @@ pub struct Profile {
     pub split: CpuSplit,
     /// perf report's rows, most samples first.
     pub rows: Vec<Row>,
+    /// The samples' call stacks, folded ([`fold`]); `None` when
+    /// `perf script` failed (the split does not need them).
+    pub folded: Option<String>,
 }
 
 /// Runs `perf report` on a recording and classifies its samples (after the
@@ -183,10 +186,63 @@ pub fn analyse(perf: &Perf, rec: &Recording, logs: &Path) -> Result<Profile> {
     if counts.total() == 0 {
         bail!("perf recorded no samples of the proxy");
     }
+    let script = [
+        perf.path.display().to_string(),
+        "script".into(),
+        "-i".into(),
+        rec.data.display().to_string(),
+    ];
+    let folded = match procs::run("perf-script", &script, Pin::Any, logs, REPORT_TIMEOUT) {
+        Ok(out) if out.status.success() => Some(fold(&out.stdout)),
+        _ => None,
+    };
     Ok(Profile {
         split: counts.split(rec, done.command_line),
         rows,
+        folded,
     })
+}
+
+/// Folds `perf script` output into flame graph input: one line per
+/// distinct stack, `comm;root;...;leaf count`, sorted (the format of
+/// `stackcollapse-perf.pl`, which `flamegraph.pl`, inferno and speedscope
+/// read).
+pub fn fold(script: &str) -> String {
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    let mut comm: Option<&str> = None;
+    let mut frames: Vec<&str> = Vec::new();
+    let mut flush = |comm: &mut Option<&str>, frames: &mut Vec<&str>| {
+        if let Some(c) = comm.take() {
+            let mut stack = c.replace(';', ":");
+            for f in frames.iter().rev() {
+                stack.push(';');
+                stack.push_str(&f.replace(';', ":"));
+            }
+            *counts.entry(stack).or_default() += 1;
+        }
+        frames.clear();
+    };
+    for line in script.lines() {
+        if line.trim().is_empty() {
+            flush(&mut comm, &mut frames);
+        } else if !line.starts_with(char::is_whitespace) {
+            // `comm pid [cpu] time: period event:` starts a sample.
+            comm = line.split_whitespace().next();
+        } else {
+            // `\taddr symbol+0xoff (object)`: the symbol.
+            let rest = line.trim_start();
+            let sym = rest.split_once(' ').map_or(rest, |(_, s)| s);
+            let sym = sym.rsplit_once(" (").map_or(sym, |(s, _)| s);
+            let sym = sym.split_once("+0x").map_or(sym, |(s, _)| s);
+            frames.push(if sym.is_empty() { "[unknown]" } else { sym });
+        }
+    }
+    flush(&mut comm, &mut frames);
+    let mut out = String::new();
+    for (stack, n) in counts {
+        let _ = writeln!(out, "{stack} {n}");
+    }
+    out
 }
 
 /// One row of `perf report -n --sort dso,sym`:
@@ -616,7 +672,11 @@ mod tests {
         let sum = split.user_pct + split.io_uring_pct + split.epoll_pct + split.kernel_other_pct;
         assert!((sum - 100.0).abs() < 1e-9, "{sum}");
         assert!(split.line().contains("(perf, 3 s, "), "{}", split.line());
-        let p = Profile { split, rows };
+        let p = Profile {
+            split,
+            rows,
+            folded: None,
+        };
         let t = text(&p, "lbd", "pinned");
         assert!(t.contains("## by object"));
         assert!(t.contains("## top 60 symbols"));
@@ -672,6 +732,24 @@ mod tests {
         assert_eq!(
             argv.join(" "),
             "/usr/bin/perf record -e cpu-clock -g --no-buildid-cache -p 7,8 -o /w/p.data -- sleep 2.5"
+        );
+    }
+
+    #[test]
+    fn folds_perf_script_stacks() {
+        let script = "lbd 42 [001] 1.0: 250000 cpu-clock:\n\
+            \tffffffff81000001 tcp_sendmsg+0x10 ([kernel.kallsyms])\n\
+            \t55d0c0000001 lbd::proxy::copy::pump+0x99 (/usr/bin/lbd)\n\
+            \n\
+            lbd 42 [001] 1.1: 250000 cpu-clock:\n\
+            \tffffffff81000001 tcp_sendmsg+0x20 ([kernel.kallsyms])\n\
+            \t55d0c0000001 lbd::proxy::copy::pump+0x98 (/usr/bin/lbd)\n\
+            \n\
+            lbd 42 [001] 1.2: 250000 cpu-clock:\n\
+            \t7f0000000001 [unknown] ([vdso])\n";
+        assert_eq!(
+            fold(script),
+            "lbd;[unknown] 1\nlbd;lbd::proxy::copy::pump;tcp_sendmsg 2\n"
         );
     }
 }
