@@ -7,7 +7,8 @@
 //! used at all (lbd holds pipe descriptors afterwards, its cache; with
 //! `splice` off it holds none, so the check can fail); a client that
 //! resets in the middle of a transfer, whose pipe still holding data is
-//! closed (descriptors back to where they were, a connection later).
+//! closed (descriptors back to where they were, a connection later); the
+//! idle timeout and `on_maint` ending a connection that has spliced.
 
 mod common;
 
@@ -16,12 +17,13 @@ use std::time::Duration;
 
 use common::streams::{echo_stream, end, settle};
 use common::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(admin: SocketAddr, bind: SocketAddr, splice: bool, extra: &str, m: &Backend) -> String {
     format!(
         "[admin]\nbind = \"{admin}\"\n\n[[listener]]\nname = \"web\"\nbind = \"{bind}\"\n\
-         pool = \"p\"\nsplice = {splice}\n{extra}\n\n[[pool]]\nname = \"p\"\n{}",
+         pool = \"p\"\nsplice = {splice}\n{extra}\n\n[[pool]]\nname = \"p\"\n\
+         on_maint = \"shutdown_sessions\"\n{}",
         member(m)
     )
 }
@@ -119,7 +121,57 @@ async fn a_reset_mid_transfer_leaks_nothing(rt: &str) {
     fds_back_to(lbd.pid(), baseline, WAIT).await;
 }
 
+/// A connection whose directions have spliced (4 MiB echoed) and now
+/// wait in a splice's readiness wait: the idle timeout still ends it, and
+/// so does its member going into maint (`on_maint`), with a reset.
+async fn idle_and_maint_end_a_spliced_connection(rt: &str) {
+    let m = Backend::start("greeting", Mode::TaggedEcho).await;
+    let (admin, bind) = (free_addr(), free_addr());
+    let lbd = Lbd::start(
+        rt,
+        1,
+        &config(admin, bind, true, "client_idle = \"1s\"", &m),
+    )
+    .await;
+    let (mut rd, _wr) = echo_stream(bind, 4 << 20, Duration::ZERO).await;
+    let idle = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "an idle spliced connection stayed open");
+    let took = idle.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "closed after {took:?} (client_idle 1s)\n{}",
+        lbd.log()
+    );
+
+    assert!(
+        lbd.reload(&config(admin, bind, true, "", &m)).await,
+        "reload"
+    );
+    let (mut rd, _wr) = echo_stream(bind, 4 << 20, Duration::ZERO).await;
+    let path = format!("/api/pools/p/members/{}", m.addr);
+    let (code, text) = common::apiserver::http_request_once(
+        admin,
+        "PUT",
+        &path,
+        &[],
+        b"{\"admin_state\": \"maint\"}",
+    )
+    .await
+    .expect("PUT");
+    assert_eq!(code, 200, "{text}");
+    let mut buf = [0u8; 64];
+    let end = tokio::time::timeout(WAIT, rd.read(&mut buf)).await;
+    assert!(
+        matches!(&end, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "not reset when its member went into maint: {end:?}\n{}",
+        lbd.log()
+    );
+}
+
 on_both_runtimes!(
+    idle_and_maint_end_a_spliced_connection,
     streams_bulk_through_pipes,
     without_splice_no_pipe_is_made,
     a_reset_mid_transfer_leaks_nothing,

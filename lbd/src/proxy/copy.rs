@@ -84,7 +84,7 @@ use lbd_config::Listener;
 use super::buffers::BufPool;
 use super::pipes::{Lease, PipePool, PIPE_SIZE};
 use super::sessions::Kill;
-use super::sizing::{queued_bytes, Sizer};
+use super::sizing::{unsent_bytes, Sizer};
 use super::wake::WakeSlot;
 use crate::clock::{coarse_ms, millis};
 use crate::runtime::Stream;
@@ -358,6 +358,14 @@ async fn pump<S: Stream>(
     let pipes = carriers
         .pipes
         .filter(|_| from.can_splice() && to.can_splice());
+    let dir = Direction {
+        from,
+        to,
+        from_side,
+        to_side,
+        activity,
+        counters,
+    };
     let mut bulk = false;
     let mut sizer = Sizer::default();
     loop {
@@ -367,14 +375,6 @@ async fn pump<S: Stream>(
             }
         }
         if let Some(lease) = pipes.filter(|_| sizer.streaming()).and_then(Lease::new) {
-            let dir = Direction {
-                from,
-                to,
-                from_side,
-                to_side,
-                activity,
-                counters,
-            };
             match splice_bulk(&dir, lease, &mut sizer).await {
                 Ok(Spliced::Eof) => {
                     dir.pass_eof();
@@ -395,7 +395,7 @@ async fn pump<S: Stream>(
         let n = match res {
             Ok(0) => {
                 pool.give(buf);
-                pass_eof(to, activity, from_side, to_side);
+                dir.pass_eof();
                 return Ok(());
             }
             Ok(n) => n,
@@ -418,15 +418,7 @@ async fn pump<S: Stream>(
     }
 }
 
-/// Half-close: `from_side` sent EOF; pass it on to `to`. The peer may
-/// already be gone (ENOTCONN); the other direction will notice on its own.
-fn pass_eof(to: &impl Stream, activity: &Activity, from_side: Side, to_side: Side) {
-    let _ = with_socket(to, |s| s.shutdown(Shutdown::Write));
-    activity.eof_from(from_side);
-    activity.fin_sent(to_side);
-}
-
-/// One direction's ends, for [`splice_bulk`].
+/// One direction's ends.
 struct Direction<'a, S> {
     from: &'a S,
     to: &'a S,
@@ -437,8 +429,13 @@ struct Direction<'a, S> {
 }
 
 impl<S: Stream> Direction<'_, S> {
+    /// Half-close: `from` sent EOF; pass it on to `to`. The peer may
+    /// already be gone (ENOTCONN); the other direction will notice on its
+    /// own.
     fn pass_eof(&self) {
-        pass_eof(self.to, self.activity, self.from_side, self.to_side);
+        let _ = with_socket(self.to, |s| s.shutdown(Shutdown::Write));
+        self.activity.eof_from(self.from_side);
+        self.activity.fin_sent(self.to_side);
     }
 }
 
@@ -547,14 +544,18 @@ pub fn abort(s: &impl Stream) {
 /// connection does not mistake a cut-off answer for a complete one.
 ///
 /// SO_LINGER 0 makes the final close send RST. `SHUT_RD` wakes a pending
-/// read without sending anything. A write can only be pending while unsent
-/// data fills the send queue; then `SHUT_WR` wakes it too, and its FIN
-/// stays queued behind that data until the close discards it all.
+/// read without sending anything. A write stuck behind unsent data (a
+/// peer that stopped reading) is woken by `SHUT_WR`, whose FIN stays
+/// queued behind that data until the close discards it all. With nothing
+/// unsent, `SHUT_WR` would send the FIN at once, and the peer would read
+/// an orderly end before the reset (a client still acknowledging the last
+/// bytes would see the cut-off stream as complete): then it is left out,
+/// and a write waiting for acknowledgements completes as they come.
 pub fn reset(s: &impl Stream) {
     with_socket(s, |sock| {
         let _ = sock.set_linger(Some(Duration::ZERO));
         let _ = sock.shutdown(Shutdown::Read);
-        if queued_bytes(sock.as_raw_fd()) != Some(0) {
+        if unsent_bytes(sock.as_raw_fd()) != Some(0) {
             let _ = sock.shutdown(Shutdown::Write);
         }
     });

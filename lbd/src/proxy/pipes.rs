@@ -74,10 +74,6 @@ impl Pipe {
     pub fn drained(&mut self, n: usize) {
         self.held = self.held.saturating_sub(n);
     }
-
-    pub fn held(&self) -> usize {
-        self.held
-    }
 }
 
 /// A worker's pipes.

@@ -129,6 +129,15 @@ pub fn queued_bytes(fd: RawFd) -> Option<usize> {
     (rc == 0).then(|| usize::try_from(n).ok()).flatten()
 }
 
+/// Bytes in the socket's send queue not yet sent (SIOCOUTQNSD): sent but
+/// unacknowledged bytes do not count.
+pub fn unsent_bytes(fd: RawFd) -> Option<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one int through the pointer, which is valid.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCOUTQNSD as _, &mut n) };
+    (rc == 0).then(|| usize::try_from(n).ok()).flatten()
+}
+
 /// `SO_MEMINFO` (the socket's memory counters): 55 in asm-generic, which
 /// these architectures use. Elsewhere no room is ever assumed (small
 /// buffers only).
