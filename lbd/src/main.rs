@@ -121,10 +121,14 @@ fn main() -> ExitCode {
                 .map(lbd::pidfile::PidFile::acquire)
                 .transpose()
                 .map_err(anyhow::Error::from)
-                .and_then(|_held| run(&settings, Source::file(config.clone()), None)),
+                .and_then(|_held| {
+                    // systemd `Type=notify`: NOTIFY_SOCKET is set.
+                    let notifier = lbd::notify::Notifier::from_env().context("NOTIFY_SOCKET")?;
+                    run(&settings, Source::file(config.clone()), notifier, None)
+                }),
         ),
         Command::Demo { bind, admin_bind } => {
-            exit_code(run(&settings, Source::Demo(*bind, *admin_bind), None))
+            exit_code(run(&settings, Source::Demo(*bind, *admin_bind), None, None))
         }
     }
 }
@@ -153,8 +157,6 @@ impl Settings {
 
 /// What a run started by HAProxy's command line does beyond `lbd run`.
 struct HaproxyRun {
-    /// `-Ws`: systemd notifications.
-    notifier: Option<lbd::notify::Notifier>,
     /// `-x`: the stats socket of the process whose listening sockets to
     /// take over.
     sockets_from: Option<PathBuf>,
@@ -247,14 +249,13 @@ fn haproxy_main(args: &[OsString], settings: Settings) -> ExitCode {
         };
     let source = Source::Files(inv.files.clone(), true, command_line);
     let run_as = HaproxyRun {
-        notifier,
         sockets_from: inv.sockets_from.clone(),
         master_worker: inv.master_worker.is_some(),
         stop_old: inv.stop_old.clone(),
         daemon,
         pid_file: inv.pid_file.clone(),
     };
-    exit_code(run(&settings, source, Some(run_as)))
+    exit_code(run(&settings, source, notifier, Some(run_as)))
 }
 
 /// `haproxy -c`: 0 and "Configuration file is valid", or 1 and the alerts
@@ -445,7 +446,15 @@ impl Source {
     }
 }
 
-fn run(settings: &Settings, source: Source, mut haproxy: Option<HaproxyRun>) -> anyhow::Result<()> {
+/// Runs lbd until it stops. `notifier`: systemd's `NOTIFY_SOCKET` (`lbd
+/// run` under `Type=notify`, or `haproxy -Ws`), told READY, RELOADING and
+/// STOPPING.
+fn run(
+    settings: &Settings,
+    source: Source,
+    notifier: Option<lbd::notify::Notifier>,
+    mut haproxy: Option<HaproxyRun>,
+) -> anyhow::Result<()> {
     lbd::memory::init();
     // Probed outside any runtime: a worker's io_uring runtime builds its own.
     let kind = runtime::resolve(settings.runtime)?;
@@ -508,8 +517,13 @@ fn run(settings: &Settings, source: Source, mut haproxy: Option<HaproxyRun>) -> 
         if let Some(h) = &mut haproxy {
             h.serving(&server).await?;
         }
+        if let Some(n) = &notifier {
+            if let Err(e) = n.ready() {
+                warn!("cannot notify systemd (READY=1): {e}");
+            }
+        }
         let notify = |state: &str| {
-            if let Some(n) = haproxy.as_ref().and_then(|h| h.notifier.as_ref()) {
+            if let Some(n) = &notifier {
                 if let Err(e) = n.send(state) {
                     warn!("cannot notify systemd ({state}): {e}");
                 }
@@ -705,8 +719,8 @@ impl HaproxyRun {
         }
     }
 
-    /// Once lbd serves: the pid file, the old processes told to stop,
-    /// systemd told READY, a `-D` parent released.
+    /// Once lbd serves: the pid file, the old processes told to stop, a
+    /// `-D` parent released (systemd is told READY next, by `run`).
     async fn serving(&mut self, server: &Server) -> anyhow::Result<()> {
         let pid = std::process::id();
         if let Some(path) = &self.pid_file {
@@ -731,11 +745,6 @@ impl HaproxyRun {
                         std::io::Error::last_os_error()
                     );
                 }
-            }
-        }
-        if let Some(n) = &self.notifier {
-            if let Err(e) = n.ready() {
-                warn!("cannot notify systemd (READY=1): {e}");
             }
         }
         if let Some(ready) = self.daemon.take() {
