@@ -125,6 +125,25 @@ pub fn send_listeners(stream: &UnixStream, fds: &[BorrowedFd<'_>]) -> io::Result
     Ok(())
 }
 
+/// The pid of the process serving the stats socket at `path` (`show
+/// info`'s `Pid:`), for `lbd run --takeover`: whom to tell to drain once
+/// the new process serves. Every wait is bounded by `timeout`, and the
+/// answer by 64 KiB.
+pub fn owner_pid(path: &Path, timeout: Duration) -> io::Result<i32> {
+    use std::io::Write;
+    let mut stream = UnixStream::connect(path)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(b"show info\n")?;
+    let mut answer = Vec::new();
+    stream.take(64 << 10).read_to_end(&mut answer)?;
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid: "))
+        .and_then(|pid| pid.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("its `show info` has no Pid"))
+}
+
 /// Connects to the stats socket at `path`, sends `_getsocks` and returns
 /// the listening sockets the process there sent.
 ///

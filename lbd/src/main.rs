@@ -49,6 +49,13 @@ enum Command {
         /// the same pid file refuses to start. Removed at exit.
         #[arg(long)]
         pid_file: Option<PathBuf>,
+        /// Upgrade without dropping a connection: take the listening
+        /// sockets of the lbd serving this stats socket (a unix
+        /// `[[stats_socket]]` with `expose_fd_listeners`), and once
+        /// serving tell it to drain and exit (SIGTERM). If this process
+        /// fails before it serves, the old one goes on.
+        #[arg(long, value_name = "STATS_SOCKET")]
+        takeover: Option<PathBuf>,
     },
     /// Validate a config and print every error with its field path (TOML)
     /// or file:line (haproxy.cfg); warnings go to stderr.
@@ -115,7 +122,11 @@ fn main() -> ExitCode {
         Command::Haproxy { .. } => ExitCode::FAILURE,
         Command::CheckConfig { files } => check_config(files),
         Command::Convert { files } => convert(files),
-        Command::Run { config, pid_file } => exit_code(
+        Command::Run {
+            config,
+            pid_file,
+            takeover,
+        } => exit_code(
             pid_file
                 .as_deref()
                 .map(lbd::pidfile::PidFile::acquire)
@@ -124,7 +135,8 @@ fn main() -> ExitCode {
                 .and_then(|_held| {
                     // systemd `Type=notify`: NOTIFY_SOCKET is set.
                     let notifier = lbd::notify::Notifier::from_env().context("NOTIFY_SOCKET")?;
-                    run(&settings, Source::file(config.clone()), notifier, None)
+                    let handover = takeover.as_deref().map(Handover::takeover).transpose()?;
+                    run(&settings, Source::file(config.clone()), notifier, handover)
                 }),
         ),
         Command::Demo { bind, admin_bind } => {
@@ -155,8 +167,12 @@ impl Settings {
     }
 }
 
-/// What a run started by HAProxy's command line does beyond `lbd run`.
-struct HaproxyRun {
+/// What a run started by HAProxy's command line, or by `lbd run
+/// --takeover`, does beyond a plain `lbd run`.
+struct Handover {
+    /// HAProxy's signals (USR1 soft stop, USR2 reload, TERM/INT hard
+    /// stop), rather than lbd's (TERM/INT drain).
+    haproxy_signals: bool,
     /// `-x`: the stats socket of the process whose listening sockets to
     /// take over.
     sockets_from: Option<PathBuf>,
@@ -248,7 +264,8 @@ fn haproxy_main(args: &[OsString], settings: Settings) -> ExitCode {
             None
         };
     let source = Source::Files(inv.files.clone(), true, command_line);
-    let run_as = HaproxyRun {
+    let run_as = Handover {
+        haproxy_signals: true,
         sockets_from: inv.sockets_from.clone(),
         master_worker: inv.master_worker.is_some(),
         stop_old: inv.stop_old.clone(),
@@ -453,7 +470,7 @@ fn run(
     settings: &Settings,
     source: Source,
     notifier: Option<lbd::notify::Notifier>,
-    mut haproxy: Option<HaproxyRun>,
+    mut haproxy: Option<Handover>,
 ) -> anyhow::Result<()> {
     lbd::memory::init();
     // Probed outside any runtime: a worker's io_uring runtime builds its own.
@@ -468,12 +485,13 @@ fn run(
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         // HAProxy's: USR2 reloads, USR1 stops softly.
-        let (mut usr1, mut usr2) = match haproxy {
-            Some(_) => (
+        let haproxy_signals = haproxy.as_ref().is_some_and(|h| h.haproxy_signals);
+        let (mut usr1, mut usr2) = match haproxy_signals {
+            true => (
                 Some(signal(SignalKind::user_defined1())?),
                 Some(signal(SignalKind::user_defined2())?),
             ),
-            None => (None, None),
+            false => (None, None),
         };
 
         let (versions, nbthread): (Versions, _) = match &source {
@@ -548,11 +566,11 @@ fn run(
                 }
                 _ = term.recv() => {
                     info!("SIGTERM: shutting down");
-                    break if haproxy.is_some() { Stop::Hard } else { Stop::Drain }
+                    break if haproxy_signals { Stop::Hard } else { Stop::Drain }
                 }
                 _ = int.recv() => {
                     info!("SIGINT: shutting down");
-                    break if haproxy.is_some() { Stop::Hard } else { Stop::Drain }
+                    break if haproxy_signals { Stop::Hard } else { Stop::Drain }
                 }
                 _ = server.shared().worker_died.notified() => {
                     error!("a data-plane worker died: draining the others, then exiting with an error");
@@ -685,7 +703,30 @@ async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
 /// `-x`: how long the running process may take to answer `_getsocks`.
 const FETCH_SOCKETS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-impl HaproxyRun {
+impl Handover {
+    /// `lbd run --takeover <stats socket>`: the sockets of the lbd serving
+    /// it, and that lbd told to drain (SIGTERM) once this one serves.
+    fn takeover(socket: &std::path::Path) -> anyhow::Result<Handover> {
+        let old = lbd::handoff::owner_pid(socket, FETCH_SOCKETS_TIMEOUT).with_context(|| {
+            format!(
+                "--takeover {}: cannot ask the running lbd for its pid",
+                socket.display()
+            )
+        })?;
+        info!(
+            "--takeover {}: taking over from pid {old}",
+            socket.display()
+        );
+        Ok(Handover {
+            haproxy_signals: false,
+            sockets_from: Some(socket.to_owned()),
+            master_worker: false,
+            stop_old: Some((StopOld::Terminate, vec![old])),
+            daemon: None,
+            pid_file: None,
+        })
+    }
+
     /// `-x`: receives the listening sockets of the process at the stats
     /// socket; the listeners about to open take those of their address.
     /// A failure stops the start, unless in master-worker mode (then the

@@ -9,11 +9,10 @@ mod common;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::tools::{available, run_bounded};
+use common::traffic::Traffic;
 use common::*;
 
 const UNIT: &str = include_str!("../../configs/systemd/lbd.service");
@@ -78,33 +77,14 @@ async fn run_notifies_systemd(rt: &str) {
     assert_eq!(ready, format!("READY=1\nMAINPID={}", lbd.pid()));
 
     // Clients keep connecting through the reload.
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = {
-        let stop = Arc::clone(&stop);
-        tokio::spawn(async move {
-            let (mut ok, mut failed) = (0u32, Vec::new());
-            // Bounded: at most 2000 connections, 10 ms apart.
-            for _ in 0..2000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                match hit(bind).await {
-                    Ok(tag) if tag == "m" => ok += 1,
-                    other => failed.push(format!("{other:?}")),
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            (ok, failed)
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let traffic = Traffic::start(bind, 2);
+    traffic.flows(20).await;
     assert!(lbd.reload(&config(31)).await, "reload applied");
     assert_eq!(tokio::task::block_in_place(next), "RELOADING=1");
     assert_eq!(tokio::task::block_in_place(next), "READY=1");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (ok, failed) = traffic.await.expect("traffic");
-    assert!(ok >= 10 && failed.is_empty(), "{ok} ok, failed: {failed:?}");
+    traffic.flows(20).await;
+    let (ok, failed, errors) = traffic.finish().await;
+    assert_eq!(failed, 0, "{ok} ok, failed: {errors:?}");
 
     lbd.signal(libc::SIGTERM);
     assert_eq!(tokio::task::block_in_place(next), "STOPPING=1");

@@ -10,6 +10,7 @@ pub mod apiserver;
 pub mod haproxy;
 pub mod streams;
 pub mod tools;
+pub mod traffic;
 
 use std::io;
 use std::net::SocketAddr;
