@@ -43,6 +43,7 @@ pub mod pick;
 pub mod pidfile;
 pub mod proxy;
 pub mod queue;
+pub mod ready_probe;
 pub mod runtime;
 pub mod server;
 pub mod service;

@@ -72,6 +72,21 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Ask a running lbd whether it can serve (GET /ready on its admin
+    /// server): exit 0 when ready, 1 when not or when it does not answer.
+    /// For keepalived's vrrp_script (configs/keepalived/).
+    Ready {
+        /// The admin server: `addr:port`, or `unix:/path`.
+        #[arg(long, default_value = "127.0.0.1:8404")]
+        admin: String,
+        /// `any`: not ready when no listener's pool has a usable member;
+        /// `all`: when one has none; `ignore`: only draining counts.
+        #[arg(long, default_value = "any", value_parser = ["any", "all", "ignore"])]
+        pools: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Take HAProxy's command line (`-f cfg -Ws -p pidfile -sf pids ...`),
     /// as lbd does when started through a symlink named `haproxy`.
     Haproxy {
@@ -122,6 +137,24 @@ fn main() -> ExitCode {
         Command::Haproxy { .. } => ExitCode::FAILURE,
         Command::CheckConfig { files } => check_config(files),
         Command::Convert { files } => convert(files),
+        Command::Ready {
+            admin,
+            pools,
+            timeout,
+        } => match lbd::ready_probe::ask(admin, pools, *timeout) {
+            Ok(answer) if answer.status == 200 => {
+                println!("{}", answer.body);
+                ExitCode::SUCCESS
+            }
+            Ok(answer) => {
+                println!("{} ({})", answer.body, answer.status);
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                println!("not ready: no answer from lbd at {admin}: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run {
             config,
             pid_file,

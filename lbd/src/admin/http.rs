@@ -212,7 +212,8 @@ async fn route(req: Request<Incoming>, ctx: &Context, role: Role, conn: &Tracker
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     if let Some(readers) = &ctx.readers {
         let read = matches!(method, Method::GET | Method::HEAD);
-        if read && segments != ["healthz"] && !readers.admits(req.headers().get(AUTHORIZATION)) {
+        let open = segments == ["healthz"] || segments == ["ready"];
+        if read && !open && !readers.admits(req.headers().get(AUTHORIZATION)) {
             let mut reply = error(&ApiError::new(401, "authentication required"));
             reply
                 .headers_mut()
@@ -245,6 +246,20 @@ async fn route(req: Request<Incoming>, ctx: &Context, role: Role, conn: &Tracker
             text(200, metrics::CONTENT_TYPE, metrics::render(&stats))
         }
         (&Method::GET, ["healthz"]) => text(200, "text/plain; charset=utf-8", "ok\n".to_owned()),
+        (&Method::GET, ["ready"]) => {
+            let answer = super::ready::PoolRule::from_query(req.uri().query()).map(|rule| {
+                super::ready::verdict(&Stats::collect(ctx.server.shared(), &ctx.rates), rule)
+            });
+            match answer {
+                Ok(Ok(())) => text(200, "text/plain; charset=utf-8", "ready\n".to_owned()),
+                Ok(Err(why)) => text(
+                    503,
+                    "text/plain; charset=utf-8",
+                    format!("not ready: {why}\n"),
+                ),
+                Err(bad) => error(&ApiError::new(400, bad)),
+            }
+        }
         (_, ["api", ..]) if role == Role::StatsOnly => error(&ApiError::new(
             403,
             "the runtime API is not served on stats_bind; use the admin bind",
@@ -254,9 +269,12 @@ async fn route(req: Request<Incoming>, ctx: &Context, role: Role, conn: &Tracker
             let (pool, address) = (pool.to_string(), address.to_string());
             member_route(req, ctx, conn, &pool, &address).await
         }
-        (_, [""] | ["stats.json"] | ["stats.csv"] | ["metrics"] | ["healthz"]) => error(
-            &ApiError::new(405, format!("{method} is not allowed on {path}")),
-        ),
+        (_, [""] | ["stats.json"] | ["stats.csv"] | ["metrics"] | ["healthz"] | ["ready"]) => {
+            error(&ApiError::new(
+                405,
+                format!("{method} is not allowed on {path}"),
+            ))
+        }
         _ => error(&ApiError::new(404, format!("nothing at {path}"))),
     }
 }

@@ -28,6 +28,7 @@ mod http;
 mod limit;
 pub mod metrics;
 pub mod page;
+pub mod ready;
 pub mod show_stat;
 mod socket_file;
 pub mod stats;
