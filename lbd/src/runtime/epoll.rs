@@ -11,8 +11,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 
+use super::splice;
 use super::{Runtime, Stream};
-use crate::proxy::pipes;
 
 pub struct Epoll;
 
@@ -55,7 +55,7 @@ impl Stream for TcpStream {
         // a spurious wake-up clears (try_io) before the next wait.
         loop {
             self.readable().await?;
-            match self.try_io(Interest::READABLE, || pipes::splice(fd, pipe, len)) {
+            match self.try_io(Interest::READABLE, || splice::splice(fd, pipe, len)) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 res => return res,
             }
@@ -68,7 +68,7 @@ impl Stream for TcpStream {
         // Bounded: each round moves a byte or more, fails, or waits.
         while left > 0 {
             self.writable().await?;
-            match self.try_io(Interest::WRITABLE, || pipes::splice(pipe, fd, left)) {
+            match self.try_io(Interest::WRITABLE, || splice::splice(pipe, fd, left)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => left -= n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

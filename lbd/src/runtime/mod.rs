@@ -15,6 +15,7 @@
 //! needs; the epoll side adapts to it at no cost.
 
 pub mod epoll;
+pub mod splice;
 pub mod uring;
 
 use std::future::Future;

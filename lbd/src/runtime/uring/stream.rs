@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 
 use super::driver::{self, Driver, RECV_QUEUE_CAP};
 use super::op;
-use crate::proxy::pipes;
+use crate::runtime::splice;
 use crate::runtime::Stream;
 
 /// One write of `data` into a non-blocking pipe: how much it took (0 when
@@ -59,7 +59,7 @@ impl TcpStream {
 
     fn nonblocking(&self) -> io::Result<()> {
         if !self.nonblocking.get() {
-            pipes::set_nonblocking(self.as_raw_fd())?;
+            splice::set_nonblocking(self.as_raw_fd())?;
             self.nonblocking.set(true);
         }
         Ok(())
@@ -147,7 +147,7 @@ impl Stream for TcpStream {
         // Bounded: each round either returns or waits for readiness,
         // after which the splice finds data, EOF or an error.
         loop {
-            match pipes::splice(fd, pipe, len) {
+            match splice::splice(fd, pipe, len) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => op::readable(fd).await?,
                 res => return res,
             }
@@ -161,7 +161,7 @@ impl Stream for TcpStream {
         // Bounded: each round moves a byte or more, fails, or waits for
         // room in the send buffer.
         while left > 0 {
-            match pipes::splice(pipe, fd, left) {
+            match splice::splice(pipe, fd, left) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => left -= n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => op::writable(fd).await?,

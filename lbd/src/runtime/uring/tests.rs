@@ -129,7 +129,7 @@ fn ring_operations_wait_on_a_non_blocking_socket() {
         return;
     }
     let (mut peer, fd) = pair();
-    crate::proxy::pipes::set_nonblocking(fd.as_raw_fd()).expect("O_NONBLOCK");
+    crate::runtime::splice::set_nonblocking(fd.as_raw_fd()).expect("O_NONBLOCK");
     let writer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(200));
         peer.write_all(b"hello").expect("write");
