@@ -21,11 +21,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::notify::NotifySocket;
 use common::tools::{available, run_bounded};
 use common::traffic::Traffic;
 use common::*;
@@ -288,8 +288,7 @@ async fn ws_notifies_systemd(rt: &str) {
     let bind = free_addr();
     let dir = haproxy_dir();
     let socket_path = dir.join("notify.sock");
-    let notify = UnixDatagram::bind(&socket_path).expect("bind notify socket");
-    notify.set_read_timeout(Some(WAIT)).expect("timeout");
+    let notify = NotifySocket::bind(&socket_path);
     let config_path = dir.join("lb.cfg");
     std::fs::write(&config_path, cfg(bind, &a, &b, (1, 1))).expect("write");
     let mut cmd = haproxy_cmd(&dir, rt);
@@ -299,13 +298,7 @@ async fn ws_notifies_systemd(rt: &str) {
         .arg("-f")
         .arg(&config_path);
     let lbd = Lbd::spawn(cmd, config_path, dir.join("lb.log")).await;
-    let next = || {
-        let mut buf = [0u8; 512];
-        let n = notify
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("no notification within {WAIT:?}: {e}"));
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
+    let next = || notify.next();
     let ready = tokio::task::block_in_place(next);
     assert_eq!(ready, format!("READY=1\nMAINPID={}", lbd.pid()));
     assert_eq!(hit(bind).await.expect("serves"), "a");

@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::Duration;
 
+use common::notify::NotifySocket;
 use common::tools::{available, run_bounded};
 use common::traffic::Traffic;
 use common::*;
@@ -53,8 +53,7 @@ async fn run_notifies_systemd(rt: &str) {
     let m = Backend::start("m", Mode::TaggedEcho).await;
     let bind = free_addr();
     let socket_path = scratch_dir().join("notify.sock");
-    let notify = UnixDatagram::bind(&socket_path).expect("bind notify socket");
-    notify.set_read_timeout(Some(WAIT)).expect("timeout");
+    let notify = NotifySocket::bind(&socket_path);
     let config = |idle: u32| {
         format!(
             "[[listener]]\nname = \"web\"\nbind = \"{bind}\"\npool = \"p\"\n\
@@ -66,13 +65,7 @@ async fn run_notifies_systemd(rt: &str) {
         cmd.env("NOTIFY_SOCKET", &socket_path);
     })
     .await;
-    let next = || {
-        let mut buf = [0u8; 512];
-        let n = notify
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("no notification within {WAIT:?}: {e}"));
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
+    let next = || notify.next();
     let ready = tokio::task::block_in_place(next);
     assert_eq!(ready, format!("READY=1\nMAINPID={}", lbd.pid()));
 

@@ -8,6 +8,7 @@
 
 pub mod apiserver;
 pub mod haproxy;
+pub mod notify;
 pub mod streams;
 pub mod tools;
 pub mod traffic;
