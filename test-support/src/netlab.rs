@@ -406,6 +406,76 @@ impl Lab {
     }
 }
 
+/// A second topology: hosts on one Ethernet segment, for failover tests
+/// (two load balancers sharing a VIP with VRRP, a client and members
+/// beside them). Each host is a namespace whose `eth0` (address
+/// `10.198.0.<i+2>/24`, the `i`-th host) is a veth port of the bridge
+/// `br0` in a switch namespace. `10.198.0.100`..`.254` are free for VIPs.
+/// Like [`Lab`], nothing leaves the namespaces, and dropping it removes
+/// them (killing what runs in them).
+#[derive(Debug)]
+pub struct Segment {
+    hosts: Vec<Ns>,
+    _cleanup: Cleanup,
+}
+
+impl Segment {
+    /// `hosts` namespaces on a bridge. `Err` with the reason when that is
+    /// not possible (not root, no `ip`); whatever was created is removed.
+    pub fn new(hosts: usize) -> Result<Segment, String> {
+        if hosts > 90 {
+            return Err(format!("netlab: {hosts} hosts asked, at most 90"));
+        }
+        STALE_CLEANUP.get_or_init(remove_stale_namespaces);
+        let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let base = format!("{PREFIX}{}-{n}", std::process::id());
+        let switch = Ns {
+            name: format!("{base}-sw"),
+        };
+        let host_ns: Vec<Ns> = (0..hosts)
+            .map(|i| Ns {
+                name: format!("{base}-h{i}"),
+            })
+            .collect();
+        let mut cleanup = Cleanup::default();
+        for ns in std::iter::once(&switch).chain(host_ns.iter()) {
+            ip(&["netns", "add", &ns.name]).map_err(|e| format!("netlab: not permitted: {e}"))?;
+            cleanup.created.push(ns.name.clone());
+        }
+        let wire = || -> Result<(), String> {
+            let sw = switch.name.as_str();
+            ip(&["-n", sw, "link", "add", "br0", "type", "bridge"])?;
+            ip(&["-n", sw, "link", "set", "br0", "up"])?;
+            for (i, h) in host_ns.iter().enumerate() {
+                let port = format!("p{i}");
+                veth_pair(h, "eth0", &switch, &port)?;
+                ip(&["-n", sw, "link", "set", &port, "master", "br0"])?;
+                ip(&["-n", sw, "link", "set", &port, "up"])?;
+                ip(&["-n", &h.name, "link", "set", "lo", "up"])?;
+                let cidr = format!("{}/24", Segment::address(i));
+                ip(&["-n", &h.name, "addr", "add", &cidr, "dev", "eth0"])?;
+                ip(&["-n", &h.name, "link", "set", "eth0", "up"])?;
+            }
+            Ok(())
+        };
+        wire().map_err(|e| format!("netlab: setting up the segment: {e}"))?;
+        Ok(Segment {
+            hosts: host_ns,
+            _cleanup: cleanup,
+        })
+    }
+
+    /// The `i`-th host's namespace.
+    pub fn host(&self, i: usize) -> &Ns {
+        &self.hosts[i]
+    }
+
+    /// The `i`-th host's address on the segment.
+    pub fn address(i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 198, 0, 2 + i as u8)
+    }
+}
+
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let names: Vec<String> = self.created.drain(..).rev().collect();
