@@ -116,7 +116,7 @@ fn holds_vip(ns: &Ns) -> bool {
 /// Waits (at most `within`) until `ns` holds the VIP and the other does not.
 fn wait_holder(holder: &Ns, other: &Ns, within: Duration, logs: &Path) {
     let deadline = Instant::now() + within;
-    while !(holds_vip(holder) && !holds_vip(other)) {
+    while !holds_vip(holder) || holds_vip(other) {
         assert!(
             Instant::now() < deadline,
             "{} never took the VIP alone within {within:?}\n{}",
