@@ -10,7 +10,9 @@
 //!   failed in between counted (the client tries every 50 ms);
 //! - lbd comes back: the VIP comes back (preemption, the default);
 //! - the holder's only member goes into maint (its pool has no usable
-//!   member): the VIP moves too.
+//!   member): the VIP moves too;
+//! - with `nopreempt`, the VIP stays on the host it moved to when the
+//!   first host's lbd is back.
 //!
 //! Needs root, `ip` and keepalived; skips with the reason otherwise (fails
 //! under `LBD_TEST_REQUIRE_TOOLS`). Everything stays in the namespaces.
@@ -48,14 +50,16 @@ fn lbd_config(member: SocketAddrV4) -> String {
     )
 }
 
-/// The example's VRRP settings, for host `name`.
-fn keepalived_config(name: &str, state: &str, priority: u32) -> String {
+/// The example's VRRP settings, for host `name` (`nopreempt` with
+/// `preempt` false: then `state` must be BACKUP).
+fn keepalived_config(name: &str, state: &str, priority: u32, preempt: bool) -> String {
     let lbd = env!("CARGO_BIN_EXE_lbd");
+    let nopreempt = if preempt { "" } else { "  nopreempt\n" };
     format!(
         "global_defs {{\n  router_id {name}\n  script_user root\n  enable_script_security\n}}\n\
          vrrp_script lbd_ready {{\n  script \"{lbd} ready --admin 127.0.0.1:8404 --pools any \
          --timeout 1s\"\n  interval 1\n  timeout 2\n  fall 2\n  rise 2\n}}\n\
-         vrrp_instance lbd_vip {{\n  state {state}\n  interface eth0\n  virtual_router_id 51\n\
+         vrrp_instance lbd_vip {{\n  state {state}\n{nopreempt}  interface eth0\n  virtual_router_id 51\n\
            priority {priority}\n  advert_int 1\n  authentication {{\n    auth_type PASS\n\
              auth_pass lbdvip01\n  }}\n  virtual_ipaddress {{\n    {VIP}/24 dev eth0\n  }}\n\
            track_script {{\n    lbd_ready\n  }}\n}}\n"
@@ -92,9 +96,14 @@ fn start_lbd(ns: &Ns, dir: &Path, name: &str, member: SocketAddrV4) -> InNs {
     spawn(cmd, &dir.join(format!("{name}.log")))
 }
 
-fn start_keepalived(ns: &Ns, dir: &Path, name: &str, state: &str, priority: u32) -> InNs {
+fn start_keepalived(
+    ns: &Ns,
+    dir: &Path,
+    name: &str,
+    (state, priority, preempt): (&str, u32, bool),
+) -> InNs {
     let config = dir.join(format!("{name}.conf"));
-    std::fs::write(&config, keepalived_config(name, state, priority)).expect("config");
+    std::fs::write(&config, keepalived_config(name, state, priority, preempt)).expect("config");
     let file = |what: &str| dir.join(format!("{name}.{what}"));
     let mut cmd = ns.command(KEEPALIVED);
     cmd.args(["-n", "-l", "-D", "-f"])
@@ -211,8 +220,8 @@ fn keepalived_moves_the_vip_when_lbd_cannot_serve() {
     let _server = HttpServer::start(m, member, "m", BODY).expect("member");
     let mut lbd_a = Some(start_lbd(a, &dir, "lbd-a", member));
     let _lbd_b = start_lbd(b, &dir, "lbd-b", member);
-    let _ka = start_keepalived(a, &dir, "ka", "MASTER", 150);
-    let _kb = start_keepalived(b, &dir, "kb", "BACKUP", 100);
+    let _ka = start_keepalived(a, &dir, "ka", ("MASTER", 150, true));
+    let _kb = start_keepalived(b, &dir, "kb", ("BACKUP", 100, true));
     wait_holder(a, b, Duration::from_secs(20), &dir);
     let (_, _) = until_served(client, Duration::from_secs(10));
 
@@ -262,4 +271,48 @@ fn until_served_by(client: &Ns, holder: &Ns, bound: Duration, logs: &Path) -> (D
         holder.name,
         dump(logs)
     );
+}
+
+/// With `nopreempt` (both hosts BACKUP), the VIP stays on the host it
+/// failed over to when the first one's lbd is back.
+#[test]
+fn without_preemption_the_vip_stays_where_it_went() {
+    if !available(KEEPALIVED, "keepalived") {
+        return;
+    }
+    let segment = match Segment::new(4) {
+        Ok(s) => s,
+        Err(e) => {
+            lbd_test_support::skip(&e);
+            return;
+        }
+    };
+    let dir = scratch_dir();
+    let (client, a, b, m) = (
+        segment.host(CLIENT),
+        segment.host(LB_A),
+        segment.host(LB_B),
+        segment.host(MEMBER),
+    );
+    let member = SocketAddrV4::new(Segment::address(MEMBER), 8080);
+    let _server = HttpServer::start(m, member, "m", BODY).expect("member");
+    let lbd_a = start_lbd(a, &dir, "lbd-a", member);
+    let _lbd_b = start_lbd(b, &dir, "lbd-b", member);
+    let _ka = start_keepalived(a, &dir, "ka", ("BACKUP", 150, false));
+    let _kb = start_keepalived(b, &dir, "kb", ("BACKUP", 100, false));
+    wait_holder(a, b, Duration::from_secs(20), &dir);
+    let (_, _) = until_served(client, Duration::from_secs(10));
+
+    drop(lbd_a);
+    let (took, failed) = until_served_by(client, b, FAILOVER_BOUND, &dir);
+    eprintln!("nopreempt: failover after SIGKILL of lbd: {took:?}, {failed} failed connections");
+    let _lbd_a2 = start_lbd(a, &dir, "lbd-a2", member);
+    // Longer than the preempting case took to move the VIP back (5.3 s).
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        holds_vip(b) && !holds_vip(a),
+        "the VIP moved back despite nopreempt\n{}",
+        dump(&dir)
+    );
+    let (_, _) = until_served_by(client, b, Duration::from_secs(5), &dir);
 }
