@@ -197,44 +197,63 @@ fn set_member(lb: &Ns, member: SocketAddrV4, state: &str) {
     assert_eq!(answer.split_whitespace().nth(1), Some("200"), "{answer}");
 }
 
+/// The segment with its member serving; `None` (skipped) without
+/// keepalived or network namespaces. Fields drop in order: the member's
+/// server stops before the namespaces go.
+struct Stage {
+    _server: HttpServer,
+    segment: Segment,
+    dir: std::path::PathBuf,
+    member: SocketAddrV4,
+}
+
+impl Stage {
+    fn new() -> Option<Stage> {
+        if !available(KEEPALIVED, "keepalived") {
+            return None;
+        }
+        let segment = match Segment::new(4) {
+            Ok(s) => s,
+            Err(e) => {
+                lbd_test_support::skip(&e);
+                return None;
+            }
+        };
+        let member = SocketAddrV4::new(Segment::address(MEMBER), 8080);
+        let server = HttpServer::start(segment.host(MEMBER), member, "m", BODY).expect("member");
+        Some(Stage {
+            _server: server,
+            segment,
+            dir: scratch_dir(),
+            member,
+        })
+    }
+}
+
 #[test]
 fn keepalived_moves_the_vip_when_lbd_cannot_serve() {
-    if !available(KEEPALIVED, "keepalived") {
+    let Some(stage) = Stage::new() else {
         return;
-    }
-    let segment = match Segment::new(4) {
-        Ok(s) => s,
-        Err(e) => {
-            lbd_test_support::skip(&e);
-            return;
-        }
     };
-    let dir = scratch_dir();
-    let (client, a, b, m) = (
-        segment.host(CLIENT),
-        segment.host(LB_A),
-        segment.host(LB_B),
-        segment.host(MEMBER),
-    );
-    let member = SocketAddrV4::new(Segment::address(MEMBER), 8080);
-    let _server = HttpServer::start(m, member, "m", BODY).expect("member");
-    let mut lbd_a = Some(start_lbd(a, &dir, "lbd-a", member));
-    let _lbd_b = start_lbd(b, &dir, "lbd-b", member);
-    let _ka = start_keepalived(a, &dir, "ka", ("MASTER", 150, true));
-    let _kb = start_keepalived(b, &dir, "kb", ("BACKUP", 100, true));
-    wait_holder(a, b, Duration::from_secs(20), &dir);
+    let (segment, dir, member) = (&stage.segment, &stage.dir, stage.member);
+    let (client, a, b) = (segment.host(CLIENT), segment.host(LB_A), segment.host(LB_B));
+    let mut lbd_a = Some(start_lbd(a, dir, "lbd-a", member));
+    let _lbd_b = start_lbd(b, dir, "lbd-b", member);
+    let _ka = start_keepalived(a, dir, "ka", ("MASTER", 150, true));
+    let _kb = start_keepalived(b, dir, "kb", ("BACKUP", 100, true));
+    wait_holder(a, b, Duration::from_secs(20), dir);
     let (_, _) = until_served(client, Duration::from_secs(10));
 
     // The holder's lbd dies.
     drop(lbd_a.take());
     let (took, failed) = until_served(client, FAILOVER_BOUND);
     eprintln!("failover after SIGKILL of lbd: {took:?}, {failed} failed connections");
-    assert!(holds_vip(b), "served, but not by b?\n{}", dump(&dir));
+    assert!(holds_vip(b), "served, but not by b?\n{}", dump(dir));
 
     // It comes back: preempted back to a once its check passes twice.
-    lbd_a = Some(start_lbd(a, &dir, "lbd-a2", member));
+    lbd_a = Some(start_lbd(a, dir, "lbd-a2", member));
     let back = Instant::now();
-    wait_holder(a, b, Duration::from_secs(20), &dir);
+    wait_holder(a, b, Duration::from_secs(20), dir);
     eprintln!("VIP back on a {:?} after its lbd restarted", back.elapsed());
     let (_, _) = until_served(client, Duration::from_secs(10));
 
@@ -242,7 +261,7 @@ fn keepalived_moves_the_vip_when_lbd_cannot_serve() {
     // (whose member is fine) serves.
     let event = Instant::now();
     set_member(a, member, "maint");
-    let (took_maint, failed_maint) = until_served_by(client, b, FAILOVER_BOUND, &dir);
+    let (took_maint, failed_maint) = until_served_by(client, b, FAILOVER_BOUND, dir);
     eprintln!(
         "failover after a's member went into maint: {:?}, {failed_maint} failed connections \
          (measured from the API call: {:?})",
@@ -279,27 +298,18 @@ fn until_served_by(client: &Ns, holder: &Ns, bound: Duration, logs: &Path) -> (D
 /// whichever it is.
 #[test]
 fn without_preemption_the_vip_stays_where_it_went() {
-    if !available(KEEPALIVED, "keepalived") {
+    let Some(stage) = Stage::new() else {
         return;
-    }
-    let segment = match Segment::new(4) {
-        Ok(s) => s,
-        Err(e) => {
-            lbd_test_support::skip(&e);
-            return;
-        }
     };
-    let dir = scratch_dir();
-    let (client, m) = (segment.host(CLIENT), segment.host(MEMBER));
+    let (segment, dir, member) = (&stage.segment, &stage.dir, stage.member);
+    let client = segment.host(CLIENT);
     let hosts = [segment.host(LB_A), segment.host(LB_B)];
-    let member = SocketAddrV4::new(Segment::address(MEMBER), 8080);
-    let _server = HttpServer::start(m, member, "m", BODY).expect("member");
     let mut lbds = [
-        Some(start_lbd(hosts[0], &dir, "lbd-a", member)),
-        Some(start_lbd(hosts[1], &dir, "lbd-b", member)),
+        Some(start_lbd(hosts[0], dir, "lbd-a", member)),
+        Some(start_lbd(hosts[1], dir, "lbd-b", member)),
     ];
-    let _ka = start_keepalived(hosts[0], &dir, "ka", ("BACKUP", 150, false));
-    let _kb = start_keepalived(hosts[1], &dir, "kb", ("BACKUP", 100, false));
+    let _ka = start_keepalived(hosts[0], dir, "ka", ("BACKUP", 150, false));
+    let _kb = start_keepalived(hosts[1], dir, "kb", ("BACKUP", 100, false));
     let deadline = Instant::now() + Duration::from_secs(20);
     let first = loop {
         match (holds_vip(hosts[0]), holds_vip(hosts[1])) {
@@ -307,26 +317,22 @@ fn without_preemption_the_vip_stays_where_it_went() {
             (false, true) => break 1,
             _ => {}
         }
-        assert!(
-            Instant::now() < deadline,
-            "no single holder\n{}",
-            dump(&dir)
-        );
+        assert!(Instant::now() < deadline, "no single holder\n{}", dump(dir));
         std::thread::sleep(Duration::from_millis(50));
     };
     let (holder, other) = (hosts[first], hosts[1 - first]);
     let (_, _) = until_served(client, Duration::from_secs(10));
 
     drop(lbds[first].take());
-    let (took, failed) = until_served_by(client, other, FAILOVER_BOUND, &dir);
+    let (took, failed) = until_served_by(client, other, FAILOVER_BOUND, dir);
     eprintln!("nopreempt: failover after SIGKILL of lbd: {took:?}, {failed} failed connections");
-    lbds[first] = Some(start_lbd(holder, &dir, "lbd-back", member));
+    lbds[first] = Some(start_lbd(holder, dir, "lbd-back", member));
     // Longer than the preempting case took to move the VIP back (5.3 s).
     std::thread::sleep(Duration::from_secs(8));
     assert!(
         holds_vip(other) && !holds_vip(holder),
         "the VIP moved back despite nopreempt\n{}",
-        dump(&dir)
+        dump(dir)
     );
-    let (_, _) = until_served_by(client, other, Duration::from_secs(5), &dir);
+    let (_, _) = until_served_by(client, other, Duration::from_secs(5), dir);
 }
