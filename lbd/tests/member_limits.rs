@@ -278,7 +278,7 @@ async fn haproxy_queues_the_same_way() {
     let member = Holder::start().await;
     let (stats, bind) = (free_addr(), free_addr());
     let cfg = format!(
-        "global\n  maxconn 1000\n\
+        "global\n  maxconn 1000\n  nbthread 1\n\
          defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  \
          timeout server 60s\n  timeout queue 60s\n\
          frontend stats\n  mode http\n  bind {stats}\n  stats enable\n  stats uri /stats\n\
