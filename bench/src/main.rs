@@ -45,7 +45,10 @@ struct Cli {
     /// Config reloads during the reload scenario's run [default: 100; --quick: 10]
     #[arg(long)]
     reloads: Option<usize>,
-    /// Smoke run: 2 s runs, 1 rep, pinned only, 1,000 idle connections, 10 reloads (explicit options still win)
+    /// In-place binary upgrades during the upgrade scenario's run [default: 20; --quick: 5]
+    #[arg(long)]
+    upgrades: Option<usize>,
+    /// Smoke run: 2 s runs, 1 rep, pinned only, 1,000 idle connections, 10 reloads, 5 upgrades (explicit options still win)
     #[arg(long)]
     quick: bool,
     /// Where the JSON goes [default: bench/results]
@@ -87,6 +90,7 @@ struct Options {
     idle_conns_requested: usize,
     idle_conns: usize,
     reloads: usize,
+    upgrades: usize,
     out: PathBuf,
     lbd: Option<PathBuf>,
     lbd_old: Option<PathBuf>,
@@ -117,6 +121,7 @@ impl Options {
             idle_conns_requested: idle,
             idle_conns: idle,
             reloads: cli.reloads.unwrap_or(if q { 10 } else { 100 }),
+            upgrades: cli.upgrades.unwrap_or(if q { 5 } else { 20 }),
             out: cli.out.unwrap_or_else(bench::cli::default_results_dir),
             lbd: cli.lbd,
             lbd_old: cli.lbd_old,
@@ -279,11 +284,12 @@ fn run_in(opts: &Options, work: &WorkDir, fd: setup::FdLimit, started: Instant) 
         machine.date, machine.cpu_model, machine.cores, machine.kernel, machine.commit
     );
     eprintln!(
-        "bench: {}s runs, {} rep(s), {} idle conns, {} reloads; configs {}; scenarios {}",
+        "bench: {}s runs, {} rep(s), {} idle conns, {} reloads, {} upgrades; configs {}; scenarios {}",
         opts.duration_s,
         opts.reps,
         opts.idle_conns,
         opts.reloads,
+        opts.upgrades,
         names(&opts.proxies, Kind::name),
         names(&opts.scenarios, Scenario::name),
     );
@@ -453,6 +459,7 @@ fn run_variant(
         duration: Duration::from_secs(opts.duration_s),
         idle_conns: opts.idle_conns,
         reloads: opts.reloads,
+        upgrades: opts.upgrades,
         client_pin: layout.clients,
         logs: logs.clone(),
         script,
@@ -672,8 +679,8 @@ fn print_variant(v: &VariantResult, m: &setup::Machine, opts: &Options) {
         m.versions.iperf3
     );
     println!(
-        "{}s runs, {} rep(s), {} idle connections, {} reloads; one worker per proxy\n",
-        opts.duration_s, opts.reps, opts.idle_conns, opts.reloads
+        "{}s runs, {} rep(s), {} idle connections, {} reloads, {} upgrades; one worker per proxy\n",
+        opts.duration_s, opts.reps, opts.idle_conns, opts.reloads, opts.upgrades
     );
     print!("{}", v.table);
     if !v.cpu_split.is_empty() {
@@ -707,8 +714,8 @@ mod tests {
     fn quick_defaults_and_explicit_options() {
         let o = Options::from_cli(Cli::parse_from(["bench", "--quick"]));
         assert_eq!(
-            (o.duration_s, o.reps, o.idle_conns, o.reloads),
-            (2, 1, 1000, 10)
+            (o.duration_s, o.reps, o.idle_conns, o.reloads, o.upgrades),
+            (2, 1, 1000, 10, 5)
         );
         assert_eq!(o.pinning, PinningChoice::Pinned);
         assert_eq!(o.proxies, Kind::ALL.to_vec());
@@ -729,8 +736,8 @@ mod tests {
         assert_eq!(o.scenarios, vec![Scenario::Keepalive, Scenario::OneMib]);
         let o = Options::from_cli(Cli::parse_from(["bench"]));
         assert_eq!(
-            (o.duration_s, o.reps, o.idle_conns, o.reloads),
-            (10, 3, 10_000, 100)
+            (o.duration_s, o.reps, o.idle_conns, o.reloads, o.upgrades),
+            (10, 3, 10_000, 100, 20)
         );
         assert_eq!(o.pinning, PinningChoice::Both);
     }

@@ -92,7 +92,8 @@ pub const WEIGHTS_ALT: [u32; 3] = [1, 2, 1];
 
 /// lbd's config; `member_limit` adds `max_connections` to the `http`
 /// members (`--lbd-max-connections`), `listener_option` a line to each
-/// listener.
+/// listener. `stats_socket` is the unix socket a successor takes the
+/// listeners over from (`lbd run --takeover`, the upgrade scenario).
 pub fn render_lbd(
     http_port: u16,
     iperf_port: u16,
@@ -100,10 +101,16 @@ pub fn render_lbd(
     weights: &[u32],
     member_limit: Option<u32>,
     listener_option: &str,
+    stats_socket: &Path,
 ) -> String {
     let mut s = String::from(
         "# lbd bench: one worker (--workers 1); `http` -> 3 nginx backends, `iperf` -> iperf3\n\
          [global]\ndrain_timeout = \"1s\"\n",
+    );
+    let _ = write!(
+        s,
+        "\n[[stats_socket]]\npath = \"{}\"\nlevel = \"admin\"\nexpose_fd_listeners = true\n",
+        stats_socket.display()
     );
     for (name, port) in [("http", http_port), ("iperf", iperf_port)] {
         let _ = write!(
@@ -214,6 +221,17 @@ pub struct Reload {
     pub millis: f64,
 }
 
+/// What an in-place upgrade did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Upgrade {
+    /// From starting the new process (lbd) or the signal (HAProxy's
+    /// master re-executing itself) until the new one serves.
+    pub serving_ms: f64,
+    /// From then until the old process has exited (lbd only: HAProxy's
+    /// old worker belongs to the master).
+    pub old_exited_ms: Option<f64>,
+}
+
 /// A running configuration (for `direct`, nothing runs).
 pub struct Proxy {
     pub kind: Kind,
@@ -292,6 +310,7 @@ impl Proxy {
                     weights,
                     self.member_limit,
                     k.lbd_listener_option(),
+                    &self.stats_socket(),
                 )
             }
             Kind::Haproxy => render_haproxy(h, i, up, weights, false),
@@ -519,6 +538,78 @@ impl Proxy {
         Ok(out)
     }
 
+    /// lbd's stats socket, which `--takeover` takes the listeners from.
+    fn stats_socket(&self) -> PathBuf {
+        self.dir.join("stats.sock")
+    }
+
+    /// Whether [`Proxy::upgrade`] can upgrade this configuration.
+    pub fn can_upgrade(kind: Kind) -> bool {
+        kind.is_lbd() || matches!(kind, Kind::Haproxy | Kind::HaproxySplice)
+    }
+
+    /// Replaces the running binary with a fresh process of the same binary
+    /// and config, the way each proxy upgrades itself without dropping a
+    /// connection:
+    /// - lbd: a new `lbd run --takeover <stats socket>` receives the
+    ///   listening sockets and tells the old process to drain; this waits
+    ///   (at most 10 s each) until the new one logs that it serves and the
+    ///   old one has exited;
+    /// - HAProxy: SIGUSR2 to the master, which re-executes its binary from
+    ///   disk (how a master-worker HAProxy is upgraded): the same as a
+    ///   reload with an unchanged config.
+    pub fn upgrade(&mut self) -> Result<Upgrade> {
+        if matches!(self.kind, Kind::Haproxy | Kind::HaproxySplice) {
+            let r = self.reload(&WEIGHTS_BASE)?;
+            if !r.confirmed {
+                bail!(
+                    "HAProxy did not confirm the re-execution\n{}",
+                    self.log_tail()
+                );
+            }
+            return Ok(Upgrade {
+                serving_ms: r.millis,
+                old_exited_ms: None,
+            });
+        }
+        if !self.kind.is_lbd() {
+            bail!("{}: no in-place upgrade in the bench", self.kind.name());
+        }
+        let mut argv = self.argv();
+        argv.push("--takeover".into());
+        argv.push(self.stats_socket().display().to_string());
+        let started = Instant::now();
+        let mut new = Guard::spawn(self.kind.name(), &argv, self.pin, &self.logs)?;
+        let serving = procs::wait_until(Duration::from_secs(10), || {
+            if let Some(status) = new.try_wait()? {
+                bail!("the new lbd exited ({status})\n{}", new.output_tail());
+            }
+            Ok(new
+                .stderr_text()
+                .contains("serving: sent SIGTERM to old process"))
+        })?;
+        if !serving {
+            bail!(
+                "the new lbd did not take over in 10 s\n{}",
+                new.output_tail()
+            );
+        }
+        let serving_ms = started.elapsed().as_secs_f64() * 1e3;
+        let mut old = self.guard.replace(new).context("not running")?;
+        let exited = old.wait_timeout(Duration::from_secs(10))?;
+        let old_exited_ms = started.elapsed().as_secs_f64() * 1e3 - serving_ms;
+        if exited.is_none() {
+            bail!(
+                "the old lbd did not exit within 10 s of the takeover\n{}",
+                old.output_tail()
+            );
+        }
+        Ok(Upgrade {
+            serving_ms,
+            old_exited_ms: Some(old_exited_ms),
+        })
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http_port)
     }
@@ -563,7 +654,8 @@ mod tests {
 
     #[test]
     fn lbd_config_shape() {
-        let c = render_lbd(18000, 18001, &up(), &WEIGHTS_ALT, None, "");
+        let sock = Path::new("/w/lbd/stats.sock");
+        let c = render_lbd(18000, 18001, &up(), &WEIGHTS_ALT, None, "", sock);
         assert_eq!(c.matches("[[listener]]").count(), 2);
         assert_eq!(c.matches("[[pool]]").count(), 2);
         assert_eq!(c.matches("[[pool.member]]").count(), 4);
@@ -574,7 +666,10 @@ mod tests {
         assert!(c.contains("port = 17002\nweight = 2"));
         assert!(c.contains("port = 17004"));
         assert!(!c.contains("max_connections"));
-        let limited = render_lbd(18000, 18001, &up(), &WEIGHTS_BASE, Some(100_000), "");
+        assert!(c.contains(
+            "[[stats_socket]]\npath = \"/w/lbd/stats.sock\"\nlevel = \"admin\"\nexpose_fd_listeners = true\n"
+        ));
+        let limited = render_lbd(18000, 18001, &up(), &WEIGHTS_BASE, Some(100_000), "", sock);
         assert_eq!(limited.matches("max_connections = 100000").count(), 3);
     }
 

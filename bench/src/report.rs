@@ -99,6 +99,18 @@ pub const METRICS: &[MetricDef] = &[
         Higher,
         0,
     ),
+    m(
+        "upgrade.failed",
+        "binary upgrades under load: failed",
+        Lower,
+        0,
+    ),
+    m(
+        "upgrade.upgrades_done",
+        "binary upgrades under load: upgrades done",
+        Higher,
+        0,
+    ),
     m("kill.failed", "member killed under load: failed", Lower, 0),
 ];
 
@@ -219,7 +231,8 @@ fn ratio(summary: &Summary, key: &str, a: &str, b: &str) -> String {
 fn has_ratio(key: &str) -> bool {
     !(key.ends_with(".failed")
         || key.ends_with(".retransmits")
-        || key.ends_with(".reloads_confirmed"))
+        || key.ends_with(".reloads_confirmed")
+        || key.ends_with(".upgrades_done"))
 }
 
 /// The markdown table: rows = metrics, columns = configurations, then the
@@ -406,6 +419,11 @@ pub const TARGETS: &[Target] = &[
     t(
         "0 failed requests during reloads (every rep)",
         "reload.failed",
+        Check::WorstAtMost(0.0),
+    ),
+    t(
+        "0 failed requests during binary upgrades (every rep)",
+        "upgrade.failed",
         Check::WorstAtMost(0.0),
     ),
     t(

@@ -35,18 +35,23 @@ pub enum Scenario {
     Idle,
     /// Failed requests while the config is reloaded during a wrk run.
     Reload,
+    /// Failed requests while the proxy's binary is upgraded in place during
+    /// a wrk run (lbd: `run --takeover`; HAProxy: the master re-executes on
+    /// SIGUSR2).
+    Upgrade,
     /// Failed requests when a backend is SIGKILLed during a wrk run.
     Kill,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Keepalive,
         Scenario::Close,
         Scenario::OneMib,
         Scenario::Iperf,
         Scenario::Idle,
         Scenario::Reload,
+        Scenario::Upgrade,
         Scenario::Kill,
     ];
 
@@ -58,15 +63,20 @@ impl Scenario {
             Scenario::Iperf => "iperf",
             Scenario::Idle => "idle",
             Scenario::Reload => "reload",
+            Scenario::Upgrade => "upgrade",
             Scenario::Kill => "kill",
         }
     }
 
     /// Whether the scenario means anything for `kind` (direct has no proxy
-    /// to hold idle connections, reload or route around a dead member).
+    /// to hold idle connections, reload or route around a dead member; nginx's
+    /// binary upgrade, USR2 then QUIT to the old master, is not scripted).
     pub fn applies_to(self, kind: Kind) -> bool {
-        !(kind == Kind::Direct
-            && matches!(self, Scenario::Idle | Scenario::Reload | Scenario::Kill))
+        match self {
+            Scenario::Upgrade => Proxy::can_upgrade(kind),
+            Scenario::Idle | Scenario::Reload | Scenario::Kill => kind != Kind::Direct,
+            _ => true,
+        }
     }
 }
 
@@ -75,6 +85,8 @@ pub struct Settings {
     pub duration: Duration,
     pub idle_conns: usize,
     pub reloads: usize,
+    /// In-place upgrades during the upgrade scenario's run.
+    pub upgrades: usize,
     /// Where wrk and iperf3 clients run.
     pub client_pin: Pin,
     pub logs: PathBuf,
@@ -122,6 +134,7 @@ pub fn run(
             idle(proxy, backends, s)
         }
         Scenario::Reload => reload(proxy, s),
+        Scenario::Upgrade => upgrade(proxy, s),
         Scenario::Kill => kill(proxy, backends, s),
     }
 }
@@ -297,15 +310,28 @@ fn idle(proxy: &Proxy, backends: &Backends, s: &Settings) -> Result<Measurement>
     Ok(m)
 }
 
-fn reload(proxy: &mut Proxy, s: &Settings) -> Result<Measurement> {
-    // The reloads are spread over the middle 80% of the run, at least
-    // 100 ms apart; wrk runs until 10% of the run (at least 1 s) after the
-    // last reload is confirmed and is then stopped with SIGINT (wrk still
-    // reports). Its -d is only an upper bound.
-    let step = (s.duration.mul_f64(0.8) / s.reloads.max(1) as u32).max(Duration::from_millis(100));
+/// `count` events spread over the middle 80% of a wrk `Connection: close`
+/// run, at least 100 ms apart; wrk runs until 10% of the run (at least 1 s)
+/// after the last one is done and is then stopped with SIGINT (wrk still
+/// reports). Its -d is only an upper bound. Returns wrk's output, the
+/// events' results (up to the first error) and when the last one ended.
+struct UnderLoad<T> {
+    out: wrk::Outcome,
+    done: Vec<T>,
+    error: Option<String>,
+    finished_at_s: f64,
+}
+
+fn under_load<T>(
+    proxy: &mut Proxy,
+    s: &Settings,
+    count: usize,
+    mut event: impl FnMut(&mut Proxy, usize) -> Result<T>,
+) -> Result<UnderLoad<T>> {
+    let step = (s.duration.mul_f64(0.8) / count.max(1) as u32).max(Duration::from_millis(100));
     let first = s.duration.mul_f64(0.1);
     let tail = s.duration.mul_f64(0.1).max(Duration::from_secs(1));
-    let bound = s.duration + Duration::from_secs(s.reloads as u64 * 11 + 10);
+    let bound = s.duration + Duration::from_secs(count as u64 * 21 + 10);
     let url = proxy.url(SMALL_PATH);
     let run = wrk::Run {
         url: &url,
@@ -315,41 +341,83 @@ fn reload(proxy: &mut Proxy, s: &Settings) -> Result<Measurement> {
     };
     let guard = run.start(&s.script, s.client_pin, &s.logs)?;
     let t0 = Instant::now();
-    let mut reloads = Vec::with_capacity(s.reloads);
+    let mut done = Vec::with_capacity(count);
     let mut error = None;
-    for i in 0..s.reloads {
+    for i in 0..count {
         let at = first + step * i as u32;
         if let Some(wait) = at.checked_sub(t0.elapsed()) {
             std::thread::sleep(wait);
         }
-        let weights = if i % 2 == 0 {
-            &WEIGHTS_ALT
-        } else {
-            &WEIGHTS_BASE
-        };
-        match proxy.reload(weights) {
-            Ok(r) => reloads.push(r),
+        match event(proxy, i) {
+            Ok(r) => done.push(r),
             Err(e) => {
                 error = Some(format!("{e:#}"));
                 break;
             }
         }
     }
-    let reloads_done_s = t0.elapsed().as_secs_f64();
+    let finished_at_s = t0.elapsed().as_secs_f64();
     std::thread::sleep(tail);
     guard.signal(libc::SIGINT)?;
     let out = wrk::finish(guard, bound)?;
+    Ok(UnderLoad {
+        out,
+        done,
+        error,
+        finished_at_s,
+    })
+}
+
+fn upgrade(proxy: &mut Proxy, s: &Settings) -> Result<Measurement> {
+    let run = under_load(proxy, s, s.upgrades, |p, _| p.upgrade())?;
+    if let Some(e) = run.error {
+        bail!(
+            "upgrade failed after {} upgrades: {e}\n{}",
+            run.done.len(),
+            proxy.log_tail()
+        );
+    }
+    let mut serving: Vec<f64> = run.done.iter().map(|u| u.serving_ms).collect();
+    serving.sort_by(f64::total_cmp);
+    let mut exited: Vec<f64> = run.done.iter().filter_map(|u| u.old_exited_ms).collect();
+    exited.sort_by(f64::total_cmp);
+    let mut m = Measurement::default();
+    m.set("upgrade.failed", run.out.summary.failed() as f64);
+    m.set("upgrade.upgrades_done", run.done.len() as f64);
+    m.raw = json!({
+        "wrk": run.out,
+        "upgrades_requested": s.upgrades,
+        "upgrades_done": run.done.len(),
+        "serving_ms_median": serving.get(serving.len() / 2),
+        "serving_ms_max": serving.last(),
+        "old_exited_ms_median": exited.get(exited.len() / 2),
+        "old_exited_ms_max": exited.last(),
+        "upgrades_finished_at_s": run.finished_at_s,
+        "wrk_stopped_at_s": run.out.summary.seconds(),
+    });
+    Ok(m)
+}
+
+fn reload(proxy: &mut Proxy, s: &Settings) -> Result<Measurement> {
+    let run = under_load(proxy, s, s.reloads, |p, i| {
+        p.reload(if i % 2 == 0 {
+            &WEIGHTS_ALT
+        } else {
+            &WEIGHTS_BASE
+        })
+    })?;
     // Leave the base config in place (an odd count ends on the other one).
     if s.reloads % 2 == 1 {
         proxy.reload(&WEIGHTS_BASE)?;
     }
-    if let Some(e) = error {
+    if let Some(e) = run.error {
         bail!(
             "reload failed after {} reloads: {e}\n{}",
-            reloads.len(),
+            run.done.len(),
             proxy.log_tail()
         );
     }
+    let (out, reloads, reloads_done_s) = (run.out, run.done, run.finished_at_s);
     let confirmed = reloads.iter().filter(|r| r.confirmed).count();
     let rejected = reloads.iter().filter(|r| r.rejected).count();
     let mut ms: Vec<f64> = reloads.iter().map(|r| r.millis).collect();

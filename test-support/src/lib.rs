@@ -7,6 +7,8 @@
 //!   machine, per test;
 //! - [`eventually`] (feature `tokio`), [`eventually_blocking`]: bounded
 //!   polling for a state instead of fixed sleeps;
+//! - [`tools`]: external programs run within a time bound, or skipped
+//!   when missing;
 //! - [`skip`]: a test that cannot run here says why, or fails under
 //!   `LBD_TEST_REQUIRE_TOOLS`;
 //! - [`self_signed`] (feature `tls`): a throwaway certificate;
@@ -19,6 +21,7 @@
 pub mod netlab;
 mod scratch;
 mod skip;
+pub mod tools;
 mod wait;
 
 #[cfg(feature = "fakes")]
