@@ -185,6 +185,12 @@ pub struct ListenerSection {
     /// off. A pool's own `connect_hedge` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_hedge: Option<String>,
+    /// `"tcp"` (default) or `"udp"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// UDP: a flow ends after this long without a datagram (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_idle: Option<String>,
 }
 
 /// `[[pool]]`
@@ -346,7 +352,7 @@ use std::time::Duration;
 use crate::check_program::to_hex;
 use crate::model::{
     Admin, CheckKind, Config, Expectation, Global, HealthCheck, Listener, Member, Payload, Pool,
-    ScriptStep, StatsAddress, StatsSocket, Xdp,
+    Protocol, ScriptStep, StatsAddress, StatsSocket, Xdp,
 };
 
 /// Renders a typed config back into the file model, every setting written
@@ -459,6 +465,10 @@ impl From<&Listener> for ListenerSection {
             kernel_relay: listener.kernel_relay.then_some(true),
             splice: listener.splice.then_some(true),
             connect_hedge: listener.connect_hedge.map(duration_text),
+            protocol: (listener.protocol != Protocol::Tcp)
+                .then(|| listener.protocol.name().to_owned()),
+            session_idle: (listener.protocol == Protocol::Udp)
+                .then(|| duration_text(listener.session_idle)),
         }
     }
 }

@@ -18,6 +18,9 @@ pub const DEFAULT_CONNECTION_LIMIT: u32 = 50_000;
 pub const DEFAULT_CLIENT_IDLE: Duration = Duration::from_secs(50);
 pub const DEFAULT_MEMBER_CONNECT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MEMBER_IDLE: Duration = Duration::from_secs(50);
+/// A UDP flow ends after this long without a datagram either way (Octavia's
+/// UDP timeout).
+pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(60);
 pub const DEFAULT_RETRIES: u32 = 3;
 pub const DEFAULT_WEIGHT: u32 = 1;
 pub const MAX_WEIGHT: u32 = 256;
@@ -250,6 +253,11 @@ pub struct Listener {
     /// `None`: off. Less than `member_connect`; the pool's own value
     /// overrides it ([`Listener::hedge_for`]).
     pub connect_hedge: Option<Duration>,
+    /// TCP (connections) or UDP (datagrams, in flows).
+    pub protocol: Protocol,
+    /// UDP: a flow (a client address and port) ends after this long
+    /// without a datagram either way.
+    pub session_idle: Duration,
 }
 
 impl Listener {
@@ -297,6 +305,27 @@ pub struct Xdp {
 /// `[xdp] snat_ports` by default: below Linux's default ephemeral range
 /// (32768-60999), which lbd's own proxy and check connections use.
 pub const DEFAULT_SNAT_PORTS: std::ops::RangeInclusive<u16> = 20_000..=32_767;
+
+/// What a listener carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// Every protocol, in the order error messages list them.
+    pub const ALL: [Protocol; 2] = [Protocol::Tcp, Protocol::Udp];
+
+    /// The file spelling (`"udp"`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyProtocol {

@@ -252,6 +252,9 @@ pub fn convert(reader: Reader) -> Result<Reading, Refused> {
                     client_fin: client_fin.map(text),
                     member_fin: view.server_fin.map(text),
                     connect_hedge: None,
+                    // HAProxy has no UDP: every haproxy.cfg listener is TCP.
+                    protocol: None,
+                    session_idle: None,
                 });
             }
         }

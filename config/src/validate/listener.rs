@@ -13,8 +13,8 @@ use super::fields::{
 use super::hedge::hedge_field;
 use crate::file::ListenerSection;
 use crate::model::{
-    FastPath, Listener, ProxyProtocol, DEFAULT_CLIENT_IDLE, DEFAULT_CONNECTION_LIMIT,
-    DEFAULT_MEMBER_CONNECT, DEFAULT_MEMBER_IDLE,
+    FastPath, Listener, Protocol, ProxyProtocol, DEFAULT_CLIENT_IDLE, DEFAULT_CONNECTION_LIMIT,
+    DEFAULT_MEMBER_CONNECT, DEFAULT_MEMBER_IDLE, DEFAULT_SESSION_IDLE,
 };
 
 /// Largest accepted `connection_limit`.
@@ -27,20 +27,32 @@ pub(super) fn validate_listeners(
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Listener> {
     let names = Names::check("listener", sections.iter().map(|l| l.name.as_deref()));
-    // Valid binds of earlier listeners, with their index, for conflict checks.
+    // Valid binds of earlier listeners, with their index, for conflict
+    // checks. A TCP and a UDP listener may share an address and port.
     let mut binds: Vec<(SocketAddr, usize)> = Vec::new();
+    let mut udp_binds: Vec<(SocketAddr, usize)> = Vec::new();
     let mut listeners = Vec::new();
     for (index, section) in sections.iter().enumerate() {
         let mut scope = Scope::new(names.label(index), errors);
         let name = names.take(index, &mut scope);
         let bind = bind_field(&mut scope, section.bind.as_deref());
-        if let Some(bind) = bind {
-            if let Some(reason) = bind_conflict(bind, &binds, &names) {
+        let protocol = protocol_field(&mut scope, section.protocol.as_deref());
+        if let (Some(bind), Some(protocol)) = (bind, protocol) {
+            let earlier = match protocol {
+                Protocol::Tcp => &mut binds,
+                Protocol::Udp => &mut udp_binds,
+            };
+            if let Some(reason) = bind_conflict(bind, earlier, &names) {
                 scope.error(reason);
             }
-            binds.push((bind, index));
+            earlier.push((bind, index));
         }
-        if let Some(listener) = validate_listener(&mut scope, section, name, bind, pool_names) {
+        let Some(protocol) = protocol else {
+            continue;
+        };
+        if let Some(listener) =
+            validate_listener(&mut scope, section, name, bind, protocol, pool_names)
+        {
             listeners.push(listener);
         }
     }
@@ -54,8 +66,20 @@ fn validate_listener(
     section: &ListenerSection,
     name: Option<String>,
     bind: Option<SocketAddr>,
+    protocol: Protocol,
     pool_names: &HashSet<&str>,
 ) -> Option<Listener> {
+    if protocol == Protocol::Udp {
+        refuse_tcp_only_settings(scope, section);
+    } else if section.session_idle.is_some() {
+        scope.error("session_idle applies to protocol = \"udp\" listeners only (TCP has client_idle and member_idle)");
+    }
+    let session_idle = duration_field(
+        scope,
+        "session_idle",
+        section.session_idle.as_deref(),
+        DEFAULT_SESSION_IDLE,
+    );
     let pool = pool_reference(scope, section.pool.as_deref(), pool_names);
     let connection_limit = connection_limit_field(scope, section.connection_limit);
     let allowed_cidrs = cidrs_field(scope, &section.allowed_cidrs);
@@ -101,7 +125,53 @@ fn validate_listener(
         kernel_relay: section.kernel_relay.unwrap_or(false),
         splice: section.splice.unwrap_or(false),
         connect_hedge: connect_hedge?,
+        protocol,
+        session_idle: session_idle?,
     })
+}
+
+/// `protocol`: absent (`tcp`), `"tcp"` or `"udp"`.
+fn protocol_field(scope: &mut Scope, value: Option<&str>) -> Option<Protocol> {
+    let Some(text) = value else {
+        return Some(Protocol::Tcp);
+    };
+    let found = lookup(&Protocol::ALL, Protocol::name, text);
+    if found.is_none() {
+        scope.error(format!(
+            "protocol {text:?} is not valid (expected {})",
+            expected_list(&Protocol::ALL, Protocol::name)
+        ));
+    }
+    found
+}
+
+/// A UDP listener refuses what only means something for TCP connections,
+/// each with its reason, instead of ignoring it.
+fn refuse_tcp_only_settings(scope: &mut Scope, s: &ListenerSection) {
+    let set = [
+        ("proxy_protocol", s.proxy_protocol.is_some(), "a PROXY header opens a TCP stream"),
+        ("kernel_relay", s.kernel_relay == Some(true), "the kernel relay joins TCP sockets"),
+        ("splice", s.splice == Some(true), "splice moves TCP streams"),
+        ("connect_hedge", s.connect_hedge.is_some(), "UDP has no connect to hedge"),
+        ("tunnel_idle", s.tunnel_idle.is_some(), "use session_idle"),
+        ("client_idle", s.client_idle.is_some(), "use session_idle"),
+        ("member_idle", s.member_idle.is_some(), "use session_idle"),
+        ("member_connect", s.member_connect.is_some(), "UDP has no connect"),
+        ("client_fin", s.client_fin.is_some(), "UDP has no FIN"),
+        ("member_fin", s.member_fin.is_some(), "UDP has no FIN"),
+        (
+            "fast_path",
+            s.fast_path.as_deref().is_some_and(|f| f != FastPath::None.name()),
+            "the XDP fast path balances TCP only",
+        ),
+    ];
+    for (field, given, why) in set {
+        if given {
+            scope.error(format!(
+                "{field} is not supported with protocol = \"udp\" ({why})"
+            ));
+        }
+    }
 }
 
 /// `fast_path`: absent, `"none"` or `"xdp"`.
@@ -440,6 +510,50 @@ mod tests {
     fn kernel_relay_is_off_unless_asked() {
         assert!(!valid(&listener_with("")).listeners[0].kernel_relay);
         assert!(valid(&listener_with("kernel_relay = true")).listeners[0].kernel_relay);
+    }
+
+    #[test]
+    fn udp_listeners_and_session_idle() {
+        let tcp = valid(&listener_with(""));
+        assert_eq!(tcp.listeners[0].protocol, Protocol::Tcp);
+        let udp = valid(&listener_with("protocol = \"udp\""));
+        assert_eq!(udp.listeners[0].protocol, Protocol::Udp);
+        assert_eq!(udp.listeners[0].session_idle, DEFAULT_SESSION_IDLE);
+        let short = valid(&listener_with("protocol = \"udp\"\nsession_idle = \"5s\""));
+        assert_eq!(short.listeners[0].session_idle.as_secs(), 5);
+        let errors = invalid(&listener_with("protocol = \"sctp\""));
+        assert!(errors[0].contains("protocol \"sctp\" is not valid (expected"), "{errors:?}");
+        let errors = invalid(&listener_with("session_idle = \"5s\""));
+        assert!(errors[0].contains("session_idle applies to protocol = \"udp\""), "{errors:?}");
+        for line in [
+            "proxy_protocol = \"v2\"",
+            "splice = true",
+            "kernel_relay = true",
+            "client_idle = \"5s\"",
+            "fast_path = \"xdp\"",
+            "connect_hedge = \"10ms\"",
+        ] {
+            let errors = invalid(&listener_with(&format!("protocol = \"udp\"\n{line}")));
+            let field = line.split(' ').next().unwrap_or_default();
+            assert!(
+                errors.iter().any(|e| e.contains(&format!(
+                    "{field} is not supported with protocol = \"udp\""
+                ))),
+                "{line}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_tcp_and_a_udp_listener_share_a_port() {
+        let both = format!(
+            "[[listener]]\nname = \"dns-tcp\"\nbind = \"0.0.0.0:53\"\npool = \"p\"\n\
+             [[listener]]\nname = \"dns-udp\"\nbind = \"0.0.0.0:53\"\npool = \"p\"\nprotocol = \"udp\"\n{POOL_P}"
+        );
+        assert_eq!(valid(&both).listeners.len(), 2);
+        let twice = both.replace("name = \"dns-tcp\"", "name = \"dns-tcp\"\nprotocol = \"udp\"");
+        let errors = invalid(&twice);
+        assert!(errors.iter().any(|e| e.contains("bind 0.0.0.0:53 is already used")), "{errors:?}");
     }
 
     #[test]

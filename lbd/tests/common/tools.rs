@@ -2,6 +2,8 @@
 //! `chromium`): [`available`] and [`run_bounded`] come from the test-support
 //! crate; here are the long-running [`Daemon`] and chromium's flags.
 
+// Not every test binary that includes `common` uses all three.
+#[allow(unused_imports)]
 pub use lbd_test_support::tools::{available, kill_group, run_bounded};
 
 use std::os::unix::process::CommandExt;
