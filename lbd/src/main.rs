@@ -656,7 +656,12 @@ async fn steer_to_us(server: &Server) {
     use lbd::takeover::Steering;
     let mut steering = Vec::new();
     tracing::debug!("takeover: attaching the steering");
-    for l in &server.shared().snapshot().listeners {
+    let snapshot = server.shared().snapshot();
+    for l in snapshot
+        .listeners
+        .iter()
+        .filter(|l| l.cfg.protocol == lbd_config::Protocol::Tcp)
+    {
         match Steering::attach(&l.sockets) {
             Ok(s) => steering.push(s),
             Err(e) => warn!(

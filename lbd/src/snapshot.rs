@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lbd_config::{Config, HealthCheck};
+use lbd_config::{Config, HealthCheck, Protocol};
 
 use crate::balance::{PlanMember, PoolPlan};
 use crate::queue::PoolQueue;
@@ -24,7 +24,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub config: Arc<Config>,
     pub listeners: Vec<ListenerRt>,
-    by_bind: HashMap<SocketAddr, usize>,
+    /// A TCP and a UDP listener may share an address.
+    by_bind: HashMap<(Protocol, SocketAddr), usize>,
     pub pools: Vec<PoolRt>,
     /// The kernel relay of listeners with `kernel_relay`: loaded once
     /// (kept across reloads); `None` when no listener wants it or it
@@ -113,14 +114,15 @@ impl Snapshot {
         let mut listeners = Vec::with_capacity(config.listeners.len());
         let mut by_bind = HashMap::new();
         for l in &config.listeners {
-            let sockets = match prev.and_then(|p| p.listener_at(l.bind)) {
+            let sockets = match prev.and_then(|p| p.find_listener(l.protocol, l.bind)) {
                 Some(old) if !old.sockets.is_closed() => Arc::clone(&old.sockets),
                 _ => Arc::new(
                     ListenerSockets::open(
                         l.bind,
+                        l.protocol,
                         workers,
                         l.freebind,
-                        !prev.is_some_and(|p| p.listens_near(l.bind)),
+                        !prev.is_some_and(|p| p.listens_near(l.protocol, l.bind)),
                         sharing,
                     )
                     .map_err(|error| BindError {
@@ -140,7 +142,7 @@ impl Snapshot {
                 .position(|p| p.name == l.pool)
                 .expect("validated config: listener pools exist");
             let connect_hedge = l.hedge_for(&config.pools[pool]);
-            by_bind.insert(l.bind, listeners.len());
+            by_bind.insert((l.protocol, l.bind), listeners.len());
             listeners.push(ListenerRt {
                 cfg: l.clone(),
                 pool,
@@ -161,7 +163,7 @@ impl Snapshot {
             .map(|p| {
                 p.listeners
                     .iter()
-                    .filter(|o| !by_bind.contains_key(&o.cfg.bind))
+                    .filter(|o| !by_bind.contains_key(&(o.cfg.protocol, o.cfg.bind)))
                     .map(|o| Arc::clone(&o.sockets))
                     .collect()
             })
@@ -201,10 +203,23 @@ impl Snapshot {
         }
     }
 
-    /// The listener bound to `bind`.
+    /// The TCP listener bound to `bind`.
     #[inline]
     pub fn listener_at(&self, bind: SocketAddr) -> Option<&ListenerRt> {
-        self.by_bind.get(&bind).map(|&i| &self.listeners[i])
+        self.find_listener(Protocol::Tcp, bind)
+    }
+
+    /// The UDP listener bound to `bind`.
+    #[inline]
+    pub fn udp_listener_at(&self, bind: SocketAddr) -> Option<&ListenerRt> {
+        self.find_listener(Protocol::Udp, bind)
+    }
+
+    #[inline]
+    pub fn find_listener(&self, protocol: Protocol, bind: SocketAddr) -> Option<&ListenerRt> {
+        self.by_bind
+            .get(&(protocol, bind))
+            .map(|&i| &self.listeners[i])
     }
 
     pub fn pool(&self, name: &str) -> Option<&PoolRt> {
@@ -216,10 +231,11 @@ impl Snapshot {
     /// same family): a reload moving a listener from `0.0.0.0:80` to
     /// `10.0.0.1:80` must not mistake lbd's own socket for another
     /// process's.
-    pub fn listens_near(&self, bind: SocketAddr) -> bool {
+    pub fn listens_near(&self, protocol: Protocol, bind: SocketAddr) -> bool {
         self.listeners.iter().any(|l| {
             let own = l.cfg.bind;
-            !l.sockets.is_closed()
+            l.cfg.protocol == protocol
+                && !l.sockets.is_closed()
                 && own.port() == bind.port()
                 && own.is_ipv4() == bind.is_ipv4()
                 && (own.ip() == bind.ip()

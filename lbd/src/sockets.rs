@@ -14,11 +14,12 @@
 //! and reset its queued connections. Such sockets are only closed.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use lbd_config::Protocol as Carried;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 /// Listen backlog per socket (the kernel caps it at `net.core.somaxconn`).
@@ -43,7 +44,9 @@ pub enum Sharing {
 #[derive(Debug)]
 pub struct ListenerSockets {
     bind: SocketAddr,
-    sockets: Vec<TcpListener>,
+    /// TCP listening sockets, or bound UDP sockets.
+    protocol: Carried,
+    sockets: Vec<Socket>,
     /// How many workers share them out.
     workers: usize,
     closed: AtomicBool,
@@ -61,21 +64,28 @@ impl ListenerSockets {
     /// `check_others`: false when lbd's own open listeners overlap `bind`
     /// (see `Snapshot::listens_near`); the check would see those. The
     /// check is also skipped for [`Sharing::TakingOver`].
+    ///
+    /// UDP sockets are bound, not listening; they are never inherited from
+    /// another process (`-x`, `--takeover`) yet.
     pub fn open(
         bind: SocketAddr,
+        protocol: Carried,
         workers: usize,
         freebind: bool,
         check_others: bool,
         sharing: Sharing,
     ) -> io::Result<Self> {
         let workers = workers.max(1);
-        let mut sockets = take_inherited(bind);
+        let mut sockets: Vec<Socket> = match protocol {
+            Carried::Tcp => take_inherited(bind).into_iter().map(Socket::from).collect(),
+            Carried::Udp => Vec::new(),
+        };
         let shared = !sockets.is_empty();
         if !shared && check_others && sharing == Sharing::Exclusive {
-            refuse_if_listened_on(bind, freebind)?;
+            refuse_if_listened_on(bind, protocol, freebind)?;
         }
         while sockets.len() < workers {
-            match open_one(bind, freebind) {
+            match open_one(bind, protocol, freebind) {
                 Ok(socket) => sockets.push(socket),
                 // The inherited socket has no SO_REUSEPORT (a HAProxy with
                 // `noreuseport`): the workers share what there is.
@@ -92,6 +102,7 @@ impl ListenerSockets {
         }
         Ok(ListenerSockets {
             bind,
+            protocol,
             sockets,
             workers,
             closed: AtomicBool::new(false),
@@ -101,6 +112,10 @@ impl ListenerSockets {
 
     pub fn bind(&self) -> SocketAddr {
         self.bind
+    }
+
+    pub fn protocol(&self) -> Carried {
+        self.protocol
     }
 
     /// The sockets' descriptors, in the order they joined the group.
@@ -118,14 +133,33 @@ impl ListenerSockets {
     /// and a share of the extra ones when more came from the process taken
     /// over (or a share of fewer, see [`ListenerSockets::open`]).
     pub fn for_worker(&self, id: usize) -> io::Result<Vec<TcpListener>> {
+        self.duplicates(id, Carried::Tcp)
+    }
+
+    /// Worker `id`'s bound UDP socket(s), as [`Self::for_worker`] for TCP.
+    pub fn datagram_for_worker(&self, id: usize) -> io::Result<Vec<UdpSocket>> {
+        self.duplicates(id, Carried::Udp)
+    }
+
+    fn duplicates<T: From<Socket>>(&self, id: usize, want: Carried) -> io::Result<Vec<T>> {
+        if self.protocol != want {
+            return Err(io::Error::other(format!(
+                "{}: {} sockets asked of a {} listener",
+                self.bind,
+                want.name(),
+                self.protocol.name()
+            )));
+        }
         if self.sockets.len() < self.workers {
-            return Ok(vec![self.sockets[id % self.sockets.len()].try_clone()?]);
+            return Ok(vec![self.sockets[id % self.sockets.len()]
+                .try_clone()?
+                .into()]);
         }
         self.sockets
             .iter()
             .enumerate()
             .filter(|(i, _)| i % self.workers == id % self.workers)
-            .map(|(_, l)| l.try_clone())
+            .map(|(_, l)| Ok(l.try_clone()?.into()))
             .collect()
     }
 
@@ -147,7 +181,9 @@ impl ListenerSockets {
     /// not affected.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        if self.is_shared() {
+        // UDP: the workers' receive loops stop on the flag (a shut down
+        // UDP socket would only make their reads return empty).
+        if self.is_shared() || self.protocol == Carried::Udp {
             return;
         }
         for l in &self.sockets {
@@ -217,8 +253,8 @@ fn take_inherited(bind: SocketAddr) -> Vec<TcpListener> {
 /// Binds `bind` once without SO_REUSEPORT and lets go at once: that fails
 /// with EADDRINUSE exactly when some socket is listening there (SO_REUSEADDR
 /// still allows connections in TIME_WAIT and closed listeners of our own).
-fn refuse_if_listened_on(bind: SocketAddr, freebind: bool) -> io::Result<()> {
-    let probe = unshared_socket(bind, freebind)?;
+fn refuse_if_listened_on(bind: SocketAddr, protocol: Carried, freebind: bool) -> io::Result<()> {
+    let probe = unshared_socket(bind, protocol, freebind)?;
     match probe.bind(&bind.into()) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
             io::ErrorKind::AddrInUse,
@@ -229,10 +265,13 @@ fn refuse_if_listened_on(bind: SocketAddr, freebind: bool) -> io::Result<()> {
     }
 }
 
-/// A TCP socket for `bind` with SO_REUSEADDR (and the v6-only and freebind
-/// options), not yet bound.
-fn unshared_socket(bind: SocketAddr, freebind: bool) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(bind), Type::STREAM, Some(Protocol::TCP))?;
+/// A TCP (or UDP) socket for `bind` with SO_REUSEADDR (and the v6-only and
+/// freebind options), not yet bound.
+fn unshared_socket(bind: SocketAddr, protocol: Carried, freebind: bool) -> io::Result<Socket> {
+    let socket = match protocol {
+        Carried::Tcp => Socket::new(Domain::for_address(bind), Type::STREAM, Some(Protocol::TCP))?,
+        Carried::Udp => Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?,
+    };
     socket.set_reuse_address(true)?;
     if bind.is_ipv6() {
         // `[::]:80` and `0.0.0.0:80` are separate listeners.
@@ -246,12 +285,42 @@ fn unshared_socket(bind: SocketAddr, freebind: bool) -> io::Result<Socket> {
     Ok(socket)
 }
 
-fn open_one(bind: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
-    let socket = unshared_socket(bind, freebind)?;
+fn open_one(bind: SocketAddr, protocol: Carried, freebind: bool) -> io::Result<Socket> {
+    let socket = unshared_socket(bind, protocol, freebind)?;
     socket.set_reuse_port(true)?;
     socket.bind(&bind.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
+    match protocol {
+        Carried::Tcp => socket.listen(BACKLOG)?,
+        Carried::Udp => grow_receive_buffer(&socket),
+    }
+    Ok(socket)
+}
+
+/// Receive buffer of a UDP listener's socket: every client's datagrams
+/// queue in it until the worker takes them, and the default (about 200
+/// KiB, a few hundred small datagrams) drops bursts.
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Raises a UDP listener socket's receive buffer to [`UDP_RECEIVE_BUFFER`]:
+/// with SO_RCVBUFFORCE when lbd may (CAP_NET_ADMIN), else as far as
+/// `net.core.rmem_max` allows. A failure only leaves the default.
+fn grow_receive_buffer(socket: &Socket) {
+    let size = UDP_RECEIVE_BUFFER as libc::c_int;
+    // SAFETY: setsockopt on a socket we own, with a c_int option value.
+    let forced = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    if !forced {
+        if let Err(e) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+            tracing::debug!("cannot raise a UDP socket's receive buffer: {e}");
+        }
+    }
 }
 
 /// Readies a listening socket for a worker: sets TCP_NODELAY on it, which

@@ -88,6 +88,12 @@ pub struct ListenerCounters {
     pub bytes_in: AtomicU64,
     /// Bytes from members to clients.
     pub bytes_out: AtomicU64,
+    /// UDP: datagrams from clients, and to clients.
+    pub datagrams_in: AtomicU64,
+    pub datagrams_out: AtomicU64,
+    /// UDP: datagrams dropped because a send failed (no room in the
+    /// socket's buffer, too big for the path, the member refused).
+    pub dropped_send: AtomicU64,
 }
 
 /// A listener's state across reloads (keyed by listener name).
@@ -190,6 +196,9 @@ pub struct MemberCounters {
     pub sessions_shutdown: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// UDP: datagrams sent to the member, and received from it.
+    pub datagrams_in: AtomicU64,
+    pub datagrams_out: AtomicU64,
 }
 
 /// Health of a member as decided by health checks and failed connects.

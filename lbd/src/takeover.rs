@@ -294,10 +294,24 @@ mod tests {
         let bind = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port");
-        let old = ListenerSockets::open(bind, 2, false, true, crate::sockets::Sharing::Exclusive)
-            .expect("old");
-        let ours = ListenerSockets::open(bind, 2, false, true, crate::sockets::Sharing::TakingOver)
-            .expect("ours");
+        let old = ListenerSockets::open(
+            bind,
+            lbd_config::Protocol::Tcp,
+            2,
+            false,
+            true,
+            crate::sockets::Sharing::Exclusive,
+        )
+        .expect("old");
+        let ours = ListenerSockets::open(
+            bind,
+            lbd_config::Protocol::Tcp,
+            2,
+            false,
+            true,
+            crate::sockets::Sharing::TakingOver,
+        )
+        .expect("ours");
         let mut steering = Steering::attach(&ours).expect("attach");
         assert_eq!(steering.old_listening().expect("proc"), 2);
         let clients: Vec<_> = (0..40)

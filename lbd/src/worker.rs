@@ -22,7 +22,9 @@ use std::time::Duration;
 use tracing::{debug, error, warn};
 
 use crate::context::Shared;
-use crate::proxy::{local::Local, tcp, wake::WakeSlot};
+use lbd_config::Protocol;
+
+use crate::proxy::{local::Local, tcp, udp, wake::WakeSlot};
 use crate::runtime::Runtime;
 use crate::sockets::ListenerSockets;
 use crate::state::{now_ms, LogLimiter};
@@ -47,22 +49,38 @@ impl<R: Runtime> Worker<R> {
     /// and stops those of listeners that went away or were closed.
     async fn follow_config(self: Rc<Self>) {
         let mut changes = self.local.shared.subscribe();
-        let mut serving: HashMap<SocketAddr, (Arc<ListenerSockets>, Vec<Rc<AcceptStop>>)> =
-            HashMap::new();
+        // By protocol and address: a TCP and a UDP listener may share one.
+        let mut serving: HashMap<(Protocol, SocketAddr), Serving> = HashMap::new();
         loop {
             let snap = self.local.shared.snapshot();
-            serving.retain(|bind, (sockets, stops)| {
-                let keep = snap.listener_at(*bind).is_some() && !sockets.is_closed();
+            serving.retain(|&(protocol, bind), (sockets, stops)| {
+                let keep = snap.find_listener(protocol, bind).is_some() && !sockets.is_closed();
                 if !keep {
                     stops.iter().for_each(|s| s.request());
                 }
                 keep
             });
             for l in &snap.listeners {
+                let key = (l.cfg.protocol, l.cfg.bind);
                 let known = serving
-                    .get(&l.cfg.bind)
+                    .get(&key)
                     .is_some_and(|(s, _)| Arc::ptr_eq(s, &l.sockets));
                 if known || l.sockets.is_closed() {
+                    continue;
+                }
+                if l.cfg.protocol == Protocol::Udp {
+                    match self.serve_udp(l) {
+                        Ok(stops) => {
+                            if let Some((_, old)) =
+                                serving.insert(key, (Arc::clone(&l.sockets), stops))
+                            {
+                                old.iter().for_each(|s| s.request());
+                            }
+                        }
+                        Err(e) => {
+                            error!(worker = self.local.id, bind = %l.cfg.bind, "cannot receive (udp): {e}")
+                        }
+                    }
                     continue;
                 }
                 let opened = l.sockets.for_worker(self.local.id).and_then(|sockets| {
@@ -82,8 +100,7 @@ impl<R: Runtime> Worker<R> {
                                 Rc::clone(&self).accept_loop(listener, l.cfg.bind, stop),
                             );
                         }
-                        if let Some((_, old)) =
-                            serving.insert(l.cfg.bind, (Arc::clone(&l.sockets), stops))
+                        if let Some((_, old)) = serving.insert(key, (Arc::clone(&l.sockets), stops))
                         {
                             old.iter().for_each(|s| s.request());
                         }
@@ -98,6 +115,30 @@ impl<R: Runtime> Worker<R> {
             }
             crate::fault::injected_panic("worker-reload");
         }
+    }
+
+    /// Starts the receive loops of UDP listener `l` on this worker's
+    /// sockets; returns their stop switches.
+    fn serve_udp(&self, l: &crate::snapshot::ListenerRt) -> io::Result<Vec<Rc<AcceptStop>>> {
+        let sockets = l
+            .sockets
+            .datagram_for_worker(self.local.id)?
+            .into_iter()
+            .map(R::datagram)
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(sockets
+            .into_iter()
+            .map(|socket| {
+                let stop = Rc::new(AcceptStop::default());
+                tokio::task::spawn_local(udp::serve::<R, AcceptStop>(
+                    Rc::clone(&self.local),
+                    l.cfg.bind,
+                    socket,
+                    Rc::clone(&stop),
+                ));
+                stop
+            })
+            .collect())
     }
 
     async fn accept_loop(
@@ -146,6 +187,10 @@ impl<R: Runtime> Worker<R> {
     }
 }
 
+/// A listener a worker serves: its sockets, and the stop switches of the
+/// loops on them.
+type Serving = (Arc<ListenerSockets>, Vec<Rc<AcceptStop>>);
+
 /// Tells one accept loop to stop. Set by the worker's own config
 /// follower, so no lock: a flag and a wake-up slot.
 #[derive(Default)]
@@ -166,6 +211,16 @@ impl AcceptStop {
 
     async fn wait(&self) {
         self.slot.until(|| self.requested.get()).await
+    }
+}
+
+impl udp::StopSignal for AcceptStop {
+    fn requested(&self) -> bool {
+        AcceptStop::requested(self)
+    }
+
+    async fn wait(&self) {
+        AcceptStop::wait(self).await
     }
 }
 

@@ -149,19 +149,37 @@ fn protocol_field(scope: &mut Scope, value: Option<&str>) -> Option<Protocol> {
 /// each with its reason, instead of ignoring it.
 fn refuse_tcp_only_settings(scope: &mut Scope, s: &ListenerSection) {
     let set = [
-        ("proxy_protocol", s.proxy_protocol.is_some(), "a PROXY header opens a TCP stream"),
-        ("kernel_relay", s.kernel_relay == Some(true), "the kernel relay joins TCP sockets"),
+        (
+            "proxy_protocol",
+            s.proxy_protocol.is_some(),
+            "a PROXY header opens a TCP stream",
+        ),
+        (
+            "kernel_relay",
+            s.kernel_relay == Some(true),
+            "the kernel relay joins TCP sockets",
+        ),
         ("splice", s.splice == Some(true), "splice moves TCP streams"),
-        ("connect_hedge", s.connect_hedge.is_some(), "UDP has no connect to hedge"),
+        (
+            "connect_hedge",
+            s.connect_hedge.is_some(),
+            "UDP has no connect to hedge",
+        ),
         ("tunnel_idle", s.tunnel_idle.is_some(), "use session_idle"),
         ("client_idle", s.client_idle.is_some(), "use session_idle"),
         ("member_idle", s.member_idle.is_some(), "use session_idle"),
-        ("member_connect", s.member_connect.is_some(), "UDP has no connect"),
+        (
+            "member_connect",
+            s.member_connect.is_some(),
+            "UDP has no connect",
+        ),
         ("client_fin", s.client_fin.is_some(), "UDP has no FIN"),
         ("member_fin", s.member_fin.is_some(), "UDP has no FIN"),
         (
             "fast_path",
-            s.fast_path.as_deref().is_some_and(|f| f != FastPath::None.name()),
+            s.fast_path
+                .as_deref()
+                .is_some_and(|f| f != FastPath::None.name()),
             "the XDP fast path balances TCP only",
         ),
     ];
@@ -522,9 +540,15 @@ mod tests {
         let short = valid(&listener_with("protocol = \"udp\"\nsession_idle = \"5s\""));
         assert_eq!(short.listeners[0].session_idle.as_secs(), 5);
         let errors = invalid(&listener_with("protocol = \"sctp\""));
-        assert!(errors[0].contains("protocol \"sctp\" is not valid (expected"), "{errors:?}");
+        assert!(
+            errors[0].contains("protocol \"sctp\" is not valid (expected"),
+            "{errors:?}"
+        );
         let errors = invalid(&listener_with("session_idle = \"5s\""));
-        assert!(errors[0].contains("session_idle applies to protocol = \"udp\""), "{errors:?}");
+        assert!(
+            errors[0].contains("session_idle applies to protocol = \"udp\""),
+            "{errors:?}"
+        );
         for line in [
             "proxy_protocol = \"v2\"",
             "splice = true",
@@ -536,9 +560,10 @@ mod tests {
             let errors = invalid(&listener_with(&format!("protocol = \"udp\"\n{line}")));
             let field = line.split(' ').next().unwrap_or_default();
             assert!(
-                errors.iter().any(|e| e.contains(&format!(
-                    "{field} is not supported with protocol = \"udp\""
-                ))),
+                errors
+                    .iter()
+                    .any(|e| e
+                        .contains(&format!("{field} is not supported with protocol = \"udp\""))),
                 "{line}: {errors:?}"
             );
         }
@@ -551,9 +576,17 @@ mod tests {
              [[listener]]\nname = \"dns-udp\"\nbind = \"0.0.0.0:53\"\npool = \"p\"\nprotocol = \"udp\"\n{POOL_P}"
         );
         assert_eq!(valid(&both).listeners.len(), 2);
-        let twice = both.replace("name = \"dns-tcp\"", "name = \"dns-tcp\"\nprotocol = \"udp\"");
+        let twice = both.replace(
+            "name = \"dns-tcp\"",
+            "name = \"dns-tcp\"\nprotocol = \"udp\"",
+        );
         let errors = invalid(&twice);
-        assert!(errors.iter().any(|e| e.contains("bind 0.0.0.0:53 is already used")), "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("bind 0.0.0.0:53 is already used")),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The proxy: one file per protocol, and what they share.
 //!
 //! * [`tcp`]: one proxied TCP connection, accept to close.
+//! * [`udp`]: a UDP listener on one worker: its flows, each to one member.
 //! * [`connect`]: picking a member and connecting, with retries;
 //!   [`hedge`]: hedged connects (`connect_hedge`); [`attempt`]: what one
 //!   connect records against its member.
@@ -34,6 +35,7 @@ pub mod sessions;
 pub mod sizing;
 pub mod slots;
 pub mod tcp;
+pub mod udp;
 pub mod wake;
 
 use std::net::{IpAddr, SocketAddr};

@@ -81,6 +81,40 @@ pub enum NoSlot {
     Queue(Refused),
 }
 
+/// A slot on a member of a pool without limits, as picked.
+fn take_unlimited(
+    view: Rc<LocalView>,
+    pool_index: usize,
+    client_ip: IpAddr,
+    tried: &[usize],
+) -> Option<Taken> {
+    let pool = &view.snap.pools[pool_index];
+    match view.pick(pool_index, pool, client_ip, tried) {
+        Pick::Member(member) => Some(Taken {
+            slot: MemberSlot {
+                slot: Some(Slot::enter(&pool.members[member].state)),
+                queue: None,
+            },
+            view,
+            pool: pool_index,
+            member,
+        }),
+        Pick::Full | Pick::NoMember => None,
+    }
+}
+
+/// Takes a slot at once, never waiting in the queue (a UDP flow: its
+/// datagram cannot wait): `None` when no member can take it now.
+pub fn take_now(view: Rc<LocalView>, pool_index: usize, client_ip: IpAddr) -> Option<Taken> {
+    if !view.snap.pools[pool_index].limited {
+        return take_unlimited(view, pool_index, client_ip, &[]);
+    }
+    match attempt(&view, pool_index, client_ip, &[]) {
+        Attempt::Got(taken) => Some(taken),
+        Attempt::Gone | Attempt::Full | Attempt::NotForMe => None,
+    }
+}
+
 /// Takes a slot on a member of pool `pool_index` of `view` for a client at
 /// `client_ip`, skipping the members in `tried`; waits in the pool's queue
 /// (up to `queue_timeout`, default `member_connect`) while every member
@@ -96,18 +130,7 @@ pub async fn take(
     let pool = &view.snap.pools[pool_index];
     if !pool.limited {
         // The common path: no limits, no queue.
-        return match view.pick(pool_index, pool, client_ip, tried) {
-            Pick::Member(member) => Ok(Taken {
-                slot: MemberSlot {
-                    slot: Some(Slot::enter(&pool.members[member].state)),
-                    queue: None,
-                },
-                view,
-                pool: pool_index,
-                member,
-            }),
-            Pick::Full | Pick::NoMember => Err(NoSlot::NoMember),
-        };
+        return take_unlimited(view, pool_index, client_ip, tried).ok_or(NoSlot::NoMember);
     }
     // New clients queue behind those already waiting.
     if pool.queue.is_empty() {

@@ -87,6 +87,7 @@ impl Stream for TcpStream {
 impl Runtime for Epoll {
     type Stream = TcpStream;
     type Listener = TcpListener;
+    type Datagram = super::datagram::ReadyDatagram;
 
     const NAME: &'static str = "epoll";
 
@@ -101,6 +102,10 @@ impl Runtime for Epoll {
     fn listener(socket: std::net::TcpListener) -> io::Result<Self::Listener> {
         socket.set_nonblocking(true)?;
         TcpListener::from_std(socket)
+    }
+
+    fn datagram(socket: std::net::UdpSocket) -> io::Result<Self::Datagram> {
+        super::datagram::ReadyDatagram::from_std(socket)
     }
 
     async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {

@@ -14,6 +14,7 @@
 //! I/O uses owned buffers (`Vec<u8>` in, `Vec<u8>` back), the shape io_uring
 //! needs; the epoll side adapts to it at no cost.
 
+pub mod datagram;
 pub mod epoll;
 pub mod splice;
 pub mod uring;
@@ -52,11 +53,25 @@ pub trait Stream: AsRawFd + 'static {
     fn can_splice(&self) -> bool;
 }
 
+/// A UDP socket: a listener's bound socket, or a flow's socket connected
+/// to its member. Readiness-shaped (see [`datagram`]): `readable` waits,
+/// the `try_` calls never block (`WouldBlock` when nothing is queued, or
+/// no room to send).
+#[allow(async_fn_in_trait)]
+pub trait Datagram: AsRawFd + 'static {
+    async fn readable(&self) -> io::Result<()>;
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
+    fn try_send(&self, buf: &[u8]) -> io::Result<usize>;
+}
+
 /// One worker's I/O runtime.
 #[allow(async_fn_in_trait)]
 pub trait Runtime: 'static {
     type Stream: Stream;
     type Listener: 'static;
+    type Datagram: Datagram;
 
     /// What logs and stats call this runtime.
     const NAME: &'static str;
@@ -66,6 +81,9 @@ pub trait Runtime: 'static {
 
     /// Takes over a bound, listening std socket.
     fn listener(socket: std::net::TcpListener) -> io::Result<Self::Listener>;
+
+    /// Takes over a bound (or connected) std UDP socket.
+    fn datagram(socket: std::net::UdpSocket) -> io::Result<Self::Datagram>;
 
     async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)>;
 

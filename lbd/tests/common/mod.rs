@@ -12,6 +12,7 @@ pub mod notify;
 pub mod streams;
 pub mod tools;
 pub mod traffic;
+pub mod udp;
 
 use std::io;
 use std::net::SocketAddr;

@@ -153,6 +153,7 @@ impl AsRawFd for TcpListener {
 impl Runtime for Uring {
     type Stream = TcpStream;
     type Listener = TcpListener;
+    type Datagram = super::datagram::ReadyDatagram;
 
     const NAME: &'static str = "io_uring";
 
@@ -194,6 +195,10 @@ impl Runtime for Uring {
         // Our own sockets are blocking: io_uring then waits for a
         // connection itself. See `accept` for non-blocking ones.
         Ok(TcpListener(socket))
+    }
+
+    fn datagram(socket: std::net::UdpSocket) -> io::Result<Self::Datagram> {
+        super::datagram::ReadyDatagram::from_std(socket)
     }
 
     async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {

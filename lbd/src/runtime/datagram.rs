@@ -1,0 +1,73 @@
+//! UDP sockets for both runtimes, on readiness: the worker waits until a
+//! socket is readable, then takes what is queued with non-blocking
+//! `recvfrom`/`recv` into one per-listener buffer, so a flow holds no
+//! buffer of its own while it waits. Sends are non-blocking too: a
+//! datagram that finds the socket's send buffer full is dropped and
+//! counted, as a router would.
+//!
+//! Both runtimes run their tasks inside a tokio current-thread runtime
+//! (the io_uring one polls its ring from it), so both use tokio's reactor
+//! here. An io_uring version (multishot `recvmsg` into provided buffers)
+//! would replace this type behind [`super::Datagram`] without touching
+//! the proxy.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+
+/// A UDP socket registered with the worker's reactor.
+pub struct ReadyDatagram(tokio::net::UdpSocket);
+
+impl ReadyDatagram {
+    /// Takes over a bound (or connected) std socket.
+    pub fn from_std(socket: UdpSocket) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        Ok(ReadyDatagram(tokio::net::UdpSocket::from_std(socket)?))
+    }
+}
+
+impl AsRawFd for ReadyDatagram {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl super::Datagram for ReadyDatagram {
+    async fn readable(&self) -> io::Result<()> {
+        self.0.readable().await
+    }
+
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.0.try_recv_from(buf)
+    }
+
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_recv(buf)
+    }
+
+    // Sends go straight to the (non-blocking) socket: tokio's `try_send`
+    // would refuse with WouldBlock until its reactor has seen the socket
+    // writable once, which drops the first datagram of every new flow.
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        socket2::SockRef::from(&self.0).send_to(buf, &to.into())
+    }
+
+    fn try_send(&self, buf: &[u8]) -> io::Result<usize> {
+        socket2::SockRef::from(&self.0).send(buf)
+    }
+}
+
+/// A UDP socket connected to `member` (bound to an ephemeral port of the
+/// member's family): what a flow sends through, so the member's replies
+/// come back to it alone, and an ICMP port unreachable shows as
+/// ECONNREFUSED on its next receive or send.
+pub fn connected_to(member: SocketAddr) -> io::Result<UdpSocket> {
+    let any: SocketAddr = if member.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(any)?;
+    socket.connect(member)?;
+    Ok(socket)
+}
