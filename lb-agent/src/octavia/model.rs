@@ -408,6 +408,8 @@ fn render_listener(
         kernel_relay: None,
         splice: None,
         connect_hedge: None,
+        protocol: None,
+        session_idle: None,
     };
     Ok((
         section,
