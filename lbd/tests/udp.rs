@@ -200,7 +200,16 @@ async fn reload_keeps_flows_of_remaining_members(rt: &str) {
 async fn odd_datagrams_and_a_flood_at_the_limit(rt: &str) {
     let m = UdpMember::start("m").await;
     let bind = free_addr();
-    let lbd = Lbd::start(rt, 1, &config(bind, "connection_limit = 4", &[&m])).await;
+    let admin = free_addr();
+    let lbd = Lbd::start(
+        rt,
+        1,
+        &format!(
+            "[admin]\nbind = \"{admin}\"\n\n{}",
+            config(bind, "connection_limit = 4", &[&m])
+        ),
+    )
+    .await;
     // Zero bytes and the largest IPv4 UDP payload both get through whole.
     let c = client().await;
     assert_eq!(
@@ -242,6 +251,25 @@ async fn odd_datagrams_and_a_flood_at_the_limit(rt: &str) {
         );
     }
     assert!(lbd.exited().is_none());
+    // Each counted: datagrams both ways, the flood's refusals, the flows.
+    let stats = common::apiserver::stats(admin).await;
+    let l = &stats["listeners"][0];
+    assert_eq!(l["protocol"], "udp");
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    assert_eq!(n(&l["current_sessions"]), 4, "{l}");
+    assert_eq!(n(&l["max_sessions"]), 4, "{l}");
+    assert!(n(&l["limit_hits_total"]) >= 40, "{l}");
+    assert!(n(&l["datagrams_in_total"]) >= 2 + 3 + 40 + 4, "{l}");
+    assert!(n(&l["datagrams_out_total"]) >= 2 + 3 + 4, "{l}");
+    assert!(n(&l["bytes_in_total"]) >= 65_507, "{l}");
+    let member = &stats["pools"][0]["members"][0];
+    assert_eq!(n(&member["sessions_total"]), 4, "{member}");
+    assert!(n(&member["datagrams_in_total"]) >= 2 + 3 + 4, "{member}");
+    assert_eq!(
+        n(&member["datagrams_out_total"]),
+        n(&l["datagrams_out_total"]),
+        "{member}"
+    );
 }
 
 /// `n` client sockets.

@@ -592,6 +592,8 @@ pub(crate) fn sample() -> Stats {
             sessions_shutdown_total: 0,
             bytes_in_total: 0,
             bytes_out_total: 0,
+            datagrams_in_total: 0,
+            datagrams_out_total: 0,
             last_check: None,
             check_failures_total: 0,
             down_transitions_total: 0,
@@ -617,6 +619,8 @@ pub(crate) fn sample() -> Stats {
             sessions_total: 48_213,
             bytes_in_total: 1_258_291,
             bytes_out_total: 7_340_032_123,
+            datagrams_in_total: 0,
+            datagrams_out_total: 0,
             last_check: check(true, "HTTP 200", 0.003),
             seconds_since_change: 192.4,
             ..member("web-1", "10.0.0.11:8080", Some("web-1"), "up", "ready")
@@ -629,6 +633,8 @@ pub(crate) fn sample() -> Stats {
             retries_total: 37,
             bytes_in_total: 310_000,
             bytes_out_total: 2_900_000,
+            datagrams_in_total: 0,
+            datagrams_out_total: 0,
             last_check: check(false, "connect refused", 0.0004),
             check_failures_total: 112,
             down_transitions_total: 2,
@@ -643,6 +649,8 @@ pub(crate) fn sample() -> Stats {
             sessions_total: 9_870,
             bytes_in_total: 880_000,
             bytes_out_total: 51_000_000,
+            datagrams_in_total: 0,
+            datagrams_out_total: 0,
             last_check: check(true, "HTTP 204", 0.012),
             seconds_since_change: 3_725.0,
             ..member(
@@ -749,6 +757,7 @@ pub(crate) fn sample() -> Stats {
         listeners: vec![
             ListenerStats {
                 name: "web".into(),
+                protocol: "tcp",
                 bind: "0.0.0.0:80".into(),
                 pool: "web".into(),
                 status: "open",
@@ -766,9 +775,13 @@ pub(crate) fn sample() -> Stats {
                 local_errors_total: 0,
                 hedges_total: 7,
                 hedges_won_total: 5,
+                datagrams_in_total: 0,
+                datagrams_out_total: 0,
+                datagrams_dropped_total: 0,
             },
             ListenerStats {
                 name: "kube-apiserver".into(),
+                protocol: "tcp",
                 bind: "[::]:6443".into(),
                 pool: "api".into(),
                 status: "closed",
@@ -786,6 +799,9 @@ pub(crate) fn sample() -> Stats {
                 local_errors_total: 0,
                 hedges_total: 0,
                 hedges_won_total: 0,
+                datagrams_in_total: 0,
+                datagrams_out_total: 0,
+                datagrams_dropped_total: 0,
             },
         ],
         pools: vec![

@@ -1126,6 +1126,7 @@ mod tests {
     fn listener(name: &str, pool: &str, limit: u32) -> ListenerStats {
         ListenerStats {
             name: name.into(),
+            protocol: "tcp",
             bind: "127.0.0.1:19080".into(),
             pool: pool.into(),
             status: "open",
@@ -1143,6 +1144,9 @@ mod tests {
             local_errors_total: 0,
             hedges_total: 0,
             hedges_won_total: 0,
+            datagrams_in_total: 0,
+            datagrams_out_total: 0,
+            datagrams_dropped_total: 0,
         }
     }
 
@@ -1165,6 +1169,8 @@ mod tests {
             sessions_shutdown_total: 0,
             bytes_in_total: 0,
             bytes_out_total: 0,
+            datagrams_in_total: 0,
+            datagrams_out_total: 0,
             last_check: Some(CheckStats {
                 passed: status != "down",
                 result: if status == "down" {

@@ -102,6 +102,10 @@ pub struct ListenerStats {
     pub name: String,
     pub bind: String,
     pub pool: String,
+    /// `tcp` or `udp`. For UDP, sessions are flows, and the refusal
+    /// counters (`denied_total`, `limit_hits_total`, `no_member_total`,
+    /// `local_errors_total`) count datagrams that could not open a flow.
+    pub protocol: &'static str,
     /// `open` while accepting, `closed` once lbd stopped accepting.
     pub status: &'static str,
     pub current_sessions: u64,
@@ -130,6 +134,12 @@ pub struct ListenerStats {
     pub hedges_total: u64,
     /// Hedged connects the hedge won (the client was served by its member).
     pub hedges_won_total: u64,
+    /// UDP: datagrams from clients, and to clients.
+    pub datagrams_in_total: u64,
+    pub datagrams_out_total: u64,
+    /// UDP: datagrams dropped because a send failed (socket buffer full,
+    /// too big, the member refused).
+    pub datagrams_dropped_total: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -209,6 +219,9 @@ pub struct MemberStats {
     pub sessions_shutdown_total: u64,
     pub bytes_in_total: u64,
     pub bytes_out_total: u64,
+    /// UDP: datagrams sent to the member, and received from it.
+    pub datagrams_in_total: u64,
+    pub datagrams_out_total: u64,
     /// The last health check, if the member is checked and was checked.
     pub last_check: Option<CheckStats>,
     pub check_failures_total: u64,
@@ -318,6 +331,7 @@ fn listener_stats(
         name: l.cfg.name.clone(),
         bind: l.cfg.bind.to_string(),
         pool: pool.name.clone(),
+        protocol: l.cfg.protocol.name(),
         status: if l.sockets.is_closed() {
             "closed"
         } else {
@@ -337,6 +351,9 @@ fn listener_stats(
         local_errors_total: c.sum(|c| &c.local_errors),
         hedges_total: c.sum(|c| &c.hedges),
         hedges_won_total: c.sum(|c| &c.hedges_won),
+        datagrams_in_total: c.sum(|c| &c.datagrams_in),
+        datagrams_out_total: c.sum(|c| &c.datagrams_out),
+        datagrams_dropped_total: c.sum(|c| &c.dropped_send),
     }
 }
 
@@ -453,6 +470,8 @@ fn member_stats(m: &MemberRt, server: String, ramp: Option<u64>) -> MemberStats 
         sessions_shutdown_total: total(|c| &c.sessions_shutdown),
         bytes_in_total: total(|c| &c.bytes_in),
         bytes_out_total: total(|c| &c.bytes_out),
+        datagrams_in_total: total(|c| &c.datagrams_in),
+        datagrams_out_total: total(|c| &c.datagrams_out),
         last_check: record.last.map(|(passed, result, took)| CheckStats {
             passed,
             result,

@@ -252,6 +252,24 @@ pub(super) const LISTENERS: &[Metric<ListenerStats>] = &[
         "Hedged connects won by the hedge: the client was served by the second member (it connected first, and the first connect was aborted without counting as a failure; or the first connect failed).",
         Value(|l| l.hedges_won_total as f64),
     ),
+    counter(
+        "lbd_frontend_datagrams_in_total",
+        PROXY,
+        "UDP listeners: datagrams received from clients.",
+        Value(|l| l.datagrams_in_total as f64),
+    ),
+    counter(
+        "lbd_frontend_datagrams_out_total",
+        PROXY,
+        "UDP listeners: datagrams sent to clients.",
+        Value(|l| l.datagrams_out_total as f64),
+    ),
+    counter(
+        "lbd_frontend_datagrams_dropped_total",
+        PROXY,
+        "UDP listeners: datagrams dropped because sending them failed (socket buffer full, too large, member refused); datagrams that could not open a flow are in the denied, limit and no-member counters.",
+        Value(|l| l.datagrams_dropped_total as f64),
+    ),
     gauge(
         "lbd_frontend_info",
         &["proxy", "bind", "pool"],
@@ -407,6 +425,18 @@ pub(super) const MEMBERS: &[Metric<MemberStats>] = &[
         SERVER,
         "Bytes sent from the member to clients.",
         Value(|m| m.bytes_out_total as f64),
+    ),
+    counter(
+        "lbd_server_datagrams_in_total",
+        SERVER,
+        "UDP: datagrams sent from clients to the member.",
+        Value(|m| m.datagrams_in_total as f64),
+    ),
+    counter(
+        "lbd_server_datagrams_out_total",
+        SERVER,
+        "UDP: datagrams the member sent back to clients.",
+        Value(|m| m.datagrams_out_total as f64),
     ),
     counter(
         "haproxy_server_connection_errors_total",

@@ -12,6 +12,7 @@ const WEIRD: &str = "we\"ird\\name\nline\r\t é";
 fn listener(name: &str, pool: &str, status: &'static str) -> ListenerStats {
     ListenerStats {
         name: name.to_owned(),
+        protocol: "tcp",
         bind: "0.0.0.0:80".to_owned(),
         pool: pool.to_owned(),
         status,
@@ -29,6 +30,9 @@ fn listener(name: &str, pool: &str, status: &'static str) -> ListenerStats {
         local_errors_total: 0,
         hedges_total: 7,
         hedges_won_total: 5,
+        datagrams_in_total: 0,
+        datagrams_out_total: 0,
+        datagrams_dropped_total: 0,
     }
 }
 
@@ -51,6 +55,8 @@ fn member(server: &str, status: &'static str, admin_state: &'static str) -> Memb
         sessions_shutdown_total: 0,
         bytes_in_total: 300,
         bytes_out_total: 900,
+        datagrams_in_total: 0,
+        datagrams_out_total: 0,
         last_check: None,
         check_failures_total: 0,
         down_transitions_total: 0,
