@@ -310,6 +310,12 @@ pub struct HealthSection {
     /// `tcp_script` only: the steps, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<ScriptStepSection>,
+    /// `udp_connect` only: the datagram's payload (default empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
+    /// `udp_connect` only: text the reply must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
 }
 
 /// One step of a `tcp_script` check: exactly one of its fields, e.g.
@@ -534,6 +540,9 @@ impl From<&HealthCheck> for HealthSection {
             command: external.map(|e| e.command.clone()).unwrap_or_default(),
             command_path: external.map(|e| e.path.clone()),
             steps: check.script.iter().map(ScriptStepSection::from).collect(),
+            send: (check.kind == CheckKind::UdpConnect && !check.udp.send.is_empty())
+                .then(|| check.udp.send.clone()),
+            expect: check.udp.expect.clone(),
         }
     }
 }
@@ -654,6 +663,8 @@ mod tests {
             "type = \"tcp_script\"\nsteps = [{ send = \"PING\\r\\n\" }, { expect_string = \"+PONG\" }]",
             "type = \"tcp_script\"\nsteps = [{ connect = {} }, { send_binary = \"00ff\" },\n\
              { expect_binary = \"0a\" }, { connect = { port = 2 } }, { expect_rstring = \"^a.*\" }]",
+            "type = \"udp_connect\"",
+            "type = \"udp_connect\"\nsend = \"ping\"\nexpect = \"pong\"",
         ] {
             let text = health_with(check)
                 + "[[pool.member]]\naddress = \"::1\"\nport = 6443\nadmin_state = \"maint\"\n\

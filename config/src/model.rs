@@ -437,6 +437,21 @@ pub struct HealthCheck {
     pub external: ExternalCheck,
     /// The steps; used by `tcp_script` only (never empty there).
     pub script: Vec<ScriptStep>,
+    /// What to send and expect; used by `udp_connect` only.
+    pub udp: UdpCheck,
+}
+
+/// A `udp_connect` check (Octavia's UDP-CONNECT): a datagram is sent to
+/// the member from a connected socket. An ICMP port unreachable (seen as
+/// ECONNREFUSED) fails it. Without `expect`, no error within the timeout
+/// passes it (UDP cannot tell more); with `expect`, a reply containing it
+/// must arrive within the timeout.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UdpCheck {
+    /// The datagram's payload (may be empty).
+    pub send: String,
+    /// Text the reply must contain.
+    pub expect: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,17 +468,20 @@ pub enum CheckKind {
     External,
     /// Connect, send and expect steps (HAProxy `tcp-check`).
     TcpScript,
+    /// A datagram; fails on an ICMP port unreachable (Octavia UDP-CONNECT).
+    UdpConnect,
 }
 
 impl CheckKind {
     /// Every check type, in the order error messages list them.
-    pub const ALL: [CheckKind; 6] = [
+    pub const ALL: [CheckKind; 7] = [
         CheckKind::Tcp,
         CheckKind::Http,
         CheckKind::Https,
         CheckKind::TlsHello,
         CheckKind::External,
         CheckKind::TcpScript,
+        CheckKind::UdpConnect,
     ];
 
     /// The file spelling (`"tls_hello"`).
@@ -475,6 +493,7 @@ impl CheckKind {
             CheckKind::TlsHello => "tls_hello",
             CheckKind::External => "external",
             CheckKind::TcpScript => "tcp_script",
+            CheckKind::UdpConnect => "udp_connect",
         }
     }
 }

@@ -1,13 +1,16 @@
 //! `lb-agent kubernetes` end to end: the fake API server (a stand-in for a
 //! kube-apiserver, which cannot run here; see
-//! `lbd_test_support::fake_kube`), a real lbd process, and nodes that are real TCP servers on 127.0.0.x.
-//! Loopback only.
+//! `lbd_test_support::fake_kube`), a real lbd process, and nodes that are real TCP servers on 127.0.0.x
+//! (and UDP echo servers for UDP NodePorts). Loopback only.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
-use common::cluster::{self, eventually, start_agent, tags_at, Lbd, NodeServer, Process};
+use common::cluster::{
+    self, eventually, start_agent, tags_at, udp_ask, Lbd, NodeServer, Process, UdpNodeServer,
+};
 use lbd_test_support::fake_kube::{self, finalizers, FakeKube};
 use serde_json::Value;
 
@@ -243,7 +246,7 @@ async fn problems_become_events_on_the_service() {
         "default",
         "dns",
         &[
-            ("dns", port, node_port, "UDP"),
+            ("sctp", port, node_port, "SCTP"),
             ("web", web_port, node_port, "TCP"),
         ],
         Some("lbd.io/lbd"),
@@ -255,6 +258,117 @@ async fn problems_become_events_on_the_service() {
             .any(|e| e["reason"] == "UnsupportedProtocol" && e["regarding"]["name"] == "dns")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_and_udp_ports_of_one_number_are_both_served() {
+    let c = Cluster::start().await;
+    // One port number for TCP and UDP (like DNS's 53), each with its own
+    // nodePort, so a datagram sent to the TCP nodePort would go unanswered.
+    let (port, tcp_node_port, udp_node_port) = (
+        cluster::free_port(),
+        cluster::free_port(),
+        cluster::free_port(),
+    );
+    let _tcp_nodes = nodes(&c.kube, tcp_node_port, None).await;
+    let mut _udp_nodes = Vec::new();
+    for (i, name) in ["node-a", "node-b"].iter().enumerate() {
+        _udp_nodes.push(UdpNodeServer::start(name, node_ip(i as u8 + 1), udp_node_port).await);
+    }
+    c.kube.apply_service(fake_kube::service_lb(
+        "default",
+        "dns",
+        &[
+            ("dns-tcp", port, tcp_node_port, "TCP"),
+            ("dns-udp", port, udp_node_port, "UDP"),
+        ],
+        Some("lbd.io/lbd"),
+    ));
+    c.wait_served_by(port, &["node-a", "node-b"]).await;
+
+    // Both listeners are in lbd's running config, on the same VIP:port.
+    let (code, body) = lb_agent::lbd_push::request(&c.lbd.url(), None, "GET", "/api/config", "")
+        .await
+        .expect("GET /api/config");
+    assert_eq!(code, 200, "{body}");
+    let running: lbd_config::ConfigFile = serde_json::from_str(&body).expect("config JSON");
+    let listeners: Vec<(String, String, String)> = running
+        .listeners
+        .iter()
+        .map(|l| {
+            (
+                l.name.clone().unwrap_or_default(),
+                l.bind.clone().unwrap_or_default(),
+                l.protocol.clone().unwrap_or_else(|| "tcp".to_owned()),
+            )
+        })
+        .collect();
+    let bind = Cluster::vip(port).to_string();
+    assert_eq!(
+        listeners,
+        [
+            (
+                format!("k8s:default:dns:{port}"),
+                bind.clone(),
+                "tcp".to_owned()
+            ),
+            (
+                format!("k8s:default:dns:{port}:udp"),
+                bind,
+                "udp".to_owned()
+            ),
+        ]
+    );
+    let udp_pool = running
+        .pools
+        .iter()
+        .find(|p| p.name.as_deref() == Some(&format!("k8s:default:dns:{port}:udp")))
+        .expect("the UDP pool");
+    assert!(udp_pool.health.is_none(), "{udp_pool:?}");
+    assert!(udp_pool
+        .members
+        .iter()
+        .all(|m| m.port == Some(i64::from(udp_node_port))));
+
+    // Datagrams through the VIP: every new socket is a new flow, round
+    // robin over the nodes, each answered with its own payload.
+    let what = format!(
+        "UDP {VIP}:{port} answered by both nodes; agent log:\n{}",
+        c.agent.log_text()
+    );
+    eventually(&what, || async {
+        let mut seen = BTreeSet::new();
+        for i in 0..4 {
+            let query = format!("query {i}");
+            if let Some(answer) = udp_ask(Cluster::vip(port), query.as_bytes()).await {
+                let (tag, echoed) = answer.split_once(' ').unwrap_or_default();
+                assert_eq!(echoed, query, "answer {answer:?}");
+                seen.insert(tag.to_owned());
+            }
+        }
+        seen == BTreeSet::from(["node-a".to_owned(), "node-b".to_owned()])
+    })
+    .await;
+
+    // The status lists both ports; no Event says a protocol is unsupported.
+    eventually("both ports in the Service status", || async {
+        c.kube.service("default", "dns").is_some_and(|s| {
+            s["status"]["loadBalancer"]["ingress"][0]["ports"]
+                == serde_json::json!([
+                    {"port": port, "protocol": "TCP"},
+                    {"port": port, "protocol": "UDP"}
+                ])
+        })
+    })
+    .await;
+    assert!(
+        !c.kube
+            .events()
+            .iter()
+            .any(|e| e["regarding"]["name"] == "dns"),
+        "no problem to report: {:?}",
+        c.kube.events()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -281,7 +281,101 @@ async fn futures_like_join(n: usize) -> Vec<tokio::net::UdpSocket> {
     v
 }
 
+/// A pool checked with `udp_connect`: a member that stops is marked down
+/// by its checks while new flows keep arriving, and new flows then avoid
+/// it; it comes back up when it answers again.
+async fn udp_connect_marks_a_stopped_member_down(rt: &str) {
+    let a = UdpMember::start("a").await;
+    let b = UdpMember::start("b").await;
+    let a_addr = a.addr;
+    let bind = free_addr();
+    let admin = free_addr();
+    let cfg = format!(
+        "[admin]\nbind = \"{admin}\"\n\n{}\n[pool.health]\ntype = \"udp_connect\"\n\
+         interval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 2\n",
+        config(bind, "", &[&a, &b])
+    );
+    let _lbd = Lbd::start(rt, 1, &cfg).await;
+    let status = |stats: &serde_json::Value, tag: &str| -> String {
+        let port = if tag == "a" {
+            a_addr.port()
+        } else {
+            b.addr.port()
+        };
+        stats["pools"][0]["members"]
+            .as_array()
+            .and_then(|ms| {
+                ms.iter()
+                    .find(|m| m["address"] == format!("127.0.0.1:{port}"))
+            })
+            .map(|m| m["status"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    // Steady new flows all along: each a new client socket.
+    let traffic = tokio::spawn(async move {
+        let mut answers = Vec::new();
+        for _ in 0..150 {
+            let c = client().await;
+            answers.push(
+                ask(&c, bind, b"t", Duration::from_millis(100))
+                    .await
+                    .map(|a| a.0),
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        answers
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status(&common::apiserver::stats(admin).await, "a"), "up");
+    a.stop().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if status(&common::apiserver::stats(admin).await, "a") == "down" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a is not marked down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let down_at = Instant::now();
+    // New flows avoid it now.
+    for i in 0..10 {
+        let c = client().await;
+        let (tag, _) = ask_until_answered(&c, bind, b"n", ANSWER, 5)
+            .await
+            .unwrap_or_else(|| panic!("new flow {i}: no answer"));
+        assert_eq!(tag, "b", "new flow {i} went to the down member");
+    }
+    let answers = traffic.await.expect("traffic");
+    assert!(
+        answers.iter().filter(|a| a.is_some()).count() >= 100,
+        "{answers:?}"
+    );
+    // Back: its checks pass again (rise 1) and it takes flows again.
+    let _a = UdpMember::start_on(a_addr, "a").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(&common::apiserver::stats(admin).await, "a") != "up" {
+        assert!(Instant::now() < deadline, "a did not come back up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(down_at.elapsed() < Duration::from_secs(30));
+    let mut tags = BTreeSet::new();
+    for _ in 0..4 {
+        let c = client().await;
+        tags.insert(
+            ask_until_answered(&c, bind, b"r", ANSWER, 5)
+                .await
+                .expect("answer")
+                .0,
+        );
+    }
+    assert!(
+        tags.contains("a"),
+        "a gets no flows after coming back: {tags:?}"
+    );
+}
+
 on_both_runtimes!(
+    udp_connect_marks_a_stopped_member_down,
     flows_are_balanced_and_sticky,
     session_idle_ends_a_flow,
     a_stopped_member_loses_its_flows,

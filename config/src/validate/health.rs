@@ -6,7 +6,7 @@ use super::fields::{duration_field, expected_list, int_field, lookup, Scope};
 use super::program;
 use crate::file::HealthSection;
 use crate::model::{
-    CheckKind, ExpectedCodes, HealthCheck, HttpCheck, TlsCheck, DEFAULT_CHECK_INTERVAL,
+    CheckKind, ExpectedCodes, HealthCheck, HttpCheck, TlsCheck, UdpCheck, DEFAULT_CHECK_INTERVAL,
     DEFAULT_CHECK_TIMEOUT, DEFAULT_FALL, DEFAULT_RISE, MAX_RISE_FALL,
 };
 use crate::tls_client;
@@ -54,6 +54,7 @@ pub(super) fn validate_health(scope: &mut Scope, section: &HealthSection) -> Opt
     let tls = tls_check_fields(scope, kind, section);
     let external = program::external_fields(scope, kind, section);
     let script = program::script_fields(scope, kind, section);
+    let udp = udp_check_fields(scope, kind, section);
     let check = HealthCheck {
         kind,
         interval: interval?,
@@ -64,6 +65,7 @@ pub(super) fn validate_health(scope: &mut Scope, section: &HealthSection) -> Opt
         tls: tls?,
         external: external?,
         script: script?,
+        udp: udp?,
     };
     if timeout > interval {
         return None;
@@ -79,6 +81,40 @@ pub(super) fn validate_health(scope: &mut Scope, section: &HealthSection) -> Opt
     }
     Some(check)
 }
+
+/// The fields of a `udp_connect` check; an error if set for another type.
+fn udp_check_fields(
+    scope: &mut Scope,
+    kind: CheckKind,
+    section: &HealthSection,
+) -> Option<UdpCheck> {
+    if kind != CheckKind::UdpConnect {
+        let fields = [
+            ("send", section.send.is_some()),
+            ("expect", section.expect.is_some()),
+        ];
+        return unused_fields(scope, kind, &fields, "udp_connect").then(UdpCheck::default);
+    }
+    let send = section.send.clone().unwrap_or_default();
+    if send.len() > MAX_UDP_CHECK_PAYLOAD {
+        scope.error(format!(
+            "send is {} bytes; at most {MAX_UDP_CHECK_PAYLOAD} fit one datagram",
+            send.len()
+        ));
+        return None;
+    }
+    if section.expect.as_deref() == Some("") {
+        scope.error("expect must not be empty (leave it out to pass without a reply)");
+        return None;
+    }
+    Some(UdpCheck {
+        send,
+        expect: section.expect.clone(),
+    })
+}
+
+/// The largest `send` of a `udp_connect` check (one IPv4 UDP datagram).
+const MAX_UDP_CHECK_PAYLOAD: usize = 65_507;
 
 /// The HTTP fields of a health check; an error if set for a check type that
 /// does not use them.
@@ -233,6 +269,34 @@ fn parse_expected_codes(text: &str) -> Option<ExpectedCodes> {
 #[cfg(test)]
 mod tests {
     use crate::validate::tests::*;
+
+    #[test]
+    fn udp_connect_checks() {
+        let config = valid(&health_with("type = \"udp_connect\""));
+        let check = config.pools[0].health.clone().expect("health");
+        assert_eq!(check.kind, CheckKind::UdpConnect);
+        assert_eq!(check.udp, UdpCheck::default());
+        let config = valid(&health_with(
+            "type = \"udp_connect\"\nsend = \"ping\"\nexpect = \"pong\"",
+        ));
+        let udp = config.pools[0].health.clone().expect("health").udp;
+        assert_eq!(
+            (udp.send.as_str(), udp.expect.as_deref()),
+            ("ping", Some("pong"))
+        );
+        let errors = invalid(&health_with("type = \"tcp\"\nsend = \"ping\""));
+        assert!(
+            errors[0].contains("send is only used by udp_connect checks"),
+            "{errors:?}"
+        );
+        let errors = invalid(&health_with("type = \"udp_connect\"\nexpect = \"\""));
+        assert!(errors[0].contains("expect must not be empty"), "{errors:?}");
+        let errors = invalid(&health_with("type = \"udp_connect\"\npath = \"/\""));
+        assert!(
+            errors[0].contains("path is only used by http and https"),
+            "{errors:?}"
+        );
+    }
 
     #[test]
     fn health_defaults_and_values() {

@@ -3,7 +3,7 @@
 //! | annotation | values | default |
 //! |---|---|---|
 //! | `lbd.io/algorithm` | `round_robin`, `least_connections`, `source_ip` | `round_robin` |
-//! | `lbd.io/proxy-protocol` | `v1`, `v2` | none |
+//! | `lbd.io/proxy-protocol` | `v1`, `v2` (TCP ports only) | none |
 //! | `lbd.io/health-interval` | duration, e.g. `5s` | `5s` |
 //! | `lbd.io/health-timeout` | duration | `3s` |
 //! | `lbd.io/health-rise` | 1-10 | `2` |

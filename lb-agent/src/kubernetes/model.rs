@@ -8,12 +8,20 @@
 //! `externalTrafficPolicy: Local` the check is HTTP `GET /healthz` on the
 //! Service's healthCheckNodePort (kube-proxy answers 200 only on nodes with
 //! a ready local endpoint).
+//!
+//! A UDP port is the same with a `protocol = "udp"` listener named
+//! `k8s:<namespace>:<name>:<port>:udp` (a Service may have 53/TCP and
+//! 53/UDP; TCP names stay as they were). Its pool has no health check
+//! (a TCP connect to a UDP nodePort means nothing) unless
+//! `externalTrafficPolicy: Local` gives it kube-proxy's healthz. SCTP is
+//! not served.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Node, Service, ServicePort};
+use k8s_openapi::api::core::v1::{Node, Service};
 use lbd_config::file::{HealthSection, ListenerSection, MemberSection, PoolSection};
+use lbd_config::Protocol;
 
 use super::annotations;
 
@@ -67,9 +75,9 @@ pub struct Problem {
 pub struct Outcome {
     /// The address it is served on (`None`: nothing could be served).
     pub vip: Option<IpAddr>,
-    /// `ipMode: Proxy` in the status (PROXY protocol on).
+    /// `ipMode: Proxy` in the status (PROXY protocol on a served TCP port).
     pub proxy_mode: bool,
-    /// Ports served: (port, protocol).
+    /// Ports served: (port, protocol as the Service spells it).
     pub ports: Vec<(i32, String)>,
     pub problems: Vec<Problem>,
     /// The Service is being deleted: render nothing, then drop the
@@ -112,7 +120,7 @@ pub fn render(services: &[Service], nodes: &[Node], options: &Options) -> Render
     let members = usable_nodes(nodes);
     let vips = assign_vips(&ours, &options.vips);
     let mut rendered = Rendered::default();
-    let mut taken: BTreeSet<(IpAddr, i32)> = BTreeSet::new();
+    let mut taken: HashSet<(IpAddr, i32, Protocol)> = HashSet::new();
     for service in ours {
         let key = key(service);
         let mut outcome = Outcome {
@@ -140,7 +148,7 @@ fn render_service(
     key: &ServiceKey,
     vip: Option<IpAddr>,
     members: &[(String, IpAddr)],
-    taken: &mut BTreeSet<(IpAddr, i32)>,
+    taken: &mut HashSet<(IpAddr, i32, Protocol)>,
     rendered: &mut Rendered,
     outcome: &mut Outcome,
 ) {
@@ -163,13 +171,20 @@ fn render_service(
     let health_port = spec.health_check_node_port.filter(|p| *p > 0);
     for port in spec.ports.iter().flatten() {
         let protocol = port.protocol.clone().unwrap_or_else(|| "TCP".to_owned());
-        if protocol != "TCP" {
-            outcome.problems.push(Problem {
-                reason: "UnsupportedProtocol",
-                message: format!("port {} is {protocol}; lbd serves TCP only", port.port),
-            });
-            continue;
-        }
+        let listener_protocol = match protocol.as_str() {
+            "TCP" => Protocol::Tcp,
+            "UDP" => Protocol::Udp,
+            _ => {
+                outcome.problems.push(Problem {
+                    reason: "UnsupportedProtocol",
+                    message: format!(
+                        "port {} is {protocol}; lbd serves TCP and UDP only",
+                        port.port
+                    ),
+                });
+                continue;
+            }
+        };
         let Some(node_port) = port.node_port.filter(|p| *p > 0) else {
             outcome.problems.push(Problem {
                 reason: "NoNodePort",
@@ -177,38 +192,57 @@ fn render_service(
             });
             continue;
         };
-        if !taken.insert((vip, port.port)) {
+        // A TCP and a UDP port of the same number do not collide.
+        if !taken.insert((vip, port.port, listener_protocol)) {
             outcome.problems.push(Problem {
                 reason: "PortConflict",
-                message: format!("{vip}:{} is already used by an older Service", port.port),
+                message: format!(
+                    "{vip}:{}/{protocol} is already used by an older Service",
+                    port.port
+                ),
             });
             continue;
         }
-        let name = object_name(key, port);
+        let udp = listener_protocol == Protocol::Udp;
+        if udp && settings.proxy_protocol.is_some() {
+            outcome.problems.push(Problem {
+                reason: "InvalidAnnotation",
+                message: format!(
+                    "{}proxy-protocol applies to TCP ports only; UDP port {} is served without it",
+                    annotations::PREFIX,
+                    port.port
+                ),
+            });
+        }
+        let name = object_name(key, port.port, listener_protocol);
         rendered.listeners.push(ListenerSection {
             name: Some(name.clone()),
             bind: Some(std::net::SocketAddr::new(vip, port.port as u16).to_string()),
             pool: Some(name.clone()),
-            proxy_protocol: settings.proxy_protocol.clone(),
+            // lbd refuses PROXY protocol on UDP listeners.
+            proxy_protocol: settings.proxy_protocol.clone().filter(|_| !udp),
             // The VIP may arrive on this host after lbd binds it.
             freebind: Some(true),
+            protocol: udp.then(|| Protocol::Udp.name().to_owned()),
             ..ListenerSection::default()
         });
         let health = match (local, health_port) {
-            (true, Some(_)) => HealthSection {
+            (true, Some(_)) => Some(HealthSection {
                 kind: Some("http".to_owned()),
                 path: Some("/healthz".to_owned()),
                 ..timings(&settings)
-            },
-            _ => HealthSection {
+            }),
+            // A TCP connect to a UDP nodePort would only ever fail.
+            _ if udp => None,
+            _ => Some(HealthSection {
                 kind: Some("tcp".to_owned()),
                 ..timings(&settings)
-            },
+            }),
         };
         rendered.pools.push(PoolSection {
             name: Some(name),
             algorithm: Some(settings.algorithm.clone()),
-            health: Some(health),
+            health,
             members: members
                 .iter()
                 .map(|(node, ip)| MemberSection {
@@ -221,11 +255,11 @@ fn render_service(
                 .collect(),
             ..PoolSection::default()
         });
+        outcome.proxy_mode |= !udp && settings.proxy_protocol.is_some();
         outcome.ports.push((port.port, protocol));
     }
     if !outcome.ports.is_empty() {
         outcome.vip = Some(vip);
-        outcome.proxy_mode = settings.proxy_protocol.is_some();
     }
 }
 
@@ -239,10 +273,16 @@ fn timings(settings: &annotations::Settings) -> HealthSection {
     }
 }
 
-/// `k8s:<namespace>:<name>:<port>`: a valid lbd name (Kubernetes names are
-/// DNS labels).
-fn object_name(key: &ServiceKey, port: &ServicePort) -> String {
-    format!("{NAME_PREFIX}{}:{}:{}", key.namespace, key.name, port.port)
+/// `k8s:<namespace>:<name>:<port>` for TCP (the name lb-agent always
+/// used), `k8s:<namespace>:<name>:<port>:udp` for UDP: valid lbd names
+/// (Kubernetes names are DNS labels; lbd names allow no `/`), unique when a
+/// Service has the same port for both protocols.
+pub fn object_name(key: &ServiceKey, port: i32, protocol: Protocol) -> String {
+    let base = format!("{NAME_PREFIX}{}:{}:{port}", key.namespace, key.name);
+    match protocol {
+        Protocol::Tcp => base,
+        Protocol::Udp => format!("{base}:{}", Protocol::Udp.name()),
+    }
 }
 
 /// Nodes that may take traffic: Ready, schedulable, not excluded, with an
@@ -479,7 +519,7 @@ mod tests {
             json!([
                 {"port": 8080, "nodePort": 30001, "protocol": "TCP"},
                 {"port": 9090, "nodePort": 30002, "protocol": "TCP"},
-                {"port": 53, "nodePort": 30003, "protocol": "UDP"}
+                {"port": 9191, "nodePort": 30003, "protocol": "SCTP"}
             ]),
         );
         let r = render(
@@ -492,7 +532,199 @@ mod tests {
         let outcome = &r.services[&key(&younger)];
         let reasons: Vec<_> = outcome.problems.iter().map(|p| p.reason).collect();
         assert_eq!(reasons, ["PortConflict", "UnsupportedProtocol"]);
+        assert_eq!(
+            outcome.problems[0].message,
+            "10.0.0.100:8080/TCP is already used by an older Service"
+        );
+        assert_eq!(
+            outcome.problems[1].message,
+            "port 9191 is SCTP; lbd serves TCP and UDP only"
+        );
         assert_eq!(outcome.ports, [(9090, "TCP".to_owned())]);
+    }
+
+    fn dns() -> Service {
+        service(
+            "dns",
+            "2026-01-15T00:00:00Z",
+            json!([
+                {"name": "dns-tcp", "port": 53, "nodePort": 30053, "protocol": "TCP"},
+                {"name": "dns-udp", "port": 53, "nodePort": 30054, "protocol": "UDP"}
+            ]),
+        )
+    }
+
+    #[test]
+    fn udp_ports_become_udp_listeners_named_apart_from_tcp() {
+        let nodes = [node("a", "10.0.0.10", true), node("b", "10.0.0.8", true)];
+        let r = render(&[dns()], &nodes, &shared());
+        let listeners: Vec<_> = r
+            .listeners
+            .iter()
+            .map(|l| {
+                (
+                    l.name.as_deref().unwrap_or_default(),
+                    l.bind.as_deref().unwrap_or_default(),
+                    l.pool.as_deref().unwrap_or_default(),
+                    l.protocol.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            listeners,
+            [
+                (
+                    "k8s:default:dns:53",
+                    "10.0.0.100:53",
+                    "k8s:default:dns:53",
+                    None
+                ),
+                (
+                    "k8s:default:dns:53:udp",
+                    "10.0.0.100:53",
+                    "k8s:default:dns:53:udp",
+                    Some("udp")
+                ),
+            ]
+        );
+        assert!(r.listeners.iter().all(|l| l.freebind == Some(true)));
+        let udp = &r.pools[1];
+        assert_eq!(udp.name.as_deref(), Some("k8s:default:dns:53:udp"));
+        let members: Vec<_> = udp
+            .members
+            .iter()
+            .map(|m| (m.address.as_deref().unwrap_or_default(), m.port))
+            .collect();
+        assert_eq!(
+            members,
+            [("10.0.0.10", Some(30054)), ("10.0.0.8", Some(30054))]
+        );
+        // No TCP connect check against a UDP nodePort; the TCP pool keeps it.
+        assert_eq!(udp.health, None);
+        assert_eq!(
+            r.pools[0].health.as_ref().and_then(|h| h.kind.as_deref()),
+            Some("tcp")
+        );
+        let outcome = &r.services[&key(&dns())];
+        assert_eq!(
+            outcome.ports,
+            [(53, "TCP".to_owned()), (53, "UDP".to_owned())]
+        );
+        assert!(outcome.problems.is_empty(), "{:?}", outcome.problems);
+        assert_eq!(outcome.vip, Some("10.0.0.100".parse().expect("ip")));
+    }
+
+    #[test]
+    fn a_udp_only_service_is_served() {
+        let s = service(
+            "syslog",
+            "2026-01-01T00:00:00Z",
+            json!([{"port": 514, "nodePort": 30514, "protocol": "UDP"}]),
+        );
+        let r = render(
+            std::slice::from_ref(&s),
+            &[node("a", "10.0.0.10", true)],
+            &shared(),
+        );
+        assert_eq!(r.listeners.len(), 1);
+        assert_eq!(r.listeners[0].protocol.as_deref(), Some("udp"));
+        let outcome = &r.services[&key(&s)];
+        assert_eq!(outcome.vip, Some("10.0.0.100".parse().expect("ip")));
+        assert_eq!(outcome.ports, [(514, "UDP".to_owned())]);
+    }
+
+    #[test]
+    fn port_conflicts_are_per_protocol() {
+        // web has 8080/TCP; a younger Service takes 8080/UDP (no conflict)
+        // and a third, younger still, wants 8080/UDP too (conflict).
+        let udp = service(
+            "udp",
+            "2026-02-01T00:00:00Z",
+            json!([{"port": 8080, "nodePort": 30001, "protocol": "UDP"}]),
+        );
+        let late = service(
+            "late",
+            "2026-03-01T00:00:00Z",
+            json!([
+                {"port": 8080, "nodePort": 30002, "protocol": "UDP"},
+                {"port": 8080, "nodePort": 30003, "protocol": "TCP"}
+            ]),
+        );
+        let r = render(
+            &[late.clone(), udp.clone(), web()],
+            &[node("a", "10.0.0.10", true)],
+            &shared(),
+        );
+        let names: Vec<_> = r.listeners.iter().filter_map(|l| l.name.clone()).collect();
+        assert_eq!(names, ["k8s:default:web:8080", "k8s:default:udp:8080:udp"]);
+        assert!(r.services[&key(&udp)].problems.is_empty());
+        let problems: Vec<_> = r.services[&key(&late)]
+            .problems
+            .iter()
+            .map(|p| (p.reason, p.message.as_str()))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                (
+                    "PortConflict",
+                    "10.0.0.100:8080/UDP is already used by an older Service"
+                ),
+                (
+                    "PortConflict",
+                    "10.0.0.100:8080/TCP is already used by an older Service"
+                ),
+            ]
+        );
+        assert_eq!(r.services[&key(&late)].vip, None);
+    }
+
+    #[test]
+    fn local_traffic_policy_checks_udp_ports_through_healthz() {
+        let mut s = dns();
+        let spec = s.spec.as_mut().expect("spec");
+        spec.external_traffic_policy = Some("Local".into());
+        spec.health_check_node_port = Some(32001);
+        let r = render(&[s], &[node("a", "10.0.0.10", true)], &shared());
+        let udp = &r.pools[1];
+        let h = udp.health.as_ref().expect("health");
+        assert_eq!(
+            (h.kind.as_deref(), h.path.as_deref()),
+            (Some("http"), Some("/healthz"))
+        );
+        assert_eq!(udp.members[0].monitor_port, Some(32001));
+        assert_eq!(udp.members[0].port, Some(30054));
+    }
+
+    #[test]
+    fn proxy_protocol_stays_off_udp_listeners() {
+        let mut s = dns();
+        s.metadata.annotations =
+            Some([("lbd.io/proxy-protocol".to_owned(), "v1".to_owned())].into());
+        let r = render(&[s.clone()], &[], &shared());
+        let proxy: Vec<_> = r
+            .listeners
+            .iter()
+            .map(|l| l.proxy_protocol.as_deref())
+            .collect();
+        assert_eq!(proxy, [Some("v1"), None]);
+        let outcome = &r.services[&key(&s)];
+        assert!(outcome.proxy_mode, "the TCP port has PROXY protocol");
+        let reasons: Vec<_> = outcome.problems.iter().map(|p| p.reason).collect();
+        assert_eq!(reasons, ["InvalidAnnotation"]);
+        assert!(outcome.problems[0].message.contains("UDP port 53"));
+
+        // UDP only: nothing carries a PROXY header, so ipMode stays VIP.
+        let mut udp_only = service(
+            "syslog",
+            "2026-01-01T00:00:00Z",
+            json!([{"port": 514, "nodePort": 30514, "protocol": "UDP"}]),
+        );
+        udp_only.metadata.annotations =
+            Some([("lbd.io/proxy-protocol".to_owned(), "v2".to_owned())].into());
+        let r = render(&[udp_only.clone()], &[], &shared());
+        assert!(!r.services[&key(&udp_only)].proxy_mode);
+        assert_eq!(r.listeners[0].proxy_protocol, None);
     }
 
     #[test]
@@ -562,12 +794,38 @@ mod tests {
 
     #[test]
     fn rendered_sections_validate_in_lbd() {
-        let r = render(&[web()], &[node("a", "10.0.0.10", true)], &shared());
+        let mut local_dns = dns();
+        local_dns.metadata.name = Some("dns-local".into());
+        let spec = local_dns.spec.as_mut().expect("spec");
+        spec.external_traffic_policy = Some("Local".into());
+        spec.health_check_node_port = Some(32001);
+        // 53/TCP and 53/UDP on one VIP, with and without health checks, and
+        // PROXY protocol asked for on a UDP port.
+        let mut annotated = service(
+            "syslog",
+            "2026-01-20T00:00:00Z",
+            json!([{"port": 514, "nodePort": 30514, "protocol": "UDP"}]),
+        );
+        annotated.metadata.annotations =
+            Some([("lbd.io/proxy-protocol".to_owned(), "v2".to_owned())].into());
+        let range = Vips::Range(vec![
+            "10.0.0.1".parse().expect("ip"),
+            "10.0.0.2".parse().expect("ip"),
+            "10.0.0.3".parse().expect("ip"),
+            "10.0.0.4".parse().expect("ip"),
+        ]);
+        let r = render(
+            &[web(), dns(), local_dns, annotated],
+            &[node("a", "10.0.0.10", true)],
+            &options(range),
+        );
+        assert_eq!(r.listeners.len(), 6);
         let file = lbd_config::ConfigFile {
             listeners: r.listeners,
             pools: r.pools,
             ..Default::default()
         };
-        assert!(lbd_config::validate(&file).is_ok());
+        let validated = lbd_config::validate(&file);
+        assert!(validated.is_ok(), "{validated:?}");
     }
 }

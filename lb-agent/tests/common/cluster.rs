@@ -1,7 +1,8 @@
 //! The rest of a cluster around the fake API server: a real lbd process,
 //! "nodes" (TCP servers on their own 127.0.0.x address answering on the
-//! NodePort, and kube-proxy's healthz on the healthCheckNodePort), and the
-//! lb-agent process under test. Loopback only; every wait is bounded.
+//! NodePort, and kube-proxy's healthz on the healthCheckNodePort; UDP echo
+//! servers for UDP NodePorts), and the lb-agent process under test.
+//! Loopback only; every wait is bounded.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
 pub use lbd_test_support::{eventually, free_port, scratch_dir};
@@ -231,4 +232,62 @@ pub async fn tags_at(addr: SocketAddr, n: usize) -> Vec<String> {
         }
     }
     tags
+}
+
+/// A node's UDP NodePort: answers every datagram with `<tag> <datagram>`.
+pub struct UdpNodeServer {
+    pub name: String,
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl UdpNodeServer {
+    pub async fn start(name: &str, ip: IpAddr, node_port: u16) -> UdpNodeServer {
+        let socket = UdpSocket::bind((ip, node_port))
+            .await
+            .expect("bind UDP node port");
+        let addr = socket.local_addr().expect("UDP node address");
+        let tag = name.to_owned();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                    continue;
+                };
+                let mut reply = format!("{tag} ").into_bytes();
+                reply.extend_from_slice(&buf[..n]);
+                let _ = socket.send_to(&reply, from).await;
+            }
+        });
+        UdpNodeServer {
+            name: name.to_owned(),
+            addr,
+            task,
+        }
+    }
+}
+
+impl Drop for UdpNodeServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Sends `payload` to `addr` from a new socket (a new flow for lbd) and
+/// returns the answer as text, or `None` when none comes within a second.
+pub async fn udp_ask(addr: SocketAddr, payload: &[u8]) -> Option<String> {
+    let local: SocketAddr = if addr.is_ipv4() {
+        ([127, 0, 0, 1], 0).into()
+    } else {
+        (std::net::Ipv6Addr::LOCALHOST, 0).into()
+    };
+    let socket = UdpSocket::bind(local).await.ok()?;
+    socket.send_to(payload, addr).await.ok()?;
+    let mut buf = vec![0u8; 65_536];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(1), socket.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    // The answer must come back from the address the datagram went to.
+    (from == addr).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
 }

@@ -8,7 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use lbd_config::model::{CheckKind, HealthCheck, HttpCheck};
+use lbd_config::model::{CheckKind, HealthCheck, HttpCheck, UdpCheck};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -36,6 +36,7 @@ enum Mode {
     TlsHello(Tls),
     External(Program),
     Script(Script),
+    Udp(UdpCheck),
 }
 
 struct Tls {
@@ -66,6 +67,10 @@ pub enum Passed {
     Exited,
     /// `tcp_script`: every step passed.
     Script,
+    /// `udp_connect`: no ICMP error within the timeout.
+    NoError,
+    /// `udp_connect` with `expect`: the expected reply.
+    Replied,
 }
 
 impl fmt::Display for Passed {
@@ -76,6 +81,8 @@ impl fmt::Display for Passed {
             Passed::Http(code) => write!(f, "HTTP {code}"),
             Passed::Exited => f.write_str("external: exit 0"),
             Passed::Script => f.write_str("tcp_script passed"),
+            Passed::NoError => f.write_str("udp: no ICMP error"),
+            Passed::Replied => f.write_str("udp: expected reply"),
         }
     }
 }
@@ -142,6 +149,7 @@ impl Probe {
             CheckKind::TlsHello => Mode::TlsHello(tls(false)?),
             CheckKind::External => Mode::External(Program::new(&check.external, check.timeout)),
             CheckKind::TcpScript => Mode::Script(Script::new(&check.script, check.timeout)),
+            CheckKind::UdpConnect => Mode::Udp(check.udp.clone()),
         };
         Ok(Probe {
             mode,
@@ -176,6 +184,7 @@ impl Probe {
                 Err(failure) if failure.local => Err(Failure::Local(failure.to_string())),
                 Err(failure) => Err(Failure::Script(failure.to_string())),
             },
+            Mode::Udp(udp) => udp_check(udp, target, self.timeout).await,
             _ => tokio::time::timeout(self.timeout, self.check(target))
                 .await
                 .unwrap_or(Err(Failure::Timeout(self.timeout))),
@@ -210,7 +219,7 @@ impl Probe {
                 Ok(Passed::Handshake)
             }
             // Run by `run` itself.
-            Mode::External(_) | Mode::Script(_) => Ok(Passed::Connected),
+            Mode::External(_) | Mode::Script(_) | Mode::Udp(_) => Ok(Passed::Connected),
         }
     }
 
@@ -233,6 +242,58 @@ impl Probe {
             Err(Failure::Status(code))
         }
     }
+}
+
+/// A `udp_connect` check (see [`UdpCheck`]): one datagram from a socket
+/// connected to `target`, then up to `timeout` for a reply or an error.
+async fn udp_check(
+    udp: &UdpCheck,
+    target: SocketAddr,
+    timeout: Duration,
+) -> Result<Passed, Failure> {
+    let local = |e: io::Error| {
+        if crate::sockets::is_local_shortage(&e) {
+            Failure::Local(e.to_string())
+        } else {
+            Failure::Connect(e.to_string())
+        }
+    };
+    let socket = crate::runtime::datagram::connected_to(target)
+        .and_then(|s| {
+            s.set_nonblocking(true)?;
+            tokio::net::UdpSocket::from_std(s)
+        })
+        .map_err(local)?;
+    let refused = |e: io::Error| {
+        if e.kind() == io::ErrorKind::ConnectionRefused {
+            Failure::Refused
+        } else {
+            io_failure("udp", e)
+        }
+    };
+    socket.send(udp.send.as_bytes()).await.map_err(refused)?;
+    let mut buf = vec![0u8; http::MAX_STATUS_LINE];
+    // Replies that do not contain `expect` are read past, until the
+    // timeout (bounded by it).
+    let wait = async {
+        loop {
+            let n = socket.recv(&mut buf).await.map_err(refused)?;
+            match &udp.expect {
+                None => return Ok(Passed::Replied),
+                Some(want) if contains(&buf[..n], want.as_bytes()) => return Ok(Passed::Replied),
+                Some(_) => continue,
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(result) => result,
+        Err(_) if udp.expect.is_none() => Ok(Passed::NoError),
+        Err(_) => Err(Failure::Timeout(timeout)),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 impl Tls {
@@ -436,6 +497,7 @@ mod tests {
             tls: TlsCheck::default(),
             external: Default::default(),
             script: Vec::new(),
+            udp: UdpCheck::default(),
         }
     }
 
@@ -514,6 +576,44 @@ mod tests {
             .local_addr()
             .unwrap();
         assert_eq!(run(&tcp, closed).await.result, Err(Failure::Refused));
+    }
+
+    #[tokio::test]
+    async fn udp_connect_refused_silent_and_replies() {
+        let mut udp = check(CheckKind::UdpConnect);
+        udp.timeout = Duration::from_millis(300);
+        // A closed port: the ICMP port unreachable fails it.
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .unwrap();
+        assert_eq!(run(&udp, closed).await.result, Err(Failure::Refused));
+        // A socket that never answers: passes without `expect`, times out
+        // with it.
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let at = silent.local_addr().unwrap();
+        assert_eq!(run(&udp, at).await.result, Ok(Passed::NoError));
+        udp.udp.expect = Some("pong".into());
+        assert_eq!(
+            run(&udp, at).await.result,
+            Err(Failure::Timeout(Duration::from_millis(300)))
+        );
+        // One that answers "pong" to "ping" (and something else first).
+        let answering = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let at = answering.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            for _ in 0..2 {
+                let (n, from) = answering.recv_from(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], b"ping");
+                answering.send_to(b"noise", from).await.unwrap();
+                answering.send_to(b"+pong", from).await.unwrap();
+            }
+        });
+        udp.udp.send = "ping".into();
+        assert_eq!(run(&udp, at).await.result, Ok(Passed::Replied));
+        udp.udp.expect = None;
+        assert_eq!(run(&udp, at).await.result, Ok(Passed::Replied));
+        server.await.unwrap();
     }
 
     #[tokio::test]
