@@ -324,7 +324,11 @@ async fn tcp_and_udp_ports_of_one_number_are_both_served() {
         .iter()
         .find(|p| p.name.as_deref() == Some(&format!("k8s:default:dns:{port}:udp")))
         .expect("the UDP pool");
-    assert!(udp_pool.health.is_none(), "{udp_pool:?}");
+    assert_eq!(
+        udp_pool.health.as_ref().and_then(|h| h.kind.as_deref()),
+        Some("udp_connect"),
+        "{udp_pool:?}"
+    );
     assert!(udp_pool
         .members
         .iter()

@@ -360,10 +360,10 @@ async fn heartbeats_show_member_health_and_listener_stats_in_octavia() {
         )
         .await;
     // A listener lbd cannot serve: reported, and not served.
-    let udp_port = cluster::free_port();
-    let udp = s
+    let sctp_port = cluster::free_port();
+    let sctp = s
         .env
-        .create_listener(&s.lb, udp_port, json!({"protocol": "UDP"}))
+        .create_listener(&s.lb, sctp_port, json!({"protocol": "SCTP"}))
         .await;
     let amphora = "aaaaaaaa-0000-4000-8000-000000000030";
     s.env.register_amphora(amphora, &s.lb);
@@ -381,8 +381,8 @@ async fn heartbeats_show_member_health_and_listener_stats_in_octavia() {
         "1s",
     ]);
     wait_served_by(s.vip, &["m1", "m2", "m3"], &agent).await;
-    agent.wait_for_log(&format!("listener {udp}")).await;
-    assert!(agent.log_text().contains("protocol UDP is not supported"));
+    agent.wait_for_log(&format!("listener {sctp}")).await;
+    assert!(agent.log_text().contains("protocol SCTP is not supported"));
 
     // Every member ONLINE once the checks ran and a heartbeat went out.
     let all_online: Vec<(String, String)> = ["m1", "m2", "m3"]
@@ -453,15 +453,157 @@ async fn heartbeats_show_member_health_and_listener_stats_in_octavia() {
     })
     .await;
 
-    // The UDP listener never shows ONLINE, and the health manager counted
+    // The SCTP listener never shows ONLINE, and the health manager counted
     // every listener (no "reports 1 listeners when 2 expected").
-    let (_, udp_listener) = s
+    let (_, sctp_listener) = s
         .env
-        .api("GET", &format!("/v2/lbaas/listeners/{udp}"), None)
+        .api("GET", &format!("/v2/lbaas/listeners/{sctp}"), None)
         .await;
-    assert_ne!(udp_listener["listener"]["operating_status"], "ONLINE");
+    assert_ne!(sctp_listener["listener"]["operating_status"], "ONLINE");
     let hm_log = s.env.log_tail("health-manager", 400);
     assert!(!hm_log.contains("listeners when"), "{hm_log}");
+}
+
+/// A UDP member: answers every datagram with its tag.
+fn udp_member(tag: &'static str, socket: tokio::net::UdpSocket) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((_, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(tag.as_bytes(), from).await;
+        }
+    })
+}
+
+/// The tag that answers one datagram to `to` from a new socket (a new
+/// flow), if any within a second.
+async fn udp_tag(to: SocketAddr) -> Option<String> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.ok()?;
+    socket.send_to(b"q", to).await.ok()?;
+    let mut buf = [0u8; 64];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(1), socket.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// An Octavia UDP listener (served by lbd's UDP proxy) with a UDP pool and
+/// a UDP-CONNECT monitor: datagrams through the VIP reach both members,
+/// both go ONLINE through heartbeats, and a member that stops (ICMP port
+/// unreachable) turns ERROR while the other stays ONLINE and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_listener_with_a_udp_connect_monitor_in_octavia() {
+    let _turn = turn().await;
+    let Some(s) = Setup::start(40, json!({})).await else {
+        return;
+    };
+    let udp_port = cluster::free_port();
+    let listener = s
+        .env
+        .create_listener(&s.lb, udp_port, json!({"protocol": "UDP"}))
+        .await;
+    let pool = s
+        .env
+        .create_pool(&listener, "ROUND_ROBIN", json!({"protocol": "UDP"}))
+        .await;
+    let member_port = cluster::free_port();
+    let mut members = Vec::new();
+    for (tag, last) in [("u1", 44u8), ("u2", 45u8)] {
+        let addr = SocketAddr::from(([127, 0, 0, last], member_port));
+        let socket = tokio::net::UdpSocket::bind(addr)
+            .await
+            .expect("bind udp member");
+        members.push(udp_member(tag, socket));
+        s.env
+            .create_member(
+                &pool,
+                &addr.ip().to_string(),
+                member_port,
+                json!({"name": tag}),
+            )
+            .await;
+    }
+    s.env
+        .create_healthmonitor(
+            &pool,
+            json!({"type": "UDP-CONNECT", "delay": 1, "timeout": 1, "max_retries": 1,
+                   "max_retries_down": 1}),
+        )
+        .await;
+    let amphora = "aaaaaaaa-0000-4000-8000-000000000040";
+    s.env.register_amphora(amphora, &s.lb);
+    let key_file = cluster::scratch_dir().join("heartbeat.key");
+    std::fs::write(&key_file, s.env.heartbeat_key()).expect("key file");
+    let hm = s.env.health_manager().to_string();
+    let agent = s.noauth_agent(&[
+        "--amphora-id",
+        amphora,
+        "--health-manager",
+        &hm,
+        "--heartbeat-key-file",
+        key_file.to_str().expect("utf-8"),
+        "--heartbeat-interval",
+        "1s",
+    ]);
+    let vip = SocketAddr::new(s.vip.ip(), udp_port);
+    eventually(
+        &format!(
+            "datagrams to {vip} answered by u1 and u2; agent log:\n{}",
+            agent.log_text()
+        ),
+        || async {
+            let mut seen = Vec::new();
+            for _ in 0..4 {
+                if let Some(tag) = udp_tag(vip).await {
+                    seen.push(tag);
+                }
+            }
+            seen.sort();
+            seen.dedup();
+            seen == ["u1", "u2"]
+        },
+    )
+    .await;
+    let udp_statuses = || async {
+        s.member_statuses()
+            .await
+            .into_iter()
+            .filter(|(name, _)| name.starts_with('u'))
+            .collect::<Vec<_>>()
+    };
+    let online = vec![
+        ("u1".to_owned(), "ONLINE".to_owned()),
+        ("u2".to_owned(), "ONLINE".to_owned()),
+    ];
+    eventually("both UDP members ONLINE in Octavia", || async {
+        udp_statuses().await == online
+    })
+    .await;
+    let (_, l) = s
+        .env
+        .api("GET", &format!("/v2/lbaas/listeners/{listener}"), None)
+        .await;
+    assert_eq!(l["listener"]["operating_status"], "ONLINE", "{l}");
+
+    // u2 stops: its checks draw ICMP port unreachable.
+    members[1].abort();
+    let expected = vec![
+        ("u1".to_owned(), "ONLINE".to_owned()),
+        ("u2".to_owned(), "ERROR".to_owned()),
+    ];
+    let mut last = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        last = udp_statuses().await;
+        if last == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(last, expected, "agent log:\n{}", agent.log_text());
+    for _ in 0..4 {
+        assert_eq!(udp_tag(vip).await.as_deref(), Some("u1"));
+    }
 }
 
 async fn lb_stats_json(lbd: &Lbd) -> (u16, Value) {

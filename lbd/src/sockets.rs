@@ -65,8 +65,8 @@ impl ListenerSockets {
     /// (see `Snapshot::listens_near`); the check would see those. The
     /// check is also skipped for [`Sharing::TakingOver`].
     ///
-    /// UDP sockets are bound, not listening; they are never inherited from
-    /// another process (`-x`, `--takeover`) yet.
+    /// UDP sockets are bound, not listening; they are inherited from the
+    /// process taken over (`-x`, `--takeover`) like TCP ones.
     pub fn open(
         bind: SocketAddr,
         protocol: Carried,
@@ -76,10 +76,7 @@ impl ListenerSockets {
         sharing: Sharing,
     ) -> io::Result<Self> {
         let workers = workers.max(1);
-        let mut sockets: Vec<Socket> = match protocol {
-            Carried::Tcp => take_inherited(bind).into_iter().map(Socket::from).collect(),
-            Carried::Udp => Vec::new(),
-        };
+        let mut sockets = take_inherited(bind, protocol);
         let shared = !sockets.is_empty();
         if !shared && check_others && sharing == Sharing::Exclusive {
             refuse_if_listened_on(bind, protocol, freebind)?;
@@ -197,55 +194,75 @@ impl ListenerSockets {
     }
 }
 
-/// Listening sockets received from the process being taken over (`haproxy
-/// -x`), not yet claimed by a listener.
-static INHERITED: Mutex<Vec<TcpListener>> = Mutex::new(Vec::new());
+/// Sockets received from the process being taken over (`haproxy -x`,
+/// `run --takeover`), not yet claimed by a listener: TCP listening sockets
+/// and bound UDP sockets.
+static INHERITED: Mutex<Vec<Socket>> = Mutex::new(Vec::new());
 
-/// Keeps the TCP listening sockets among `fds` for the listeners about to
-/// open ([`ListenerSockets::open`] takes those of its address); closes the
-/// others (the old process's unix sockets, UDP). Returns how many were kept.
+/// Keeps the TCP listening sockets and bound UDP sockets among `fds` for
+/// the listeners about to open ([`ListenerSockets::open`] takes those of
+/// its address and protocol); closes the others (the old process's unix
+/// sockets). Returns how many were kept.
 pub fn inherit(fds: Vec<OwnedFd>) -> usize {
     let mut kept = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
     for fd in fds {
-        let socket = socket2::Socket::from(fd);
-        let listening = socket.r#type().is_ok_and(|t| t == Type::STREAM)
-            && socket.is_listener().unwrap_or(false)
-            && socket.local_addr().is_ok_and(|a| a.as_socket().is_some());
-        if listening {
-            kept.push(socket.into());
+        let socket = Socket::from(fd);
+        if protocol_of(&socket).is_some() {
+            kept.push(socket);
         }
     }
     kept.len()
+}
+
+/// What an inherited socket serves: TCP if it listens, UDP if it is a
+/// bound datagram socket; `None` for anything else.
+fn protocol_of(socket: &Socket) -> Option<Carried> {
+    let inet = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .is_some_and(|a| a.port() != 0);
+    match socket.r#type().ok()? {
+        Type::STREAM if inet && socket.is_listener().unwrap_or(false) => Some(Carried::Tcp),
+        Type::DGRAM if inet => Some(Carried::Udp),
+        _ => None,
+    }
 }
 
 /// Closes the inherited sockets no listener claimed (their addresses are
 /// not in the config any more) and returns their addresses.
 pub fn drop_unclaimed() -> Vec<SocketAddr> {
     let mut kept = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
-    kept.drain(..).filter_map(|l| l.local_addr().ok()).collect()
+    kept.drain(..)
+        .filter_map(|l| l.local_addr().ok()?.as_socket())
+        .collect()
 }
 
-/// An inherited socket bound to `bind`, for a TCP stats socket (the others
-/// of that address, if any, are left to [`drop_unclaimed`]).
+/// An inherited TCP socket bound to `bind`, for a TCP stats socket (the
+/// others of that address, if any, are left to [`drop_unclaimed`]).
 pub fn take_one_inherited(bind: SocketAddr) -> Option<TcpListener> {
-    let mut mine = take_inherited(bind);
+    let mut mine = take_inherited(bind, Carried::Tcp);
     let first = mine.pop();
     INHERITED
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .extend(mine);
-    first
+    first.map(TcpListener::from)
 }
 
-/// The inherited sockets bound to `bind` (an IPv6 one only if v6-only, as
-/// lbd's own are).
-fn take_inherited(bind: SocketAddr) -> Vec<TcpListener> {
+/// The inherited sockets of `protocol` bound to `bind` (an IPv6 one only
+/// if v6-only, as lbd's own are).
+fn take_inherited(bind: SocketAddr, protocol: Carried) -> Vec<Socket> {
     let mut kept = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
-    let matches = |l: &TcpListener| {
-        l.local_addr().is_ok_and(|a| a == bind)
-            && (!bind.is_ipv6() || with_socket(l, |s| s.only_v6().unwrap_or(false)))
+    let matches = |s: &Socket| {
+        s.local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .is_some_and(|a| a == bind)
+            && protocol_of(s) == Some(protocol)
+            && (!bind.is_ipv6() || s.only_v6().unwrap_or(false))
     };
-    let (mine, others) = kept.drain(..).partition(|l| matches(l));
+    let (mine, others) = kept.drain(..).partition(|s| matches(s));
     *kept = others;
     mine
 }

@@ -374,7 +374,53 @@ async fn udp_connect_marks_a_stopped_member_down(rt: &str) {
     );
 }
 
+/// `run --takeover`: the new lbd receives the UDP listener's sockets with
+/// the TCP ones and answers from then on; clients opening new flows all
+/// along get answers (a datagram caught in the switch is asked again).
+async fn takeover_hands_the_udp_sockets_over(rt: &str) {
+    let ms = [UdpMember::start("a").await, UdpMember::start("b").await];
+    let bind = free_addr();
+    let sock = scratch_dir().join("stats.sock");
+    let cfg = format!(
+        "[global]\ndrain_timeout = \"2s\"\n\n[[stats_socket]]\npath = \"{}\"\n\
+         level = \"admin\"\nexpose_fd_listeners = true\n\n{}",
+        sock.display(),
+        config(bind, "", &[&ms[0], &ms[1]])
+    );
+    let old = Lbd::start(rt, 1, &cfg).await;
+    let traffic = tokio::spawn(async move {
+        let mut unanswered = 0;
+        for _ in 0..60 {
+            let c = client().await;
+            if ask_until_answered(&c, bind, b"t", Duration::from_millis(300), 5)
+                .await
+                .is_none()
+            {
+                unanswered += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        unanswered
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new = Lbd::start_with(rt, 1, &cfg, |cmd| {
+        cmd.arg("--takeover").arg(&sock);
+    })
+    .await;
+    new.wait_for_log("serving: sent SIGTERM to old process", 1)
+        .await;
+    old.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(traffic.await.expect("traffic"), 0, "flows unanswered");
+    // The new process serves alone now.
+    let c = client().await;
+    assert!(ask_until_answered(&c, bind, b"after", ANSWER, 5)
+        .await
+        .is_some());
+    assert!(!new.log().contains("cannot listen"), "{}", new.log());
+}
+
 on_both_runtimes!(
+    takeover_hands_the_udp_sockets_over,
     udp_connect_marks_a_stopped_member_down,
     flows_are_balanced_and_sticky,
     session_idle_ends_a_flow,

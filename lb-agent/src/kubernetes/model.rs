@@ -11,8 +11,8 @@
 //!
 //! A UDP port is the same with a `protocol = "udp"` listener named
 //! `k8s:<namespace>:<name>:<port>:udp` (a Service may have 53/TCP and
-//! 53/UDP; TCP names stay as they were). Its pool has no health check
-//! (a TCP connect to a UDP nodePort means nothing) unless
+//! 53/UDP; TCP names stay as they were). Its pool is checked with
+//! `udp_connect` (a datagram; an ICMP port unreachable fails it), unless
 //! `externalTrafficPolicy: Local` gives it kube-proxy's healthz. SCTP is
 //! not served.
 
@@ -232,8 +232,13 @@ fn render_service(
                 path: Some("/healthz".to_owned()),
                 ..timings(&settings)
             }),
-            // A TCP connect to a UDP nodePort would only ever fail.
-            _ if udp => None,
+            // A TCP connect to a UDP nodePort would only ever fail: a
+            // datagram that draws no ICMP port unreachable passes (what
+            // Octavia's UDP-CONNECT monitor does).
+            _ if udp => Some(HealthSection {
+                kind: Some("udp_connect".to_owned()),
+                ..timings(&settings)
+            }),
             _ => Some(HealthSection {
                 kind: Some("tcp".to_owned()),
                 ..timings(&settings)
@@ -599,8 +604,12 @@ mod tests {
             members,
             [("10.0.0.10", Some(30054)), ("10.0.0.8", Some(30054))]
         );
-        // No TCP connect check against a UDP nodePort; the TCP pool keeps it.
-        assert_eq!(udp.health, None);
+        // No TCP connect check against a UDP nodePort: udp_connect; the
+        // TCP pool keeps its tcp check.
+        assert_eq!(
+            udp.health.as_ref().and_then(|h| h.kind.as_deref()),
+            Some("udp_connect")
+        );
         assert_eq!(
             r.pools[0].health.as_ref().and_then(|h| h.kind.as_deref()),
             Some("tcp")

@@ -2,8 +2,10 @@
 //! so every mapping rule is unit-tested without an API server.
 //!
 //! What the amphora's HAProxy does with each field (see the README's table)
-//! is what lbd is made to do. A listener lbd cannot serve exactly as
-//! configured (TERMINATED_HTTPS, UDP, SCTP, L7 policies, inserted headers,
+//! is what lbd is made to do (a UDP listener, which the amphora serves
+//! with keepalived/LVS, is lbd's UDP proxy; its `timeout_client_data` is
+//! the flows' `session_idle`). A listener lbd cannot serve exactly as
+//! configured (TERMINATED_HTTPS, SCTP, L7 policies, inserted headers,
 //! cookie persistence, re-encryption to members...) is not served at all:
 //! it gets a [`Problem`] that lb-agent logs, rather than serving traffic
 //! differently from what the user asked for. The heartbeat reports it with
@@ -331,16 +333,18 @@ fn render_listener(
     listener: &Listener,
     vip: IpAddr,
 ) -> Result<RenderedListener, String> {
-    match listener.protocol.as_str() {
+    let udp = match listener.protocol.as_str() {
         // HTTP and HTTPS (pass-through) are served as TCP, like the
         // amphora's `mode tcp` for HTTPS.
-        "TCP" | "HTTP" | "HTTPS" => {}
+        "TCP" | "HTTP" | "HTTPS" => false,
+        // The amphora's keepalived/LVS listeners: lbd's UDP proxy.
+        "UDP" => true,
         other => {
             return Err(format!(
-                "protocol {other} is not supported by lbd (TCP only)"
+                "protocol {other} is not supported by lbd (TCP, HTTP and HTTPS as TCP, UDP)"
             ))
         }
-    }
+    };
     if !listener.l7policies.is_empty() {
         return Err(format!(
             "{} L7 polic(ies) are not supported by lbd (an L4 proxy)",
@@ -392,9 +396,19 @@ fn render_listener(
         pool: pool_section.name.clone(),
         connection_limit: Some(connection_limit),
         allowed_cidrs: listener.allowed_cidrs.clone().unwrap_or_default(),
-        client_idle: listener.timeout_client_data.and_then(millis),
-        member_connect: listener.timeout_member_connect.and_then(millis),
-        member_idle: listener.timeout_member_data.and_then(millis),
+        // UDP has one idle timeout per flow: the client data timeout.
+        client_idle: listener
+            .timeout_client_data
+            .and_then(millis)
+            .filter(|_| !udp),
+        member_connect: listener
+            .timeout_member_connect
+            .and_then(millis)
+            .filter(|_| !udp),
+        member_idle: listener
+            .timeout_member_data
+            .and_then(millis)
+            .filter(|_| !udp),
         // Octavia's amphora HAProxy sets neither `timeout tunnel` nor the
         // half-closed timeouts.
         tunnel_idle: None,
@@ -408,8 +422,11 @@ fn render_listener(
         kernel_relay: None,
         splice: None,
         connect_hedge: None,
-        protocol: None,
-        session_idle: None,
+        protocol: udp.then(|| "udp".to_owned()),
+        session_idle: listener
+            .timeout_client_data
+            .and_then(millis)
+            .filter(|_| udp),
     };
     Ok((
         section,
@@ -430,7 +447,7 @@ fn millis(ms: i64) -> Option<String> {
 /// The lbd pool and the listener's `proxy_protocol` for an Octavia pool.
 fn render_pool(tree: &LbTree, pool: &Pool) -> Result<(PoolSection, Option<String>), String> {
     let proxy_protocol = match pool.protocol.as_str() {
-        "TCP" | "HTTP" | "HTTPS" => None,
+        "TCP" | "HTTP" | "HTTPS" | "UDP" => None,
         "PROXY" => Some("v1".to_owned()),
         "PROXYV2" => Some("v2".to_owned()),
         other => return Err(format!("protocol {other} is not supported by lbd")),
@@ -519,10 +536,11 @@ fn render_monitor(monitor: &HealthMonitor) -> Result<Option<HealthSection>, Stri
         "HTTP" => "http",
         "HTTPS" => "https",
         "TLS-HELLO" => "tls_hello",
+        "UDP-CONNECT" => "udp_connect",
         other => {
             return Err(format!(
                 "health monitor {} of type {other} is not supported by lbd \
-                 (TCP, HTTP, HTTPS, TLS-HELLO)",
+                 (TCP, HTTP, HTTPS, TLS-HELLO, UDP-CONNECT)",
                 monitor.id
             ))
         }
@@ -726,7 +744,7 @@ mod tests {
     fn unsupported_features_refuse_the_listener_with_a_reason() {
         type Edit = fn(&mut LbTree);
         let cases: [(Edit, &str); 9] = [
-            (|t| t.listeners[0].protocol = "UDP".into(), "protocol UDP"),
+            (|t| t.listeners[0].protocol = "SCTP".into(), "protocol SCTP"),
             (
                 |t| t.listeners[0].protocol = "TERMINATED_HTTPS".into(),
                 "protocol TERMINATED_HTTPS",
@@ -785,6 +803,49 @@ mod tests {
             );
             valid(&out);
         }
+    }
+
+    #[test]
+    fn udp_listeners_pools_and_udp_connect_monitors() {
+        let mut tree = sample_tree();
+        tree.listeners[0].protocol = "UDP".into();
+        tree.listeners[0].timeout_client_data = Some(30_000);
+        tree.listeners[0].timeout_member_connect = Some(5_000);
+        tree.listeners[0].timeout_member_data = Some(50_000);
+        let pool = tree.listeners[0].default_pool_id.clone().expect("pool");
+        for p in tree.pools.iter_mut().filter(|p| p.id == pool) {
+            p.protocol = "UDP".into();
+            let monitor = p.healthmonitor_id.clone().expect("monitor");
+            if let Some(m) = tree.monitors.get_mut(&monitor) {
+                m.kind = "UDP-CONNECT".into();
+            }
+        }
+        let out = render(&[tree], &Options::default());
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        let config = valid(&out);
+        let udp = config
+            .listeners
+            .iter()
+            .find(|l| l.name.ends_with("1107096f-289d-4b62-a168-9dc67609952a"))
+            .expect("the UDP listener is served");
+        assert_eq!(udp.protocol, lbd_config::Protocol::Udp);
+        assert_eq!(udp.session_idle, std::time::Duration::from_secs(30));
+        let udp_pool = config
+            .pools
+            .iter()
+            .find(|p| p.name == udp.pool)
+            .expect("pool");
+        assert_eq!(
+            udp_pool.health.as_ref().map(|h| h.kind),
+            Some(lbd_config::CheckKind::UdpConnect)
+        );
+        // The TCP listener is untouched.
+        let tcp = config
+            .listeners
+            .iter()
+            .find(|l| l.name.ends_with("c98b32e5-7856-4706-a219-6a807e647fca"))
+            .expect("tcp");
+        assert_eq!(tcp.protocol, lbd_config::Protocol::Tcp);
     }
 
     #[test]

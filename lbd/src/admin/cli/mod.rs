@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use lbd_config::{Protocol, StatsSocket};
+use lbd_config::StatsSocket;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
@@ -287,13 +287,9 @@ async fn hand_off(
     };
     let snapshot = server.shared().snapshot();
     // From now on another process may accept on them: never shut them
-    // down (see `crate::sockets`).
-    // UDP sockets are not handed over (yet): the new process opens its own.
-    for l in snapshot
-        .listeners
-        .iter()
-        .filter(|l| l.cfg.protocol == Protocol::Tcp)
-    {
+    // down (see `crate::sockets`). UDP sockets too: the new process reads
+    // them once this one stops.
+    for l in &snapshot.listeners {
         l.sockets.mark_shared();
     }
     // The TCP stats sockets too, as HAProxy (a new process with the same
@@ -305,7 +301,6 @@ async fn hand_off(
         let fds: Vec<_> = snapshot
             .listeners
             .iter()
-            .filter(|l| l.cfg.protocol == Protocol::Tcp)
             .flat_map(|l| l.sockets.borrow_fds())
             .chain(cli.iter().map(std::os::fd::AsFd::as_fd))
             .collect();
