@@ -1,19 +1,22 @@
 //! The backends every configuration shares: three separate nginx instances
 //! (one process group each, so one can be killed) serving `/100b` and
-//! `/1m`, and one `iperf3 -s`.
+//! `/1m`, one `iperf3 -s`, and (when a UDP scenario runs) one UDP echo
+//! server (the bench binary's `__udp-echo`, see `udp.rs`).
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::procs::{self, Guard, Pin};
+use crate::udp;
 
 /// Hands out free 127.0.0.1 ports below the ephemeral range (so outgoing
-/// connections never take them), each once.
+/// connections never take them), each once, free for TCP and for UDP (a
+/// TCP and a UDP listener may share one: iperf3's UDP test).
 pub struct Ports {
     next: u16,
     taken: BTreeSet<u16>,
@@ -34,7 +37,10 @@ impl Ports {
             if self.taken.contains(&p) {
                 continue;
             }
-            if TcpListener::bind(("127.0.0.1", p)).is_ok() && !procs::is_listening(p)? {
+            if TcpListener::bind(("127.0.0.1", p)).is_ok()
+                && UdpSocket::bind(("127.0.0.1", p)).is_ok()
+                && !procs::is_listening(p)?
+            {
                 self.taken.insert(p);
                 return Ok(p);
             }
@@ -172,6 +178,11 @@ pub struct Backends {
     pub http: Vec<Backend>,
     pub iperf_port: u16,
     iperf: Option<Guard>,
+    /// The UDP echo server's port, once [`Backends::start_udp_echo`] ran.
+    pub udp_echo_port: Option<u16>,
+    /// Its command line (the bench binary's `__udp-echo`).
+    udp_echo_argv: Vec<String>,
+    udp_echo: Option<Guard>,
     pub pin: Pin,
     logs: PathBuf,
 }
@@ -193,6 +204,9 @@ impl Backends {
             http,
             iperf_port: ports.take()?,
             iperf: None,
+            udp_echo_port: None,
+            udp_echo_argv: Vec::new(),
+            udp_echo: None,
             pin,
             logs: logs.to_path_buf(),
         };
@@ -215,6 +229,30 @@ impl Backends {
         let mut g = Guard::spawn("iperf3-server", &argv, self.pin, &self.logs)?;
         procs::wait_listening(&mut g, self.iperf_port, Duration::from_secs(10))?;
         self.iperf = Some(g);
+        Ok(())
+    }
+
+    /// Starts the UDP echo server, `program __udp-echo --port P` (program:
+    /// the bench binary), pinned like the other backends, and checks that
+    /// it answers.
+    pub fn start_udp_echo(&mut self, ports: &mut Ports, program: &Path) -> Result<()> {
+        let port = ports.take()?;
+        self.udp_echo_port = Some(port);
+        self.udp_echo_argv = vec![
+            program.display().to_string(),
+            udp::ECHO_COMMAND.into(),
+            "--port".into(),
+            port.to_string(),
+        ];
+        self.launch_udp_echo()
+    }
+
+    fn launch_udp_echo(&mut self) -> Result<()> {
+        let port = self.udp_echo_port.context("no UDP echo port")?;
+        let mut g = Guard::spawn("udp-echo", &self.udp_echo_argv, self.pin, &self.logs)?;
+        procs::wait_udp_bound(&mut g, port, Duration::from_secs(10))?;
+        udp::check_echo(port).with_context(|| g.output_tail())?;
+        self.udp_echo = Some(g);
         Ok(())
     }
 
@@ -245,6 +283,21 @@ impl Backends {
             }
             self.start_iperf()?;
         }
+        if self.udp_echo_port.is_some() {
+            let alive = match &mut self.udp_echo {
+                Some(g) => g.try_wait()?.is_none(),
+                None => false,
+            };
+            if !alive {
+                if let Some(g) = &self.udp_echo {
+                    restarted.push(format!(
+                        "udp echo ({})",
+                        procs::tail(&g.stderr_text(), 300).trim()
+                    ));
+                }
+                self.launch_udp_echo()?;
+            }
+        }
         Ok(restarted)
     }
 
@@ -255,6 +308,9 @@ impl Backends {
             .map(|b| procs::shell_words(&b.argv()))
             .collect();
         v.push(format!("iperf3 -s -B 127.0.0.1 -p {}", self.iperf_port));
+        if self.udp_echo_port.is_some() {
+            v.push(procs::shell_words(&self.udp_echo_argv));
+        }
         v
     }
 
@@ -263,6 +319,9 @@ impl Backends {
             be.kill();
         }
         if let Some(mut g) = self.iperf.take() {
+            g.kill();
+        }
+        if let Some(mut g) = self.udp_echo.take() {
             g.kill();
         }
     }

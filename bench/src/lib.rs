@@ -14,4 +14,5 @@ pub mod proxies;
 pub mod report;
 pub mod scenarios;
 pub mod setup;
+pub mod udp;
 pub mod wrk;

@@ -12,9 +12,9 @@ use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
 use backends::{Backends, Ports};
-use bench::{backends, procs, profile, proxies, report, scenarios, setup, wrk};
+use bench::{backends, procs, profile, proxies, report, scenarios, setup, udp, wrk};
 use procs::{Pin, WorkDir};
-use proxies::{Kind, Proxy, Upstreams};
+use proxies::{Kind, Listen, Proxy, Upstreams};
 use report::Sample;
 use scenarios::{Scenario, Settings};
 
@@ -68,6 +68,15 @@ struct Cli {
     /// repetition of each proxy is sampled with `perf record` for its CPU split)
     #[arg(long)]
     no_perf: bool,
+    /// UDP request/response: client sockets, each its own flow with one request in flight [default: 50]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    udp_clients: Option<u32>,
+    /// UDP request/response: datagram size in bytes, 12 to 65507 [default: 64]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(udp::HEADER as i64..=udp::MAX_PAYLOAD as i64))]
+    udp_size: Option<u32>,
+    /// UDP request/response: a request unanswered after this many ms is lost (and a new one sent) [default: 1000]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    udp_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -96,6 +105,9 @@ struct Options {
     lbd_old: Option<PathBuf>,
     lbd_max_connections: Option<u32>,
     no_perf: bool,
+    udp_clients: usize,
+    udp_size: usize,
+    udp_timeout_ms: u64,
 }
 
 impl Options {
@@ -127,7 +139,16 @@ impl Options {
             lbd_old: cli.lbd_old,
             lbd_max_connections: cli.lbd_max_connections,
             no_perf: cli.no_perf,
+            udp_clients: cli.udp_clients.unwrap_or(50) as usize,
+            udp_size: cli.udp_size.unwrap_or(64) as usize,
+            udp_timeout_ms: cli.udp_timeout_ms.unwrap_or(1000),
         }
+    }
+
+    /// Whether a UDP scenario runs against a column that carries UDP
+    /// (then the UDP echo server starts and lbd and nginx get UDP listeners).
+    fn udp(&self) -> bool {
+        self.scenarios.iter().any(|s| s.is_udp()) && self.proxies.iter().any(|k| k.serves_udp())
     }
 }
 
@@ -157,7 +178,7 @@ impl Layout {
     fn describe(&self) -> &'static str {
         match self.proxy {
             Pin::Cpu(_) => {
-                "proxy on CPU 1 (taskset -c 1); wrk, iperf3 and backends on CPU 0 (taskset -c 0)"
+                "proxy on CPU 1 (taskset -c 1); wrk, iperf3, UDP load and backends on CPU 0 (taskset -c 0)"
             }
             Pin::Any => "nothing pinned",
         }
@@ -170,6 +191,9 @@ struct ProxySetup {
     config: String,
     http: String,
     iperf: String,
+    /// The UDP echo path (iperf3's UDP test uses `iperf`'s port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    udp: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     runtime: Option<String>,
 }
@@ -204,6 +228,10 @@ struct Report<'a> {
 }
 
 fn main() -> ExitCode {
+    // The bench binary is also the UDP echo backend and load generator.
+    if let Some(code) = udp::helper_main() {
+        return code;
+    }
     if let Err(e) = procs::install_signal_handler() {
         eprintln!("bench: {e:#}");
         return ExitCode::FAILURE;
@@ -392,16 +420,36 @@ fn run_variant(
     eprintln!("bench: [{}] {}", layout.name, layout.describe());
 
     let mut backends = Backends::start(&root, &logs, ports, layout.backends)?;
+    // The bench binary itself: the UDP echo server and load generator.
+    let program = std::env::current_exe().context("cannot find the bench binary")?;
+    if opts.udp() {
+        backends
+            .start_udp_echo(ports, &program)
+            .context("starting the UDP echo server")?;
+    }
     let upstreams = Upstreams {
         http: backends.http_ports(),
         iperf: backends.iperf_port,
+        udp_echo: backends.udp_echo_port,
     };
     let mut proxies = Vec::new();
     for &kind in &opts.proxies {
-        let pair = if kind == Kind::Direct {
-            (0, 0)
+        let listen = if kind == Kind::Direct {
+            Listen {
+                http: 0,
+                iperf: 0,
+                udp: None,
+            }
         } else {
-            (ports.take()?, ports.take()?)
+            Listen {
+                http: ports.take()?,
+                iperf: ports.take()?,
+                udp: if opts.udp() && kind.serves_udp() {
+                    Some(ports.take()?)
+                } else {
+                    None
+                },
+            }
         };
         let bin = match kind {
             Kind::LbdOld => opts.lbd_old.as_deref(),
@@ -409,7 +457,7 @@ fn run_variant(
         };
         let p = Proxy::start(
             kind,
-            pair,
+            listen,
             &upstreams,
             &root,
             bin,
@@ -426,12 +474,24 @@ fn run_variant(
                 p.log_tail()
             )
         })?;
+        if let Some(port) = p.udp_port {
+            udp::check_echo(port).with_context(|| {
+                format!(
+                    "{} does not echo UDP via 127.0.0.1:{port}\n{}",
+                    kind.name(),
+                    p.log_tail()
+                )
+            })?;
+        }
         eprintln!(
-            "bench: [{}] {} ready on 127.0.0.1:{} (iperf3 via :{}){}",
+            "bench: [{}] {} ready on 127.0.0.1:{} (iperf3 via :{}{}){}",
             layout.name,
             kind.name(),
             p.http_port,
             p.iperf_port,
+            p.udp_port
+                .map(|u| format!(", UDP echo via :{u}"))
+                .unwrap_or_default(),
             p.runtime
                 .as_ref()
                 .map(|r| format!(", runtime {r}"))
@@ -449,6 +509,7 @@ fn run_variant(
                     config: p.config_text(),
                     http: format!("127.0.0.1:{}", p.http_port),
                     iperf: format!("127.0.0.1:{}", p.iperf_port),
+                    udp: p.udp_port.map(|u| format!("127.0.0.1:{u}")),
                     runtime: p.runtime.clone(),
                 },
             )
@@ -463,6 +524,10 @@ fn run_variant(
         client_pin: layout.clients,
         logs: logs.clone(),
         script,
+        program,
+        udp_clients: opts.udp_clients,
+        udp_size: opts.udp_size,
+        udp_timeout: Duration::from_millis(opts.udp_timeout_ms),
     };
     let mut notes = Vec::new();
     if opts.idle_conns < opts.idle_conns_requested {
@@ -649,7 +714,8 @@ fn progress(s: &Sample) -> String {
         .map(|(k, v)| {
             let d = report::metric(k).map_or(2, |m| m.decimals);
             let short = match k.split_once('.') {
-                Some((scenario, metric)) if scenario == s.scenario => metric,
+                // `udp_rr.x` in the `udp-rr` scenario; `iperf_p4.x` stays whole.
+                Some((scenario, metric)) if scenario.replace('_', "-") == s.scenario => metric,
                 _ => k.as_str(),
             };
             format!("{short}={}", report::fmt_num(*v, d))
@@ -678,8 +744,16 @@ fn print_variant(v: &VariantResult, m: &setup::Machine, opts: &Options) {
         m.versions.wrk,
         m.versions.iperf3
     );
+    let udp = if opts.udp() {
+        format!(
+            "; UDP req/resp: {} flows, {}-byte datagrams, {} ms timeout",
+            opts.udp_clients, opts.udp_size, opts.udp_timeout_ms
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "{}s runs, {} rep(s), {} idle connections, {} reloads, {} upgrades; one worker per proxy\n",
+        "{}s runs, {} rep(s), {} idle connections, {} reloads, {} upgrades{udp}; one worker per proxy\n",
         opts.duration_s, opts.reps, opts.idle_conns, opts.reloads, opts.upgrades
     );
     print!("{}", v.table);
@@ -740,5 +814,43 @@ mod tests {
             (10, 3, 10_000, 100, 20)
         );
         assert_eq!(o.pinning, PinningChoice::Both);
+        assert_eq!(
+            (o.udp_clients, o.udp_size, o.udp_timeout_ms),
+            (50, 64, 1000)
+        );
+        assert!(o.udp());
+        assert!(
+            o.scenarios.contains(&Scenario::UdpRr) && o.scenarios.contains(&Scenario::UdpStream)
+        );
+    }
+
+    #[test]
+    fn udp_options() {
+        let o = Options::from_cli(Cli::parse_from([
+            "bench",
+            "--scenarios",
+            "udp-stream,udp-rr",
+            "--udp-clients",
+            "8",
+            "--udp-size",
+            "512",
+            "--udp-timeout-ms",
+            "200",
+        ]));
+        assert_eq!(o.scenarios, vec![Scenario::UdpRr, Scenario::UdpStream]);
+        assert_eq!((o.udp_clients, o.udp_size, o.udp_timeout_ms), (8, 512, 200));
+        // No UDP echo server or listeners when no UDP scenario runs, or
+        // when no column carries UDP.
+        assert!(!Options::from_cli(Cli::parse_from(["bench", "--scenarios", "keepalive"])).udp());
+        assert!(!Options::from_cli(Cli::parse_from([
+            "bench",
+            "--scenarios",
+            "udp-rr",
+            "--proxies",
+            "haproxy"
+        ]))
+        .udp());
+        assert!(Cli::try_parse_from(["bench", "--udp-size", "8"]).is_err());
+        assert!(Cli::try_parse_from(["bench", "--udp-clients", "0"]).is_err());
     }
 }

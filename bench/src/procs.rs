@@ -523,6 +523,44 @@ pub fn is_listening(port: u16) -> Result<bool> {
     }))
 }
 
+/// Whether a UDP socket is bound to 127.0.0.1:`port` (or 0.0.0.0:`port`)
+/// and connected to nothing (a listener, not a flow's socket).
+pub fn is_udp_bound(port: u16) -> Result<bool> {
+    let text = fs::read_to_string("/proc/net/udp").context("cannot read /proc/net/udp")?;
+    // The same columns as /proc/net/tcp.
+    Ok(procfs::parse_net_tcp(&text)?.iter().any(|r| {
+        r.local.port() == port
+            && r.remote.port() == 0
+            && (r.local.ip().is_loopback() || r.local.ip().is_unspecified())
+    }))
+}
+
+/// Waits (at most `timeout`) until a UDP socket is bound to `port`; fails
+/// early if the guard's process exits.
+pub fn wait_udp_bound(guard: &mut Guard, port: u16, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if is_udp_bound(port)? {
+            return Ok(());
+        }
+        if let Some(status) = guard.try_wait()? {
+            bail!(
+                "{} exited ({status}) before binding UDP 127.0.0.1:{port}\n{}",
+                guard.name(),
+                guard.output_tail()
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{} has not bound UDP 127.0.0.1:{port} after {timeout:?}\n{}",
+                guard.name(),
+                guard.output_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Established sockets whose local port is one of `ports` (the server side
 /// of connections to those ports).
 pub fn established_to(ports: &[u16]) -> Result<usize> {

@@ -4,6 +4,11 @@
 //!
 //! Each proxy has one worker and two listeners: `http` in front of the three
 //! nginx backends (round robin) and `iperf` in front of the iperf3 server.
+//! When a UDP scenario runs, those that carry UDP (lbd, nginx) have two UDP
+//! listeners more: `udp` in front of the UDP echo server and `iperf-udp`
+//! on the `iperf` listener's port (iperf3's UDP test: TCP control
+//! connection and UDP datagrams to the same port) in front of the iperf3
+//! server's UDP side.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -55,7 +60,17 @@ impl Kind {
         )
     }
 
-    /// What this column adds to each of lbd's listeners.
+    /// Whether the column carries UDP (HAProxy has no UDP; `splice` and
+    /// `kernel_relay` are TCP-only, so lbd-splice and lbd-kernel would
+    /// repeat lbd's UDP numbers).
+    pub fn serves_udp(self) -> bool {
+        matches!(
+            self,
+            Kind::Direct | Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld | Kind::Nginx
+        )
+    }
+
+    /// What this column adds to each of lbd's TCP listeners.
     fn lbd_listener_option(self) -> &'static str {
         match self {
             Kind::LbdSplice => "splice = true\n",
@@ -79,11 +94,33 @@ impl Kind {
     }
 }
 
-/// Where a configuration sends its two listeners.
+/// Where a configuration sends its listeners.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
     pub http: Vec<u16>,
     pub iperf: u16,
+    /// The UDP echo server (when a UDP scenario runs).
+    pub udp_echo: Option<u16>,
+}
+
+/// The ports a configuration listens on (127.0.0.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub http: u16,
+    /// TCP, and UDP too when `udp` is there (iperf3's UDP test).
+    pub iperf: u16,
+    /// The UDP listener in front of the echo server (UDP scenarios, and
+    /// only the columns that carry UDP).
+    pub udp: Option<u16>,
+}
+
+/// How long a UDP flow lives without a datagram: lbd's `session_idle`
+/// (its default) and nginx's `proxy_timeout` in the UDP servers.
+pub const UDP_SESSION_IDLE: &str = "60s";
+
+/// Whether the rendered config has the UDP listeners.
+fn udp_listener(l: &Listen, up: &Upstreams) -> Option<(u16, u16)> {
+    l.udp.zip(up.udp_echo)
 }
 
 /// Member weights of the `http` pool; reloads alternate between two sets.
@@ -92,11 +129,10 @@ pub const WEIGHTS_ALT: [u32; 3] = [1, 2, 1];
 
 /// lbd's config; `member_limit` adds `max_connections` to the `http`
 /// members (`--lbd-max-connections`), `listener_option` a line to each
-/// listener. `stats_socket` is the unix socket a successor takes the
+/// TCP listener. `stats_socket` is the unix socket a successor takes the
 /// listeners over from (`lbd run --takeover`, the upgrade scenario).
 pub fn render_lbd(
-    http_port: u16,
-    iperf_port: u16,
+    l: &Listen,
     up: &Upstreams,
     weights: &[u32],
     member_limit: Option<u32>,
@@ -112,13 +148,24 @@ pub fn render_lbd(
         "\n[[stats_socket]]\npath = \"{}\"\nlevel = \"admin\"\nexpose_fd_listeners = true\n",
         stats_socket.display()
     );
-    for (name, port) in [("http", http_port), ("iperf", iperf_port)] {
+    for (name, port) in [("http", l.http), ("iperf", l.iperf)] {
         let _ = write!(
             s,
             "\n[[listener]]\nname = \"{name}\"\nbind = \"127.0.0.1:{port}\"\npool = \"{name}\"\n\
              connection_limit = 200000\nclient_idle = \"300s\"\nmember_idle = \"300s\"\n\
              {listener_option}"
         );
+    }
+    let udp = udp_listener(l, up);
+    if let Some((udp_port, _)) = udp {
+        // `iperf-udp` shares the `iperf` listener's address and port.
+        for (name, port) in [("udp", udp_port), ("iperf-udp", l.iperf)] {
+            let _ = write!(
+                s,
+                "\n[[listener]]\nname = \"{name}\"\nbind = \"127.0.0.1:{port}\"\npool = \"{name}\"\n\
+                 protocol = \"udp\"\nconnection_limit = 200000\nsession_idle = \"{UDP_SESSION_IDLE}\"\n"
+            );
+        }
     }
     s.push_str("\n[[pool]]\nname = \"http\"\nalgorithm = \"round_robin\"\n");
     for (i, port) in up.http.iter().enumerate() {
@@ -131,22 +178,22 @@ pub fn render_lbd(
             let _ = writeln!(s, "max_connections = {limit}");
         }
     }
-    let _ = write!(
-        s,
-        "\n[[pool]]\nname = \"iperf\"\nalgorithm = \"round_robin\"\n\n[[pool.member]]\n\
-         address = \"127.0.0.1\"\nport = {}\n",
-        up.iperf
-    );
+    let mut single = vec![("iperf", up.iperf)];
+    if let Some((_, echo)) = udp {
+        single.extend([("udp", echo), ("iperf-udp", up.iperf)]);
+    }
+    for (name, port) in single {
+        let _ = write!(
+            s,
+            "\n[[pool]]\nname = \"{name}\"\nalgorithm = \"round_robin\"\n\n[[pool.member]]\n\
+             address = \"127.0.0.1\"\nport = {port}\n"
+        );
+    }
     s
 }
 
-pub fn render_haproxy(
-    http_port: u16,
-    iperf_port: u16,
-    up: &Upstreams,
-    weights: &[u32],
-    splice: bool,
-) -> String {
+/// HAProxy has no UDP: `l.udp` is ignored.
+pub fn render_haproxy(l: &Listen, up: &Upstreams, weights: &[u32], splice: bool) -> String {
     let mut s = String::from(
         "# lbd bench: HAProxy master-worker, one thread\n\
          global\n    nbthread 1\n    maxconn 200000\n\
@@ -161,7 +208,8 @@ pub fn render_haproxy(
     }
     let _ = write!(
         s,
-        "\nlisten http\n    bind 127.0.0.1:{http_port}\n    balance roundrobin\n"
+        "\nlisten http\n    bind 127.0.0.1:{}\n    balance roundrobin\n",
+        l.http
     );
     for (i, port) in up.http.iter().enumerate() {
         let w = weights.get(i).copied().unwrap_or(1);
@@ -169,20 +217,19 @@ pub fn render_haproxy(
     }
     let _ = write!(
         s,
-        "\nlisten iperf\n    bind 127.0.0.1:{iperf_port}\n    balance roundrobin\n\
+        "\nlisten iperf\n    bind 127.0.0.1:{}\n    balance roundrobin\n\
          \x20   server i1 127.0.0.1:{}\n",
-        up.iperf
+        l.iperf, up.iperf
     );
     s
 }
 
-pub fn render_nginx(
-    dir: &Path,
-    http_port: u16,
-    iperf_port: u16,
-    up: &Upstreams,
-    weights: &[u32],
-) -> String {
+/// nginx `stream`; with the UDP listeners, `listen ... udp` servers: the
+/// echo one with `proxy_responses 1` (one answer per datagram ends the
+/// session, nginx's setting for request/response protocols such as DNS),
+/// the iperf3 one without (the data flows one way). Both get
+/// `rcvbuf=4m`, the receive buffer lbd gives its UDP listener sockets.
+pub fn render_nginx(dir: &Path, l: &Listen, up: &Upstreams, weights: &[u32]) -> String {
     let d = dir.display();
     let mut s = format!(
         "# lbd bench: nginx stream, one worker\n\
@@ -201,12 +248,31 @@ pub fn render_nginx(
         "    }}\n    upstream iperf {{\n        server 127.0.0.1:{};\n    }}\n",
         up.iperf
     );
-    for (name, port) in [("http", http_port), ("iperf", iperf_port)] {
+    let udp = udp_listener(l, up);
+    if let Some((_, echo)) = udp {
+        let _ = writeln!(
+            s,
+            "    upstream udp {{\n        server 127.0.0.1:{echo};\n    }}"
+        );
+    }
+    for (name, port) in [("http", l.http), ("iperf", l.iperf)] {
         let _ = write!(
             s,
             "    server {{\n        listen 127.0.0.1:{port} backlog=4096;\n        proxy_pass {name};\n\
              \x20       proxy_connect_timeout 5s;\n        proxy_timeout 300s;\n    }}\n"
         );
+    }
+    if let Some((udp_port, _)) = udp {
+        for (name, port, responses) in [
+            ("udp", udp_port, "        proxy_responses 1;\n"),
+            ("iperf", l.iperf, ""),
+        ] {
+            let _ = write!(
+                s,
+                "    server {{\n        listen 127.0.0.1:{port} udp rcvbuf=4m;\n        proxy_pass {name};\n\
+                 {responses}        proxy_timeout {UDP_SESSION_IDLE};\n    }}\n"
+            );
+        }
     }
     s.push_str("}\n");
     s
@@ -237,6 +303,9 @@ pub struct Proxy {
     pub kind: Kind,
     pub http_port: u16,
     pub iperf_port: u16,
+    /// The UDP echo path (the proxy's `udp` listener, or for direct the
+    /// echo server); None without UDP scenarios or for HAProxy.
+    pub udp_port: Option<u16>,
     upstreams: Upstreams,
     dir: PathBuf,
     config_path: PathBuf,
@@ -251,11 +320,12 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts `kind` and waits until both listeners accept.
+    /// Starts `kind` and waits until its listeners accept (TCP) or are
+    /// bound (UDP). `listen` is ignored for direct.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         kind: Kind,
-        ports: (u16, u16),
+        listen: Listen,
         upstreams: &Upstreams,
         root: &Path,
         lbd: Option<&Path>,
@@ -273,14 +343,23 @@ impl Proxy {
             Kind::Nginx => "nginx.conf",
             Kind::Direct => "none",
         });
-        let (http_port, iperf_port) = match kind {
-            Kind::Direct => (upstreams.http[0], upstreams.iperf),
-            _ => ports,
+        let listen = match kind {
+            Kind::Direct => Listen {
+                http: upstreams.http[0],
+                iperf: upstreams.iperf,
+                udp: upstreams.udp_echo,
+            },
+            _ if kind.serves_udp() && upstreams.udp_echo.is_some() => listen,
+            _ => Listen {
+                udp: None,
+                ..listen
+            },
         };
         let mut p = Proxy {
             kind,
-            http_port,
-            iperf_port,
+            http_port: listen.http,
+            iperf_port: listen.iperf,
+            udp_port: listen.udp,
             upstreams: upstreams.clone(),
             dir,
             config_path,
@@ -298,14 +377,21 @@ impl Proxy {
         Ok(p)
     }
 
+    fn listen(&self) -> Listen {
+        Listen {
+            http: self.http_port,
+            iperf: self.iperf_port,
+            udp: self.udp_port,
+        }
+    }
+
     pub fn render(&self, weights: &[u32]) -> String {
-        let (h, i, up) = (self.http_port, self.iperf_port, &self.upstreams);
+        let (l, up) = (&self.listen(), &self.upstreams);
         match self.kind {
             Kind::Direct => String::new(),
             k @ (Kind::Lbd | Kind::LbdEpoll | Kind::LbdOld | Kind::LbdSplice | Kind::LbdKernel) => {
                 render_lbd(
-                    h,
-                    i,
+                    l,
                     up,
                     weights,
                     self.member_limit,
@@ -313,9 +399,9 @@ impl Proxy {
                     &self.stats_socket(),
                 )
             }
-            Kind::Haproxy => render_haproxy(h, i, up, weights, false),
-            Kind::HaproxySplice => render_haproxy(h, i, up, weights, true),
-            Kind::Nginx => render_nginx(&self.dir, h, i, up, weights),
+            Kind::Haproxy => render_haproxy(l, up, weights, false),
+            Kind::HaproxySplice => render_haproxy(l, up, weights, true),
+            Kind::Nginx => render_nginx(&self.dir, l, up, weights),
         }
     }
 
@@ -379,19 +465,26 @@ impl Proxy {
 
     fn launch(&mut self) -> Result<()> {
         let mut g = Guard::spawn(self.kind.name(), &self.argv(), self.pin, &self.logs)?;
+        let explain = || {
+            let mut msg = format!(
+                "config {}:\n{}",
+                self.config_path.display(),
+                self.config_text()
+            );
+            if self.kind == Kind::Nginx {
+                let log = fs::read_to_string(self.error_log()).unwrap_or_default();
+                msg.push_str(&format!("\nerror.log:\n{log}"));
+            }
+            msg
+        };
         for port in [self.http_port, self.iperf_port] {
-            procs::wait_listening(&mut g, port, Duration::from_secs(15)).with_context(|| {
-                let mut msg = format!(
-                    "config {}:\n{}",
-                    self.config_path.display(),
-                    self.config_text()
-                );
-                if self.kind == Kind::Nginx {
-                    let log = fs::read_to_string(self.error_log()).unwrap_or_default();
-                    msg.push_str(&format!("\nerror.log:\n{log}"));
-                }
-                msg
-            })?;
+            procs::wait_listening(&mut g, port, Duration::from_secs(15)).with_context(explain)?;
+        }
+        if let Some(udp) = self.udp_port {
+            for port in [udp, self.iperf_port] {
+                procs::wait_udp_bound(&mut g, port, Duration::from_secs(15))
+                    .with_context(explain)?;
+            }
         }
         if self.kind.is_lbd() {
             // The start line (`... runtime io_uring`) comes right after bind.
@@ -649,13 +742,33 @@ mod tests {
         Upstreams {
             http: vec![17001, 17002, 17003],
             iperf: 17004,
+            udp_echo: None,
         }
     }
+
+    /// With the UDP echo server at 17005.
+    fn up_udp() -> Upstreams {
+        Upstreams {
+            udp_echo: Some(17005),
+            ..up()
+        }
+    }
+
+    const TCP_ONLY: Listen = Listen {
+        http: 18000,
+        iperf: 18001,
+        udp: None,
+    };
+
+    const WITH_UDP: Listen = Listen {
+        udp: Some(18002),
+        ..TCP_ONLY
+    };
 
     #[test]
     fn lbd_config_shape() {
         let sock = Path::new("/w/lbd/stats.sock");
-        let c = render_lbd(18000, 18001, &up(), &WEIGHTS_ALT, None, "", sock);
+        let c = render_lbd(&TCP_ONLY, &up(), &WEIGHTS_ALT, None, "", sock);
         assert_eq!(c.matches("[[listener]]").count(), 2);
         assert_eq!(c.matches("[[pool]]").count(), 2);
         assert_eq!(c.matches("[[pool.member]]").count(), 4);
@@ -666,16 +779,61 @@ mod tests {
         assert!(c.contains("port = 17002\nweight = 2"));
         assert!(c.contains("port = 17004"));
         assert!(!c.contains("max_connections"));
+        assert!(!c.contains("udp"));
         assert!(c.contains(
             "[[stats_socket]]\npath = \"/w/lbd/stats.sock\"\nlevel = \"admin\"\nexpose_fd_listeners = true\n"
         ));
-        let limited = render_lbd(18000, 18001, &up(), &WEIGHTS_BASE, Some(100_000), "", sock);
+        let limited = render_lbd(&TCP_ONLY, &up(), &WEIGHTS_BASE, Some(100_000), "", sock);
         assert_eq!(limited.matches("max_connections = 100000").count(), 3);
+        // A UDP port without a UDP backend (or the reverse) adds nothing.
+        assert_eq!(
+            render_lbd(&WITH_UDP, &up(), &WEIGHTS_BASE, None, "", sock),
+            render_lbd(&TCP_ONLY, &up(), &WEIGHTS_BASE, None, "", sock)
+        );
+        assert_eq!(
+            render_lbd(&TCP_ONLY, &up_udp(), &WEIGHTS_BASE, None, "", sock),
+            render_lbd(&TCP_ONLY, &up(), &WEIGHTS_BASE, None, "", sock)
+        );
+    }
+
+    #[test]
+    fn lbd_udp_config_shape() {
+        let sock = Path::new("/w/lbd/stats.sock");
+        let c = render_lbd(
+            &WITH_UDP,
+            &up_udp(),
+            &WEIGHTS_BASE,
+            None,
+            "splice = true\n",
+            sock,
+        );
+        assert_eq!(c.matches("[[listener]]").count(), 4);
+        assert_eq!(c.matches("[[pool]]").count(), 4);
+        assert_eq!(c.matches("protocol = \"udp\"").count(), 2);
+        assert_eq!(c.matches("session_idle = \"60s\"").count(), 2);
+        // The TCP-only settings stay on the TCP listeners.
+        assert_eq!(c.matches("splice = true").count(), 2);
+        assert_eq!(c.matches("client_idle").count(), 2);
+        assert_eq!(c.matches("connection_limit = 200000").count(), 4);
+        for needle in [
+            "name = \"udp\"\nbind = \"127.0.0.1:18002\"\npool = \"udp\"\nprotocol = \"udp\"\n",
+            // The same address and port as the TCP `iperf` listener.
+            "name = \"iperf\"\nbind = \"127.0.0.1:18001\"\npool = \"iperf\"\n",
+            "name = \"iperf-udp\"\nbind = \"127.0.0.1:18001\"\npool = \"iperf-udp\"\nprotocol = \"udp\"\n",
+            "[[pool]]\nname = \"udp\"\nalgorithm = \"round_robin\"\n\n[[pool.member]]\naddress = \"127.0.0.1\"\nport = 17005\n",
+            "[[pool]]\nname = \"iperf-udp\"\nalgorithm = \"round_robin\"\n\n[[pool.member]]\naddress = \"127.0.0.1\"\nport = 17004\n",
+        ] {
+            assert!(c.contains(needle), "missing {needle:?} in\n{c}");
+        }
+        // The UDP listeners come after the TCP ones: a TCP listener's
+        // settings never run into a UDP one.
+        let udp_at = c.find("protocol = \"udp\"").unwrap();
+        assert!(c.rfind("client_idle").unwrap() < udp_at);
     }
 
     #[test]
     fn haproxy_config_shape() {
-        let c = render_haproxy(18000, 18001, &up(), &WEIGHTS_BASE, false);
+        let c = render_haproxy(&TCP_ONLY, &up(), &WEIGHTS_BASE, false);
         for needle in [
             "nbthread 1",
             "maxconn 200000",
@@ -694,13 +852,18 @@ mod tests {
         }
         assert!(!c.contains("splice"));
         assert!(
-            render_haproxy(18000, 18001, &up(), &WEIGHTS_BASE, true).contains("option splice-auto")
+            render_haproxy(&TCP_ONLY, &up(), &WEIGHTS_BASE, true).contains("option splice-auto")
+        );
+        // No UDP in HAProxy.
+        assert_eq!(
+            render_haproxy(&WITH_UDP, &up_udp(), &WEIGHTS_BASE, false),
+            c
         );
     }
 
     #[test]
     fn nginx_config_shape() {
-        let c = render_nginx(Path::new("/w/nginx"), 18000, 18001, &up(), &WEIGHTS_ALT);
+        let c = render_nginx(Path::new("/w/nginx"), &TCP_ONLY, &up(), &WEIGHTS_ALT);
         for needle in [
             "load_module /usr/lib/nginx/modules/ngx_stream_module.so;",
             "worker_processes 1;",
@@ -715,6 +878,55 @@ mod tests {
         ] {
             assert!(c.contains(needle), "missing {needle:?} in\n{c}");
         }
+        assert!(!c.contains("udp"));
+    }
+
+    #[test]
+    fn nginx_udp_config_shape() {
+        let c = render_nginx(Path::new("/w/nginx"), &WITH_UDP, &up_udp(), &WEIGHTS_BASE);
+        for needle in [
+            "    upstream udp {\n        server 127.0.0.1:17005;\n    }\n",
+            // The echo: one answer per datagram ends nginx's session.
+            "    server {\n        listen 127.0.0.1:18002 udp rcvbuf=4m;\n        proxy_pass udp;\n\
+             \x20       proxy_responses 1;\n        proxy_timeout 60s;\n    }\n",
+            // iperf3: TCP and UDP on the same port, both to the iperf3 server.
+            "    server {\n        listen 127.0.0.1:18001 backlog=4096;\n        proxy_pass iperf;\n",
+            "    server {\n        listen 127.0.0.1:18001 udp rcvbuf=4m;\n        proxy_pass iperf;\n\
+             \x20       proxy_timeout 60s;\n    }\n",
+        ] {
+            assert!(c.contains(needle), "missing {needle:?} in\n{c}");
+        }
+        assert_eq!(c.matches(" udp rcvbuf=4m;").count(), 2);
+        assert_eq!(c.matches("proxy_responses").count(), 1);
+        assert!(c.ends_with("    }\n}\n"), "{c}");
+    }
+
+    #[test]
+    fn udp_columns() {
+        let served: Vec<Kind> = [
+            Kind::Direct,
+            Kind::Lbd,
+            Kind::LbdEpoll,
+            Kind::LbdOld,
+            Kind::LbdSplice,
+            Kind::LbdKernel,
+            Kind::Haproxy,
+            Kind::HaproxySplice,
+            Kind::Nginx,
+        ]
+        .into_iter()
+        .filter(|k| k.serves_udp())
+        .collect();
+        assert_eq!(
+            served,
+            [
+                Kind::Direct,
+                Kind::Lbd,
+                Kind::LbdEpoll,
+                Kind::LbdOld,
+                Kind::Nginx
+            ]
+        );
     }
 
     #[test]

@@ -86,6 +86,29 @@ pub const METRICS: &[MetricDef] = &[
         Lower,
         3,
     ),
+    m("udp_rr.pairs_per_s", "UDP req/resp: pairs/s", Higher, 0),
+    m("udp_rr.p50_us", "UDP req/resp: p50 µs", Lower, 0),
+    m("udp_rr.p99_us", "UDP req/resp: p99 µs", Lower, 0),
+    m(
+        "udp_rr.cpu_us_per_pair",
+        "UDP req/resp: proxy CPU µs/pair",
+        Lower,
+        2,
+    ),
+    m("udp_rr.lost", "UDP req/resp: lost", Lower, 0),
+    m(
+        "udp_stream.datagrams_per_s",
+        "UDP stream 1200 B: datagrams/s received",
+        Higher,
+        0,
+    ),
+    m("udp_stream.loss_pct", "UDP stream 1200 B: loss %", Lower, 1),
+    m(
+        "udp_stream.cpu_us_per_datagram",
+        "UDP stream 1200 B: proxy CPU µs/datagram",
+        Lower,
+        2,
+    ),
     m(
         "idle.kib_per_conn",
         "idle conns: proxy RSS KiB/conn",
@@ -226,13 +249,25 @@ fn ratio(summary: &Summary, key: &str, a: &str, b: &str) -> String {
     }
 }
 
-/// Counts (failures, retransmits, reloads) get no ratio column: a ratio of
-/// small counts says nothing.
+/// Counts (failures, retransmits, reloads, lost datagrams) and loss
+/// percentages get no ratio column: a ratio of small counts says nothing.
 fn has_ratio(key: &str) -> bool {
     !(key.ends_with(".failed")
+        || key.ends_with(".lost")
+        || key.ends_with(".loss_pct")
         || key.ends_with(".retransmits")
         || key.ends_with(".reloads_confirmed")
         || key.ends_with(".upgrades_done"))
+}
+
+/// The scenario (its `--scenarios` name) a metric key belongs to.
+pub fn scenario_of(key: &str) -> &str {
+    match key.split('.').next().unwrap_or("") {
+        "iperf_p4" => "iperf",
+        "udp_rr" => "udp-rr",
+        "udp_stream" => "udp-stream",
+        s => s,
+    }
 }
 
 /// The markdown table: rows = metrics, columns = configurations, then the
@@ -257,11 +292,7 @@ pub fn markdown_table(
         let Some(per) = summary.get(def.key) else {
             continue;
         };
-        let scenario = def.key.split('.').next().unwrap_or("");
-        let scenario = match scenario {
-            "iperf_p4" => "iperf",
-            s => s,
-        };
+        let scenario = scenario_of(def.key);
         let mut cells = Vec::new();
         for p in proxies {
             cells.push(match per.get(*p) {
@@ -630,5 +661,49 @@ mod tests {
         assert_eq!(find("idle memory").verdict, Verdict::Pass);
         assert_eq!(find("new connections/s").verdict, Verdict::Skip);
         assert!(targets_text(&results).contains("PASS  keep-alive req/s >= 1.5x HAProxy"));
+    }
+
+    #[test]
+    fn udp_rows() {
+        let mut samples = vec![
+            sample("direct", 1, "udp_rr.pairs_per_s", 80_000.0),
+            sample("lbd", 1, "udp_rr.pairs_per_s", 60_000.0),
+            sample("lbd", 1, "udp_rr.lost", 2.0),
+            sample("direct", 1, "udp_rr.lost", 0.0),
+            sample("lbd", 1, "udp_stream.loss_pct", 12.34),
+        ];
+        for s in &mut samples {
+            s.scenario = scenario_of(s.metrics.keys().next().unwrap()).into();
+        }
+        assert_eq!(samples[0].scenario, "udp-rr");
+        assert_eq!(samples[4].scenario, "udp-stream");
+        let sum = summarize(&samples);
+        let mut errors = BTreeMap::new();
+        errors.insert(("udp-rr".to_string(), "nginx".to_string()), 1);
+        let cols = ["direct", "lbd", "haproxy", "nginx"];
+        let table = markdown_table(&sum, &cols, &errors);
+        // HAProxy has no UDP: n/a; nginx's run failed: error.
+        assert!(
+            table.contains("| UDP req/resp: pairs/s ↑ | 80.0k | 60.0k | n/a | error | – | 0.75x |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| UDP req/resp: lost ↓ | 0 | 2 | n/a | error | – | – |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| UDP stream 1200 B: loss % ↓ | n/a | 12.3 | n/a | n/a | – | – |"),
+            "{table}"
+        );
+        // Every metric belongs to a scenario (for the table's `error` cells).
+        for def in METRICS {
+            assert!(
+                crate::scenarios::Scenario::ALL
+                    .iter()
+                    .any(|s| s.name() == scenario_of(def.key)),
+                "{}",
+                def.key
+            );
+        }
     }
 }

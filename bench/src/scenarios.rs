@@ -17,6 +17,7 @@ use crate::iperf;
 use crate::procs::{self, Pin};
 use crate::profile::{self, Perf, Profile};
 use crate::proxies::{Kind, Proxy, WEIGHTS_ALT, WEIGHTS_BASE};
+use crate::udp;
 use crate::wrk;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
@@ -31,6 +32,17 @@ pub enum Scenario {
     OneMib,
     /// iperf3, one stream and -P 4: Gbit/s, retransmits, CPU-seconds per GiB.
     Iperf,
+    /// UDP request/response (the bench's load generator to a UDP echo
+    /// server; by default 50 flows, 64-byte datagrams): pairs/s, p50, p99,
+    /// CPU per pair, lost.
+    #[value(name = "udp-rr")]
+    #[serde(rename = "udp-rr")]
+    UdpRr,
+    /// UDP one way (`iperf3 -u -b 0 -l 1200`): datagrams/s received,
+    /// loss %, CPU per datagram.
+    #[value(name = "udp-stream")]
+    #[serde(rename = "udp-stream")]
+    UdpStream,
     /// RSS per idle proxied connection.
     Idle,
     /// Failed requests while the config is reloaded during a wrk run.
@@ -44,11 +56,13 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Keepalive,
         Scenario::Close,
         Scenario::OneMib,
         Scenario::Iperf,
+        Scenario::UdpRr,
+        Scenario::UdpStream,
         Scenario::Idle,
         Scenario::Reload,
         Scenario::Upgrade,
@@ -61,6 +75,8 @@ impl Scenario {
             Scenario::Close => "close",
             Scenario::OneMib => "1m",
             Scenario::Iperf => "iperf",
+            Scenario::UdpRr => "udp-rr",
+            Scenario::UdpStream => "udp-stream",
             Scenario::Idle => "idle",
             Scenario::Reload => "reload",
             Scenario::Upgrade => "upgrade",
@@ -68,11 +84,19 @@ impl Scenario {
         }
     }
 
+    /// Whether the scenario is a UDP one (they need the UDP echo server
+    /// and the proxies' UDP listeners).
+    pub fn is_udp(self) -> bool {
+        matches!(self, Scenario::UdpRr | Scenario::UdpStream)
+    }
+
     /// Whether the scenario means anything for `kind` (direct has no proxy
     /// to hold idle connections, reload or route around a dead member; nginx's
-    /// binary upgrade, USR2 then QUIT to the old master, is not scripted).
+    /// binary upgrade, USR2 then QUIT to the old master, is not scripted;
+    /// HAProxy has no UDP, see [`Kind::serves_udp`]).
     pub fn applies_to(self, kind: Kind) -> bool {
         match self {
+            Scenario::UdpRr | Scenario::UdpStream => kind.serves_udp(),
             Scenario::Upgrade => Proxy::can_upgrade(kind),
             Scenario::Idle | Scenario::Reload | Scenario::Kill => kind != Kind::Direct,
             _ => true,
@@ -87,11 +111,22 @@ pub struct Settings {
     pub reloads: usize,
     /// In-place upgrades during the upgrade scenario's run.
     pub upgrades: usize,
-    /// Where wrk and iperf3 clients run.
+    /// Where wrk, iperf3 clients and the UDP load generator run.
     pub client_pin: Pin,
     pub logs: PathBuf,
     pub script: PathBuf,
+    /// The bench binary (the UDP load generator is its `__udp-rr`).
+    pub program: PathBuf,
+    /// UDP request/response: client sockets (flows), datagram size,
+    /// per-request timeout.
+    pub udp_clients: usize,
+    pub udp_size: usize,
+    pub udp_timeout: Duration,
 }
+
+/// The UDP stream scenario's datagram size (iperf3 `-l`): fits a 1500-byte
+/// MTU with IP and UDP headers.
+pub const UDP_STREAM_SIZE: usize = 1200;
 
 /// One run's result.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -125,6 +160,8 @@ pub fn run(
         Scenario::Close => small(proxy, s, true, None),
         Scenario::OneMib => large(proxy, s),
         Scenario::Iperf => bulk(proxy, s),
+        Scenario::UdpRr => udp_rr(proxy, s),
+        Scenario::UdpStream => udp_stream(proxy, s),
         Scenario::Idle => {
             // A fresh process: memory a previous run allocated and freed
             // would otherwise absorb the new connections (RSS does not
@@ -249,6 +286,72 @@ fn bulk(proxy: &Proxy, s: &Settings) -> Result<Measurement> {
         );
     }
     m.raw = Value::Object(raw);
+    Ok(m)
+}
+
+fn udp_rr(proxy: &Proxy, s: &Settings) -> Result<Measurement> {
+    let port = proxy
+        .udp_port
+        .with_context(|| format!("{} has no UDP listener", proxy.kind.name()))?;
+    let run = udp::RrRun {
+        port,
+        clients: s.udp_clients,
+        size: s.udp_size,
+        duration: s.duration,
+        timeout: s.udp_timeout,
+    };
+    let (out, cpu) = with_cpu(proxy, || run.run(&s.program, s.client_pin, &s.logs))?;
+    let sum = &out.summary;
+    if sum.pairs == 0 {
+        bail!(
+            "udp-rr: no request answered via 127.0.0.1:{port} ({} lost, {} errors): {}",
+            sum.lost,
+            sum.errors,
+            out.command
+        );
+    }
+    let mut m = Measurement::default();
+    m.set("udp_rr.pairs_per_s", sum.pairs_per_s());
+    m.set("udp_rr.p50_us", sum.latency_us.p50);
+    m.set("udp_rr.p99_us", sum.latency_us.p99);
+    m.set("udp_rr.lost", sum.lost as f64);
+    if let Some(cpu) = cpu {
+        m.set("udp_rr.cpu_us_per_pair", cpu * 1e6 / sum.pairs as f64);
+    }
+    m.raw = json!({ "load": out, "proxy_cpu_s": cpu });
+    Ok(m)
+}
+
+fn udp_stream(proxy: &Proxy, s: &Settings) -> Result<Measurement> {
+    // The server needs a moment between tests.
+    std::thread::sleep(Duration::from_millis(200));
+    let (out, cpu) = with_cpu(proxy, || {
+        iperf::run_udp(
+            proxy.iperf_port,
+            s.duration,
+            UDP_STREAM_SIZE,
+            s.client_pin,
+            &s.logs,
+        )
+    })?;
+    let sum = &out.summary;
+    if sum.received_datagrams == 0 {
+        bail!(
+            "udp-stream: the iperf3 server received nothing ({} sent): {}",
+            sum.sent_datagrams,
+            out.command
+        );
+    }
+    let mut m = Measurement::default();
+    m.set("udp_stream.datagrams_per_s", sum.received_per_s());
+    m.set("udp_stream.loss_pct", sum.lost_percent);
+    if let Some(cpu) = cpu {
+        m.set(
+            "udp_stream.cpu_us_per_datagram",
+            cpu * 1e6 / sum.received_datagrams as f64,
+        );
+    }
+    m.raw = json!({ "iperf3": out, "proxy_cpu_s": cpu });
     Ok(m)
 }
 
@@ -532,5 +635,31 @@ mod tests {
         assert!(!Scenario::Idle.applies_to(Kind::Direct));
         assert!(!Scenario::Kill.applies_to(Kind::Direct));
         assert!(Scenario::Kill.applies_to(Kind::Lbd));
+    }
+
+    #[test]
+    fn udp_scenarios_skip_haproxy() {
+        for sc in [Scenario::UdpRr, Scenario::UdpStream] {
+            assert!(sc.is_udp());
+            assert!(Scenario::ALL.contains(&sc));
+            for k in [Kind::Direct, Kind::Lbd, Kind::LbdEpoll, Kind::Nginx] {
+                assert!(sc.applies_to(k), "{} {}", sc.name(), k.name());
+            }
+            for k in [
+                Kind::Haproxy,
+                Kind::HaproxySplice,
+                Kind::LbdSplice,
+                Kind::LbdKernel,
+            ] {
+                assert!(!sc.applies_to(k), "{} {}", sc.name(), k.name());
+            }
+        }
+        assert!(!Scenario::Iperf.is_udp());
+        // The names parse as --scenarios values.
+        assert_eq!(Scenario::from_str("udp-rr", false), Ok(Scenario::UdpRr));
+        assert_eq!(
+            Scenario::from_str("udp-stream", false),
+            Ok(Scenario::UdpStream)
+        );
     }
 }

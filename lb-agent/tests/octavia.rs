@@ -526,7 +526,8 @@ async fn a_udp_listener_with_a_udp_connect_monitor_in_octavia() {
     s.env
         .create_healthmonitor(
             &pool,
-            json!({"type": "UDP-CONNECT", "delay": 1, "timeout": 1, "max_retries": 1,
+            // Octavia wants a UDP-CONNECT delay above 3 s.
+            json!({"type": "UDP-CONNECT", "delay": 4, "timeout": 1, "max_retries": 1,
                    "max_retries_down": 1}),
         )
         .await;
