@@ -16,11 +16,11 @@
 //! `--runroot`, the vfs driver), so nothing outside it changes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use lbd_test_support::scratch_dir;
-use lbd_test_support::tools::{available, run_bounded};
+use lbd_test_support::tools::{available, run_bounded, succeeded as ok};
 
 const LIMIT: Duration = Duration::from_secs(180);
 const TAG: &str = "localhost/lbd-test/lb-agent:test";
@@ -30,16 +30,6 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
-}
-
-fn ok(out: Output, what: &str) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{what}: {:?}\n{text}", out.status);
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// podman with its storage in `dir`.

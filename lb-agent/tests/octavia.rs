@@ -208,6 +208,25 @@ impl Setup {
         self.agent(&args)
     }
 
+    /// lb-agent with noauth that also sends heartbeats, every second, as
+    /// amphora `amphora` (registered in Octavia's DB for the LB).
+    fn heartbeat_agent(&self, amphora: &str) -> Process {
+        self.env.register_amphora(amphora, &self.lb);
+        let key_file = cluster::scratch_dir().join("heartbeat.key");
+        std::fs::write(&key_file, self.env.heartbeat_key()).expect("key file");
+        let hm = self.env.health_manager().to_string();
+        self.noauth_agent(&[
+            "--amphora-id",
+            amphora,
+            "--health-manager",
+            &hm,
+            "--heartbeat-key-file",
+            key_file.to_str().expect("utf-8"),
+            "--heartbeat-interval",
+            "1s",
+        ])
+    }
+
     fn member_path(&self, i: usize) -> String {
         format!(
             "/v2/lbaas/pools/{}/members/{}",
@@ -365,21 +384,7 @@ async fn heartbeats_show_member_health_and_listener_stats_in_octavia() {
         .env
         .create_listener(&s.lb, sctp_port, json!({"protocol": "SCTP"}))
         .await;
-    let amphora = "aaaaaaaa-0000-4000-8000-000000000030";
-    s.env.register_amphora(amphora, &s.lb);
-    let key_file = cluster::scratch_dir().join("heartbeat.key");
-    std::fs::write(&key_file, s.env.heartbeat_key()).expect("key file");
-    let hm = s.env.health_manager().to_string();
-    let agent = s.noauth_agent(&[
-        "--amphora-id",
-        amphora,
-        "--health-manager",
-        &hm,
-        "--heartbeat-key-file",
-        key_file.to_str().expect("utf-8"),
-        "--heartbeat-interval",
-        "1s",
-    ]);
+    let agent = s.heartbeat_agent("aaaaaaaa-0000-4000-8000-000000000030");
     wait_served_by(s.vip, &["m1", "m2", "m3"], &agent).await;
     agent.wait_for_log(&format!("listener {sctp}")).await;
     assert!(agent.log_text().contains("protocol SCTP is not supported"));
@@ -531,21 +536,7 @@ async fn a_udp_listener_with_a_udp_connect_monitor_in_octavia() {
                    "max_retries_down": 1}),
         )
         .await;
-    let amphora = "aaaaaaaa-0000-4000-8000-000000000040";
-    s.env.register_amphora(amphora, &s.lb);
-    let key_file = cluster::scratch_dir().join("heartbeat.key");
-    std::fs::write(&key_file, s.env.heartbeat_key()).expect("key file");
-    let hm = s.env.health_manager().to_string();
-    let agent = s.noauth_agent(&[
-        "--amphora-id",
-        amphora,
-        "--health-manager",
-        &hm,
-        "--heartbeat-key-file",
-        key_file.to_str().expect("utf-8"),
-        "--heartbeat-interval",
-        "1s",
-    ]);
+    let agent = s.heartbeat_agent("aaaaaaaa-0000-4000-8000-000000000040");
     let vip = SocketAddr::new(s.vip.ip(), udp_port);
     eventually(
         &format!(

@@ -11,10 +11,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use common::tools::{available, run_bounded};
+use lbd_test_support::tools::succeeded as ok;
 use common::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -29,16 +30,6 @@ const FILES: [&str; 8] = [
     "./usr/share/doc/lbd/README.md",
     "./usr/share/doc/lbd/examples/nodeport.toml",
 ];
-
-fn ok(out: Output, what: &str) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{what}: {:?}\n{text}", out.status);
-    text
-}
 
 fn lb_agent() -> Option<PathBuf> {
     let lbd = Path::new(env!("CARGO_BIN_EXE_lbd"));

@@ -54,3 +54,15 @@ pub fn kill_group(pgid: i32) {
     // SAFETY: kill(2) on a process group this test created.
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
 }
+
+/// The stdout of a finished program; fails the test with its whole output
+/// if it did not exit 0.
+pub fn succeeded(out: Output, what: &str) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what}: {:?}\n{text}", out.status);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
