@@ -15,8 +15,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::tools::{available, run_bounded};
-use lbd_test_support::tools::succeeded as ok;
 use common::*;
+use lbd_test_support::tools::succeeded as ok;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
