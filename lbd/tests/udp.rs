@@ -10,6 +10,11 @@
 //!   others, and new flows avoid it;
 //! - a reload keeps the flows of members still in the pool and moves the
 //!   others;
+//! - `allowed_cidrs` refuses flows from outside it (counted);
+//! - `run --takeover` hands the UDP sockets over: new flows are answered
+//!   all through it;
+//! - `udp_connect` checks mark a stopped member down under traffic, and
+//!   up again when it answers;
 //! - bad input: a zero-length and a 65,507-byte datagram are carried; a
 //!   flood of new flows at `connection_limit` is dropped while existing
 //!   flows go on;
@@ -272,6 +277,31 @@ async fn odd_datagrams_and_a_flood_at_the_limit(rt: &str) {
     );
 }
 
+/// `allowed_cidrs` applies to the first datagram of a flow: a client
+/// outside it gets nothing (counted), one inside is served.
+async fn allowed_cidrs_refuse_flows(rt: &str) {
+    let m = UdpMember::start("m").await;
+    let bind = free_addr();
+    let admin = free_addr();
+    let lbd = Lbd::start(
+        rt,
+        1,
+        &format!(
+            "[admin]\nbind = \"{admin}\"\n\n{}",
+            config(bind, "allowed_cidrs = [\"127.0.0.2/32\"]", &[&m])
+        ),
+    )
+    .await;
+    let outside = client().await; // 127.0.0.1
+    assert_eq!(ask(&outside, bind, b"no", ANSWER).await, None);
+    let inside = tokio::net::UdpSocket::bind("127.0.0.2:0").await.expect("bind");
+    assert!(ask_until_answered(&inside, bind, b"yes", ANSWER, 5).await.is_some());
+    let stats = common::apiserver::stats(admin).await;
+    assert_eq!(stats["listeners"][0]["denied_total"], 1, "{stats}");
+    assert_eq!(m.received.load(std::sync::atomic::Ordering::Relaxed), 1);
+    drop(lbd);
+}
+
 /// `n` client sockets.
 async fn futures_like_join(n: usize) -> Vec<tokio::net::UdpSocket> {
     let mut v = Vec::with_capacity(n);
@@ -420,6 +450,7 @@ async fn takeover_hands_the_udp_sockets_over(rt: &str) {
 }
 
 on_both_runtimes!(
+    allowed_cidrs_refuse_flows,
     takeover_hands_the_udp_sockets_over,
     udp_connect_marks_a_stopped_member_down,
     flows_are_balanced_and_sticky,
