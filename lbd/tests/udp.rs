@@ -294,8 +294,12 @@ async fn allowed_cidrs_refuse_flows(rt: &str) {
     .await;
     let outside = client().await; // 127.0.0.1
     assert_eq!(ask(&outside, bind, b"no", ANSWER).await, None);
-    let inside = tokio::net::UdpSocket::bind("127.0.0.2:0").await.expect("bind");
-    assert!(ask_until_answered(&inside, bind, b"yes", ANSWER, 5).await.is_some());
+    let inside = tokio::net::UdpSocket::bind("127.0.0.2:0")
+        .await
+        .expect("bind");
+    assert!(ask_until_answered(&inside, bind, b"yes", ANSWER, 5)
+        .await
+        .is_some());
     let stats = common::apiserver::stats(admin).await;
     assert_eq!(stats["listeners"][0]["denied_total"], 1, "{stats}");
     assert_eq!(m.received.load(std::sync::atomic::Ordering::Relaxed), 1);
