@@ -22,20 +22,31 @@ pub struct Summary {
     pub retransmits: u64,
 }
 
-/// Parses `iperf3 -J` output; an `"error"` in it is returned as an error.
-pub fn parse(json: &str) -> Result<Summary> {
-    let v: Value = serde_json::from_str(json)
+/// The `end` object of `iperf3 -J` output; an `"error"` in it is returned
+/// as an error.
+fn end_section(json: &str) -> Result<Value> {
+    let mut v: Value = serde_json::from_str(json)
         .with_context(|| format!("iperf3 output is not JSON:\n{}", procs::tail(json, 2000)))?;
     if let Some(err) = v.get("error").and_then(Value::as_str) {
         bail!("iperf3: {err}");
     }
-    let end = v.get("end").context("iperf3 output has no `end`")?;
-    let num = |section: &str, field: &str| -> Result<f64> {
-        end.get(section)
-            .and_then(|s| s.get(field))
-            .and_then(Value::as_f64)
-            .with_context(|| format!("iperf3 output has no numeric end.{section}.{field}"))
-    };
+    v.get_mut("end")
+        .map(Value::take)
+        .context("iperf3 output has no `end`")
+}
+
+/// `end.<section>.<field>` as a number.
+fn end_number(end: &Value, section: &str, field: &str) -> Result<f64> {
+    end.get(section)
+        .and_then(|s| s.get(field))
+        .and_then(Value::as_f64)
+        .with_context(|| format!("iperf3 output has no numeric end.{section}.{field}"))
+}
+
+/// Parses `iperf3 -J` output; an `"error"` in it is returned as an error.
+pub fn parse(json: &str) -> Result<Summary> {
+    let end = end_section(json)?;
+    let num = |section: &str, field: &str| end_number(&end, section, field);
     Ok(Summary {
         received_bits_per_s: num("sum_received", "bits_per_second")?,
         received_bytes: num("sum_received", "bytes")? as u64,
@@ -75,18 +86,8 @@ impl UdpSummary {
 /// Parses `iperf3 -u -J` output (iperf3 3.12: `sum_sent` and
 /// `sum_received` in `end`); an `"error"` in it is returned as an error.
 pub fn parse_udp(json: &str) -> Result<UdpSummary> {
-    let v: Value = serde_json::from_str(json)
-        .with_context(|| format!("iperf3 output is not JSON:\n{}", procs::tail(json, 2000)))?;
-    if let Some(err) = v.get("error").and_then(Value::as_str) {
-        bail!("iperf3: {err}");
-    }
-    let end = v.get("end").context("iperf3 output has no `end`")?;
-    let num = |section: &str, field: &str| -> Result<f64> {
-        end.get(section)
-            .and_then(|s| s.get(field))
-            .and_then(Value::as_f64)
-            .with_context(|| format!("iperf3 output has no numeric end.{section}.{field}"))
-    };
+    let end = end_section(json)?;
+    let num = |section: &str, field: &str| end_number(&end, section, field);
     let packets = num("sum_received", "packets")? as u64;
     let lost = num("sum_received", "lost_packets")? as u64;
     Ok(UdpSummary {

@@ -205,16 +205,7 @@ async fn reload_keeps_flows_of_remaining_members(rt: &str) {
 async fn odd_datagrams_and_a_flood_at_the_limit(rt: &str) {
     let m = UdpMember::start("m").await;
     let bind = free_addr();
-    let admin = free_addr();
-    let lbd = Lbd::start(
-        rt,
-        1,
-        &format!(
-            "[admin]\nbind = \"{admin}\"\n\n{}",
-            config(bind, "connection_limit = 4", &[&m])
-        ),
-    )
-    .await;
+    let (admin, lbd) = with_admin(rt, &config(bind, "connection_limit = 4", &[&m])).await;
     // Zero bytes and the largest IPv4 UDP payload both get through whole.
     let c = client().await;
     assert_eq!(
@@ -282,14 +273,9 @@ async fn odd_datagrams_and_a_flood_at_the_limit(rt: &str) {
 async fn allowed_cidrs_refuse_flows(rt: &str) {
     let m = UdpMember::start("m").await;
     let bind = free_addr();
-    let admin = free_addr();
-    let lbd = Lbd::start(
+    let (admin, lbd) = with_admin(
         rt,
-        1,
-        &format!(
-            "[admin]\nbind = \"{admin}\"\n\n{}",
-            config(bind, "allowed_cidrs = [\"127.0.0.2/32\"]", &[&m])
-        ),
+        &config(bind, "allowed_cidrs = [\"127.0.0.2/32\"]", &[&m]),
     )
     .await;
     let outside = client().await; // 127.0.0.1
@@ -304,6 +290,13 @@ async fn allowed_cidrs_refuse_flows(rt: &str) {
     assert_eq!(stats["listeners"][0]["denied_total"], 1, "{stats}");
     assert_eq!(m.received.load(std::sync::atomic::Ordering::Relaxed), 1);
     drop(lbd);
+}
+
+/// lbd on `rt` (one worker) with `cfg` and an admin server: its address.
+async fn with_admin(rt: &str, cfg: &str) -> (SocketAddr, Lbd) {
+    let admin = free_addr();
+    let lbd = Lbd::start(rt, 1, &format!("[admin]\nbind = \"{admin}\"\n\n{cfg}")).await;
+    (admin, lbd)
 }
 
 /// `n` client sockets.
@@ -323,13 +316,12 @@ async fn udp_connect_marks_a_stopped_member_down(rt: &str) {
     let b = UdpMember::start("b").await;
     let a_addr = a.addr;
     let bind = free_addr();
-    let admin = free_addr();
     let cfg = format!(
-        "[admin]\nbind = \"{admin}\"\n\n{}\n[pool.health]\ntype = \"udp_connect\"\n\
+        "{}\n[pool.health]\ntype = \"udp_connect\"\n\
          interval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 2\n",
         config(bind, "", &[&a, &b])
     );
-    let _lbd = Lbd::start(rt, 1, &cfg).await;
+    let (admin, _lbd) = with_admin(rt, &cfg).await;
     let status = |stats: &serde_json::Value, tag: &str| -> String {
         let port = if tag == "a" {
             a_addr.port()
