@@ -111,10 +111,6 @@ impl ListenerSockets {
         self.bind
     }
 
-    pub fn protocol(&self) -> Carried {
-        self.protocol
-    }
-
     /// The sockets' descriptors, in the order they joined the group.
     pub fn raw_fds(&self) -> Vec<std::os::fd::RawFd> {
         self.sockets.iter().map(|l| l.as_raw_fd()).collect()

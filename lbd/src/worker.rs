@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use tracing::{debug, error, warn};
 
-use crate::context::Shared;
 use lbd_config::Protocol;
 
+use crate::context::Shared;
 use crate::proxy::{local::Local, tcp, udp, wake::WakeSlot};
 use crate::runtime::Runtime;
 use crate::sockets::ListenerSockets;
@@ -68,46 +68,23 @@ impl<R: Runtime> Worker<R> {
                 if known || l.sockets.is_closed() {
                     continue;
                 }
-                if l.cfg.protocol == Protocol::Udp {
-                    match self.serve_udp(l) {
-                        Ok(stops) => {
-                            if let Some((_, old)) =
-                                serving.insert(key, (Arc::clone(&l.sockets), stops))
-                            {
-                                old.iter().for_each(|s| s.request());
-                            }
-                        }
-                        Err(e) => {
-                            error!(worker = self.local.id, bind = %l.cfg.bind, "cannot receive (udp): {e}")
-                        }
-                    }
-                    continue;
-                }
-                let opened = l.sockets.for_worker(self.local.id).and_then(|sockets| {
-                    sockets
-                        .into_iter()
-                        .inspect(crate::sockets::serve_listener)
-                        .map(R::listener)
-                        .collect::<io::Result<Vec<_>>>()
-                });
-                match opened {
-                    Ok(listeners) => {
-                        let mut stops = Vec::with_capacity(listeners.len());
-                        for listener in listeners {
-                            let stop = Rc::new(AcceptStop::default());
-                            stops.push(Rc::clone(&stop));
-                            tokio::task::spawn_local(
-                                Rc::clone(&self).accept_loop(listener, l.cfg.bind, stop),
-                            );
-                        }
+                let started = match l.cfg.protocol {
+                    Protocol::Tcp => Rc::clone(&self).serve_tcp(l),
+                    Protocol::Udp => self.serve_udp(l),
+                };
+                match started {
+                    Ok(stops) => {
                         if let Some((_, old)) = serving.insert(key, (Arc::clone(&l.sockets), stops))
                         {
                             old.iter().for_each(|s| s.request());
                         }
                     }
-                    Err(e) => {
-                        error!(worker = self.local.id, bind = %l.cfg.bind, "cannot accept: {e}")
-                    }
+                    Err(e) => error!(
+                        worker = self.local.id,
+                        bind = %l.cfg.bind,
+                        "cannot serve ({}): {e}",
+                        l.cfg.protocol.name()
+                    ),
                 }
             }
             if changes.changed().await.is_err() {
@@ -115,6 +92,33 @@ impl<R: Runtime> Worker<R> {
             }
             crate::fault::injected_panic("worker-reload");
         }
+    }
+
+    /// Starts the accept loops of TCP listener `l` on this worker's
+    /// sockets; returns their stop switches.
+    fn serve_tcp(
+        self: Rc<Self>,
+        l: &crate::snapshot::ListenerRt,
+    ) -> io::Result<Vec<Rc<AcceptStop>>> {
+        let listeners = l
+            .sockets
+            .for_worker(self.local.id)?
+            .into_iter()
+            .inspect(crate::sockets::serve_listener)
+            .map(R::listener)
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(listeners
+            .into_iter()
+            .map(|listener| {
+                let stop = Rc::new(AcceptStop::default());
+                tokio::task::spawn_local(Rc::clone(&self).accept_loop(
+                    listener,
+                    l.cfg.bind,
+                    Rc::clone(&stop),
+                ));
+                stop
+            })
+            .collect())
     }
 
     /// Starts the receive loops of UDP listener `l` on this worker's

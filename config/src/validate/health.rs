@@ -335,7 +335,7 @@ mod tests {
             )),
             [
                 "pool \"api\": health: type \"httpz\" is not valid (expected \"tcp\", \"http\", \
-                 \"https\", \"tls_hello\", \"external\" or \"tcp_script\")",
+                 \"https\", \"tls_hello\", \"external\", \"tcp_script\" or \"udp_connect\")",
                 "pool \"api\": health: timeout 2s must not exceed interval 1s",
                 "pool \"api\": health: rise 0 out of range (1-10)",
                 "pool \"api\": health: fall 11 out of range (1-10)",

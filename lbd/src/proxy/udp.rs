@@ -53,8 +53,8 @@ use super::wake::WakeSlot;
 /// yields, so one busy socket cannot starve the worker's other tasks.
 const BATCH: usize = 64;
 
-/// Largest UDP payload (IPv6 jumbograms aside), plus one byte to see
-/// truncation (never reached: recv takes at most this).
+/// The receive buffer: room for the largest UDP payload (65,507 bytes over
+/// IPv4, 65,527 over IPv6; jumbograms aside), so no datagram is cut.
 const MAX_DATAGRAM: usize = 65_536;
 
 /// Stops a listener's receive loop; see `worker::AcceptStop`.

@@ -20,9 +20,17 @@ pub struct UdpMember {
 }
 
 impl UdpMember {
+    /// On a port below the ephemeral range ([`super::free_addr`]): a test
+    /// that stops a member and starts it again on the same address must
+    /// not find the port taken meanwhile by some socket's ephemeral bind
+    /// (lbd's flow sockets, clients): CI once lost a test to that.
     pub async fn start(tag: &str) -> UdpMember {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind member");
-        Self::serve(socket, tag)
+        for _ in 0..20 {
+            if let Ok(socket) = UdpSocket::bind(super::free_addr()).await {
+                return Self::serve(socket, tag);
+            }
+        }
+        panic!("no free UDP port for member {tag}");
     }
 
     /// On a given address (a member restarted where it was).
