@@ -289,6 +289,29 @@ pub(super) fn lookup<T: Copy>(all: &[T], name: fn(T) -> &'static str, text: &str
     all.iter().copied().find(|&value| name(value) == text)
 }
 
+/// A field that names one of `all` (by `name`), `default` when absent;
+/// an unknown spelling is an error listing the valid ones.
+pub(super) fn choice_field<T: Copy>(
+    scope: &mut Scope,
+    field: &str,
+    value: Option<&str>,
+    all: &[T],
+    name: fn(T) -> &'static str,
+    default: T,
+) -> Option<T> {
+    let Some(text) = value else {
+        return Some(default);
+    };
+    let found = lookup(all, name, text);
+    if found.is_none() {
+        scope.error(format!(
+            "{field} {text:?} is not valid (expected {})",
+            expected_list(all, name)
+        ));
+    }
+    found
+}
+
 /// `"a", "b" or "c"`: the spellings of `all`, for error messages.
 pub(super) fn expected_list<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> String {
     let quoted: Vec<String> = all

@@ -7,8 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 
 use super::fields::{
-    binds_overlap, duration_field, expected_list, lookup, optional_duration, socket_addr_field,
-    ConfigError, Names, Scope,
+    binds_overlap, choice_field, duration_field, expected_list, lookup, optional_duration,
+    socket_addr_field, ConfigError, Names, Scope,
 };
 use super::hedge::hedge_field;
 use crate::file::ListenerSection;
@@ -132,17 +132,14 @@ fn validate_listener(
 
 /// `protocol`: absent (`tcp`), `"tcp"` or `"udp"`.
 fn protocol_field(scope: &mut Scope, value: Option<&str>) -> Option<Protocol> {
-    let Some(text) = value else {
-        return Some(Protocol::Tcp);
-    };
-    let found = lookup(&Protocol::ALL, Protocol::name, text);
-    if found.is_none() {
-        scope.error(format!(
-            "protocol {text:?} is not valid (expected {})",
-            expected_list(&Protocol::ALL, Protocol::name)
-        ));
-    }
-    found
+    choice_field(
+        scope,
+        "protocol",
+        value,
+        &Protocol::ALL,
+        Protocol::name,
+        Protocol::Tcp,
+    )
 }
 
 /// A UDP listener refuses what only means something for TCP connections,
@@ -194,17 +191,14 @@ fn refuse_tcp_only_settings(scope: &mut Scope, s: &ListenerSection) {
 
 /// `fast_path`: absent, `"none"` or `"xdp"`.
 fn fast_path_field(scope: &mut Scope, value: Option<&str>) -> Option<FastPath> {
-    let Some(text) = value else {
-        return Some(FastPath::None);
-    };
-    let found = lookup(&FastPath::ALL, FastPath::name, text);
-    if found.is_none() {
-        scope.error(format!(
-            "fast_path {text:?} is not valid (expected {})",
-            expected_list(&FastPath::ALL, FastPath::name)
-        ));
-    }
-    found
+    choice_field(
+        scope,
+        "fast_path",
+        value,
+        &FastPath::ALL,
+        FastPath::name,
+        FastPath::None,
+    )
 }
 
 /// `bind`: required `addr:port` with a non-zero port.

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use super::fields::{
-    expected_list, int_field, int_in_range, ip_field, lookup, optional_duration, ConfigError,
-    Names, Scope,
+    choice_field, expected_list, int_field, int_in_range, ip_field, lookup, optional_duration,
+    ConfigError, Names, Scope,
 };
 use super::health::validate_health;
 use super::hedge::hedge_field;
@@ -100,17 +100,14 @@ fn unlimited_or(scope: &mut Scope, field: &str, value: Option<i64>) -> Option<Op
 
 /// `on_down` / `on_maint`: one of [`SessionPolicy::ALL`], default `"none"`.
 fn policy_field(scope: &mut Scope, field: &str, value: Option<&str>) -> Option<SessionPolicy> {
-    let Some(text) = value else {
-        return Some(SessionPolicy::None);
-    };
-    let policy = lookup(&SessionPolicy::ALL, SessionPolicy::name, text);
-    if policy.is_none() {
-        scope.error(format!(
-            "{field} {text:?} is not valid (expected {})",
-            expected_list(&SessionPolicy::ALL, SessionPolicy::name)
-        ));
-    }
-    policy
+    choice_field(
+        scope,
+        field,
+        value,
+        &SessionPolicy::ALL,
+        SessionPolicy::name,
+        SessionPolicy::None,
+    )
 }
 
 /// `algorithm`: one of [`Algorithm::ALL`], default round robin.
