@@ -317,7 +317,7 @@ const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 /// Raises a UDP listener socket's receive buffer to [`UDP_RECEIVE_BUFFER`]:
 /// with SO_RCVBUFFORCE when lbd may (CAP_NET_ADMIN), else as far as
 /// `net.core.rmem_max` allows. A failure only leaves the default.
-fn grow_receive_buffer(socket: &Socket) {
+pub(crate) fn grow_receive_buffer(socket: &Socket) {
     let size = UDP_RECEIVE_BUFFER as libc::c_int;
     // SAFETY: setsockopt on a socket we own, with a c_int option value.
     let forced = unsafe {

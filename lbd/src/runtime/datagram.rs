@@ -1,15 +1,12 @@
-//! UDP sockets for both runtimes, on readiness: the worker waits until a
+//! UDP sockets for the epoll runtime, on readiness: the worker waits until a
 //! socket is readable, then takes what is queued with non-blocking
 //! `recvfrom`/`recv` into one per-listener buffer, so a flow holds no
 //! buffer of its own while it waits. Sends are non-blocking too: a
 //! datagram that finds the socket's send buffer full is dropped and
 //! counted, as a router would.
 //!
-//! Both runtimes run their tasks inside a tokio current-thread runtime
-//! (the io_uring one polls its ring from it), so both use tokio's reactor
-//! here. An io_uring version (multishot `recvmsg` into provided buffers)
-//! would replace this type behind [`super::Datagram`] without touching
-//! the proxy.
+//! The io_uring runtime has its own ([`super::uring::UdpSocket`]: multishot
+//! `recvmsg` into provided buffers) behind the same [`super::Datagram`].
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};

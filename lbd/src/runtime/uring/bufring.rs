@@ -16,10 +16,9 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 use io_uring::Submitter;
 
-/// The buffer group id of the worker's ring.
-const GROUP: u16 = 0;
-
 pub(super) struct BufRing {
+    /// The buffer group id receives name to pick from this ring.
+    group: u16,
     ring: Mapping,
     mem: Mapping,
     entries: u16,
@@ -32,12 +31,18 @@ pub(super) struct BufRing {
 
 impl BufRing {
     /// Maps `entries` (a power of two) buffers of `size` bytes and
-    /// registers them with `submitter`'s ring.
-    pub fn new(submitter: &Submitter<'_>, entries: u16, size: usize) -> io::Result<BufRing> {
+    /// registers them with `submitter`'s ring as buffer group `group`.
+    pub fn new(
+        submitter: &Submitter<'_>,
+        group: u16,
+        entries: u16,
+        size: usize,
+    ) -> io::Result<BufRing> {
         debug_assert!(entries.is_power_of_two());
         let ring = Mapping::new(entries as usize * std::mem::size_of::<BufRingEntry>())?;
         let mem = Mapping::new(entries as usize * size)?;
         let mut this = BufRing {
+            group,
             ring,
             mem,
             entries,
@@ -50,12 +55,12 @@ impl BufRing {
         }
         // SAFETY: both mappings live as long as `this`, which the driver
         // drops only after the ring is closed.
-        unsafe { submitter.register_buf_ring(this.ring.addr() as u64, entries, GROUP)? };
+        unsafe { submitter.register_buf_ring(this.ring.addr() as u64, entries, group)? };
         Ok(this)
     }
 
     pub fn group(&self) -> u16 {
-        GROUP
+        self.group
     }
 
     fn entry(&mut self, at: u16) -> &mut BufRingEntry {

@@ -21,6 +21,10 @@
 //!   buffer. A stream dropped while its receive is armed cancels it and
 //!   leaves the slot `dropped`: buffers still arriving go straight back to
 //!   the ring, and the slot is freed at the final completion.
+//! * a UDP socket's receive side: the same, with a multishot `recvmsg`
+//!   into the datagram ring ([`DatagramRing`]); each completion is one
+//!   datagram (with its source address), and an error (an ICMP error
+//!   queued on the socket) is queued like one without ending the socket.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -32,14 +36,33 @@ use std::task::Waker;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::bufring::BufRing;
+use super::{BUFFERS, BUFFER_SIZE};
 
 /// `user_data` of completions nobody waits for (cancel requests).
 pub(super) const UNWATCHED: u64 = u64::MAX;
 
-/// Buffers a stream may hold queued before its multishot receive is
-/// paused (cancelled, re-armed once it was read): what one connection can
-/// take of the worker's ring while its peer does not read.
+/// Buffers a stream (or a connected UDP socket) may hold queued before
+/// its multishot receive is paused (cancelled, re-armed once it was
+/// read): what one connection can take of the worker's ring while its
+/// peer does not read.
 pub(super) const RECV_QUEUE_CAP: usize = 8;
+
+/// The same for a bound UDP socket (a listener's), which takes every
+/// client's datagrams and is read in batches of up to 64.
+const LISTENER_QUEUE_CAP: usize = 32;
+
+/// The datagram ring's buffers: 128 of them, each with room for the
+/// largest UDP payload (65,527 bytes over IPv6) behind the `recvmsg`
+/// header and the source address, so no datagram is cut. 8.4 MiB of
+/// address space per worker that serves UDP, mapped when its first UDP
+/// socket is made; of a buffer only the pages a datagram touched are
+/// resident (one for a small datagram).
+const DATAGRAM_BUFFERS: u16 = 128;
+const DATAGRAM_BUFFER_SIZE: usize = 65_536 + 64;
+
+/// Buffer groups: streams pick from 0, UDP sockets from 1.
+const STREAM_GROUP: u16 = 0;
+const DATAGRAM_GROUP: u16 = 1;
 
 pub(super) struct Driver {
     ring: IoUring,
@@ -48,6 +71,8 @@ pub(super) struct Driver {
     /// The provided-buffer ring of multishot receives; `None` where the
     /// kernel has none (streams then wait and read one-shot).
     pub(super) bufs: Option<BufRing>,
+    /// UDP sockets' receives.
+    datagrams: DatagramRing,
     /// Completions being delivered (kept to reuse its allocation).
     batch: Vec<cqueue::Entry>,
 }
@@ -60,7 +85,23 @@ pub(super) enum Slot {
     Recv(Recv),
 }
 
-/// The receive side of a stream.
+/// Where UDP sockets' multishot receives put datagrams: made at the first
+/// UDP socket, if the kernel can (Linux 6.0 for a multishot `recvmsg`;
+/// else sockets wait for readiness and receive with a syscall).
+pub(super) enum DatagramRing {
+    /// Not needed yet; `false`: the kernel cannot.
+    Untried(bool),
+    Ready {
+        bufs: BufRing,
+        /// The `recvmsg` header the receives are armed with: room for an
+        /// IPv4 or IPv6 source address, no control data. Read by the
+        /// kernel, so it lives as long as the ring.
+        msghdr: Box<libc::msghdr>,
+    },
+    Unavailable,
+}
+
+/// The receive side of a stream or a UDP socket.
 #[derive(Default)]
 pub(super) struct Recv {
     /// Completions not yet read: (result, buffer id if one was used).
@@ -81,6 +122,10 @@ pub(super) struct Recv {
     pub ended: bool,
     /// The stream is gone; the slot waits for the final completion.
     pub dropped: bool,
+    /// A UDP socket's: datagrams from the datagram ring.
+    pub datagram: bool,
+    /// Completions queued before the receive is paused.
+    pub cap: usize,
 }
 
 thread_local! {
@@ -98,15 +143,29 @@ pub(super) fn with<R>(f: impl FnOnce(&mut Driver) -> R) -> R {
     })
 }
 
-/// Makes `ring` this thread's driver; returns its descriptor.
-pub(super) fn install(ring: IoUring, bufs: Option<BufRing>) -> RawFd {
+/// Makes `ring` this thread's driver; returns its descriptor. UDP
+/// sockets receive through the ring if `datagrams` (the kernel has
+/// multishot `recvmsg`, and waits on non-blocking sockets).
+pub(super) fn install(ring: IoUring, datagrams: bool) -> RawFd {
     let fd = ring.as_raw_fd();
+    let bufs = match BufRing::new(&ring.submitter(), STREAM_GROUP, BUFFERS, BUFFER_SIZE) {
+        Ok(bufs) => Some(bufs),
+        Err(e) => {
+            tracing::info!(
+                "io_uring: no provided-buffer ring ({e}; Linux 5.19+): reads wait and \
+                 read one at a time"
+            );
+            None
+        }
+    };
+    let datagrams = DatagramRing::Untried(datagrams && bufs.is_some());
     DRIVER.with(|d| {
         *d.borrow_mut() = Some(Driver {
             ring,
             slots: Vec::new(),
             free: Vec::new(),
             bufs,
+            datagrams,
             batch: Vec::new(),
         })
     });
@@ -120,11 +179,16 @@ pub(super) fn uninstall() {
     DRIVER.with(|d| {
         if let Some(driver) = d.borrow_mut().take() {
             let Driver {
-                ring, slots, bufs, ..
+                ring,
+                slots,
+                bufs,
+                datagrams,
+                ..
             } = driver;
             drop(ring);
             drop(slots);
             drop(bufs);
+            drop(datagrams);
         }
     });
 }
@@ -230,7 +294,74 @@ impl Driver {
 
     /// A new stream's receive side.
     pub(super) fn new_recv(&mut self) -> usize {
-        self.alloc(Slot::Recv(Recv::default()))
+        self.alloc(Slot::Recv(Recv {
+            cap: RECV_QUEUE_CAP,
+            ..Recv::default()
+        }))
+    }
+
+    /// A new UDP socket's receive side; `bound`: a listener's socket
+    /// (else one connected to a member). Without a datagram ring it
+    /// receives one-shot (readiness, then a syscall).
+    pub(super) fn new_datagram_recv(&mut self, bound: bool) -> usize {
+        let one_shot = !self.datagram_ring();
+        self.alloc(Slot::Recv(Recv {
+            datagram: true,
+            one_shot,
+            cap: if bound {
+                LISTENER_QUEUE_CAP
+            } else {
+                RECV_QUEUE_CAP
+            },
+            ..Recv::default()
+        }))
+    }
+
+    /// Makes the datagram ring if it is not made yet: whether there is one.
+    fn datagram_ring(&mut self) -> bool {
+        if let DatagramRing::Untried(possible) = self.datagrams {
+            self.datagrams = DatagramRing::Unavailable;
+            if possible {
+                match BufRing::new(
+                    &self.ring.submitter(),
+                    DATAGRAM_GROUP,
+                    DATAGRAM_BUFFERS,
+                    DATAGRAM_BUFFER_SIZE,
+                ) {
+                    Ok(bufs) => {
+                        // SAFETY: an all-zero msghdr is a valid empty one.
+                        let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+                        msghdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+                        self.datagrams = DatagramRing::Ready { bufs, msghdr };
+                    }
+                    Err(e) => tracing::info!(
+                        "io_uring: no datagram buffer ring ({e}): UDP sockets wait for \
+                         readiness and receive one datagram per syscall"
+                    ),
+                }
+            }
+        }
+        matches!(self.datagrams, DatagramRing::Ready { .. })
+    }
+
+    /// The buffer ring receives of `datagram` sockets pick from.
+    fn ring_of(&mut self, datagram: bool) -> Option<&mut BufRing> {
+        if datagram {
+            match &mut self.datagrams {
+                DatagramRing::Ready { bufs, .. } => Some(bufs),
+                _ => None,
+            }
+        } else {
+            self.bufs.as_mut()
+        }
+    }
+
+    /// The `recvmsg` header datagram receives were armed with.
+    pub(super) fn datagram_msghdr(&self) -> Option<&libc::msghdr> {
+        match &self.datagrams {
+            DatagramRing::Ready { msghdr, .. } => Some(msghdr),
+            _ => None,
+        }
     }
 
     pub(super) fn recv(&mut self, index: usize) -> &mut Recv {
@@ -240,12 +371,32 @@ impl Driver {
         }
     }
 
-    /// Arms a multishot receive on `fd` for the stream of slot `index`.
-    pub(super) fn arm_recv(&mut self, index: usize, fd: RawFd) {
-        let Some(bufs) = &self.bufs else { return };
-        let sqe = opcode::RecvMulti::new(types::Fd(fd), bufs.group())
-            .build()
-            .user_data(index as u64);
+    /// Arms a multishot receive on `fd` for the stream (or UDP socket) of
+    /// slot `index`, unless its ring is missing or short of buffers after
+    /// the last one starved: `false` then (it must wait and read
+    /// one-shot).
+    pub(super) fn try_arm(&mut self, index: usize, fd: RawFd) -> bool {
+        let r = self.recv(index);
+        let (datagram, starved) = (r.datagram, r.starved);
+        match self.ring_of(datagram) {
+            Some(ring) if !(starved && ring.short()) => {}
+            _ => return false,
+        }
+        self.arm_recv(index, fd);
+        true
+    }
+
+    fn arm_recv(&mut self, index: usize, fd: RawFd) {
+        let sqe = if self.recv(index).datagram {
+            let DatagramRing::Ready { bufs, msghdr } = &self.datagrams else {
+                return;
+            };
+            opcode::RecvMsgMulti::new(types::Fd(fd), &**msghdr, bufs.group()).build()
+        } else {
+            let Some(bufs) = &self.bufs else { return };
+            opcode::RecvMulti::new(types::Fd(fd), bufs.group()).build()
+        }
+        .user_data(index as u64);
         let r = self.recv(index);
         r.armed = true;
         r.starved = false;
@@ -263,33 +414,33 @@ impl Driver {
         self.start_unwatched(opcode::AsyncCancel::new(index as u64).build());
     }
 
-    /// Whether a starved stream should wait for buffers to come back
-    /// rather than arm a receive that would fail again at once.
-    pub(super) fn buffers_short(&self) -> bool {
-        self.bufs.as_ref().is_none_or(BufRing::short)
-    }
-
-    /// Gives a buffer back to the ring.
-    pub(super) fn give_back(&mut self, bid: u16) {
-        if let Some(bufs) = &mut self.bufs {
+    /// Gives a buffer back to the ring (`datagram`: the datagram ring).
+    pub(super) fn give_back(&mut self, datagram: bool, bid: u16) {
+        if let Some(bufs) = self.ring_of(datagram) {
             bufs.give_back(bid);
         }
     }
 
-    /// The bytes of buffer `bid`.
-    pub(super) fn buffer(&self, bid: u16, len: usize) -> &[u8] {
-        match &self.bufs {
-            Some(bufs) => bufs.get(bid, len),
-            None => &[],
-        }
+    /// The bytes of buffer `bid` (`datagram`: of the datagram ring).
+    pub(super) fn buffer(&self, datagram: bool, bid: u16, len: usize) -> &[u8] {
+        let bufs = if datagram {
+            match &self.datagrams {
+                DatagramRing::Ready { bufs, .. } => Some(bufs),
+                _ => None,
+            }
+        } else {
+            self.bufs.as_ref()
+        };
+        bufs.map_or(&[], |bufs| bufs.get(bid, len))
     }
 
     /// The stream of slot `index` is dropped.
     pub(super) fn drop_recv(&mut self, index: usize) {
+        let datagram = self.recv(index).datagram;
         // Bounded by the queue's length.
         while let Some((_, bid)) = self.recv(index).queue.pop_front() {
             if let Some(bid) = bid {
-                self.give_back(bid);
+                self.give_back(datagram, bid);
             }
         }
         let r = self.recv(index);
@@ -349,7 +500,8 @@ impl Driver {
     fn complete_recv(&mut self, index: usize, res: i32, flags: u32) {
         let bid = cqueue::buffer_select(flags);
         let more = cqueue::more(flags);
-        if let (Some(_), Some(bufs)) = (bid, &mut self.bufs) {
+        let datagram = self.recv(index).datagram;
+        if let (Some(_), Some(bufs)) = (bid, self.ring_of(datagram)) {
             bufs.taken();
         }
         let r = self.recv(index);
@@ -362,17 +514,51 @@ impl Driver {
                 self.release(index);
             }
             if let Some(bid) = bid {
-                self.give_back(bid);
+                self.give_back(datagram, bid);
             }
             return;
         }
+        if datagram {
+            self.complete_datagram(index, res, bid);
+        } else {
+            self.complete_stream(index, res, bid);
+        }
+        let r = self.recv(index);
+        if r.queue.len() >= r.cap {
+            self.pause_recv(index);
+        }
+        if let Some(w) = self.recv(index).waker.take() {
+            w.wake();
+        }
+    }
+
+    /// A UDP socket's completion: a datagram (a recvmsg result of at least
+    /// its header) or an error, queued; neither ends the socket.
+    fn complete_datagram(&mut self, index: usize, res: i32, bid: Option<u16>) {
+        let r = self.recv(index);
+        match (res, bid) {
+            (n, Some(bid)) if n > 0 => r.queue.push_back((n, Some(bid))),
+            (_, Some(bid)) => self.give_back(true, bid),
+            (e, None) if e == -libc::ECANCELED => {}
+            (e, None) if e == -libc::ENOBUFS => r.starved = true,
+            // The kernel refuses multishot recvmsg here: readiness and
+            // syscalls from now on.
+            (e, None) if e == -libc::EINVAL || e == -libc::EOPNOTSUPP => r.one_shot = true,
+            // An error queued on the socket (ECONNREFUSED: an ICMP port
+            // unreachable): for the reader, in its place.
+            (e, None) => r.queue.push_back((e, None)),
+        }
+    }
+
+    fn complete_stream(&mut self, index: usize, res: i32, bid: Option<u16>) {
+        let r = self.recv(index);
         match (res, bid) {
             (n, Some(bid)) if n > 0 => r.queue.push_back((n, Some(bid))),
             (n, Some(bid)) => {
                 // A buffer with nothing in it: give it back.
                 r.queue.push_back((n, None));
                 r.ended = true;
-                self.give_back(bid);
+                self.give_back(false, bid);
             }
             (e, None) if e == -libc::ECANCELED => {}
             (e, None) if e == -libc::ENOBUFS => r.starved = true,
@@ -381,13 +567,6 @@ impl Driver {
                 r.queue.push_back((n, None));
                 r.ended = true;
             }
-        }
-        let r = self.recv(index);
-        if r.queue.len() >= RECV_QUEUE_CAP {
-            self.pause_recv(index);
-        }
-        if let Some(w) = self.recv(index).waker.take() {
-            w.wake();
         }
     }
 }

@@ -5,13 +5,15 @@
 //! * [`driver`]: the ring, operations in flight and their completions;
 //! * [`bufring`]: the provided-buffer ring multishot receives fill;
 //! * [`op`]: one-shot operations as futures (accept, connect, send, ...);
-//! * [`stream`]: a connected socket, reading through a multishot receive.
+//! * [`stream`]: a connected socket, reading through a multishot receive;
+//! * [`datagram`]: a UDP socket, receiving through a multishot `recvmsg`.
 //!
 //! Entries are submitted in one `io_uring_enter` as the thread parks, and
 //! completions are read from the shared queue without a syscall when the
 //! ring's descriptor turns readable.
 
 mod bufring;
+mod datagram;
 mod driver;
 mod nonblocking;
 mod op;
@@ -31,6 +33,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+pub use datagram::UdpSocket;
 pub use stream::TcpStream;
 
 use super::Runtime;
@@ -153,23 +156,15 @@ impl AsRawFd for TcpListener {
 impl Runtime for Uring {
     type Stream = TcpStream;
     type Listener = TcpListener;
-    type Datagram = super::datagram::ReadyDatagram;
+    type Datagram = UdpSocket;
 
     const NAME: &'static str = "io_uring";
 
     fn block_on<F: Future>(fut: F) -> io::Result<F::Output> {
         let ring = build_ring()?;
-        let bufs = match bufring::BufRing::new(&ring.submitter(), BUFFERS, BUFFER_SIZE) {
-            Ok(bufs) => Some(bufs),
-            Err(e) => {
-                tracing::info!(
-                    "io_uring: no provided-buffer ring ({e}; Linux 5.19+): reads wait and \
-                     read one at a time"
-                );
-                None
-            }
-        };
-        let fd = driver::install(ring, bufs);
+        // Multishot recvmsg came with Linux 6.0, as did the tuned flags.
+        let datagrams = TUNED.load(Ordering::Relaxed) && nonblocking::waits();
+        let fd = driver::install(ring, datagrams);
         let installed = Installed;
         let rt = tokio::runtime::Builder::new_current_thread()
             .on_thread_park(driver::flush)
@@ -198,7 +193,7 @@ impl Runtime for Uring {
     }
 
     fn datagram(socket: std::net::UdpSocket) -> io::Result<Self::Datagram> {
-        super::datagram::ReadyDatagram::from_std(socket)
+        UdpSocket::from_std(socket)
     }
 
     async fn accept(listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {

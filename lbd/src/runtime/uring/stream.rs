@@ -184,24 +184,19 @@ impl Stream for TcpStream {
     }
 }
 
-/// Arms the receive of a stream that needs data and has none queued,
-/// unless the ring is short of buffers: `false` then (wait one-shot).
-fn arm(d: &mut Driver, index: usize, fd: RawFd) -> bool {
-    if d.bufs.is_none() || (d.recv(index).starved && d.buffers_short()) {
-        return false;
-    }
-    d.arm_recv(index, fd);
-    true
-}
-
-/// `readable`: Ready(false) when data or the end is queued, Ready(true)
-/// when the caller must wait one-shot.
-fn poll_ready(d: &mut Driver, index: usize, fd: RawFd, cx: &mut Context<'_>) -> Poll<bool> {
+/// `readable` (of a stream or a UDP socket): Ready(false) when data or
+/// the end is queued, Ready(true) when the caller must wait one-shot.
+pub(super) fn poll_ready(
+    d: &mut Driver,
+    index: usize,
+    fd: RawFd,
+    cx: &mut Context<'_>,
+) -> Poll<bool> {
     let r = d.recv(index);
     if !r.queue.is_empty() || r.ended {
         return Poll::Ready(false);
     }
-    if !r.armed && (r.one_shot || !arm(d, index, fd)) {
+    if !r.armed && (r.one_shot || !d.try_arm(index, fd)) {
         return Poll::Ready(true);
     }
     set_waker(d, index, cx);
@@ -225,7 +220,7 @@ fn poll_read(
         let r = d.recv(index);
         // Paused (or starved) with room again: resume receiving.
         if !big && !r.armed && !r.ended && r.queue.len() < RECV_QUEUE_CAP / 2 {
-            arm(d, index, fd);
+            d.try_arm(index, fd);
         }
         return Poll::Ready(Next::Done(res));
     }
@@ -239,7 +234,7 @@ fn poll_read(
             return Poll::Ready(Next::OneShot);
         }
         d.pause_recv(index);
-    } else if !r.armed && !arm(d, index, fd) {
+    } else if !r.armed && !d.try_arm(index, fd) {
         return Poll::Ready(Next::OneShot);
     }
     set_waker(d, index, cx);
@@ -288,7 +283,7 @@ fn take_into(
         };
         let offset = r.offset;
         let len = res as usize;
-        let data = d.buffer(bid, len);
+        let data = d.buffer(false, bid, len);
         let n = match put(&data[offset..]) {
             Ok(n) => n,
             Err(e) if total == 0 => return Err(e),
@@ -302,7 +297,7 @@ fn take_into(
         if offset + n == len {
             r.queue.pop_front();
             r.offset = 0;
-            d.give_back(bid);
+            d.give_back(false, bid);
         } else {
             r.offset = offset + n;
         }

@@ -1,14 +1,17 @@
 //! The driver's stream through real loopback sockets: data order across a
 //! receive's pauses, partial takes and switches between ring and one-shot
 //! reads, and the socket's release when a stream is dropped mid-receive.
+//! Its UDP socket the same way: datagrams whole, in order and with their
+//! sources across pauses, ICMP errors in their place, and ring buffers
+//! given back by a socket dropped with datagrams queued.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream as StdStream};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::time::Duration;
 
-use super::{TcpStream, Uring};
-use crate::runtime::{Runtime, Stream};
+use super::{TcpStream, UdpSocket, Uring};
+use crate::runtime::{Datagram, Runtime, Stream};
 
 /// A connected pair: (the std peer, the driver's stream's socket).
 fn pair() -> (StdStream, OwnedFd) {
@@ -163,4 +166,186 @@ fn ring_operations_wait_on_a_non_blocking_socket() {
     })
     .expect("runtime");
     let _ = writer.join();
+}
+
+/// Whether this kernel gives UDP sockets the datagram ring (the probe
+/// decides, as lbd's start-up does); skips the test if not.
+fn datagram_ring_here() -> bool {
+    super::probe().expect("io_uring probe");
+    let here =
+        super::TUNED.load(std::sync::atomic::Ordering::Relaxed) && super::nonblocking::waits();
+    if !here {
+        lbd_test_support::skip("no multishot recvmsg here (Linux 6.0+)");
+    }
+    here
+}
+
+/// A bound loopback UDP socket for the driver (with a listener's receive
+/// buffer), and its address.
+fn bound() -> (std::net::UdpSocket, std::net::SocketAddr) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    crate::sockets::grow_receive_buffer(&socket2::SockRef::from(&socket));
+    let addr = socket.local_addr().expect("addr");
+    (socket, addr)
+}
+
+/// Reads datagrams off `socket` until `count` arrived (bounded by time).
+async fn receive(socket: &UdpSocket, count: usize) -> Vec<(Vec<u8>, std::net::SocketAddr)> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < count && tokio::time::Instant::now() < deadline {
+        let _ = tokio::time::timeout_at(deadline, socket.readable()).await;
+        // Bounded: the queue and the socket buffer hold finitely many.
+        loop {
+            match socket.try_recv_from(&mut buf) {
+                Ok((n, from)) => got.push((buf[..n].to_vec(), from)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("receive: {e}"),
+            }
+        }
+    }
+    got
+}
+
+/// Two clients send 300 datagrams each before the socket is read, so its
+/// receive queues its cap, pauses, and the rest waits in the kernel:
+/// every datagram arrives once, whole, in its client's order and with its
+/// client's address, including a zero-length one and one of 65,507 bytes.
+#[test]
+fn datagrams_arrive_whole_in_order_with_their_sources() {
+    if !datagram_ring_here() {
+        return;
+    }
+    const EACH: usize = 300;
+    let (ours, addr) = bound();
+    let clients = [bound().0, bound().0];
+    let got = Uring::block_on(async move {
+        let socket = UdpSocket::from_std(ours).expect("socket");
+        // Arms the receive.
+        let _ = tokio::time::timeout(Duration::from_millis(20), socket.readable()).await;
+        for i in 0..EACH {
+            for (c, client) in clients.iter().enumerate() {
+                let tag = format!("{c}:{i}");
+                client.send_to(tag.as_bytes(), addr).expect("send");
+            }
+        }
+        clients[0].send_to(&[], addr).expect("send empty");
+        clients[1]
+            .send_to(&vec![7u8; 65_507], addr)
+            .expect("send big");
+        // Let the ring take what it may: its cap, then it pauses.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (queued, armed) = socket.queued();
+        assert!(queued >= 32, "the ring queued {queued} datagrams");
+        assert!(!armed, "the receive did not pause at its cap");
+        let got = receive(&socket, 2 * EACH + 2).await;
+        let sources: Vec<_> = clients
+            .iter()
+            .map(|c| c.local_addr().expect("addr"))
+            .collect();
+        (got, sources)
+    })
+    .expect("runtime");
+    let (got, sources) = got;
+    assert_eq!(got.len(), 2 * EACH + 2, "datagrams lost or doubled");
+    let mut next = [0usize; 2];
+    for (data, from) in &got {
+        let c = sources
+            .iter()
+            .position(|s| s == from)
+            .expect("a known source");
+        if data.is_empty() {
+            assert_eq!(c, 0);
+            continue;
+        }
+        if data.len() == 65_507 {
+            assert_eq!(c, 1);
+            assert!(data.iter().all(|b| *b == 7));
+            continue;
+        }
+        assert_eq!(
+            std::str::from_utf8(data).expect("tag"),
+            format!("{c}:{}", next[c])
+        );
+        next[c] += 1;
+    }
+    assert_eq!(next, [EACH, EACH]);
+}
+
+/// A connected socket whose peer's port is closed: the ICMP port
+/// unreachable shows as ECONNREFUSED on a receive, and the socket goes on
+/// receiving once the port is served.
+#[test]
+fn an_icmp_refusal_is_reported_in_its_place() {
+    if !datagram_ring_here() {
+        return;
+    }
+    let (gone, member) = bound();
+    drop(gone);
+    let (ours, _) = bound();
+    ours.connect(member).expect("connect");
+    let ours_addr = ours.local_addr().expect("addr");
+    Uring::block_on(async move {
+        let socket = UdpSocket::from_std(ours).expect("socket");
+        let _ = tokio::time::timeout(Duration::from_millis(20), socket.readable()).await;
+        socket.try_send(b"anyone?").expect("send");
+        tokio::time::timeout(Duration::from_secs(5), socket.readable())
+            .await
+            .expect("no refusal within 5s")
+            .expect("readable");
+        let mut buf = [0u8; 64];
+        let err = socket.try_recv(&mut buf).expect_err("a refusal");
+        assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "{err}");
+        let back = std::net::UdpSocket::bind(member).expect("rebind the member's port");
+        back.send_to(b"here", ours_addr).expect("send");
+        tokio::time::timeout(Duration::from_secs(5), socket.readable())
+            .await
+            .expect("no datagram within 5s")
+            .expect("readable");
+        let n = socket.try_recv(&mut buf).expect("receive");
+        assert_eq!(&buf[..n], b"here");
+    })
+    .expect("runtime");
+}
+
+/// Sockets dropped with full queues give their buffers back: after more
+/// such sockets than the ring has buffers, a new one still receives
+/// through the ring.
+#[test]
+fn dropped_sockets_give_their_buffers_back() {
+    if !datagram_ring_here() {
+        return;
+    }
+    Uring::block_on(async move {
+        let client = bound().0;
+        // 8 rounds of a full queue (32) use twice the ring's 128 buffers.
+        for round in 0..8 {
+            let (ours, addr) = bound();
+            let socket = UdpSocket::from_std(ours).expect("socket");
+            let _ = tokio::time::timeout(Duration::from_millis(20), socket.readable()).await;
+            for i in 0..40 {
+                client
+                    .send_to(format!("{round}:{i}").as_bytes(), addr)
+                    .expect("send");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(
+                socket.queued().0 >= 32,
+                "round {round}: the ring queued too few"
+            );
+            drop(socket);
+        }
+        let (ours, addr) = bound();
+        let socket = UdpSocket::from_std(ours).expect("socket");
+        let _ = tokio::time::timeout(Duration::from_millis(20), socket.readable()).await;
+        client.send_to(b"last", addr).expect("send");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            socket.queued().0,
+            1,
+            "the ring had no buffer for a new socket"
+        );
+    })
+    .expect("runtime");
 }
