@@ -1,4 +1,4 @@
-//! lbd: an L4 (TCP) load balancer. The config file, its validation and the
+//! lbd: an L4 (TCP and UDP) load balancer. The config file, its validation and the
 //! typed model are the `lbd-config` crate ([`lbd_config`]).
 //!
 //! The modules form layers; each uses only layers below it

@@ -20,7 +20,7 @@ use lbd_config::{haproxy, Config};
 #[command(
     name = "lbd",
     version = lbd::xdp::VERSION_TEXT,
-    about = "L4 (TCP) load balancer on io_uring"
+    about = "L4 (TCP and UDP) load balancer on io_uring"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -11,6 +11,8 @@
 //! - a reload keeps the flows of members still in the pool and moves the
 //!   others;
 //! - `allowed_cidrs` refuses flows from outside it (counted);
+//! - a listener bound to `0.0.0.0` answers each client from the address
+//!   it wrote to;
 //! - `run --takeover` hands the UDP sockets over: new flows are answered
 //!   all through it;
 //! - `udp_connect` checks mark a stopped member down under traffic, and
@@ -292,6 +294,26 @@ async fn allowed_cidrs_refuse_flows(rt: &str) {
     drop(lbd);
 }
 
+/// A listener bound to `0.0.0.0` answers every client from the address
+/// it wrote to (`ask` checks the answer's source): a plain reply would
+/// come from 127.0.0.1 whichever loopback address was asked.
+async fn a_wildcard_listener_answers_from_the_address_asked(rt: &str) {
+    let m = UdpMember::start("m").await;
+    let port = free_addr().port();
+    let bind = SocketAddr::from(([0, 0, 0, 0], port));
+    let _lbd = Lbd::start(rt, 1, &config(bind, "", &[&m])).await;
+    for last in [3u8, 2, 1, 3] {
+        let c = client().await;
+        let to = SocketAddr::from(([127, 0, 0, last], port));
+        for round in 0..3 {
+            assert!(
+                ask_until_answered(&c, to, b"q", ANSWER, 5).await.is_some(),
+                "no answer through {to} (round {round})"
+            );
+        }
+    }
+}
+
 /// lbd on `rt` (one worker) with `cfg` and an admin server: its address.
 async fn with_admin(rt: &str, cfg: &str) -> (SocketAddr, Lbd) {
     let admin = free_addr();
@@ -447,6 +469,7 @@ async fn takeover_hands_the_udp_sockets_over(rt: &str) {
 
 on_both_runtimes!(
     allowed_cidrs_refuse_flows,
+    a_wildcard_listener_answers_from_the_address_asked,
     takeover_hands_the_udp_sockets_over,
     udp_connect_marks_a_stopped_member_down,
     flows_are_balanced_and_sticky,

@@ -5,7 +5,9 @@
 //! member as a TCP connection would ([`super::slots::take_now`]; it never
 //! waits in a queue). The flow then has its own socket connected to that
 //! member: later datagrams of the client go through it, and what the
-//! member sends back on it goes to the client from the listener's socket.
+//! member sends back on it goes to the client from the listener's socket
+//! (from the address the client wrote to, for a listener bound to a
+//! wildcard address: see [`crate::runtime::pktinfo`]).
 //! SO_REUSEPORT hashes a client's datagrams to one worker, so a flow lives
 //! on one thread and nothing here is shared or locked.
 //!
@@ -33,7 +35,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +121,9 @@ struct Listening<R: Runtime> {
 
 struct Flow<R: Runtime> {
     client: SocketAddr,
+    /// The address the client sent its first datagram to, where the
+    /// listener is bound to a wildcard: replies come from it.
+    local: Option<IpAddr>,
     member: R::Datagram,
     member_addr: SocketAddr,
     member_state: Arc<MemberState>,
@@ -150,7 +155,7 @@ impl<R: Runtime> Listening<R> {
         for _ in 0..BATCH {
             let received = self.socket.try_recv_from(&mut self.buf.borrow_mut());
             match received {
-                Ok((len, client)) => self.relay_client_datagram(canonical(client), len),
+                Ok((len, client, to)) => self.relay_client_datagram(canonical(client), to, len),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // An ICMP error queued on the listener's socket (a client
                 // that went away): about that client only.
@@ -159,8 +164,9 @@ impl<R: Runtime> Listening<R> {
         }
     }
 
-    /// A datagram of `len` bytes (in `buf`) from `client`.
-    fn relay_client_datagram(self: &Rc<Self>, client: SocketAddr, len: usize) {
+    /// A datagram of `len` bytes (in `buf`) from `client`, sent to local
+    /// address `to` (known on a wildcard-bound listener).
+    fn relay_client_datagram(self: &Rc<Self>, client: SocketAddr, to: Option<IpAddr>, len: usize) {
         let view = self.local.view();
         // Removed in a reload this worker has not acted on yet.
         let Some(listener) = view.snap.udp_listener_at(self.bind) else {
@@ -176,7 +182,7 @@ impl<R: Runtime> Listening<R> {
             view.snap.generation,
         ) {
             Some(flow) => flow,
-            None => match self.open_flow(client, listener, Rc::clone(&view)) {
+            None => match self.open_flow(client, to, listener, Rc::clone(&view)) {
                 Some(flow) => flow,
                 None => return,
             },
@@ -232,6 +238,7 @@ impl<R: Runtime> Listening<R> {
     fn open_flow(
         self: &Rc<Self>,
         client: SocketAddr,
+        local: Option<IpAddr>,
         listener: &ListenerRt,
         view: Rc<crate::pick::LocalView>,
     ) -> Option<Rc<Flow<R>>> {
@@ -280,6 +287,7 @@ impl<R: Runtime> Listening<R> {
         inc(&m.state.counters.get(self.local.id).connections);
         let flow = Rc::new(Flow {
             client,
+            local,
             member: socket,
             member_addr: m.addr,
             member_state: Arc::clone(&m.state),
@@ -359,7 +367,10 @@ impl<R: Runtime> Listening<R> {
             inc(&mc.datagrams_out);
             add(&mc.bytes_out, len as u64);
             flow.touch();
-            match self.socket.try_send_to(&buf[..len], flow.client) {
+            match self
+                .socket
+                .try_send_to(&buf[..len], flow.client, flow.local)
+            {
                 Ok(_) => {
                     inc(&lc.datagrams_out);
                     add(&lc.bytes_out, len as u64);

@@ -9,48 +9,68 @@
 //! `recvmsg` into provided buffers) behind the same [`super::Datagram`].
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
+use tokio::io::Interest;
+
+use super::pktinfo;
+
 /// A UDP socket registered with the worker's reactor.
-pub struct ReadyDatagram(tokio::net::UdpSocket);
+pub struct ReadyDatagram {
+    socket: tokio::net::UdpSocket,
+    /// Bound to a wildcard address: receives learn each datagram's
+    /// destination ([`pktinfo`]).
+    pktinfo: bool,
+}
 
 impl ReadyDatagram {
     /// Takes over a bound (or connected) std socket.
     pub fn from_std(socket: UdpSocket) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
-        Ok(ReadyDatagram(tokio::net::UdpSocket::from_std(socket)?))
+        let pktinfo = pktinfo::enable_if_wildcard(&socket)?;
+        Ok(ReadyDatagram {
+            socket: tokio::net::UdpSocket::from_std(socket)?,
+            pktinfo,
+        })
     }
 }
 
 impl AsRawFd for ReadyDatagram {
     fn as_raw_fd(&self) -> RawFd {
-        self.0.as_raw_fd()
+        self.socket.as_raw_fd()
     }
 }
 
 impl super::Datagram for ReadyDatagram {
     async fn readable(&self) -> io::Result<()> {
-        self.0.readable().await
+        self.socket.readable().await
     }
 
-    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.0.try_recv_from(buf)
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+        if self.pktinfo {
+            let fd = self.as_raw_fd();
+            return self
+                .socket
+                .try_io(Interest::READABLE, || pktinfo::recv(fd, buf));
+        }
+        let (n, from) = self.socket.try_recv_from(buf)?;
+        Ok((n, from, None))
     }
 
     fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.try_recv(buf)
+        self.socket.try_recv(buf)
     }
 
     // Sends go straight to the (non-blocking) socket: tokio's `try_send`
     // would refuse with WouldBlock until its reactor has seen the socket
     // writable once, which drops the first datagram of every new flow.
-    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
-        socket2::SockRef::from(&self.0).send_to(buf, &to.into())
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr, from: Option<IpAddr>) -> io::Result<usize> {
+        pktinfo::send(self.as_raw_fd(), buf, to, from)
     }
 
     fn try_send(&self, buf: &[u8]) -> io::Result<usize> {
-        socket2::SockRef::from(&self.0).send(buf)
+        socket2::SockRef::from(&self.socket).send(buf)
     }
 }
 

@@ -16,12 +16,13 @@
 
 pub mod datagram;
 pub mod epoll;
+pub mod pktinfo;
 pub mod splice;
 pub mod uring;
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::time::Duration;
@@ -60,9 +61,13 @@ pub trait Stream: AsRawFd + 'static {
 #[allow(async_fn_in_trait)]
 pub trait Datagram: AsRawFd + 'static {
     async fn readable(&self) -> io::Result<()>;
-    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+    /// A datagram: its length in `buf`, its source, and the address it
+    /// was sent to where the socket reports it (a listener bound to a
+    /// wildcard address, see [`pktinfo`]).
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<IpAddr>)>;
     fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize>;
-    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
+    /// Sends to `to` from local address `from` where given.
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr, from: Option<IpAddr>) -> io::Result<usize>;
     fn try_send(&self, buf: &[u8]) -> io::Result<usize>;
 }
 

@@ -20,7 +20,7 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 
 use io_uring::types::RecvMsgOut;
@@ -28,7 +28,7 @@ use socket2::SockAddr;
 
 use super::driver::{self, Driver};
 use super::{op, stream};
-use crate::runtime::Datagram;
+use crate::runtime::{pktinfo, Datagram};
 
 pub struct UdpSocket {
     socket: std::net::UdpSocket,
@@ -38,9 +38,9 @@ pub struct UdpSocket {
 
 /// What the receive queue holds for a `try_recv`.
 enum Queued {
-    /// A datagram (its length in the caller's buffer, its source) or an
-    /// error the socket reported.
-    Datagram(io::Result<(usize, SocketAddr)>),
+    /// A datagram (its length in the caller's buffer, its source and
+    /// destination) or an error the socket reported.
+    Datagram(io::Result<(usize, SocketAddr, Option<IpAddr>)>),
     /// Nothing, and the multishot receive is armed: it will bring more.
     Empty,
     /// Nothing, and no receive is armed: ask the socket itself.
@@ -52,6 +52,7 @@ impl UdpSocket {
     pub(super) fn from_std(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
         // For the syscall paths: a receive or send never blocks the worker.
         socket.set_nonblocking(true)?;
+        pktinfo::enable_if_wildcard(&socket)?;
         let bound = socket.peer_addr().is_err();
         let recv = driver::with(|d| d.new_datagram_recv(bound));
         Ok(UdpSocket { socket, recv })
@@ -89,8 +90,14 @@ impl UdpSocket {
 }
 
 /// The datagram in buffer `bid` (a `recvmsg` result of `res` bytes):
-/// its payload copied into `buf`, and its source.
-fn copy_out(d: &Driver, bid: u16, res: i32, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+/// its payload copied into `buf`, its source and its destination (if the
+/// socket reports it).
+fn copy_out(
+    d: &Driver,
+    bid: u16,
+    res: i32,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
     let Some(msghdr) = d.datagram_msghdr() else {
         return Err(io::Error::other("no datagram ring"));
     };
@@ -104,7 +111,8 @@ fn copy_out(d: &Driver, bid: u16, res: i32, buf: &mut [u8]) -> io::Result<(usize
     let payload = out.payload_data();
     let n = payload.len().min(buf.len());
     buf[..n].copy_from_slice(&payload[..n]);
-    Ok((n, source(out.name_data())?))
+    let to = pktinfo::destination(out.control_data());
+    Ok((n, source(out.name_data())?, to))
 }
 
 /// A `sockaddr` as the kernel wrote it.
@@ -152,24 +160,24 @@ impl Datagram for UdpSocket {
         Ok(())
     }
 
-    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
         match self.take(buf) {
             Queued::Datagram(result) => result,
             Queued::Empty => Err(io::ErrorKind::WouldBlock.into()),
-            Queued::Unarmed => self.socket.recv_from(buf),
+            Queued::Unarmed => pktinfo::recv(self.as_raw_fd(), buf),
         }
     }
 
     fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self.take(buf) {
-            Queued::Datagram(result) => result.map(|(n, _)| n),
+            Queued::Datagram(result) => result.map(|(n, _, _)| n),
             Queued::Empty => Err(io::ErrorKind::WouldBlock.into()),
             Queued::Unarmed => self.socket.recv(buf),
         }
     }
 
-    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
-        self.socket.send_to(buf, to)
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr, from: Option<IpAddr>) -> io::Result<usize> {
+        pktinfo::send(self.as_raw_fd(), buf, to, from)
     }
 
     fn try_send(&self, buf: &[u8]) -> io::Result<usize> {

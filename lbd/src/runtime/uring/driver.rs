@@ -23,8 +23,9 @@
 //!   the ring, and the slot is freed at the final completion.
 //! * a UDP socket's receive side: the same, with a multishot `recvmsg`
 //!   into the datagram ring ([`DatagramRing`]); each completion is one
-//!   datagram (with its source address), and an error (an ICMP error
-//!   queued on the socket) is queued like one without ending the socket.
+//!   datagram (with its source, and its destination where the socket
+//!   reports it); an error (an ICMP error queued on the socket) is
+//!   queued like one, without ending the socket.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -53,12 +54,12 @@ const LISTENER_QUEUE_CAP: usize = 32;
 
 /// The datagram ring's buffers: 128 of them, each with room for the
 /// largest UDP payload (65,527 bytes over IPv6) behind the `recvmsg`
-/// header and the source address, so no datagram is cut. 8.4 MiB of
-/// address space per worker that serves UDP, mapped when its first UDP
-/// socket is made; of a buffer only the pages a datagram touched are
-/// resident (one for a small datagram).
+/// header, the source address and the destination's control message, so
+/// no datagram is cut. 8.4 MiB of address space per worker that serves
+/// UDP, mapped when its first UDP socket is made; of a buffer only the
+/// pages a datagram touched are resident (one for a small datagram).
 const DATAGRAM_BUFFERS: u16 = 128;
-const DATAGRAM_BUFFER_SIZE: usize = 65_536 + 64;
+const DATAGRAM_BUFFER_SIZE: usize = 65_536 + 128;
 
 /// Buffer groups: streams pick from 0, UDP sockets from 1.
 const STREAM_GROUP: u16 = 0;
@@ -94,8 +95,9 @@ pub(super) enum DatagramRing {
     Ready {
         bufs: BufRing,
         /// The `recvmsg` header the receives are armed with: room for an
-        /// IPv4 or IPv6 source address, no control data. Read by the
-        /// kernel, so it lives as long as the ring.
+        /// IPv4 or IPv6 source address and a destination's control
+        /// message (see `runtime::pktinfo`). Read by the kernel, so it
+        /// lives as long as the ring.
         msghdr: Box<libc::msghdr>,
     },
     Unavailable,
@@ -332,6 +334,7 @@ impl Driver {
                         // SAFETY: an all-zero msghdr is a valid empty one.
                         let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
                         msghdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+                        msghdr.msg_controllen = crate::runtime::pktinfo::CONTROL_SPACE as _;
                         self.datagrams = DatagramRing::Ready { bufs, msghdr };
                     }
                     Err(e) => tracing::info!(

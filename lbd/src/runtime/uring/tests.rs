@@ -199,7 +199,7 @@ async fn receive(socket: &UdpSocket, count: usize) -> Vec<(Vec<u8>, std::net::So
         // Bounded: the queue and the socket buffer hold finitely many.
         loop {
             match socket.try_recv_from(&mut buf) {
-                Ok((n, from)) => got.push((buf[..n].to_vec(), from)),
+                Ok((n, from, _)) => got.push((buf[..n].to_vec(), from)),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => panic!("receive: {e}"),
             }
@@ -307,6 +307,39 @@ fn an_icmp_refusal_is_reported_in_its_place() {
         assert_eq!(&buf[..n], b"here");
     })
     .expect("runtime");
+}
+
+/// A wildcard-bound socket learns each datagram's destination through
+/// the ring (its control message rides in the ring's buffer).
+#[test]
+fn a_wildcard_socket_learns_destinations_through_the_ring() {
+    if !datagram_ring_here() {
+        return;
+    }
+    let ours = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+    let port = ours.local_addr().expect("addr").port();
+    let got = Uring::block_on(async move {
+        let socket = UdpSocket::from_std(ours).expect("socket");
+        let _ = tokio::time::timeout(Duration::from_millis(20), socket.readable()).await;
+        let client = bound().0;
+        for last in [2u8, 3] {
+            client
+                .send_to(b"to", ("127.0.0.".to_string() + &last.to_string(), port))
+                .expect("send");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(socket.queued().0, 2, "not received through the ring");
+        let mut buf = [0u8; 16];
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let (_, _, to) = socket.try_recv_from(&mut buf).expect("receive");
+            got.push(to);
+        }
+        got
+    })
+    .expect("runtime");
+    let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().expect("ip"));
+    assert_eq!(got, [ip("127.0.0.2"), ip("127.0.0.3")]);
 }
 
 /// Sockets dropped with full queues give their buffers back: after more
