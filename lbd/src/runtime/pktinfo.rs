@@ -210,6 +210,17 @@ mod tests {
     use std::net::UdpSocket;
     use std::time::Duration;
 
+    /// Waits (up to 5 s) for a datagram on `server`, then takes it with
+    /// [`recv`].
+    fn wait_and_recv(server: &UdpSocket, buf: &mut [u8]) -> (usize, SocketAddr, Option<IpAddr>) {
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut probe = [0u8; 1];
+        let _ = server.peek_from(&mut probe);
+        recv(server.as_raw_fd(), buf).expect("recvmsg")
+    }
+
     /// A wildcard-bound socket learns each datagram's destination and
     /// answers from it: a client connected to 127.0.0.3 (which a plain
     /// reply, from 127.0.0.1, would not reach) gets the answer.
@@ -226,14 +237,8 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
         client.send(b"ping").expect("send");
-        server
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        // Waits (blocking socket, bounded by the timeout) for the datagram.
-        let mut probe = [0u8; 1];
-        let _ = server.peek_from(&mut probe);
         let mut buf = [0u8; 64];
-        let (n, from, to) = recv(server.as_raw_fd(), &mut buf).expect("recvmsg");
+        let (n, from, to) = wait_and_recv(&server, &mut buf);
         assert_eq!(&buf[..n], b"ping");
         assert_eq!(from, client.local_addr().expect("addr"));
         assert_eq!(to, Some("127.0.0.3".parse().expect("ip")));
@@ -251,13 +256,8 @@ mod tests {
         client
             .send_to(b"x", server.local_addr().expect("addr"))
             .expect("send");
-        server
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        let mut probe = [0u8; 1];
-        let _ = server.peek_from(&mut probe);
         let mut buf = [0u8; 8];
-        let (n, _, to) = recv(server.as_raw_fd(), &mut buf).expect("recvmsg");
+        let (n, _, to) = wait_and_recv(&server, &mut buf);
         assert_eq!((n, to), (1, None));
     }
 }
