@@ -76,10 +76,7 @@ pub struct UdpSummary {
 
 impl UdpSummary {
     pub fn received_per_s(&self) -> f64 {
-        if self.seconds <= 0.0 {
-            return 0.0;
-        }
-        self.received_datagrams as f64 / self.seconds
+        crate::report::per_second(self.received_datagrams, self.seconds)
     }
 }
 

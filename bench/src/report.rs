@@ -9,6 +9,15 @@ use serde_json::Value;
 
 use crate::profile::{self, CpuSplit};
 
+/// `count` events over `seconds` as a rate per second (0 for a run that
+/// took no time: a tool that reported nothing).
+pub fn per_second(count: u64, seconds: f64) -> f64 {
+    if seconds <= 0.0 {
+        return 0.0;
+    }
+    count as f64 / seconds
+}
+
 /// Which direction is better for a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -162,10 +162,7 @@ pub struct RrSummary {
 
 impl RrSummary {
     pub fn pairs_per_s(&self) -> f64 {
-        if self.seconds <= 0.0 {
-            return 0.0;
-        }
-        self.pairs as f64 / self.seconds
+        crate::report::per_second(self.pairs, self.seconds)
     }
 }
 

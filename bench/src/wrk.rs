@@ -65,17 +65,11 @@ impl Summary {
     }
 
     pub fn requests_per_s(&self) -> f64 {
-        if self.duration_us == 0 {
-            return 0.0;
-        }
-        self.requests as f64 / self.seconds()
+        crate::report::per_second(self.requests, self.seconds())
     }
 
     pub fn bytes_per_s(&self) -> f64 {
-        if self.duration_us == 0 {
-            return 0.0;
-        }
-        self.bytes as f64 / self.seconds()
+        crate::report::per_second(self.bytes, self.seconds())
     }
 
     /// Socket errors (connect, read, write, timeout) plus non-2xx/3xx.

@@ -107,18 +107,10 @@ impl<R: Runtime> Worker<R> {
             .inspect(crate::sockets::serve_listener)
             .map(R::listener)
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(listeners
-            .into_iter()
-            .map(|listener| {
-                let stop = Rc::new(AcceptStop::default());
-                tokio::task::spawn_local(Rc::clone(&self).accept_loop(
-                    listener,
-                    l.cfg.bind,
-                    Rc::clone(&stop),
-                ));
-                stop
-            })
-            .collect())
+        let bind = l.cfg.bind;
+        Ok(spawn_stoppable(listeners, |listener, stop| {
+            Rc::clone(&self).accept_loop(listener, bind, stop)
+        }))
     }
 
     /// Starts the receive loops of UDP listener `l` on this worker's
@@ -130,19 +122,10 @@ impl<R: Runtime> Worker<R> {
             .into_iter()
             .map(R::datagram)
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(sockets
-            .into_iter()
-            .map(|socket| {
-                let stop = Rc::new(AcceptStop::default());
-                tokio::task::spawn_local(udp::serve::<R, AcceptStop>(
-                    Rc::clone(&self.local),
-                    l.cfg.bind,
-                    socket,
-                    Rc::clone(&stop),
-                ));
-                stop
-            })
-            .collect())
+        let bind = l.cfg.bind;
+        Ok(spawn_stoppable(sockets, |socket, stop| {
+            udp::serve::<R, AcceptStop>(Rc::clone(&self.local), bind, socket, stop)
+        }))
     }
 
     async fn accept_loop(
@@ -194,6 +177,25 @@ impl<R: Runtime> Worker<R> {
 /// A listener a worker serves: its sockets, and the stop switches of the
 /// loops on them.
 type Serving = (Arc<ListenerSockets>, Vec<Rc<AcceptStop>>);
+
+/// Spawns `serve(socket, stop)` for each of `sockets`, each with its own
+/// stop switch: the switches, in order.
+fn spawn_stoppable<S, F>(
+    sockets: Vec<S>,
+    serve: impl Fn(S, Rc<AcceptStop>) -> F,
+) -> Vec<Rc<AcceptStop>>
+where
+    F: std::future::Future<Output = ()> + 'static,
+{
+    sockets
+        .into_iter()
+        .map(|socket| {
+            let stop = Rc::new(AcceptStop::default());
+            tokio::task::spawn_local(serve(socket, Rc::clone(&stop)));
+            stop
+        })
+        .collect()
+}
 
 /// Tells one accept loop to stop. Set by the worker's own config
 /// follower, so no lock: a flag and a wake-up slot.

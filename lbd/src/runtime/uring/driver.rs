@@ -117,8 +117,11 @@ pub(super) struct Recv {
     pub pausing: bool,
     /// The last one ended for lack of buffers.
     pub starved: bool,
-    /// The stream reads bulk into big buffers of its own: one-shot reads
-    /// straight into them beat copying 16 KiB ring buffers.
+    /// Receive one-shot (wait, then read), not through the ring. A
+    /// stream's: it reads bulk into big buffers of its own, where one-shot
+    /// reads straight into them beat copying 16 KiB ring buffers (set per
+    /// read). A UDP socket's: there is no datagram ring, or the kernel
+    /// refused its multishot `recvmsg` (set for good).
     pub one_shot: bool,
     /// EOF or an error is queued or was read: nothing more comes.
     pub ended: bool,
