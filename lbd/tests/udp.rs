@@ -250,10 +250,20 @@ async fn odd_datagrams_and_a_flood_at_the_limit(rt: &str) {
     }
     assert!(lbd.exited().is_none());
     // Each counted: datagrams both ways, the flood's refusals, the flows.
-    let stats = common::apiserver::stats(admin).await;
+    // A reply is counted just after its send, so the last answer can reach
+    // the client before its count: wait (bounded) until the counts have
+    // caught up with the answers received.
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let mut stats = common::apiserver::stats(admin).await;
+    for _ in 0..100 {
+        if n(&stats["listeners"][0]["datagrams_out_total"]) >= 2 + 3 + 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stats = common::apiserver::stats(admin).await;
+    }
     let l = &stats["listeners"][0];
     assert_eq!(l["protocol"], "udp");
-    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     assert_eq!(n(&l["current_sessions"]), 4, "{l}");
     assert_eq!(n(&l["max_sessions"]), 4, "{l}");
     assert!(n(&l["limit_hits_total"]) >= 40, "{l}");
